@@ -1,0 +1,484 @@
+//! Typed configuration: TOML file, `CHURNWATCH_*` environment overrides, validation.
+//!
+//! `Config::load` is what `main` calls; `Config::from_toml_str` with an explicit
+//! environment is what tests call. Validation names the option and says how to fix it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::time::{format_duration, parse_duration, Millis, DAY};
+
+/// The default configuration, identical to `config/churnwatch.toml`.
+pub const DEFAULT_TOML: &str = include_str!("../config/churnwatch.toml");
+
+/// Prefix of environment overrides; path segments are joined with `__`.
+pub const ENV_PREFIX: &str = "CHURNWATCH_";
+
+/// A configuration problem, with the option it concerns and what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config is not valid: {0}")]
+    Parse(String),
+    #[error("environment override {var}: {msg}")]
+    Env { var: String, msg: String },
+    #[error("option `{option}`: {msg}")]
+    Invalid { option: &'static str, msg: String },
+}
+
+fn invalid(option: &'static str, msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        option,
+        msg: msg.into(),
+    }
+}
+
+/// A duration written as `"10m"`, `"6h"`, ...; held in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Duration(pub Millis);
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(Duration).map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for Duration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&format_duration(self.0))
+    }
+}
+
+/// Alert severity, ordered from least to most urgent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// Whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the fields of an input event are and how large an event may be.
+    pub input: InputConfig,
+    /// Watermark settings.
+    pub time: TimeConfig,
+    /// Which events start and end an account's lifecycle.
+    pub lifecycle: LifecycleConfig,
+    /// When an account counts as activated.
+    pub activation: ActivationConfig,
+    /// The churn-risk rules.
+    pub rules: RulesConfig,
+}
+
+/// Field locations (JSON pointers) and size limit of input events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    /// Pointer to the account id (required string).
+    pub account_id: String,
+    /// Pointer to the event name (required string).
+    pub event: String,
+    /// Pointer to the event time (required RFC 3339 string or epoch ms integer).
+    pub ts: String,
+    /// Pointer to the acting user (optional string).
+    pub user_id: String,
+    /// Larger messages are rejected as `oversized`.
+    pub max_event_bytes: usize,
+}
+
+/// Watermark settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeConfig {
+    /// How far behind the newest event an event may arrive and still be exact.
+    pub allowed_lateness: Duration,
+    /// Live mode: how far the watermark may follow the wall clock past the newest event.
+    pub max_idle_advance: Duration,
+}
+
+/// Lifecycle event names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// Events that start a lifecycle.
+    pub start_events: Vec<String>,
+    /// Events that end a lifecycle.
+    pub end_events: Vec<String>,
+    /// Start a lifecycle at the first event ever seen when it is not a start event.
+    pub start_on_first_event: bool,
+}
+
+/// Activation conditions; all must hold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivationConfig {
+    /// Event names that must each be seen once in the lifecycle.
+    pub required_events: Vec<String>,
+    /// Distinct UTC days with activity.
+    pub min_active_days: u32,
+    /// Distinct non-empty user ids.
+    pub min_active_users: u32,
+    /// Activity events.
+    pub min_events: u64,
+}
+
+/// The three rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    pub not_activated: NotActivatedConfig,
+    pub inactive: InactiveConfig,
+    pub activity_drop: ActivityDropConfig,
+}
+
+/// Onboarding deadlines.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotActivatedConfig {
+    pub enabled: bool,
+    /// Deadlines after the lifecycle start, in increasing order.
+    pub deadlines: Vec<Deadline>,
+}
+
+/// One onboarding deadline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deadline {
+    pub after_days: u32,
+    pub severity: Severity,
+}
+
+/// Gone-dark rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InactiveConfig {
+    pub enabled: bool,
+    pub after_days: u32,
+    pub severity: Severity,
+}
+
+/// Daily metric compared by the drop test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropMetric {
+    /// Activity events per day.
+    Events,
+    /// Distinct users per day.
+    ActiveUsers,
+}
+
+/// Sharp-drop rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivityDropConfig {
+    pub enabled: bool,
+    pub metric: DropMetric,
+    pub recent_days: u32,
+    pub baseline_days: u32,
+    pub min_expected: f64,
+    pub min_drop: f64,
+    pub alpha: f64,
+    pub recovery: f64,
+    pub severity: Severity,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_toml_str(DEFAULT_TOML, std::iter::empty())
+            .expect("the embedded default config is valid")
+    }
+}
+
+/// Merges `overlay` into `base` key by key (tables recursively, anything else replaced).
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (k, v) in overlay {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Reads an override value as TOML (number, bool, array, inline table), else a string.
+fn env_value(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) => t.remove("v").expect("key v was just written"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+impl Config {
+    /// Loads a config: the embedded defaults, overlaid by `path` (if any), overlaid by
+    /// `CHURNWATCH_SECTION__KEY` variables from the process environment; then validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.display().to_string(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        Config::from_toml_str(&text, std::env::vars())
+    }
+
+    /// Builds a config from TOML text (a partial file is fine: missing options keep
+    /// their defaults) and an environment, then validates it.
+    pub fn from_toml_str(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = DEFAULT_TOML
+            .parse()
+            .map_err(|e| ConfigError::Parse(format!("embedded default: {e}")))?;
+        let user: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigError::Parse(e.to_string().trim_end().to_string())
+        })?;
+        merge(&mut table, user);
+        let overrides: BTreeMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+            .collect();
+        for (var, raw) in &overrides {
+            let path: Vec<String> = var[ENV_PREFIX.len()..]
+                .split("__")
+                .map(|s| s.to_ascii_lowercase())
+                .collect();
+            if path.iter().any(String::is_empty) {
+                return Err(ConfigError::Env {
+                    var: var.clone(),
+                    msg: "empty path segment; write CHURNWATCH_SECTION__KEY".into(),
+                });
+            }
+            let mut overlay = toml::Table::new();
+            let mut cursor = &mut overlay;
+            for seg in &path[..path.len() - 1] {
+                cursor = cursor
+                    .entry(seg.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                    .as_table_mut()
+                    .expect("just inserted a table");
+            }
+            cursor.insert(path[path.len() - 1].clone(), env_value(raw));
+            merge(&mut table, overlay);
+        }
+        let cfg: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
+            let mut msg = e.to_string().trim_end().to_string();
+            if !overrides.is_empty() {
+                let vars: Vec<&str> = overrides.keys().map(String::as_str).collect();
+                msg.push_str(&format!(" (environment overrides in effect: {})", vars.join(", ")));
+            }
+            ConfigError::Parse(msg)
+        })?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks every option's range and the relations between options.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let i = &self.input;
+        for (option, p) in [
+            ("input.account_id", &i.account_id),
+            ("input.event", &i.event),
+            ("input.ts", &i.ts),
+            ("input.user_id", &i.user_id),
+        ] {
+            if !p.starts_with('/') {
+                return Err(invalid(
+                    option,
+                    format!("{p:?} is not a JSON pointer; write it as \"/field\" or \"/outer/inner\""),
+                ));
+            }
+        }
+        if i.max_event_bytes < 64 {
+            return Err(invalid("input.max_event_bytes", "must be at least 64"));
+        }
+        let t = &self.time;
+        if t.allowed_lateness.0 < 0 || t.allowed_lateness.0 > 7 * DAY {
+            return Err(invalid("time.allowed_lateness", "must be between 0s and 7d"));
+        }
+        if t.max_idle_advance.0 < 0 {
+            return Err(invalid("time.max_idle_advance", "must not be negative"));
+        }
+        let l = &self.lifecycle;
+        if l.start_events.iter().chain(&l.end_events).any(|e| e.is_empty()) {
+            return Err(invalid("lifecycle.start_events", "event names must not be empty"));
+        }
+        if let Some(e) = l.start_events.iter().find(|e| l.end_events.contains(e)) {
+            return Err(invalid(
+                "lifecycle.end_events",
+                format!("{e:?} is also a start event; an event can only start or end"),
+            ));
+        }
+        let a = &self.activation;
+        if a.required_events.len() > 64 {
+            return Err(invalid("activation.required_events", "at most 64 names"));
+        }
+        for (n, e) in a.required_events.iter().enumerate() {
+            if a.required_events[..n].contains(e) {
+                return Err(invalid("activation.required_events", format!("{e:?} is listed twice")));
+            }
+            if l.start_events.contains(e) || l.end_events.contains(e) {
+                return Err(invalid(
+                    "activation.required_events",
+                    format!("{e:?} is a lifecycle event, which never counts as activity"),
+                ));
+            }
+        }
+        let na = &self.rules.not_activated;
+        for (n, d) in na.deadlines.iter().enumerate() {
+            if d.after_days == 0 {
+                return Err(invalid("rules.not_activated.deadlines", "after_days must be at least 1"));
+            }
+            if n > 0 && d.after_days <= na.deadlines[n - 1].after_days {
+                return Err(invalid(
+                    "rules.not_activated.deadlines",
+                    "list deadlines in strictly increasing after_days order",
+                ));
+            }
+        }
+        if self.rules.inactive.after_days == 0 {
+            return Err(invalid("rules.inactive.after_days", "must be at least 1"));
+        }
+        let d = &self.rules.activity_drop;
+        if d.recent_days == 0 {
+            return Err(invalid("rules.activity_drop.recent_days", "must be at least 1"));
+        }
+        if d.baseline_days < 2 {
+            return Err(invalid(
+                "rules.activity_drop.baseline_days",
+                "must be at least 2 (a sample variance needs two days)",
+            ));
+        }
+        if d.recent_days + d.baseline_days > 400 {
+            return Err(invalid(
+                "rules.activity_drop.baseline_days",
+                "recent_days + baseline_days must be at most 400",
+            ));
+        }
+        if !(d.min_expected >= 0.0 && d.min_expected.is_finite()) {
+            return Err(invalid("rules.activity_drop.min_expected", "must be a number >= 0"));
+        }
+        if !(d.min_drop > 0.0 && d.min_drop <= 1.0) {
+            return Err(invalid("rules.activity_drop.min_drop", "must be in (0, 1], e.g. 0.5"));
+        }
+        if !(d.alpha > 0.0 && d.alpha < 1.0) {
+            return Err(invalid("rules.activity_drop.alpha", "must be in (0, 1), e.g. 0.001"));
+        }
+        if !(d.recovery > 0.0 && d.recovery.is_finite()) {
+            return Err(invalid("rules.activity_drop.recovery", "must be > 0, e.g. 0.75"));
+        }
+        if d.recovery <= 1.0 - d.min_drop {
+            return Err(invalid(
+                "rules.activity_drop.recovery",
+                format!(
+                    "must be above 1 - min_drop = {}, or an alert could resolve on the day it fires",
+                    1.0 - d.min_drop
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn default_matches_documented_values() {
+        let c = Config::default();
+        assert_eq!(c.time.allowed_lateness.0, 600_000);
+        assert_eq!(c.time.max_idle_advance.0, 6 * 3_600_000);
+        assert_eq!(c.activation.min_active_days, 3);
+        assert_eq!(c.rules.not_activated.deadlines.len(), 2);
+        assert_eq!(c.rules.not_activated.deadlines[1].severity, Severity::Critical);
+        assert_eq!(c.rules.inactive.after_days, 14);
+        assert_eq!(c.rules.activity_drop.metric, DropMetric::Events);
+        assert_eq!(c.rules.activity_drop.alpha, 0.001);
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c = Config::from_toml_str("[rules.inactive]\nafter_days = 21\n", []).unwrap();
+        assert_eq!(c.rules.inactive.after_days, 21);
+        assert_eq!(c.rules.inactive.severity, Severity::Warning);
+    }
+
+    #[test]
+    fn env_overrides_apply_and_parse_as_toml() {
+        let c = Config::from_toml_str(
+            "",
+            env(&[
+                ("CHURNWATCH_RULES__INACTIVE__AFTER_DAYS", "21"),
+                ("CHURNWATCH_TIME__ALLOWED_LATENESS", "30m"),
+                ("CHURNWATCH_ACTIVATION__REQUIRED_EVENTS", "[\"report.created\"]"),
+                ("CHURNWATCH_CONFIG", "ignored: no double underscore"),
+                ("OTHER__VAR", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.rules.inactive.after_days, 21);
+        assert_eq!(c.time.allowed_lateness.0, 1_800_000);
+        assert_eq!(c.activation.required_events, vec!["report.created"]);
+    }
+
+    #[test]
+    fn unknown_options_are_named() {
+        let e = Config::from_toml_str("[rules.inactive]\nafter_dayz = 3\n", []).unwrap_err();
+        assert!(e.to_string().contains("after_dayz"), "{e}");
+        let e = Config::from_toml_str("", env(&[("CHURNWATCH_TIME__LATENESS", "1m")])).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("lateness") && s.contains("CHURNWATCH_TIME__LATENESS"), "{s}");
+    }
+
+    #[test]
+    fn validation_names_option_and_fix() {
+        let cases = [
+            ("[input]\nts = \"timestamp\"\n", "input.ts"),
+            ("[time]\nallowed_lateness = \"10\"\n", "no unit"),
+            ("[rules.activity_drop]\nbaseline_days = 1\n", "baseline_days"),
+            ("[rules.activity_drop]\nalpha = 1.5\n", "alpha"),
+            ("[rules.activity_drop]\nrecovery = 0.4\n", "recovery"),
+            ("[rules.inactive]\nafter_days = 0\n", "rules.inactive.after_days"),
+            (
+                "[[rules.not_activated.deadlines]]\nafter_days = 9\nseverity = \"info\"\n\
+                 [[rules.not_activated.deadlines]]\nafter_days = 9\nseverity = \"info\"\n",
+                "increasing",
+            ),
+            ("[activation]\nrequired_events = [\"account.created\"]\n", "lifecycle event"),
+            ("[lifecycle]\nend_events = [\"account.created\"]\n", "also a start event"),
+            ("[rules.inactive]\nseverity = \"loud\"\n", "loud"),
+        ];
+        for (text, needle) in cases {
+            let e = Config::from_toml_str(text, []).unwrap_err().to_string();
+            assert!(e.contains(needle), "{text:?} gave {e:?}, wanted {needle:?}");
+        }
+    }
+}

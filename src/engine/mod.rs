@@ -1,0 +1,11 @@
+//! The detection engine: pure code, no I/O, no clock. Drivers (replay, demo, the Kafka
+//! daemon) hand a `Shard` events and watermark advances and drain its alerts.
+
+pub mod account;
+pub mod alert;
+pub mod ring;
+pub mod shard;
+pub mod stats;
+
+pub use alert::{Alert, AlertKind, Evidence, ResolveReason, Status};
+pub use shard::{EngineConfig, Shard, ShardStats};

@@ -1,0 +1,715 @@
+//! One shard of the engine: the accounts of one partition, their reorder buffer,
+//! timers and daily windows. Pure: time comes only from events and `advance_to`.
+//!
+//! Processing model (see the README): an event is held until the watermark
+//! `W = newest ts - allowed_lateness` passes it; then held events, due timers and day
+//! closes run strictly in time order, events before checks at equal times. While the
+//! stream is live, only items with time `< W` run (an event with `ts == W` may still
+//! arrive); at the end of a replay, `finish` runs everything up to `until` inclusive.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::Arc;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+use std::hash::BuildHasher;
+
+use super::account::{insert_sorted, user_hash, Account, DayUsers, DropFiring, Life, Progress};
+use super::alert::{Alert, AlertKind, Evidence, ResolveReason, Status};
+use super::ring::DailyRing;
+use super::stats;
+use crate::config::{ActivityDropConfig, Config, Deadline, DropMetric, InactiveConfig};
+use crate::source::event::RawEvent;
+use crate::time::{day_of, format_day, Millis, DAY};
+
+/// What an event name means to the lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Start,
+    End,
+    /// An activity event; `Some(i)` if it is the i-th required event.
+    Activity(Option<u8>),
+}
+
+/// The engine's view of the config, prepared for fast lookups.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub allowed_lateness: Millis,
+    pub start_on_first_event: bool,
+    names: hashbrown::HashMap<Box<str>, Class>,
+    pub required_events: Vec<String>,
+    required_mask: u64,
+    pub min_active_days: usize,
+    pub min_active_users: usize,
+    pub min_events: u64,
+    /// Empty when the rule is disabled.
+    pub deadlines: Vec<Deadline>,
+    pub inactive: Option<InactiveConfig>,
+    pub drop: Option<ActivityDropConfig>,
+}
+
+impl EngineConfig {
+    pub fn new(cfg: &Config) -> EngineConfig {
+        let mut names = hashbrown::HashMap::new();
+        for n in &cfg.lifecycle.start_events {
+            names.insert(n.as_str().into(), Class::Start);
+        }
+        for n in &cfg.lifecycle.end_events {
+            names.insert(n.as_str().into(), Class::End);
+        }
+        let req = &cfg.activation.required_events;
+        for (i, n) in req.iter().enumerate() {
+            names.insert(n.as_str().into(), Class::Activity(Some(i as u8)));
+        }
+        let rules = &cfg.rules;
+        EngineConfig {
+            allowed_lateness: cfg.time.allowed_lateness.0,
+            start_on_first_event: cfg.lifecycle.start_on_first_event,
+            names,
+            required_events: req.clone(),
+            required_mask: if req.len() >= 64 { u64::MAX } else { (1u64 << req.len()) - 1 },
+            min_active_days: cfg.activation.min_active_days as usize,
+            min_active_users: cfg.activation.min_active_users as usize,
+            min_events: cfg.activation.min_events,
+            deadlines: if rules.not_activated.enabled {
+                rules.not_activated.deadlines.clone()
+            } else {
+                Vec::new()
+            },
+            inactive: rules.inactive.enabled.then(|| rules.inactive.clone()),
+            drop: rules.activity_drop.enabled.then(|| rules.activity_drop.clone()),
+        }
+    }
+
+    fn classify(&self, name: &str) -> Class {
+        self.names.get(name).copied().unwrap_or(Class::Activity(None))
+    }
+
+    fn users_metric(&self) -> bool {
+        matches!(&self.drop, Some(d) if d.metric == DropMetric::ActiveUsers)
+    }
+}
+
+/// An event waiting for the watermark. 32 bytes, no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Held {
+    ts: Millis,
+    seq: u64,
+    account: u32,
+    class: PackedClass,
+    /// Hash of the user id; 0 for none.
+    user: u64,
+}
+
+/// `Class` packed into one byte: 0 start, 1 end, 2 activity, 3+i required event i.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct PackedClass(u8);
+
+impl From<Class> for PackedClass {
+    fn from(c: Class) -> Self {
+        PackedClass(match c {
+            Class::Start => 0,
+            Class::End => 1,
+            Class::Activity(None) => 2,
+            Class::Activity(Some(i)) => 3 + i,
+        })
+    }
+}
+
+impl From<PackedClass> for Class {
+    fn from(p: PackedClass) -> Self {
+        match p.0 {
+            0 => Class::Start,
+            1 => Class::End,
+            2 => Class::Activity(None),
+            i => Class::Activity(Some(i - 3)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKind {
+    /// Onboarding deadline with this index.
+    Deadline(u8),
+    Inactive,
+}
+
+/// A due check for one account. Ordered by time, then account slot, for a stable order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Timer {
+    at: Millis,
+    account: u32,
+    kind: TimerKind,
+    generation: u32,
+}
+
+/// Counters a driver can read (and turn into metrics or a summary).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Events applied to account state (including late and ignored ones).
+    pub events_applied: u64,
+    /// Events that arrived with `ts < W`.
+    pub late_events: u64,
+    /// Activity events for an account with no active lifecycle (after an end event,
+    /// or before any start when `start_on_first_event = false`).
+    pub outside_lifecycle: u64,
+    /// Events newer than `until` at the end of a replay, not applied.
+    pub beyond_until: u64,
+}
+
+/// The accounts of one partition and everything needed to evaluate them.
+pub struct Shard {
+    cfg: Arc<EngineConfig>,
+    accounts: Vec<Account>,
+    index: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+    pending: BinaryHeap<Reverse<Held>>,
+    seq: u64,
+    timers: BinaryHeap<Reverse<Timer>>,
+    /// Accounts holding a daily ring, evaluated at every day close.
+    window_list: Vec<u32>,
+    watermark: Millis,
+    newest: Millis,
+    /// Time of the last item processed; never decreases.
+    now: Millis,
+    /// The next day to close, once any event was processed.
+    next_close_day: Option<i64>,
+    out: Vec<Alert>,
+    pub stats: ShardStats,
+}
+
+impl Shard {
+    pub fn new(cfg: Arc<EngineConfig>) -> Shard {
+        Shard {
+            cfg,
+            accounts: Vec::new(),
+            index: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+            pending: BinaryHeap::new(),
+            seq: 0,
+            timers: BinaryHeap::new(),
+            window_list: Vec::new(),
+            watermark: Millis::MIN,
+            newest: Millis::MIN,
+            now: Millis::MIN,
+            next_close_day: None,
+            out: Vec::new(),
+            stats: ShardStats::default(),
+        }
+    }
+
+    /// The watermark `W` (`i64::MIN` before the first event).
+    pub fn watermark(&self) -> Millis {
+        self.watermark
+    }
+
+    /// The newest event time seen (`i64::MIN` before the first event).
+    pub fn newest(&self) -> Millis {
+        self.newest
+    }
+
+    /// Number of accounts known to this shard.
+    pub fn accounts(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// Number of queued timers (including stale ones not yet popped).
+    pub fn timers_pending(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Number of events waiting for the watermark.
+    pub fn held_events(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Looks up an account by id.
+    pub fn account(&self, id: &str) -> Option<&Account> {
+        let h = self.hasher.hash_one(id);
+        self.index
+            .find(h, |&i| &*self.accounts[i as usize].id == id)
+            .map(|&i| &self.accounts[i as usize])
+    }
+
+    /// Iterates over all accounts.
+    pub fn iter_accounts(&self) -> impl Iterator<Item = &Account> {
+        self.accounts.iter()
+    }
+
+    fn intern(&mut self, id: &str) -> u32 {
+        let h = self.hasher.hash_one(id);
+        let accounts = &mut self.accounts;
+        let hasher = &self.hasher;
+        *self
+            .index
+            .entry(h, |&i| &*accounts[i as usize].id == id, |&i| {
+                hasher.hash_one(&*accounts[i as usize].id)
+            })
+            .or_insert_with(|| {
+                accounts.push(Account::new(id));
+                (accounts.len() - 1) as u32
+            })
+            .get()
+    }
+
+    /// Hands one event to the shard; applies whatever the watermark now allows.
+    pub fn push(&mut self, ev: &RawEvent<'_>) {
+        let account = self.intern(&ev.account_id);
+        let held = Held {
+            ts: ev.ts,
+            seq: self.seq,
+            account,
+            class: self.cfg.classify(&ev.event).into(),
+            user: ev.user_id.as_deref().map_or(0, user_hash),
+        };
+        self.seq += 1;
+        if ev.ts < self.watermark {
+            self.stats.late_events += 1;
+            self.apply(held);
+        } else {
+            self.pending.push(Reverse(held));
+        }
+        if ev.ts > self.newest {
+            self.newest = ev.ts;
+            let w = ev.ts.saturating_sub(self.cfg.allowed_lateness);
+            if w > self.watermark {
+                self.watermark = w;
+                self.run(w);
+            }
+        }
+    }
+
+    /// Moves the watermark forward (live mode: wall-clock advance of a quiet
+    /// partition). Never moves it back.
+    pub fn advance_to(&mut self, w: Millis) {
+        if w > self.watermark {
+            self.watermark = w;
+            self.run(w);
+        }
+    }
+
+    /// End of input: sets `W` to `until` (default: the newest event time) and runs
+    /// everything due by then, inclusive. Events newer than that are counted in
+    /// `stats.beyond_until` and not applied.
+    pub fn finish(&mut self, until: Option<Millis>) {
+        let until = until.unwrap_or(self.newest);
+        if until == Millis::MIN {
+            return;
+        }
+        self.watermark = self.watermark.max(until);
+        self.run(self.watermark.saturating_add(1));
+        self.stats.beyond_until += self.pending.len() as u64;
+        self.pending.clear();
+    }
+
+    /// Takes the alerts produced so far.
+    pub fn drain_alerts(&mut self) -> std::vec::Drain<'_, Alert> {
+        self.out.drain(..)
+    }
+
+    /// Number of alerts waiting to be drained.
+    pub fn alerts_ready(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Runs held events, timers and day closes with time `< limit`, in time order.
+    fn run(&mut self, limit: Millis) {
+        loop {
+            let ev = self.pending.peek().map(|r| r.0.ts).filter(|&t| t < limit);
+            let timer = self.timers.peek().map(|r| r.0.at).filter(|&t| t < limit);
+            let close = self
+                .next_close_day
+                .map(|d| (d + 1) * DAY)
+                .filter(|&t| t < limit);
+            let check = match (timer, close) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match (ev, check) {
+                (Some(e), c) if c.is_none_or(|c| e <= c) => {
+                    let Reverse(held) = self.pending.pop().expect("peeked");
+                    self.apply(held);
+                }
+                (_, Some(c)) => {
+                    self.now = self.now.max(c);
+                    if timer == Some(c) {
+                        let Reverse(t) = self.timers.pop().expect("peeked");
+                        self.fire_timer(t);
+                    } else {
+                        let d = self.next_close_day.expect("close time implies a day");
+                        self.next_close_day = Some(d + 1);
+                        self.close_day(d);
+                    }
+                }
+                _ => return,
+            }
+        }
+    }
+
+    fn schedule(&mut self, at: Millis, account: u32, kind: TimerKind) {
+        let generation = self.accounts[account as usize].generation;
+        self.timers.push(Reverse(Timer {
+            at,
+            account,
+            kind,
+            generation,
+        }));
+    }
+
+    /// Applies one event at its time (or at `now`, for a late event).
+    fn apply(&mut self, h: Held) {
+        self.stats.events_applied += 1;
+        let t = h.ts.max(self.now);
+        self.now = t;
+        if self.next_close_day.is_none() {
+            self.next_close_day = Some(day_of(h.ts));
+        }
+        let cfg = Arc::clone(&self.cfg);
+        let idx = h.account;
+        let acc = &mut self.accounts[idx as usize];
+        let first = !acc.seen;
+        acc.seen = true;
+        match Class::from(h.class) {
+            Class::Start => {
+                if acc.life.is_none() {
+                    self.start_life(idx, t);
+                }
+            }
+            Class::End => {
+                if acc.life.is_some() {
+                    self.resolve_all(idx, t, ResolveReason::Churned);
+                    let acc = &mut self.accounts[idx as usize];
+                    acc.life = None;
+                    acc.generation = acc.generation.wrapping_add(1);
+                }
+            }
+            Class::Activity(req) => {
+                if acc.life.is_none() && first && cfg.start_on_first_event {
+                    self.start_life(idx, t);
+                }
+                if self.accounts[idx as usize].life.is_none() {
+                    self.stats.outside_lifecycle += 1;
+                    return;
+                }
+                self.activity(idx, t, day_of(h.ts), req, h.user, &cfg);
+            }
+        }
+    }
+
+    fn start_life(&mut self, idx: u32, start: Millis) {
+        let acc = &mut self.accounts[idx as usize];
+        acc.generation = acc.generation.wrapping_add(1);
+        acc.life = Some(Box::new(Life::new(start, true)));
+        if let Some(d) = self.cfg.deadlines.first() {
+            self.schedule(start + d.after_days as i64 * DAY, idx, TimerKind::Deadline(0));
+        }
+    }
+
+    fn activity(&mut self, idx: u32, t: Millis, day: i64, req: Option<u8>, user: u64, cfg: &EngineConfig) {
+        let acc = &mut self.accounts[idx as usize];
+        let life = acc.life.as_mut().expect("caller checked");
+        // Resume from a firing `inactive` alert.
+        if life.inactive_firing {
+            life.inactive_firing = false;
+            let last = life.last_activity.expect("inactive implies an activity");
+            let inactive = cfg.inactive.as_ref().expect("inactive fired, so it is enabled");
+            self.out.push(Alert {
+                account_id: acc.id.to_string(),
+                kind: AlertKind::Inactive,
+                status: Status::Resolved,
+                severity: inactive.severity,
+                episode: format_day(day_of(last)),
+                event_time: t,
+                evidence: Evidence::Resolved {
+                    reason: ResolveReason::ActivityResumed,
+                    observed: None,
+                    expected: None,
+                    since: Some(last),
+                    users_metric: false,
+                },
+            });
+        }
+        life.last_activity = Some(life.last_activity.map_or(t, |l| l.max(t)));
+        // Daily window for the drop test.
+        if cfg.drop.is_some() {
+            let inc = if cfg.users_metric() {
+                if user == 0 {
+                    0
+                } else {
+                    match &mut life.day_users {
+                        Some(du) if du.day == day => insert_sorted(&mut du.users, user) as u32,
+                        Some(du) if du.day > day => 0, // late: the day's users are gone
+                        du => {
+                            *du = Some(Box::new(DayUsers { day, users: vec![user] }));
+                            1
+                        }
+                    }
+                }
+            } else {
+                1
+            };
+            let len = cfg.drop.as_ref().map_or(0, |d| (d.recent_days + d.baseline_days) as usize);
+            life.ring.get_or_insert_with(|| DailyRing::new(len, day)).add(day, inc);
+            if !acc.in_window_list {
+                acc.in_window_list = true;
+                self.window_list.push(idx);
+            }
+        }
+        // Activation.
+        let mut activated_now = false;
+        if let Some(p) = life.progress.as_mut() {
+            p.events += 1;
+            insert_sorted(&mut p.days, day);
+            if user != 0 {
+                insert_sorted(&mut p.users, user);
+            }
+            if let Some(i) = req {
+                p.required_seen |= 1 << i;
+            }
+            if activation_holds(p, cfg) {
+                life.progress = None;
+                life.activated_at = Some(t);
+                activated_now = true;
+            }
+        }
+        if activated_now {
+            self.resolve_not_activated(idx, t, ResolveReason::Activated);
+        }
+        let life = self.accounts[idx as usize].life.as_mut().expect("still active");
+        if life.activated_at.is_some() && life.inactive_timer.is_none() {
+            if let Some(inactive) = &cfg.inactive {
+                let at = life.last_activity.expect("just set") + inactive.after_days as i64 * DAY;
+                life.inactive_timer = Some(at);
+                self.schedule(at, idx, TimerKind::Inactive);
+            }
+        }
+    }
+
+    fn fire_timer(&mut self, tm: Timer) {
+        let cfg = Arc::clone(&self.cfg);
+        let acc = &mut self.accounts[tm.account as usize];
+        if acc.generation != tm.generation {
+            return;
+        }
+        let Some(life) = acc.life.as_mut() else { return };
+        match tm.kind {
+            TimerKind::Deadline(k) => {
+                if life.activated_at.is_some() || life.next_deadline != k {
+                    return;
+                }
+                let d = &cfg.deadlines[k as usize];
+                let p = life.progress.as_ref().expect("not activated implies progress");
+                let missing = cfg
+                    .required_events
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| p.required_seen & (1 << i) == 0)
+                    .map(|(_, n)| n.clone())
+                    .collect();
+                life.not_activated_firing |= 1 << k;
+                life.next_deadline = k + 1;
+                self.out.push(Alert {
+                    account_id: acc.id.to_string(),
+                    kind: AlertKind::NotActivated,
+                    status: Status::Firing,
+                    severity: d.severity,
+                    episode: format!("{}+{}d", format_day(day_of(life.start)), d.after_days),
+                    event_time: tm.at,
+                    evidence: Evidence::NotActivated {
+                        after_days: d.after_days,
+                        start: life.start,
+                        active_days: p.days.len() as u64,
+                        active_users: p.users.len() as u64,
+                        events: p.events,
+                        missing_events: missing,
+                    },
+                });
+                if let Some(next) = cfg.deadlines.get(k as usize + 1) {
+                    let at = life.start + next.after_days as i64 * DAY;
+                    self.schedule(at, tm.account, TimerKind::Deadline(k + 1));
+                }
+            }
+            TimerKind::Inactive => {
+                if life.inactive_timer != Some(tm.at) {
+                    return;
+                }
+                let inactive = cfg.inactive.as_ref().expect("timer implies enabled");
+                let last = life.last_activity.expect("timer implies activity");
+                let due = last + inactive.after_days as i64 * DAY;
+                if due > tm.at {
+                    life.inactive_timer = Some(due);
+                    self.schedule(due, tm.account, TimerKind::Inactive);
+                    return;
+                }
+                life.inactive_timer = None;
+                life.inactive_firing = true;
+                self.out.push(Alert {
+                    account_id: acc.id.to_string(),
+                    kind: AlertKind::Inactive,
+                    status: Status::Firing,
+                    severity: inactive.severity,
+                    episode: format_day(day_of(last)),
+                    event_time: tm.at,
+                    evidence: Evidence::Inactive {
+                        last_activity: last,
+                        idle_days: inactive.after_days,
+                    },
+                });
+            }
+        }
+    }
+
+    /// Day `d` closes at `(d+1) * DAY`: evaluates `activity_drop` for every account
+    /// holding a window, and lets silent accounts drop theirs.
+    fn close_day(&mut self, d: i64) {
+        let Some(drop) = self.cfg.drop.clone() else { return };
+        let close_at = (d + 1) * DAY;
+        let span = (drop.recent_days + drop.baseline_days) as i64;
+        let users_metric = drop.metric == DropMetric::ActiveUsers;
+        let mut i = 0;
+        while i < self.window_list.len() {
+            let idx = self.window_list[i];
+            let acc = &mut self.accounts[idx as usize];
+            let keep = match acc.life.as_mut() {
+                Some(life) => match &life.ring {
+                    // Silent for the whole window: nothing can change until new activity.
+                    Some(ring) if ring.head() > d - span => true,
+                    _ => {
+                        life.ring = None;
+                        life.day_users = None;
+                        false
+                    }
+                },
+                None => false,
+            };
+            if !keep {
+                acc.in_window_list = false;
+                self.window_list.swap_remove(i);
+                continue;
+            }
+            i += 1;
+            let life = acc.life.as_mut().expect("kept");
+            let activated = life.activated_at.is_some_and(|a| a < close_at);
+            if !activated || d - span + 1 <= day_of(life.start) {
+                continue;
+            }
+            let ring = life.ring.as_ref().expect("kept");
+            let w = stats::window(ring, d, drop.recent_days, drop.baseline_days);
+            if let Some(f) = life.drop_firing {
+                if w.observed as f64 >= drop.recovery * f.expected {
+                    life.drop_firing = None;
+                    self.out.push(Alert {
+                        account_id: acc.id.to_string(),
+                        kind: AlertKind::ActivityDrop,
+                        status: Status::Resolved,
+                        severity: drop.severity,
+                        episode: format_day(f.day),
+                        event_time: close_at,
+                        evidence: Evidence::Resolved {
+                            reason: ResolveReason::Recovered,
+                            observed: Some(w.observed),
+                            expected: Some(f.expected),
+                            since: None,
+                            users_metric,
+                        },
+                    });
+                }
+                continue;
+            }
+            if w.expected < drop.min_expected || w.observed as f64 > (1.0 - drop.min_drop) * w.expected {
+                continue;
+            }
+            let v = stats::baseline_variance(ring, d, drop.recent_days, drop.baseline_days, w.mean);
+            let (model, p) = stats::p_value(w.observed, w.mean, v, drop.recent_days);
+            if p > drop.alpha {
+                continue;
+            }
+            life.drop_firing = Some(DropFiring {
+                day: d,
+                expected: w.expected,
+            });
+            self.out.push(Alert {
+                account_id: acc.id.to_string(),
+                kind: AlertKind::ActivityDrop,
+                status: Status::Firing,
+                severity: drop.severity,
+                episode: format_day(d),
+                event_time: close_at,
+                evidence: Evidence::ActivityDrop {
+                    observed: w.observed,
+                    expected: w.expected,
+                    drop_pct: 1.0 - w.observed as f64 / w.expected,
+                    p_value: p,
+                    model,
+                    recent_days: drop.recent_days,
+                    baseline_days: drop.baseline_days,
+                    users_metric,
+                },
+            });
+        }
+    }
+
+    fn resolve_not_activated(&mut self, idx: u32, t: Millis, reason: ResolveReason) {
+        let acc = &mut self.accounts[idx as usize];
+        let life = acc.life.as_mut().expect("active");
+        let firing = std::mem::take(&mut life.not_activated_firing);
+        for (k, d) in self.cfg.deadlines.iter().enumerate() {
+            if firing & (1 << k) != 0 {
+                self.out.push(Alert {
+                    account_id: acc.id.to_string(),
+                    kind: AlertKind::NotActivated,
+                    status: Status::Resolved,
+                    severity: d.severity,
+                    episode: format!("{}+{}d", format_day(day_of(life.start)), d.after_days),
+                    event_time: t,
+                    evidence: Evidence::Resolved {
+                        reason,
+                        observed: None,
+                        expected: None,
+                        since: Some(life.start),
+                        users_metric: false,
+                    },
+                });
+            }
+        }
+    }
+
+    /// Resolves every firing alert of the account (end of lifecycle).
+    fn resolve_all(&mut self, idx: u32, t: Millis, reason: ResolveReason) {
+        self.resolve_not_activated(idx, t, reason);
+        let cfg = Arc::clone(&self.cfg);
+        let acc = &mut self.accounts[idx as usize];
+        let life = acc.life.as_mut().expect("active");
+        let resolved = |kind, severity, episode| Alert {
+            account_id: acc.id.to_string(),
+            kind,
+            status: Status::Resolved,
+            severity,
+            episode,
+            event_time: t,
+            evidence: Evidence::Resolved {
+                reason,
+                observed: None,
+                expected: None,
+                since: None,
+                users_metric: false,
+            },
+        };
+        if life.inactive_firing {
+            let last = life.last_activity.expect("inactive implies activity");
+            let sev = cfg.inactive.as_ref().expect("enabled").severity;
+            self.out.push(resolved(AlertKind::Inactive, sev, format_day(day_of(last))));
+        }
+        if let Some(f) = life.drop_firing {
+            let sev = cfg.drop.as_ref().expect("enabled").severity;
+            self.out.push(resolved(AlertKind::ActivityDrop, sev, format_day(f.day)));
+        }
+    }
+}
+
+fn activation_holds(p: &Progress, cfg: &EngineConfig) -> bool {
+    p.required_seen & cfg.required_mask == cfg.required_mask
+        && p.days.len() >= cfg.min_active_days
+        && p.users.len() >= cfg.min_active_users
+        && p.events >= cfg.min_events
+}

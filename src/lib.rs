@@ -1,0 +1,13 @@
+//! churnwatch: flags SaaS accounts at risk of churning from their product-usage events.
+//!
+//! Data flows `source` (files, Kafka) -> `engine` (pure state and rules) -> `sink`
+//! (alert records, notifications).
+
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod gen;
+pub mod replay;
+pub mod sink;
+pub mod source;
+pub mod time;

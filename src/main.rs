@@ -1,0 +1,254 @@
+//! The `churnwatch` command line.
+
+use std::fs::File;
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use churnwatch::config::Config;
+use churnwatch::gen::{generate, GenOptions};
+use churnwatch::replay::{replay, wall_clock_ms};
+use churnwatch::sink::{record, reject};
+use churnwatch::source::file::LineReader;
+use churnwatch::time::{parse_cli_time, parse_duration, Millis};
+
+#[derive(Parser)]
+#[command(name = "churnwatch", version, about = "Flags SaaS accounts at risk of churning and tells their CSM")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run NDJSON events through the engine and write alert records as NDJSON.
+    Replay {
+        /// Config file (defaults apply to anything it leaves out; no file: all defaults).
+        #[arg(long, env = "CHURNWATCH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Events, NDJSON, plain or gzip; `-` for stdin.
+        #[arg(long)]
+        input: PathBuf,
+        /// Alert records; `-` (default) for stdout.
+        #[arg(long, default_value = "-")]
+        output: PathBuf,
+        /// Rejected lines with their reasons, as NDJSON. Without it they go to stderr.
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+        /// Evaluate up to this time (RFC 3339, YYYY-MM-DD or epoch ms); default: the
+        /// newest event time.
+        #[arg(long, value_parser = parse_cli_time)]
+        until: Option<Millis>,
+        /// Do not print the summary on stderr.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Write a realistic synthetic event stream (seeded, reproducible) as NDJSON.
+    Gen {
+        #[arg(long, default_value_t = 1000)]
+        accounts: u32,
+        #[arg(long, default_value_t = 150)]
+        days: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// First day of the stream.
+        #[arg(long, default_value = "2026-01-01", value_parser = parse_cli_time)]
+        start: Millis,
+        /// Multiplies every account's daily volume.
+        #[arg(long, default_value_t = 1.0)]
+        volume: f64,
+        /// Fraction of malformed lines mixed in.
+        #[arg(long, default_value_t = 0.0002)]
+        bad_lines: f64,
+        /// Largest delay of an event behind newer ones (e.g. 5m; keep it within
+        /// `allowed_lateness` for exact results).
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        jitter: Millis,
+        /// Write ts as epoch milliseconds instead of RFC 3339.
+        #[arg(long)]
+        epoch_ms: bool,
+        /// Output file (`.gz` suffix: gzip); `-` (default) for stdout.
+        #[arg(long, default_value = "-")]
+        output: PathBuf,
+    },
+    /// Generate a customer base, run it through the engine, and print what churnwatch
+    /// would tell each CSM. Needs nothing else.
+    Demo {
+        #[arg(long, default_value_t = 600)]
+        accounts: u32,
+        #[arg(long, default_value_t = 150)]
+        days: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Config file (default: built-in defaults).
+        #[arg(long, env = "CHURNWATCH_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Validate a config file (with environment overrides) and print the result.
+    CheckConfig {
+        #[arg(long, env = "CHURNWATCH_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn open_output(path: &Path) -> Result<Box<dyn Write>> {
+    if path == Path::new("-") {
+        return Ok(Box::new(BufWriter::with_capacity(1 << 20, io::stdout().lock())));
+    }
+    let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let w = BufWriter::with_capacity(1 << 20, f);
+    if path.extension().is_some_and(|e| e == "gz") {
+        Ok(Box::new(flate2::write::GzEncoder::new(w, flate2::Compression::fast())))
+    } else {
+        Ok(Box::new(w))
+    }
+}
+
+fn load_config(path: Option<&Path>) -> Result<Config> {
+    Config::load(path).with_context(|| match path {
+        Some(p) => format!("config {}", p.display()),
+        None => "built-in config with environment overrides".to_string(),
+    })
+}
+
+fn cmd_replay(
+    config: Option<PathBuf>,
+    input: PathBuf,
+    output: PathBuf,
+    rejects: Option<PathBuf>,
+    until: Option<Millis>,
+    quiet: bool,
+) -> Result<()> {
+    let cfg = load_config(config.as_deref())?;
+    let mut reader = LineReader::open(&input).with_context(|| format!("cannot open {}", input.display()))?;
+    let mut out = open_output(&output)?;
+    let mut reject_out: Box<dyn Write> = match &rejects {
+        Some(p) => open_output(p)?,
+        None => Box::new(io::stderr()),
+    };
+    let source = input.display().to_string();
+    let bar = match reader.size_hint {
+        Some(size) if size > (32 << 20) && io::stderr().is_terminal() && !quiet => {
+            let bar = indicatif::ProgressBar::new(size);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                    .expect("valid template"),
+            );
+            Some(bar)
+        }
+        _ => None,
+    };
+    let counted = reader.progress();
+    let summary = replay(
+        &cfg,
+        &mut reader,
+        until,
+        |alert| {
+            out.write_all(record::to_json_line(&alert, wall_clock_ms()).as_bytes())?;
+            out.write_all(b"\n")
+        },
+        |line, reason, raw| {
+            let rec = reject::file_reject(&source, line, reason, raw);
+            reject_out.write_all(rec.to_string().as_bytes())?;
+            reject_out.write_all(b"\n")
+        },
+        |_| {
+            if let Some(b) = &bar {
+                b.set_position(counted.get());
+            }
+        },
+    )
+    .with_context(|| format!("replay of {source}"))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    out.flush().context("writing alerts")?;
+    drop(out);
+    reject_out.flush().context("writing rejects")?;
+    if !quiet {
+        eprint!("{}", summary.render(&source));
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Replay {
+            config,
+            input,
+            output,
+            rejects,
+            until,
+            quiet,
+        } => cmd_replay(config, input, output, rejects, until, quiet),
+        Command::Gen {
+            accounts,
+            days,
+            seed,
+            start,
+            volume,
+            bad_lines,
+            jitter,
+            epoch_ms,
+            output,
+        } => (|| {
+            let opts = GenOptions {
+                accounts,
+                days,
+                seed,
+                start,
+                volume,
+                bad_line_rate: bad_lines,
+                jitter,
+                epoch_ms,
+            };
+            let mut out = open_output(&output)?;
+            let stats = generate(&opts, &mut out)?;
+            out.flush()?;
+            drop(out);
+            eprintln!(
+                "generated {} events ({} malformed lines) for {} accounts over {} days",
+                stats.events, stats.bad_lines, stats.accounts, days
+            );
+            Ok(())
+        })(),
+        Command::Demo {
+            accounts,
+            days,
+            seed,
+            config,
+        } => load_config(config.as_deref()).and_then(|cfg| {
+            let opts = GenOptions {
+                accounts,
+                days,
+                seed,
+                ..GenOptions::default()
+            };
+            let report = churnwatch::demo::run(&cfg, &opts)?;
+            print!("{report}");
+            Ok(())
+        }),
+        Command::CheckConfig { config } => load_config(config.as_deref()).map(|cfg| {
+            println!(
+                "config OK: allowed_lateness {}, deadlines {:?}, inactive after {} days, activity_drop {:?} over {}+{} days",
+                cfg.time.allowed_lateness,
+                cfg.rules.not_activated.deadlines.iter().map(|d| d.after_days).collect::<Vec<_>>(),
+                cfg.rules.inactive.after_days,
+                cfg.rules.activity_drop.metric,
+                cfg.rules.activity_drop.recent_days,
+                cfg.rules.activity_drop.baseline_days,
+            );
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("churnwatch: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Outputs: alert records and dead letters.
+
+pub mod record;
+pub mod reject;

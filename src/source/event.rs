@@ -1,0 +1,535 @@
+//! Parsing one input message into an event, or a named rejection.
+//!
+//! The configured JSON pointers are compiled into a small tree; a serde
+//! `DeserializeSeed` walks the document once, captures only the four fields (borrowed
+//! where the JSON has no escapes) and skips everything else without building values.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use crate::config::InputConfig;
+use crate::time::{parse_rfc3339, Millis, MAX_TS, MIN_TS};
+
+/// Longest accepted account id or event name, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+
+/// The input fields, in slot order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    AccountId = 0,
+    Event = 1,
+    Ts = 2,
+    UserId = 3,
+}
+
+impl Field {
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::AccountId => "account_id",
+            Field::Event => "event",
+            Field::Ts => "ts",
+            Field::UserId => "user_id",
+        }
+    }
+    const ALL: [Field; 4] = [Field::AccountId, Field::Event, Field::Ts, Field::UserId];
+}
+
+/// Why a message was rejected. `as_str` is the stable label used in metrics,
+/// dead-letter headers and reject files.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RejectReason {
+    #[error("message is {size} bytes, above the limit of {limit}")]
+    Oversized { size: usize, limit: usize },
+    #[error("message is not valid UTF-8 (first bad byte at offset {0})")]
+    InvalidUtf8(usize),
+    #[error("message is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("message is JSON but not an object")]
+    NotObject,
+    #[error("required field {0} (at {1}) is missing")]
+    MissingField(&'static str, String),
+    #[error("field {0} has the wrong type: expected {1}, got {2}")]
+    WrongType(&'static str, &'static str, &'static str),
+    #[error("field ts is not a valid timestamp: {0}")]
+    BadTimestamp(String),
+    #[error("field {0} is empty")]
+    EmptyField(&'static str),
+    #[error("field {0} is {1} bytes, above the limit of 256")]
+    FieldTooLong(&'static str, usize),
+}
+
+impl RejectReason {
+    /// Stable snake_case label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RejectReason::Oversized { .. } => "oversized",
+            RejectReason::InvalidUtf8(_) => "invalid_utf8",
+            RejectReason::InvalidJson(_) => "invalid_json",
+            RejectReason::NotObject => "not_object",
+            RejectReason::MissingField(..) => "missing_field",
+            RejectReason::WrongType(..) => "wrong_type",
+            RejectReason::BadTimestamp(_) => "bad_timestamp",
+            RejectReason::EmptyField(_) => "empty_field",
+            RejectReason::FieldTooLong(..) => "field_too_long",
+        }
+    }
+
+    /// Every label, for pre-registering metrics and summaries.
+    pub const LABELS: [&'static str; 9] = [
+        "oversized",
+        "invalid_utf8",
+        "invalid_json",
+        "not_object",
+        "missing_field",
+        "wrong_type",
+        "bad_timestamp",
+        "empty_field",
+        "field_too_long",
+    ];
+}
+
+/// One accepted input event, borrowing from the message where it can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent<'a> {
+    pub account_id: Cow<'a, str>,
+    pub event: Cow<'a, str>,
+    pub ts: Millis,
+    /// `None` when the field is missing, null or empty.
+    pub user_id: Option<Cow<'a, str>>,
+}
+
+/// A captured leaf value.
+#[derive(Debug)]
+enum Val<'de> {
+    Str(Cow<'de, str>),
+    Int(i64),
+    Null,
+    Other(&'static str),
+}
+
+/// A node of the pointer tree: either a leaf (a field slot) or a set of children.
+#[derive(Debug, Clone, Default)]
+struct Node {
+    leaf: Option<usize>,
+    children: Vec<(String, Node)>,
+}
+
+/// Compiled field locations; cheap to share.
+#[derive(Debug, Clone)]
+pub struct EventParser {
+    root: Node,
+    pointers: [String; 4],
+    max_bytes: usize,
+}
+
+fn unescape(seg: &str) -> String {
+    seg.replace("~1", "/").replace("~0", "~")
+}
+
+impl EventParser {
+    /// Compiles the pointers of `cfg`. Fails if one pointer lies inside another.
+    pub fn new(cfg: &InputConfig) -> Result<EventParser, String> {
+        let pointers = [
+            cfg.account_id.clone(),
+            cfg.event.clone(),
+            cfg.ts.clone(),
+            cfg.user_id.clone(),
+        ];
+        let mut root = Node::default();
+        for (slot, p) in pointers.iter().enumerate() {
+            let segs: Vec<String> = p
+                .strip_prefix('/')
+                .ok_or_else(|| format!("{p:?} is not a JSON pointer (it must start with /)"))?
+                .split('/')
+                .map(unescape)
+                .collect();
+            let mut node = &mut root;
+            for seg in &segs {
+                if node.leaf.is_some() {
+                    return Err(format!("pointer {p:?} lies inside another field"));
+                }
+                let pos = match node.children.iter().position(|(k, _)| k == seg) {
+                    Some(i) => i,
+                    None => {
+                        node.children.push((seg.clone(), Node::default()));
+                        node.children.len() - 1
+                    }
+                };
+                node = &mut node.children[pos].1;
+            }
+            if node.leaf.is_some() || !node.children.is_empty() {
+                return Err(format!("pointer {p:?} overlaps another field"));
+            }
+            node.leaf = Some(slot);
+        }
+        Ok(EventParser {
+            root,
+            pointers,
+            max_bytes: cfg.max_event_bytes,
+        })
+    }
+
+    /// Parses one message.
+    pub fn parse<'a>(&self, msg: &'a [u8]) -> Result<RawEvent<'a>, RejectReason> {
+        if msg.len() > self.max_bytes {
+            return Err(RejectReason::Oversized {
+                size: msg.len(),
+                limit: self.max_bytes,
+            });
+        }
+        let text = std::str::from_utf8(msg).map_err(|e| RejectReason::InvalidUtf8(e.valid_up_to()))?;
+        let mut slots: [Option<Val<'a>>; 4] = [None, None, None, None];
+        let mut de = serde_json::Deserializer::from_str(text);
+        let is_object = Root {
+            node: &self.root,
+            slots: &mut slots,
+        }
+        .deserialize(&mut de)
+        .and_then(|o| de.end().map(|_| o))
+        .map_err(|e| RejectReason::InvalidJson(e.to_string()))?;
+        if !is_object {
+            return Err(RejectReason::NotObject);
+        }
+        let [a, e, t, u] = slots;
+        let account_id = self.required_str(Field::AccountId, a)?;
+        let event = self.required_str(Field::Event, e)?;
+        let ts = match t {
+            None => return Err(self.missing(Field::Ts)),
+            Some(Val::Null) => return Err(self.missing(Field::Ts)),
+            Some(Val::Int(ms)) if (MIN_TS..=MAX_TS).contains(&ms) => ms,
+            Some(Val::Int(ms)) => {
+                return Err(RejectReason::BadTimestamp(format!(
+                    "epoch milliseconds {ms} outside years 0000-9999"
+                )))
+            }
+            Some(Val::Str(s)) => parse_rfc3339(&s)
+                .map_err(|err| RejectReason::BadTimestamp(format!("{}: {err}", clip(&s))))?,
+            Some(Val::Other(got)) => {
+                return Err(RejectReason::WrongType(
+                    "ts",
+                    "RFC 3339 string or integer epoch milliseconds",
+                    got,
+                ))
+            }
+        };
+        let user_id = match u {
+            None | Some(Val::Null) => None,
+            Some(Val::Str(s)) if s.is_empty() => None,
+            Some(Val::Str(s)) => Some(s),
+            Some(Val::Int(_)) => return Err(RejectReason::WrongType("user_id", "string", "integer")),
+            Some(Val::Other(got)) => return Err(RejectReason::WrongType("user_id", "string", got)),
+        };
+        Ok(RawEvent {
+            account_id,
+            event,
+            ts,
+            user_id,
+        })
+    }
+
+    fn missing(&self, f: Field) -> RejectReason {
+        RejectReason::MissingField(f.name(), self.pointers[f as usize].clone())
+    }
+
+    fn required_str<'a>(&self, f: Field, v: Option<Val<'a>>) -> Result<Cow<'a, str>, RejectReason> {
+        match v {
+            None | Some(Val::Null) => Err(self.missing(f)),
+            Some(Val::Str(s)) if s.is_empty() => Err(RejectReason::EmptyField(f.name())),
+            Some(Val::Str(s)) if s.len() > MAX_ID_BYTES => Err(RejectReason::FieldTooLong(f.name(), s.len())),
+            Some(Val::Str(s)) => Ok(s),
+            Some(Val::Int(_)) => Err(RejectReason::WrongType(f.name(), "string", "integer")),
+            Some(Val::Other(got)) => Err(RejectReason::WrongType(f.name(), "string", got)),
+        }
+    }
+
+    /// The configured pointer of a field.
+    pub fn pointer(&self, f: Field) -> &str {
+        &self.pointers[f as usize]
+    }
+
+    /// All fields with their pointers.
+    pub fn fields(&self) -> impl Iterator<Item = (Field, &str)> {
+        Field::ALL.iter().map(|&f| (f, self.pointer(f)))
+    }
+}
+
+fn clip(s: &str) -> String {
+    let mut end = s.len().min(40);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end < s.len() {
+        format!("{:?}...", &s[..end])
+    } else {
+        format!("{s:?}")
+    }
+}
+
+/// Seed for the document root: reports whether it was an object.
+struct Root<'n, 's, 'de> {
+    node: &'n Node,
+    slots: &'s mut [Option<Val<'de>>; 4],
+}
+
+impl<'de> DeserializeSeed<'de> for Root<'_, '_, 'de> {
+    type Value = bool;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(NodeVisitor {
+            node: self.node,
+            slots: self.slots,
+        })
+    }
+}
+
+/// Seed for a value at a node of the pointer tree.
+struct NodeSeed<'n, 's, 'de> {
+    node: &'n Node,
+    slots: &'s mut [Option<Val<'de>>; 4],
+}
+
+impl<'de> DeserializeSeed<'de> for NodeSeed<'_, '_, 'de> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if let Some(slot) = self.node.leaf {
+            self.slots[slot] = Some(d.deserialize_any(LeafVisitor)?);
+            Ok(())
+        } else {
+            d.deserialize_any(NodeVisitor {
+                node: self.node,
+                slots: self.slots,
+            })
+            .map(|_| ())
+        }
+    }
+}
+
+/// Walks an object (or array) at an inner node, descending into wanted keys only.
+struct NodeVisitor<'n, 's, 'de> {
+    node: &'n Node,
+    slots: &'s mut [Option<Val<'de>>; 4],
+}
+
+macro_rules! not_container {
+    ($($method:ident: $t:ty),*) => {$(
+        fn $method<E: de::Error>(self, _: $t) -> Result<bool, E> { Ok(false) }
+    )*};
+}
+
+impl<'de> Visitor<'de> for NodeVisitor<'_, '_, 'de> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    not_container!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
+    fn visit_unit<E: de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            match self.node.children.iter().find(|(k, _)| *k == *key) {
+                Some((_, child)) => map.next_value_seed(NodeSeed {
+                    node: child,
+                    slots: &mut *self.slots,
+                })?,
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(true)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        let mut index = 0usize;
+        loop {
+            let wanted = self
+                .node
+                .children
+                .iter()
+                .find(|(k, _)| k.parse::<usize>().ok() == Some(index));
+            let more = match wanted {
+                Some((_, child)) => seq
+                    .next_element_seed(NodeSeed {
+                        node: child,
+                        slots: &mut *self.slots,
+                    })?
+                    .is_some(),
+                None => seq.next_element::<IgnoredAny>()?.is_some(),
+            };
+            if !more {
+                return Ok(false);
+            }
+            index += 1;
+        }
+    }
+}
+
+/// Captures a leaf: strings (borrowed if unescaped), integers, null; names other types.
+struct LeafVisitor;
+
+impl<'de> Visitor<'de> for LeafVisitor {
+    type Value = Val<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Val<'de>, E> {
+        Ok(Val::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Val<'de>, E> {
+        Ok(Val::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Val<'de>, E> {
+        Ok(Val::Str(Cow::Owned(v)))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Val<'de>, E> {
+        Ok(Val::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Val<'de>, E> {
+        Ok(i64::try_from(v).map(Val::Int).unwrap_or(Val::Other("integer above 2^63")))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Val<'de>, E> {
+        Ok(Val::Other("floating-point number"))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Val<'de>, E> {
+        Ok(Val::Other("boolean"))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Val<'de>, E> {
+        Ok(Val::Null)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Val<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Val::Other("object"))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Val<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Val::Other("array"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn default_parser() -> EventParser {
+        EventParser::new(&Config::default().input).unwrap()
+    }
+
+    fn segment_parser() -> EventParser {
+        let mut c = Config::default().input;
+        c.account_id = "/context/groupId".into();
+        c.user_id = "/userId".into();
+        c.ts = "/timestamp".into();
+        EventParser::new(&c).unwrap()
+    }
+
+    #[test]
+    fn parses_default_schema() {
+        let p = default_parser();
+        let e = p
+            .parse(br#"{"account_id":"acme-42","event":"report.created","ts":"2026-03-04T10:00:00Z","user_id":"u1","extra":{"a":[1,2]}}"#)
+            .unwrap();
+        assert_eq!(e.account_id, "acme-42");
+        assert_eq!(e.event, "report.created");
+        assert_eq!(e.ts, crate::time::parse_rfc3339("2026-03-04T10:00:00Z").unwrap());
+        assert_eq!(e.user_id.as_deref(), Some("u1"));
+        assert!(matches!(e.account_id, Cow::Borrowed(_)));
+        let e = p.parse(br#"{"ts":1700000000000,"event":"x","account_id":"a\u0041"}"#).unwrap();
+        assert_eq!((e.ts, e.account_id.as_ref(), e.user_id), (1_700_000_000_000, "aA", None));
+    }
+
+    #[test]
+    fn null_or_empty_user_is_no_user() {
+        let p = default_parser();
+        for line in [
+            r#"{"account_id":"a","event":"x","ts":0,"user_id":null}"#,
+            r#"{"account_id":"a","event":"x","ts":0,"user_id":""}"#,
+        ] {
+            assert_eq!(p.parse(line.as_bytes()).unwrap().user_id, None, "{line}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_last_wins() {
+        let e = default_parser()
+            .parse(br#"{"account_id":"a","account_id":"b","event":"x","ts":0}"#)
+            .unwrap();
+        assert_eq!(e.account_id, "b");
+    }
+
+    #[test]
+    fn segment_style_pointers() {
+        let p = segment_parser();
+        let e = p
+            .parse(br#"{"type":"track","event":"Report Created","userId":"u-7","context":{"ip":"1.2.3.4","groupId":"org-9"},"timestamp":"2026-03-04T12:00:00.123+02:00"}"#)
+            .unwrap();
+        assert_eq!(e.account_id, "org-9");
+        assert_eq!(e.user_id.as_deref(), Some("u-7"));
+        assert_eq!(e.ts, crate::time::parse_rfc3339("2026-03-04T10:00:00.123Z").unwrap());
+        let r = p.parse(br#"{"event":"x","userId":"u","timestamp":0,"context":{}}"#);
+        assert_eq!(r, Err(RejectReason::MissingField("account_id", "/context/groupId".into())));
+        let r = p.parse(br#"{"event":"x","timestamp":0,"context":"org-9"}"#).unwrap_err();
+        assert_eq!(r.as_str(), "missing_field");
+    }
+
+    #[test]
+    fn array_index_pointers_and_escapes() {
+        let mut c = Config::default().input;
+        c.account_id = "/groups/1".into();
+        c.event = "/a~1b/c~0d".into();
+        let p = EventParser::new(&c).unwrap();
+        let e = p.parse(br#"{"groups":["x","acct",{"q":1}],"a/b":{"c~d":"ev"},"ts":5}"#).unwrap();
+        assert_eq!((e.account_id.as_ref(), e.event.as_ref()), ("acct", "ev"));
+    }
+
+    #[test]
+    fn overlapping_pointers_are_refused() {
+        let mut c = Config::default().input;
+        c.account_id = "/a".into();
+        c.event = "/a/b".into();
+        assert!(EventParser::new(&c).is_err());
+    }
+
+    #[test]
+    fn every_rejection_reason() {
+        let mut c = Config::default().input;
+        c.max_event_bytes = 120;
+        let p = EventParser::new(&c).unwrap();
+        let long = "x".repeat(257);
+        let oversized = format!(r#"{{"account_id":"a","event":"x","ts":0,"pad":"{}"}}"#, "y".repeat(120));
+        let too_long = format!(r#"{{"account_id":"{long}","event":"x","ts":0}}"#);
+        let p_big = EventParser::new(&Config::default().input).unwrap();
+        let cases: Vec<(&[u8], &str, &str)> = vec![
+            (oversized.as_bytes(), "oversized", "above the limit of 120"),
+            (b"{\"account_id\":\"a\xff\",\"event\":\"x\",\"ts\":0}", "invalid_utf8", "offset 16"),
+            (b"{\"account_id\":", "invalid_json", "EOF"),
+            (b"{\"account_id\":\"a\"} trailing", "invalid_json", "trailing"),
+            (b"", "invalid_json", "EOF"),
+            (b"[1,2]", "not_object", "not an object"),
+            (b"\"str\"", "not_object", "not an object"),
+            (b"{\"event\":\"x\",\"ts\":0}", "missing_field", "account_id"),
+            (b"{\"account_id\":null,\"event\":\"x\",\"ts\":0}", "missing_field", "account_id"),
+            (b"{\"account_id\":\"a\",\"ts\":0}", "missing_field", "event"),
+            (b"{\"account_id\":\"a\",\"event\":\"x\"}", "missing_field", "ts"),
+            (b"{\"account_id\":42,\"event\":\"x\",\"ts\":0}", "wrong_type", "got integer"),
+            (b"{\"account_id\":\"a\",\"event\":[],\"ts\":0}", "wrong_type", "got array"),
+            (b"{\"account_id\":\"a\",\"event\":\"x\",\"ts\":1.5}", "wrong_type", "floating-point"),
+            (b"{\"account_id\":\"a\",\"event\":\"x\",\"ts\":true}", "wrong_type", "boolean"),
+            (b"{\"account_id\":\"a\",\"event\":\"x\",\"ts\":0,\"user_id\":7}", "wrong_type", "user_id"),
+            (b"{\"account_id\":\"a\",\"event\":\"x\",\"ts\":\"yesterday\"}", "bad_timestamp", "yesterday"),
+            (b"{\"account_id\":\"a\",\"event\":\"x\",\"ts\":\"2026-02-30T00:00:00Z\"}", "bad_timestamp", "range"),
+            (b"{\"account_id\":\"a\",\"event\":\"x\",\"ts\":999999999999999999}", "bad_timestamp", "outside"),
+            (b"{\"account_id\":\"\",\"event\":\"x\",\"ts\":0}", "empty_field", "account_id"),
+            (b"{\"account_id\":\"a\",\"event\":\"\",\"ts\":0}", "empty_field", "event"),
+        ];
+        for (msg, label, needle) in cases {
+            let r = p.parse(msg).expect_err(&String::from_utf8_lossy(msg));
+            assert_eq!(r.as_str(), label, "{}", String::from_utf8_lossy(msg));
+            assert!(r.to_string().contains(needle), "{r} lacks {needle}");
+        }
+        let r = p_big.parse(too_long.as_bytes()).unwrap_err();
+        assert_eq!(r.as_str(), "field_too_long");
+        assert!(RejectReason::LABELS.contains(&r.as_str()));
+    }
+}

@@ -1,0 +1,4 @@
+//! Inputs: parsing of event messages, and NDJSON files.
+
+pub mod event;
+pub mod file;
