@@ -46,7 +46,9 @@ pub struct Duration(pub Millis);
 impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_duration(&s).map(Duration).map_err(serde::de::Error::custom)
+        parse_duration(&s)
+            .map(Duration)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -57,7 +59,9 @@ impl std::fmt::Display for Duration {
 }
 
 /// Alert severity, ordered from least to most urgent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Info,
@@ -284,14 +288,19 @@ impl Config {
             cursor.insert(path[path.len() - 1].clone(), env_value(raw));
             merge(&mut table, overlay);
         }
-        let cfg: Config = toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| {
-            let mut msg = e.to_string().trim_end().to_string();
-            if !overrides.is_empty() {
-                let vars: Vec<&str> = overrides.keys().map(String::as_str).collect();
-                msg.push_str(&format!(" (environment overrides in effect: {})", vars.join(", ")));
-            }
-            ConfigError::Parse(msg)
-        })?;
+        let cfg: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| {
+                let mut msg = e.to_string().trim_end().to_string();
+                if !overrides.is_empty() {
+                    let vars: Vec<&str> = overrides.keys().map(String::as_str).collect();
+                    msg.push_str(&format!(
+                        " (environment overrides in effect: {})",
+                        vars.join(", ")
+                    ));
+                }
+                ConfigError::Parse(msg)
+            })?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -308,7 +317,9 @@ impl Config {
             if !p.starts_with('/') {
                 return Err(invalid(
                     option,
-                    format!("{p:?} is not a JSON pointer; write it as \"/field\" or \"/outer/inner\""),
+                    format!(
+                        "{p:?} is not a JSON pointer; write it as \"/field\" or \"/outer/inner\""
+                    ),
                 ));
             }
         }
@@ -317,14 +328,24 @@ impl Config {
         }
         let t = &self.time;
         if t.allowed_lateness.0 < 0 || t.allowed_lateness.0 > 7 * DAY {
-            return Err(invalid("time.allowed_lateness", "must be between 0s and 7d"));
+            return Err(invalid(
+                "time.allowed_lateness",
+                "must be between 0s and 7d",
+            ));
         }
         if t.max_idle_advance.0 < 0 {
             return Err(invalid("time.max_idle_advance", "must not be negative"));
         }
         let l = &self.lifecycle;
-        if l.start_events.iter().chain(&l.end_events).any(|e| e.is_empty()) {
-            return Err(invalid("lifecycle.start_events", "event names must not be empty"));
+        if l.start_events
+            .iter()
+            .chain(&l.end_events)
+            .any(|e| e.is_empty())
+        {
+            return Err(invalid(
+                "lifecycle.start_events",
+                "event names must not be empty",
+            ));
         }
         if let Some(e) = l.start_events.iter().find(|e| l.end_events.contains(e)) {
             return Err(invalid(
@@ -338,7 +359,10 @@ impl Config {
         }
         for (n, e) in a.required_events.iter().enumerate() {
             if a.required_events[..n].contains(e) {
-                return Err(invalid("activation.required_events", format!("{e:?} is listed twice")));
+                return Err(invalid(
+                    "activation.required_events",
+                    format!("{e:?} is listed twice"),
+                ));
             }
             if l.start_events.contains(e) || l.end_events.contains(e) {
                 return Err(invalid(
@@ -350,7 +374,10 @@ impl Config {
         let na = &self.rules.not_activated;
         for (n, d) in na.deadlines.iter().enumerate() {
             if d.after_days == 0 {
-                return Err(invalid("rules.not_activated.deadlines", "after_days must be at least 1"));
+                return Err(invalid(
+                    "rules.not_activated.deadlines",
+                    "after_days must be at least 1",
+                ));
             }
             if n > 0 && d.after_days <= na.deadlines[n - 1].after_days {
                 return Err(invalid(
@@ -364,7 +391,10 @@ impl Config {
         }
         let d = &self.rules.activity_drop;
         if d.recent_days == 0 {
-            return Err(invalid("rules.activity_drop.recent_days", "must be at least 1"));
+            return Err(invalid(
+                "rules.activity_drop.recent_days",
+                "must be at least 1",
+            ));
         }
         if d.baseline_days < 2 {
             return Err(invalid(
@@ -379,16 +409,28 @@ impl Config {
             ));
         }
         if !(d.min_expected >= 0.0 && d.min_expected.is_finite()) {
-            return Err(invalid("rules.activity_drop.min_expected", "must be a number >= 0"));
+            return Err(invalid(
+                "rules.activity_drop.min_expected",
+                "must be a number >= 0",
+            ));
         }
         if !(d.min_drop > 0.0 && d.min_drop <= 1.0) {
-            return Err(invalid("rules.activity_drop.min_drop", "must be in (0, 1], e.g. 0.5"));
+            return Err(invalid(
+                "rules.activity_drop.min_drop",
+                "must be in (0, 1], e.g. 0.5",
+            ));
         }
         if !(d.alpha > 0.0 && d.alpha < 1.0) {
-            return Err(invalid("rules.activity_drop.alpha", "must be in (0, 1), e.g. 0.001"));
+            return Err(invalid(
+                "rules.activity_drop.alpha",
+                "must be in (0, 1), e.g. 0.001",
+            ));
         }
         if !(d.recovery > 0.0 && d.recovery.is_finite()) {
-            return Err(invalid("rules.activity_drop.recovery", "must be > 0, e.g. 0.75"));
+            return Err(invalid(
+                "rules.activity_drop.recovery",
+                "must be > 0, e.g. 0.75",
+            ));
         }
         if d.recovery <= 1.0 - d.min_drop {
             return Err(invalid(
@@ -408,7 +450,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -418,7 +463,10 @@ mod tests {
         assert_eq!(c.time.max_idle_advance.0, 6 * 3_600_000);
         assert_eq!(c.activation.min_active_days, 3);
         assert_eq!(c.rules.not_activated.deadlines.len(), 2);
-        assert_eq!(c.rules.not_activated.deadlines[1].severity, Severity::Critical);
+        assert_eq!(
+            c.rules.not_activated.deadlines[1].severity,
+            Severity::Critical
+        );
         assert_eq!(c.rules.inactive.after_days, 14);
         assert_eq!(c.rules.activity_drop.metric, DropMetric::Events);
         assert_eq!(c.rules.activity_drop.alpha, 0.001);
@@ -438,7 +486,10 @@ mod tests {
             env(&[
                 ("CHURNWATCH_RULES__INACTIVE__AFTER_DAYS", "21"),
                 ("CHURNWATCH_TIME__ALLOWED_LATENESS", "30m"),
-                ("CHURNWATCH_ACTIVATION__REQUIRED_EVENTS", "[\"report.created\"]"),
+                (
+                    "CHURNWATCH_ACTIVATION__REQUIRED_EVENTS",
+                    "[\"report.created\"]",
+                ),
                 ("CHURNWATCH_CONFIG", "ignored: no double underscore"),
                 ("OTHER__VAR", "ignored"),
             ]),
@@ -455,7 +506,10 @@ mod tests {
         assert!(e.to_string().contains("after_dayz"), "{e}");
         let e = Config::from_toml_str("", env(&[("CHURNWATCH_TIME__LATENESS", "1m")])).unwrap_err();
         let s = e.to_string();
-        assert!(s.contains("lateness") && s.contains("CHURNWATCH_TIME__LATENESS"), "{s}");
+        assert!(
+            s.contains("lateness") && s.contains("CHURNWATCH_TIME__LATENESS"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -463,17 +517,29 @@ mod tests {
         let cases = [
             ("[input]\nts = \"timestamp\"\n", "input.ts"),
             ("[time]\nallowed_lateness = \"10\"\n", "no unit"),
-            ("[rules.activity_drop]\nbaseline_days = 1\n", "baseline_days"),
+            (
+                "[rules.activity_drop]\nbaseline_days = 1\n",
+                "baseline_days",
+            ),
             ("[rules.activity_drop]\nalpha = 1.5\n", "alpha"),
             ("[rules.activity_drop]\nrecovery = 0.4\n", "recovery"),
-            ("[rules.inactive]\nafter_days = 0\n", "rules.inactive.after_days"),
+            (
+                "[rules.inactive]\nafter_days = 0\n",
+                "rules.inactive.after_days",
+            ),
             (
                 "[[rules.not_activated.deadlines]]\nafter_days = 9\nseverity = \"info\"\n\
                  [[rules.not_activated.deadlines]]\nafter_days = 9\nseverity = \"info\"\n",
                 "increasing",
             ),
-            ("[activation]\nrequired_events = [\"account.created\"]\n", "lifecycle event"),
-            ("[lifecycle]\nend_events = [\"account.created\"]\n", "also a start event"),
+            (
+                "[activation]\nrequired_events = [\"account.created\"]\n",
+                "lifecycle event",
+            ),
+            (
+                "[lifecycle]\nend_events = [\"account.created\"]\n",
+                "also a start event",
+            ),
             ("[rules.inactive]\nseverity = \"loud\"\n", "loud"),
         ];
         for (text, needle) in cases {

@@ -11,7 +11,7 @@ use crate::gen::{generate, owner_of, profiles, GenOptions, Persona};
 use crate::replay::replay;
 use crate::sink::record::summary;
 use crate::source::file::LineReader;
-use crate::time::{format_day, format_rfc3339, day_of, DAY};
+use crate::time::{day_of, format_day, format_rfc3339, DAY};
 
 /// Runs the demo and returns the report.
 pub fn run(cfg: &Config, opts: &GenOptions) -> anyhow::Result<String> {
@@ -31,7 +31,11 @@ pub fn run(cfg: &Config, opts: &GenOptions) -> anyhow::Result<String> {
         |_| {},
     )?;
     let people = profiles(opts);
-    let index: HashMap<&str, usize> = people.iter().enumerate().map(|(i, p)| (p.id.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = people
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.id.as_str(), i))
+        .collect();
 
     let mut r = String::new();
     let end = opts.start + opts.days as i64 * DAY;
@@ -54,8 +58,16 @@ pub fn run(cfg: &Config, opts: &GenOptions) -> anyhow::Result<String> {
 
     let _ = writeln!(r, "Alert transitions            firing  resolved");
     for kind in AlertKind::ALL {
-        let f = summary_stats.alerts.get(&(kind, Status::Firing)).copied().unwrap_or(0);
-        let s = summary_stats.alerts.get(&(kind, Status::Resolved)).copied().unwrap_or(0);
+        let f = summary_stats
+            .alerts
+            .get(&(kind, Status::Firing))
+            .copied()
+            .unwrap_or(0);
+        let s = summary_stats
+            .alerts
+            .get(&(kind, Status::Resolved))
+            .copied()
+            .unwrap_or(0);
         let _ = writeln!(r, "  {:<26} {f:>6}  {s:>8}", kind.as_str());
     }
 
@@ -66,7 +78,10 @@ pub fn run(cfg: &Config, opts: &GenOptions) -> anyhow::Result<String> {
             crate::engine::Evidence::Resolved { reason, .. } => reason.as_str(),
             _ => "",
         };
-        if shown.iter().any(|&(k, s, r)| k == a.kind && s == a.status && r == reason) {
+        if shown
+            .iter()
+            .any(|&(k, s, r)| k == a.kind && s == a.status && r == reason)
+        {
             continue;
         }
         shown.push((a.kind, a.status, reason));
@@ -77,7 +92,11 @@ pub fn run(cfg: &Config, opts: &GenOptions) -> anyhow::Result<String> {
             a.status.as_str(),
             a.severity.as_str(),
             a.id(),
-            if reason.is_empty() { String::new() } else { format!(" ({reason})") },
+            if reason.is_empty() {
+                String::new()
+            } else {
+                format!(" ({reason})")
+            },
             summary(a)
         );
     }
@@ -97,7 +116,9 @@ pub fn run(cfg: &Config, opts: &GenOptions) -> anyhow::Result<String> {
     let mut by_owner: BTreeMap<String, BTreeMap<&str, u32>> = BTreeMap::new();
     for (id, (kind, sev)) in &open {
         let account = id.split('/').next().unwrap_or("");
-        let owner = index.get(account).map_or("team@example.com".into(), |&i| owner_of(i as u32));
+        let owner = index
+            .get(account)
+            .map_or("team@example.com".into(), |&i| owner_of(i as u32));
         let e = by_owner.entry(owner).or_default();
         *e.entry(kind.as_str()).or_default() += 1;
         if *sev == Severity::Critical {
@@ -106,10 +127,17 @@ pub fn run(cfg: &Config, opts: &GenOptions) -> anyhow::Result<String> {
     }
     let _ = writeln!(r, "\nStill firing at the end, by owning CSM:");
     for (owner, counts) in &by_owner {
-        let total: u32 = AlertKind::ALL.iter().map(|k| counts.get(k.as_str()).copied().unwrap_or(0)).sum();
+        let total: u32 = AlertKind::ALL
+            .iter()
+            .map(|k| counts.get(k.as_str()).copied().unwrap_or(0))
+            .sum();
         let parts: Vec<String> = AlertKind::ALL
             .iter()
-            .filter_map(|k| counts.get(k.as_str()).map(|n| format!("{n} {}", k.as_str())))
+            .filter_map(|k| {
+                counts
+                    .get(k.as_str())
+                    .map(|n| format!("{n} {}", k.as_str()))
+            })
             .collect();
         let _ = writeln!(
             r,
@@ -125,7 +153,10 @@ pub fn run(cfg: &Config, opts: &GenOptions) -> anyhow::Result<String> {
         flagged.insert((a.account_id.as_str(), a.kind), ());
     }
     let _ = writeln!(r, "\nWho got flagged, by the persona the generator played:");
-    let _ = writeln!(r, "  persona            accounts  not_activated  inactive  activity_drop");
+    let _ = writeln!(
+        r,
+        "  persona            accounts  not_activated  inactive  activity_drop"
+    );
     for persona in [
         Persona::Healthy,
         Persona::NeverActivates,
@@ -135,8 +166,17 @@ pub fn run(cfg: &Config, opts: &GenOptions) -> anyhow::Result<String> {
         Persona::Churns,
         Persona::LowVolume,
     ] {
-        let members: Vec<&str> = people.iter().filter(|p| p.persona == persona).map(|p| p.id.as_str()).collect();
-        let count = |k| members.iter().filter(|id| flagged.contains_key(&(**id, k))).count();
+        let members: Vec<&str> = people
+            .iter()
+            .filter(|p| p.persona == persona)
+            .map(|p| p.id.as_str())
+            .collect();
+        let count = |k| {
+            members
+                .iter()
+                .filter(|id| flagged.contains_key(&(**id, k)))
+                .count()
+        };
         let _ = writeln!(
             r,
             "  {:<18} {:>8}  {:>13}  {:>8}  {:>13}",

@@ -100,8 +100,13 @@ pub struct Profile {
 
 /// The CSM that owns an account in generated data (stable in the account index).
 pub fn owner_of(index: u32) -> String {
-    const CSMS: [&str; 8] = ["ana", "ben", "chloe", "dev", "emma", "farid", "grace", "hiro"];
-    format!("{}@example.com", CSMS[(index as usize * 7 + 3) % CSMS.len()])
+    const CSMS: [&str; 8] = [
+        "ana", "ben", "chloe", "dev", "emma", "farid", "grace", "hiro",
+    ];
+    format!(
+        "{}@example.com",
+        CSMS[(index as usize * 7 + 3) % CSMS.len()]
+    )
 }
 
 const ACTIVITY: [&str; 6] = [
@@ -136,7 +141,11 @@ pub fn profiles(opts: &GenOptions) -> Vec<Profile> {
         .map(|i| {
             let persona = pick_persona(&mut rng);
             let existing = rng.random_bool(0.25);
-            let start_day = if existing { 0 } else { rng.random_range(0..=late_start.max(1)) };
+            let start_day = if existing {
+                0
+            } else {
+                rng.random_range(0..=late_start.max(1))
+            };
             let drawn: f64 = rate_dist.sample(&mut rng);
             let mut rate = drawn.clamp(4.0, 400.0) * opts.volume;
             if persona == Persona::LowVolume {
@@ -145,15 +154,27 @@ pub fn profiles(opts: &GenOptions) -> Vec<Profile> {
             let (turn_day, return_day, drop_factor) = match persona {
                 Persona::SharpDrop => {
                     let t = rng.random_range(45..110);
-                    (t, rng.random_bool(0.4).then(|| t + rng.random_range(8..25)), rng.random_range(0.03..0.2))
+                    (
+                        t,
+                        rng.random_bool(0.4).then(|| t + rng.random_range(8..25)),
+                        rng.random_range(0.03..0.2),
+                    )
                 }
                 Persona::GoesDark => {
                     let t = rng.random_range(40..110);
-                    (t, rng.random_bool(0.35).then(|| t + rng.random_range(16..45)), 0.0)
+                    (
+                        t,
+                        rng.random_bool(0.35).then(|| t + rng.random_range(16..45)),
+                        0.0,
+                    )
                 }
                 Persona::Churns => {
                     let t = rng.random_range(20..100);
-                    (t, rng.random_bool(0.3).then(|| t + rng.random_range(5..40)), 1.0)
+                    (
+                        t,
+                        rng.random_bool(0.3).then(|| t + rng.random_range(5..40)),
+                        1.0,
+                    )
                 }
                 Persona::LateActivation => (rng.random_range(31..80), None, 1.0),
                 _ => (0, None, 1.0),
@@ -241,7 +262,11 @@ fn push_event(
     let key = ts + rng.random_range(0..=opts.jitter.max(0));
     let mut text = String::with_capacity(240);
     use std::fmt::Write as _;
-    let _ = write!(text, "{{\"account_id\":\"{}\",\"event\":\"{}\",", p.id, name);
+    let _ = write!(
+        text,
+        "{{\"account_id\":\"{}\",\"event\":\"{}\",",
+        p.id, name
+    );
     if opts.epoch_ms {
         let _ = write!(text, "\"ts\":{ts},");
     } else {
@@ -264,9 +289,13 @@ fn push_event(
 
 fn bad_line(rng: &mut StdRng, ts: Millis) -> String {
     match rng.random_range(0..5) {
-        0 => format!("{{\"account_id\":\"acct-x\",\"event\":\"page.viewed\",\"ts\":\"{}\"", Rfc3339(ts)),
+        0 => format!(
+            "{{\"account_id\":\"acct-x\",\"event\":\"page.viewed\",\"ts\":\"{}\"",
+            Rfc3339(ts)
+        ),
         1 => format!("{{\"event\":\"page.viewed\",\"ts\":\"{}\"}}", Rfc3339(ts)),
-        2 => "{\"account_id\":\"acct-x\",\"event\":\"page.viewed\",\"ts\":\"last tuesday\"}".to_string(),
+        2 => "{\"account_id\":\"acct-x\",\"event\":\"page.viewed\",\"ts\":\"last tuesday\"}"
+            .to_string(),
         3 => format!("{{\"account_id\":17,\"event\":\"page.viewed\",\"ts\":{ts}}}"),
         _ => "not json at all".to_string(),
     }
@@ -299,20 +328,40 @@ pub fn generate(opts: &GenOptions, out: &mut dyn Write) -> io::Result<GenStats> 
             }
             if p.persona == Persona::Churns && rel == p.turn_day {
                 let ts = rand_ts(&mut rng);
-                push_event(&mut lines, &mut rng, opts, p, ts, "subscription.cancelled", None);
+                push_event(
+                    &mut lines,
+                    &mut rng,
+                    opts,
+                    p,
+                    ts,
+                    "subscription.cancelled",
+                    None,
+                );
             }
             if p.persona == Persona::Churns && Some(rel) == p.return_day {
                 let ts = day_start + rng.random_range(0..DAY / 8);
-                push_event(&mut lines, &mut rng, opts, p, ts, "subscription.started", None);
+                push_event(
+                    &mut lines,
+                    &mut rng,
+                    opts,
+                    p,
+                    ts,
+                    "subscription.started",
+                    None,
+                );
             }
             let mean = day_rate(p, rel, wd);
             if mean <= 0.0 {
                 continue;
             }
             let shape = p.dispersion;
-            let mix = Gamma::new(shape, mean / shape).expect("positive gamma").sample(&mut rng);
+            let mix = Gamma::new(shape, mean / shape)
+                .expect("positive gamma")
+                .sample(&mut rng);
             let n = if mix > 0.0 {
-                Poisson::new(mix).map(|d| d.sample(&mut rng) as u64).unwrap_or(0)
+                Poisson::new(mix)
+                    .map(|d| d.sample(&mut rng) as u64)
+                    .unwrap_or(0)
             } else {
                 0
             };
@@ -395,7 +444,10 @@ mod tests {
             match parser.parse(line) {
                 Ok(e) => {
                     ok += 1;
-                    assert!(e.ts >= newest.saturating_sub(opts.jitter), "event more than jitter behind");
+                    assert!(
+                        e.ts >= newest.saturating_sub(opts.jitter),
+                        "event more than jitter behind"
+                    );
                     newest = newest.max(e.ts);
                 }
                 Err(_) => bad += 1,

@@ -16,7 +16,11 @@ use churnwatch::source::file::LineReader;
 use churnwatch::time::{parse_cli_time, parse_duration, Millis};
 
 #[derive(Parser)]
-#[command(name = "churnwatch", version, about = "Flags SaaS accounts at risk of churning and tells their CSM")]
+#[command(
+    name = "churnwatch",
+    version,
+    about = "Flags SaaS accounts at risk of churning and tells their CSM"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -96,12 +100,18 @@ enum Command {
 
 fn open_output(path: &Path) -> Result<Box<dyn Write>> {
     if path == Path::new("-") {
-        return Ok(Box::new(BufWriter::with_capacity(1 << 20, io::stdout().lock())));
+        return Ok(Box::new(BufWriter::with_capacity(
+            1 << 20,
+            io::stdout().lock(),
+        )));
     }
     let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let w = BufWriter::with_capacity(1 << 20, f);
     if path.extension().is_some_and(|e| e == "gz") {
-        Ok(Box::new(flate2::write::GzEncoder::new(w, flate2::Compression::fast())))
+        Ok(Box::new(flate2::write::GzEncoder::new(
+            w,
+            flate2::Compression::fast(),
+        )))
     } else {
         Ok(Box::new(w))
     }
@@ -123,7 +133,8 @@ fn cmd_replay(
     quiet: bool,
 ) -> Result<()> {
     let cfg = load_config(config.as_deref())?;
-    let mut reader = LineReader::open(&input).with_context(|| format!("cannot open {}", input.display()))?;
+    let mut reader =
+        LineReader::open(&input).with_context(|| format!("cannot open {}", input.display()))?;
     let mut out = open_output(&output)?;
     let mut reject_out: Box<dyn Write> = match &rejects {
         Some(p) => open_output(p)?,
@@ -134,8 +145,10 @@ fn cmd_replay(
         Some(size) if size > (32 << 20) && io::stderr().is_terminal() && !quiet => {
             let bar = indicatif::ProgressBar::new(size);
             bar.set_style(
-                indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                    .expect("valid template"),
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .expect("valid template"),
             );
             Some(bar)
         }

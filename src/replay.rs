@@ -64,13 +64,25 @@ impl Summary {
             self.engine.late_events, self.engine.outside_lifecycle, self.engine.beyond_until
         ));
         if !self.rejects.is_empty() {
-            let parts: Vec<String> = self.rejects.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            let parts: Vec<String> = self
+                .rejects
+                .iter()
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect();
             s.push_str(&format!("  rejects by reason: {}\n", parts.join(", ")));
         }
         s.push_str(&format!("  alerts: {}", self.alerts_total()));
         for kind in AlertKind::ALL {
-            let f = self.alerts.get(&(kind, Status::Firing)).copied().unwrap_or(0);
-            let r = self.alerts.get(&(kind, Status::Resolved)).copied().unwrap_or(0);
+            let f = self
+                .alerts
+                .get(&(kind, Status::Firing))
+                .copied()
+                .unwrap_or(0);
+            let r = self
+                .alerts
+                .get(&(kind, Status::Resolved))
+                .copied()
+                .unwrap_or(0);
             s.push_str(&format!("; {} {f} firing / {r} resolved", kind.as_str()));
         }
         s.push('\n');

@@ -217,7 +217,11 @@ pub fn parse_duration(s: &str) -> Result<Millis, String> {
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => DAY,
-        _ => return Err(format!("{s:?} has unknown unit {unit:?} (units: ms, s, m, h, d)")),
+        _ => {
+            return Err(format!(
+                "{s:?} has unknown unit {unit:?} (units: ms, s, m, h, d)"
+            ))
+        }
     };
     n.checked_mul(scale)
         .ok_or_else(|| format!("{s:?} is too large"))
@@ -251,7 +255,7 @@ mod tests {
         assert_eq!(parse_rfc3339("1970-01-01 00:00:00.123456789Z"), Ok(123));
         // Truncation toward the past, also before the epoch.
         assert_eq!(parse_rfc3339("1969-12-31T23:59:59.9999Z"), Ok(-1));
-        assert_eq!(parse_rfc3339("2024-02-29T12:00:00Z").is_ok(), true);
+        assert!(parse_rfc3339("2024-02-29T12:00:00Z").is_ok());
     }
 
     #[test]

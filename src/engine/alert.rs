@@ -21,7 +21,11 @@ impl AlertKind {
             AlertKind::ActivityDrop => "activity_drop",
         }
     }
-    pub const ALL: [AlertKind; 3] = [AlertKind::NotActivated, AlertKind::Inactive, AlertKind::ActivityDrop];
+    pub const ALL: [AlertKind; 3] = [
+        AlertKind::NotActivated,
+        AlertKind::Inactive,
+        AlertKind::ActivityDrop,
+    ];
 }
 
 /// Firing or resolved.
@@ -115,6 +119,11 @@ pub struct Alert {
 impl Alert {
     /// `{account_id}/{kind}/{episode}`.
     pub fn id(&self) -> String {
-        format!("{}/{}/{}", self.account_id, self.kind.as_str(), self.episode)
+        format!(
+            "{}/{}/{}",
+            self.account_id,
+            self.kind.as_str(),
+            self.episode
+        )
     }
 }

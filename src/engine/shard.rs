@@ -67,7 +67,11 @@ impl EngineConfig {
             start_on_first_event: cfg.lifecycle.start_on_first_event,
             names,
             required_events: req.clone(),
-            required_mask: if req.len() >= 64 { u64::MAX } else { (1u64 << req.len()) - 1 },
+            required_mask: if req.len() >= 64 {
+                u64::MAX
+            } else {
+                (1u64 << req.len()) - 1
+            },
             min_active_days: cfg.activation.min_active_days as usize,
             min_active_users: cfg.activation.min_active_users as usize,
             min_events: cfg.activation.min_events,
@@ -77,12 +81,18 @@ impl EngineConfig {
                 Vec::new()
             },
             inactive: rules.inactive.enabled.then(|| rules.inactive.clone()),
-            drop: rules.activity_drop.enabled.then(|| rules.activity_drop.clone()),
+            drop: rules
+                .activity_drop
+                .enabled
+                .then(|| rules.activity_drop.clone()),
         }
     }
 
     fn classify(&self, name: &str) -> Class {
-        self.names.get(name).copied().unwrap_or(Class::Activity(None))
+        self.names
+            .get(name)
+            .copied()
+            .unwrap_or(Class::Activity(None))
     }
 
     fn users_metric(&self) -> bool {
@@ -242,9 +252,11 @@ impl Shard {
         let hasher = &self.hasher;
         *self
             .index
-            .entry(h, |&i| &*accounts[i as usize].id == id, |&i| {
-                hasher.hash_one(&*accounts[i as usize].id)
-            })
+            .entry(
+                h,
+                |&i| &*accounts[i as usize].id == id,
+                |&i| hasher.hash_one(&*accounts[i as usize].id),
+            )
             .or_insert_with(|| {
                 accounts.push(Account::new(id));
                 (accounts.len() - 1) as u32
@@ -264,8 +276,10 @@ impl Shard {
         };
         self.seq += 1;
         if ev.ts < self.watermark {
+            // Late: everything before W has run, so it applies at W (its own day still
+            // gets its counts, if the window holds that day).
             self.stats.late_events += 1;
-            self.apply(held);
+            self.apply(held, self.watermark);
         } else {
             self.pending.push(Reverse(held));
         }
@@ -328,7 +342,7 @@ impl Shard {
             match (ev, check) {
                 (Some(e), c) if c.is_none_or(|c| e <= c) => {
                     let Reverse(held) = self.pending.pop().expect("peeked");
-                    self.apply(held);
+                    self.apply(held, held.ts);
                 }
                 (_, Some(c)) => {
                     self.now = self.now.max(c);
@@ -356,10 +370,11 @@ impl Shard {
         }));
     }
 
-    /// Applies one event at its time (or at `now`, for a late event).
-    fn apply(&mut self, h: Held) {
+    /// Applies one event at time `t`: its own time, or the watermark for a late event.
+    fn apply(&mut self, h: Held, t: Millis) {
         self.stats.events_applied += 1;
-        let t = h.ts.max(self.now);
+        debug_assert!(t >= self.now, "time order");
+        let t = t.max(self.now);
         self.now = t;
         if self.next_close_day.is_none() {
             self.next_close_day = Some(day_of(h.ts));
@@ -401,18 +416,33 @@ impl Shard {
         acc.generation = acc.generation.wrapping_add(1);
         acc.life = Some(Box::new(Life::new(start, true)));
         if let Some(d) = self.cfg.deadlines.first() {
-            self.schedule(start + d.after_days as i64 * DAY, idx, TimerKind::Deadline(0));
+            self.schedule(
+                start + d.after_days as i64 * DAY,
+                idx,
+                TimerKind::Deadline(0),
+            );
         }
     }
 
-    fn activity(&mut self, idx: u32, t: Millis, day: i64, req: Option<u8>, user: u64, cfg: &EngineConfig) {
+    fn activity(
+        &mut self,
+        idx: u32,
+        t: Millis,
+        day: i64,
+        req: Option<u8>,
+        user: u64,
+        cfg: &EngineConfig,
+    ) {
         let acc = &mut self.accounts[idx as usize];
         let life = acc.life.as_mut().expect("caller checked");
         // Resume from a firing `inactive` alert.
         if life.inactive_firing {
             life.inactive_firing = false;
             let last = life.last_activity.expect("inactive implies an activity");
-            let inactive = cfg.inactive.as_ref().expect("inactive fired, so it is enabled");
+            let inactive = cfg
+                .inactive
+                .as_ref()
+                .expect("inactive fired, so it is enabled");
             self.out.push(Alert {
                 account_id: acc.id.to_string(),
                 kind: AlertKind::Inactive,
@@ -440,7 +470,10 @@ impl Shard {
                         Some(du) if du.day == day => insert_sorted(&mut du.users, user) as u32,
                         Some(du) if du.day > day => 0, // late: the day's users are gone
                         du => {
-                            *du = Some(Box::new(DayUsers { day, users: vec![user] }));
+                            *du = Some(Box::new(DayUsers {
+                                day,
+                                users: vec![user],
+                            }));
                             1
                         }
                     }
@@ -448,8 +481,13 @@ impl Shard {
             } else {
                 1
             };
-            let len = cfg.drop.as_ref().map_or(0, |d| (d.recent_days + d.baseline_days) as usize);
-            life.ring.get_or_insert_with(|| DailyRing::new(len, day)).add(day, inc);
+            let len = cfg
+                .drop
+                .as_ref()
+                .map_or(0, |d| (d.recent_days + d.baseline_days) as usize);
+            life.ring
+                .get_or_insert_with(|| DailyRing::new(len, day))
+                .add(day, inc);
             if !acc.in_window_list {
                 acc.in_window_list = true;
                 self.window_list.push(idx);
@@ -475,7 +513,10 @@ impl Shard {
         if activated_now {
             self.resolve_not_activated(idx, t, ResolveReason::Activated);
         }
-        let life = self.accounts[idx as usize].life.as_mut().expect("still active");
+        let life = self.accounts[idx as usize]
+            .life
+            .as_mut()
+            .expect("still active");
         if life.activated_at.is_some() && life.inactive_timer.is_none() {
             if let Some(inactive) = &cfg.inactive {
                 let at = life.last_activity.expect("just set") + inactive.after_days as i64 * DAY;
@@ -491,14 +532,19 @@ impl Shard {
         if acc.generation != tm.generation {
             return;
         }
-        let Some(life) = acc.life.as_mut() else { return };
+        let Some(life) = acc.life.as_mut() else {
+            return;
+        };
         match tm.kind {
             TimerKind::Deadline(k) => {
                 if life.activated_at.is_some() || life.next_deadline != k {
                     return;
                 }
                 let d = &cfg.deadlines[k as usize];
-                let p = life.progress.as_ref().expect("not activated implies progress");
+                let p = life
+                    .progress
+                    .as_ref()
+                    .expect("not activated implies progress");
                 let missing = cfg
                     .required_events
                     .iter()
@@ -562,7 +608,9 @@ impl Shard {
     /// Day `d` closes at `(d+1) * DAY`: evaluates `activity_drop` for every account
     /// holding a window, and lets silent accounts drop theirs.
     fn close_day(&mut self, d: i64) {
-        let Some(drop) = self.cfg.drop.clone() else { return };
+        let Some(drop) = self.cfg.drop.clone() else {
+            return;
+        };
         let close_at = (d + 1) * DAY;
         let span = (drop.recent_days + drop.baseline_days) as i64;
         let users_metric = drop.metric == DropMetric::ActiveUsers;
@@ -590,7 +638,8 @@ impl Shard {
             i += 1;
             let life = acc.life.as_mut().expect("kept");
             let activated = life.activated_at.is_some_and(|a| a < close_at);
-            if !activated || d - span + 1 <= day_of(life.start) {
+            // The spec's `d - recent - baseline + 1 > day(S)`, negated.
+            if !activated || d - span < day_of(life.start) {
                 continue;
             }
             let ring = life.ring.as_ref().expect("kept");
@@ -616,7 +665,9 @@ impl Shard {
                 }
                 continue;
             }
-            if w.expected < drop.min_expected || w.observed as f64 > (1.0 - drop.min_drop) * w.expected {
+            if w.expected < drop.min_expected
+                || w.observed as f64 > (1.0 - drop.min_drop) * w.expected
+            {
                 continue;
             }
             let v = stats::baseline_variance(ring, d, drop.recent_days, drop.baseline_days, w.mean);
@@ -698,11 +749,13 @@ impl Shard {
         if life.inactive_firing {
             let last = life.last_activity.expect("inactive implies activity");
             let sev = cfg.inactive.as_ref().expect("enabled").severity;
-            self.out.push(resolved(AlertKind::Inactive, sev, format_day(day_of(last))));
+            self.out
+                .push(resolved(AlertKind::Inactive, sev, format_day(day_of(last))));
         }
         if let Some(f) = life.drop_firing {
             let sev = cfg.drop.as_ref().expect("enabled").severity;
-            self.out.push(resolved(AlertKind::ActivityDrop, sev, format_day(f.day)));
+            self.out
+                .push(resolved(AlertKind::ActivityDrop, sev, format_day(f.day)));
         }
     }
 }

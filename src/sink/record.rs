@@ -4,7 +4,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::engine::{Alert, AlertKind, Evidence, ResolveReason, Status};
-use crate::time::{format_day, format_rfc3339, day_of, Millis, DAY};
+use crate::time::{day_of, format_day, format_rfc3339, Millis, DAY};
 
 /// Builds the record of `alert`, stamped with `emitted_at` (wall clock).
 pub fn to_record(alert: &Alert, emitted_at: Millis) -> Value {
@@ -222,7 +222,17 @@ mod tests {
         let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
         assert_eq!(
             keys,
-            ["id", "account_id", "kind", "status", "severity", "event_time", "emitted_at", "summary", "evidence"]
+            [
+                "id",
+                "account_id",
+                "kind",
+                "status",
+                "severity",
+                "event_time",
+                "emitted_at",
+                "summary",
+                "evidence"
+            ]
         );
     }
 }

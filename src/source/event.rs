@@ -179,7 +179,8 @@ impl EventParser {
                 limit: self.max_bytes,
             });
         }
-        let text = std::str::from_utf8(msg).map_err(|e| RejectReason::InvalidUtf8(e.valid_up_to()))?;
+        let text =
+            std::str::from_utf8(msg).map_err(|e| RejectReason::InvalidUtf8(e.valid_up_to()))?;
         let mut slots: [Option<Val<'a>>; 4] = [None, None, None, None];
         let mut de = serde_json::Deserializer::from_str(text);
         let is_object = Root {
@@ -218,7 +219,9 @@ impl EventParser {
             None | Some(Val::Null) => None,
             Some(Val::Str(s)) if s.is_empty() => None,
             Some(Val::Str(s)) => Some(s),
-            Some(Val::Int(_)) => return Err(RejectReason::WrongType("user_id", "string", "integer")),
+            Some(Val::Int(_)) => {
+                return Err(RejectReason::WrongType("user_id", "string", "integer"))
+            }
             Some(Val::Other(got)) => return Err(RejectReason::WrongType("user_id", "string", got)),
         };
         Ok(RawEvent {
@@ -237,7 +240,9 @@ impl EventParser {
         match v {
             None | Some(Val::Null) => Err(self.missing(f)),
             Some(Val::Str(s)) if s.is_empty() => Err(RejectReason::EmptyField(f.name())),
-            Some(Val::Str(s)) if s.len() > MAX_ID_BYTES => Err(RejectReason::FieldTooLong(f.name(), s.len())),
+            Some(Val::Str(s)) if s.len() > MAX_ID_BYTES => {
+                Err(RejectReason::FieldTooLong(f.name(), s.len()))
+            }
             Some(Val::Str(s)) => Ok(s),
             Some(Val::Int(_)) => Err(RejectReason::WrongType(f.name(), "string", "integer")),
             Some(Val::Other(got)) => Err(RejectReason::WrongType(f.name(), "string", got)),
@@ -386,7 +391,9 @@ impl<'de> Visitor<'de> for LeafVisitor {
         Ok(Val::Int(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Val<'de>, E> {
-        Ok(i64::try_from(v).map(Val::Int).unwrap_or(Val::Other("integer above 2^63")))
+        Ok(i64::try_from(v)
+            .map(Val::Int)
+            .unwrap_or(Val::Other("integer above 2^63")))
     }
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Val<'de>, E> {
         Ok(Val::Other("floating-point number"))
@@ -432,11 +439,19 @@ mod tests {
             .unwrap();
         assert_eq!(e.account_id, "acme-42");
         assert_eq!(e.event, "report.created");
-        assert_eq!(e.ts, crate::time::parse_rfc3339("2026-03-04T10:00:00Z").unwrap());
+        assert_eq!(
+            e.ts,
+            crate::time::parse_rfc3339("2026-03-04T10:00:00Z").unwrap()
+        );
         assert_eq!(e.user_id.as_deref(), Some("u1"));
         assert!(matches!(e.account_id, Cow::Borrowed(_)));
-        let e = p.parse(br#"{"ts":1700000000000,"event":"x","account_id":"a\u0041"}"#).unwrap();
-        assert_eq!((e.ts, e.account_id.as_ref(), e.user_id), (1_700_000_000_000, "aA", None));
+        let e = p
+            .parse(br#"{"ts":1700000000000,"event":"x","account_id":"a\u0041"}"#)
+            .unwrap();
+        assert_eq!(
+            (e.ts, e.account_id.as_ref(), e.user_id),
+            (1_700_000_000_000, "aA", None)
+        );
     }
 
     #[test]
@@ -466,10 +481,21 @@ mod tests {
             .unwrap();
         assert_eq!(e.account_id, "org-9");
         assert_eq!(e.user_id.as_deref(), Some("u-7"));
-        assert_eq!(e.ts, crate::time::parse_rfc3339("2026-03-04T10:00:00.123Z").unwrap());
+        assert_eq!(
+            e.ts,
+            crate::time::parse_rfc3339("2026-03-04T10:00:00.123Z").unwrap()
+        );
         let r = p.parse(br#"{"event":"x","userId":"u","timestamp":0,"context":{}}"#);
-        assert_eq!(r, Err(RejectReason::MissingField("account_id", "/context/groupId".into())));
-        let r = p.parse(br#"{"event":"x","timestamp":0,"context":"org-9"}"#).unwrap_err();
+        assert_eq!(
+            r,
+            Err(RejectReason::MissingField(
+                "account_id",
+                "/context/groupId".into()
+            ))
+        );
+        let r = p
+            .parse(br#"{"event":"x","timestamp":0,"context":"org-9"}"#)
+            .unwrap_err();
         assert_eq!(r.as_str(), "missing_field");
     }
 
@@ -479,7 +505,9 @@ mod tests {
         c.account_id = "/groups/1".into();
         c.event = "/a~1b/c~0d".into();
         let p = EventParser::new(&c).unwrap();
-        let e = p.parse(br#"{"groups":["x","acct",{"q":1}],"a/b":{"c~d":"ev"},"ts":5}"#).unwrap();
+        let e = p
+            .parse(br#"{"groups":["x","acct",{"q":1}],"a/b":{"c~d":"ev"},"ts":5}"#)
+            .unwrap();
         assert_eq!((e.account_id.as_ref(), e.event.as_ref()), ("acct", "ev"));
     }
 
@@ -497,31 +525,90 @@ mod tests {
         c.max_event_bytes = 120;
         let p = EventParser::new(&c).unwrap();
         let long = "x".repeat(257);
-        let oversized = format!(r#"{{"account_id":"a","event":"x","ts":0,"pad":"{}"}}"#, "y".repeat(120));
+        let oversized = format!(
+            r#"{{"account_id":"a","event":"x","ts":0,"pad":"{}"}}"#,
+            "y".repeat(120)
+        );
         let too_long = format!(r#"{{"account_id":"{long}","event":"x","ts":0}}"#);
         let p_big = EventParser::new(&Config::default().input).unwrap();
         let cases: Vec<(&[u8], &str, &str)> = vec![
             (oversized.as_bytes(), "oversized", "above the limit of 120"),
-            (b"{\"account_id\":\"a\xff\",\"event\":\"x\",\"ts\":0}", "invalid_utf8", "offset 16"),
+            (
+                b"{\"account_id\":\"a\xff\",\"event\":\"x\",\"ts\":0}",
+                "invalid_utf8",
+                "offset 16",
+            ),
             (b"{\"account_id\":", "invalid_json", "EOF"),
-            (b"{\"account_id\":\"a\"} trailing", "invalid_json", "trailing"),
+            (
+                b"{\"account_id\":\"a\"} trailing",
+                "invalid_json",
+                "trailing",
+            ),
             (b"", "invalid_json", "EOF"),
             (b"[1,2]", "not_object", "not an object"),
             (b"\"str\"", "not_object", "not an object"),
             (b"{\"event\":\"x\",\"ts\":0}", "missing_field", "account_id"),
-            (b"{\"account_id\":null,\"event\":\"x\",\"ts\":0}", "missing_field", "account_id"),
+            (
+                b"{\"account_id\":null,\"event\":\"x\",\"ts\":0}",
+                "missing_field",
+                "account_id",
+            ),
             (b"{\"account_id\":\"a\",\"ts\":0}", "missing_field", "event"),
-            (b"{\"account_id\":\"a\",\"event\":\"x\"}", "missing_field", "ts"),
-            (b"{\"account_id\":42,\"event\":\"x\",\"ts\":0}", "wrong_type", "got integer"),
-            (b"{\"account_id\":\"a\",\"event\":[],\"ts\":0}", "wrong_type", "got array"),
-            (b"{\"account_id\":\"a\",\"event\":\"x\",\"ts\":1.5}", "wrong_type", "floating-point"),
-            (b"{\"account_id\":\"a\",\"event\":\"x\",\"ts\":true}", "wrong_type", "boolean"),
-            (b"{\"account_id\":\"a\",\"event\":\"x\",\"ts\":0,\"user_id\":7}", "wrong_type", "user_id"),
-            (b"{\"account_id\":\"a\",\"event\":\"x\",\"ts\":\"yesterday\"}", "bad_timestamp", "yesterday"),
-            (b"{\"account_id\":\"a\",\"event\":\"x\",\"ts\":\"2026-02-30T00:00:00Z\"}", "bad_timestamp", "range"),
-            (b"{\"account_id\":\"a\",\"event\":\"x\",\"ts\":999999999999999999}", "bad_timestamp", "outside"),
-            (b"{\"account_id\":\"\",\"event\":\"x\",\"ts\":0}", "empty_field", "account_id"),
-            (b"{\"account_id\":\"a\",\"event\":\"\",\"ts\":0}", "empty_field", "event"),
+            (
+                b"{\"account_id\":\"a\",\"event\":\"x\"}",
+                "missing_field",
+                "ts",
+            ),
+            (
+                b"{\"account_id\":42,\"event\":\"x\",\"ts\":0}",
+                "wrong_type",
+                "got integer",
+            ),
+            (
+                b"{\"account_id\":\"a\",\"event\":[],\"ts\":0}",
+                "wrong_type",
+                "got array",
+            ),
+            (
+                b"{\"account_id\":\"a\",\"event\":\"x\",\"ts\":1.5}",
+                "wrong_type",
+                "floating-point",
+            ),
+            (
+                b"{\"account_id\":\"a\",\"event\":\"x\",\"ts\":true}",
+                "wrong_type",
+                "boolean",
+            ),
+            (
+                b"{\"account_id\":\"a\",\"event\":\"x\",\"ts\":0,\"user_id\":7}",
+                "wrong_type",
+                "user_id",
+            ),
+            (
+                b"{\"account_id\":\"a\",\"event\":\"x\",\"ts\":\"yesterday\"}",
+                "bad_timestamp",
+                "yesterday",
+            ),
+            (
+                b"{\"account_id\":\"a\",\"event\":\"x\",\"ts\":\"2026-02-30T00:00:00Z\"}",
+                "bad_timestamp",
+                "range",
+            ),
+            (
+                b"{\"account_id\":\"a\",\"event\":\"x\",\"ts\":999999999999999999}",
+                "bad_timestamp",
+                "outside",
+            ),
+            (
+                b"{\"account_id\":\"\",\"event\":\"x\",\"ts\":0}",
+                "empty_field",
+                "account_id",
+            ),
+            (
+                b"{\"account_id\":\"a\",\"event\":\"\",\"ts\":0}",
+                "empty_field",
+                "event",
+            ),
         ];
         for (msg, label, needle) in cases {
             let r = p.parse(msg).expect_err(&String::from_utf8_lossy(msg));

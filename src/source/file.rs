@@ -34,7 +34,9 @@ struct Counted<R> {
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.count.0.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        self.count
+            .0
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -123,7 +125,8 @@ mod tests {
         let plain = dir.join("p.ndjson");
         std::fs::write(&plain, text).unwrap();
         let gz = dir.join("p.ndjson.gz");
-        let mut enc = flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
+        let mut enc =
+            flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
         enc.write_all(text).unwrap();
         enc.finish().unwrap();
         for p in [plain, gz] {

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The whole test suite. Installs what it needs (scripts/setup.sh), then:
+# formatting, lints, unit + integration tests, and the reference oracle's own tests.
+# Tests that need servers start them themselves and stop them when done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export CHURNWATCH_PYTHON="$PWD/target/pyenv/bin/python"
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --all-targets --quiet
+echo "== reference oracle tests"
+"$CHURNWATCH_PYTHON" -m pytest tests/reference -q -p no:cacheprovider

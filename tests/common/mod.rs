@@ -1,0 +1,82 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use churnwatch::config::Config;
+use churnwatch::engine::{EngineConfig, Shard};
+use churnwatch::sink::record::to_record;
+use churnwatch::source::event::RawEvent;
+use churnwatch::time::{parse_rfc3339, Millis};
+
+/// The churnwatch binary built for these tests.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_churnwatch"))
+}
+
+/// Runs the binary; panics with its stderr if it fails.
+pub fn churnwatch(args: &[&str]) -> Output {
+    let out = Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run churnwatch");
+    assert!(
+        out.status.success(),
+        "churnwatch {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn ts(s: &str) -> Millis {
+    parse_rfc3339(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+/// One test event: account, event name, RFC 3339 time, user.
+pub type Ev<'a> = (&'a str, &'a str, &'a str, Option<&'a str>);
+
+/// Runs events through one shard with the given config text and returns the alert
+/// records (with `emitted_at` removed), in emission order.
+pub fn run_engine(config_toml: &str, events: &[Ev], until: Option<&str>) -> Vec<serde_json::Value> {
+    let cfg = Config::from_toml_str(config_toml, []).expect("test config");
+    let mut shard = Shard::new(Arc::new(EngineConfig::new(&cfg)));
+    let mut out = Vec::new();
+    for (a, e, t, u) in events {
+        shard.push(&RawEvent {
+            account_id: (*a).into(),
+            event: (*e).into(),
+            ts: ts(t),
+            user_id: u.map(Into::into),
+        });
+        out.extend(shard.drain_alerts().map(|a| strip(to_record(&a, 0))));
+    }
+    shard.finish(until.map(ts));
+    out.extend(shard.drain_alerts().map(|a| strip(to_record(&a, 0))));
+    out
+}
+
+pub fn strip(mut v: serde_json::Value) -> serde_json::Value {
+    v.as_object_mut().unwrap().remove("emitted_at");
+    v
+}
+
+/// Compact view of records: "status id @event_time".
+pub fn brief(records: &[serde_json::Value]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} @{}",
+                r["status"].as_str().unwrap(),
+                r["id"].as_str().unwrap(),
+                r["event_time"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
