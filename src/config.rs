@@ -372,6 +372,12 @@ impl Config {
             }
         }
         let na = &self.rules.not_activated;
+        if na.deadlines.len() > 16 {
+            return Err(invalid(
+                "rules.not_activated.deadlines",
+                "at most 16 deadlines",
+            ));
+        }
         for (n, d) in na.deadlines.iter().enumerate() {
             if d.after_days == 0 {
                 return Err(invalid(

@@ -1,80 +1,117 @@
-//! A fixed window of daily counters ending at the newest day written.
+//! Daily counters: for each account holding a window, the last `len` days up to its
+//! newest day. All windows of a shard live in one flat arena (`len` `u32`s each, no
+//! per-account allocation), recycled through a free list.
 
-use serde::{Deserialize, Serialize};
+/// Index of a window in a `RingArena`.
+pub type RingId = u32;
+/// No window.
+pub const NO_RING: RingId = u32::MAX;
 
-/// Daily counters for the last `len` days up to `head` (inclusive). Days newer than
-/// `head` or older than the window read as zero. One `u32` per day: 35 days (the
-/// default recent + baseline) take 140 bytes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DailyRing {
-    head: i64,
-    slots: Box<[u32]>,
+/// One window: its newest day and its slots (slot of day `d` is `d mod len`).
+#[derive(Debug, Clone, Copy)]
+pub struct Ring<'a> {
+    pub head: i64,
+    pub slots: &'a [u32],
 }
 
-impl DailyRing {
-    /// An empty ring of `len` days whose newest day is `day`.
-    pub fn new(len: usize, day: i64) -> DailyRing {
-        assert!(len > 0, "a ring needs at least one day");
-        DailyRing {
-            head: day,
-            slots: vec![0; len].into_boxed_slice(),
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
-
-    /// Newest day held.
-    pub fn head(&self) -> i64 {
-        self.head
-    }
-
-    #[inline]
-    fn slot(&self, day: i64) -> usize {
-        day.rem_euclid(self.slots.len() as i64) as usize
-    }
-
-    /// Adds `n` to `day`. A newer day moves the window (clearing the days it passes);
-    /// a day older than the window is not kept and `false` is returned.
-    #[inline]
-    pub fn add(&mut self, day: i64, n: u32) -> bool {
-        let len = self.slots.len() as i64;
-        if day > self.head {
-            if day - self.head >= len {
-                self.slots.iter_mut().for_each(|s| *s = 0);
-            } else {
-                for d in self.head + 1..=day {
-                    let i = self.slot(d);
-                    self.slots[i] = 0;
-                }
-            }
-            self.head = day;
-        } else if day <= self.head - len {
-            return false;
-        }
-        let i = self.slot(day);
-        self.slots[i] = self.slots[i].saturating_add(n);
-        true
-    }
-
+impl Ring<'_> {
     /// The counter of `day` (zero outside the window).
     #[inline]
     pub fn get(&self, day: i64) -> u32 {
-        if day > self.head || day <= self.head - self.slots.len() as i64 {
+        let len = self.slots.len() as i64;
+        if day > self.head || day <= self.head - len {
             0
         } else {
-            self.slots[self.slot(day)]
+            self.slots[day.rem_euclid(len) as usize]
         }
     }
 
     /// Sum over the days `from..=to`.
     pub fn sum(&self, from: i64, to: i64) -> u64 {
         (from..=to).map(|d| self.get(d) as u64).sum()
+    }
+}
+
+/// Adds `n` to `day` of the window `slots` whose newest day is `*head`. A newer day moves
+/// the window (clearing the days it passes); a day older than the window is not kept
+/// and `false` is returned.
+#[inline]
+pub fn ring_add(slots: &mut [u32], head: &mut i64, day: i64, n: u32) -> bool {
+    let len = slots.len() as i64;
+    if day > *head {
+        if day - *head >= len {
+            slots.iter_mut().for_each(|s| *s = 0);
+        } else {
+            for d in *head + 1..=day {
+                slots[d.rem_euclid(len) as usize] = 0;
+            }
+        }
+        *head = day;
+    } else if day <= *head - len {
+        return false;
+    }
+    let i = day.rem_euclid(len) as usize;
+    slots[i] = slots[i].saturating_add(n);
+    true
+}
+
+/// The windows of one shard.
+#[derive(Debug, Clone, Default)]
+pub struct RingArena {
+    len: usize,
+    data: Vec<u32>,
+    free: Vec<RingId>,
+}
+
+impl RingArena {
+    /// An arena of windows of `len` days.
+    pub fn new(len: usize) -> RingArena {
+        RingArena {
+            len,
+            data: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+
+    /// Days per window.
+    pub fn window_len(&self) -> usize {
+        self.len
+    }
+
+    /// A zeroed window.
+    pub fn alloc(&mut self) -> RingId {
+        match self.free.pop() {
+            Some(id) => {
+                self.slots_mut(id).iter_mut().for_each(|s| *s = 0);
+                id
+            }
+            None => {
+                let id = (self.data.len() / self.len.max(1)) as RingId;
+                self.data.resize(self.data.len() + self.len, 0);
+                id
+            }
+        }
+    }
+
+    /// Returns a window to the free list.
+    pub fn release(&mut self, id: RingId) {
+        debug_assert!(id != NO_RING);
+        self.free.push(id);
+    }
+
+    pub fn slots(&self, id: RingId) -> &[u32] {
+        let at = id as usize * self.len;
+        &self.data[at..at + self.len]
+    }
+
+    pub fn slots_mut(&mut self, id: RingId) -> &mut [u32] {
+        let at = id as usize * self.len;
+        &mut self.data[at..at + self.len]
+    }
+
+    /// Windows in use.
+    pub fn in_use(&self) -> usize {
+        self.data.len() / self.len.max(1) - self.free.len()
     }
 }
 
@@ -86,39 +123,71 @@ mod tests {
 
     #[test]
     fn window_moves_and_forgets() {
-        let mut r = DailyRing::new(3, 10);
-        assert!(r.add(10, 2));
-        assert!(r.add(11, 1));
-        assert!(r.add(9, 5));
+        let mut slots = [0u32; 3];
+        let mut head = 10;
+        assert!(ring_add(&mut slots, &mut head, 10, 2));
+        assert!(ring_add(&mut slots, &mut head, 11, 1));
+        assert!(ring_add(&mut slots, &mut head, 9, 5));
+        let r = Ring {
+            head,
+            slots: &slots,
+        };
         assert_eq!((r.get(9), r.get(10), r.get(11), r.get(12)), (5, 2, 1, 0));
-        assert!(r.add(12, 4)); // day 9 falls out
+        assert!(ring_add(&mut slots, &mut head, 12, 4)); // day 9 falls out
+        let r = Ring {
+            head,
+            slots: &slots,
+        };
         assert_eq!((r.get(9), r.get(10)), (0, 2));
-        assert!(!r.add(9, 1));
-        assert!(r.add(20, 7)); // jump clears everything
+        assert!(!ring_add(&mut slots, &mut head, 9, 1));
+        assert!(ring_add(&mut slots, &mut head, 20, 7)); // a jump clears everything
+        let r = Ring {
+            head,
+            slots: &slots,
+        };
         assert_eq!((r.sum(10, 19), r.get(20)), (0, 7));
-        let mut n = DailyRing::new(2, -3);
-        assert!(n.add(-2, 1));
-        assert_eq!((n.get(-3), n.get(-2)), (0, 1));
+        let mut neg = [0u32; 2];
+        let mut h = -3;
+        assert!(ring_add(&mut neg, &mut h, -2, 1));
+        let r = Ring {
+            head: h,
+            slots: &neg,
+        };
+        assert_eq!((r.get(-3), r.get(-2)), (0, 1));
+    }
+
+    #[test]
+    fn arena_recycles_zeroed_windows() {
+        let mut a = RingArena::new(4);
+        let x = a.alloc();
+        let y = a.alloc();
+        a.slots_mut(x)[1] = 9;
+        a.release(x);
+        assert_eq!(a.in_use(), 1);
+        let z = a.alloc();
+        assert_eq!(z, x);
+        assert_eq!(a.slots(z), &[0, 0, 0, 0]);
+        assert_ne!(y, z);
     }
 
     proptest! {
-        /// The ring agrees with a map of all days, restricted to the window.
+        /// The window agrees with a map of all days, restricted to the window.
         #[test]
         fn matches_model(len in 1usize..40, ops in proptest::collection::vec((0i64..120, 1u32..5), 1..200)) {
-            let mut ring = DailyRing::new(len, 0);
-            let mut model: BTreeMap<i64, u32> = BTreeMap::new();
+            let mut slots = vec![0u32; len];
             let mut head = 0i64;
+            let mut model: BTreeMap<i64, u32> = BTreeMap::new();
             for (day, n) in ops {
-                let kept = ring.add(day, n);
                 let new_head = head.max(day);
+                let kept = ring_add(&mut slots, &mut head, day, n);
                 prop_assert_eq!(kept, day > new_head - len as i64);
                 if kept {
                     *model.entry(day).or_default() += n;
                 }
-                head = new_head;
+                let r = Ring { head, slots: &slots };
                 for d in head - len as i64 - 2..=head + 2 {
                     let want = if d > head - len as i64 && d <= head { model.get(&d).copied().unwrap_or(0) } else { 0 };
-                    prop_assert_eq!(ring.get(d), want, "day {}", d);
+                    prop_assert_eq!(r.get(d), want, "day {}", d);
                 }
             }
         }

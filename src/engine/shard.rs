@@ -14,9 +14,11 @@ use std::sync::Arc;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
 
-use super::account::{insert_sorted, user_hash, Account, DayUsers, DropFiring, Life, Progress};
+use super::account::{
+    insert_sorted, user_hash, Account, DayUsers, Life, Phase, Progress, NEVER, NO_DAY, NO_LIFE,
+};
 use super::alert::{Alert, AlertKind, Evidence, ResolveReason, Status};
-use super::ring::DailyRing;
+use super::ring::{ring_add, Ring, RingArena, NO_RING};
 use super::stats;
 use crate::config::{ActivityDropConfig, Config, Deadline, DropMetric, InactiveConfig};
 use crate::source::event::RawEvent;
@@ -144,13 +146,14 @@ enum TimerKind {
     Inactive,
 }
 
-/// A due check for one account. Ordered by time, then account slot, for a stable order.
+/// A due check for one account (16 bytes). Ordered by time, then account slot, for a
+/// stable order. Timers are not removed when they become moot; a timer that no longer
+/// matches the account's state when it comes due is skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Timer {
     at: Millis,
     account: u32,
     kind: TimerKind,
-    generation: u32,
 }
 
 /// Counters a driver can read (and turn into metrics or a summary).
@@ -173,10 +176,14 @@ pub struct Shard {
     accounts: Vec<Account>,
     index: HashTable<u32>,
     hasher: DefaultHashBuilder,
+    /// Active lifecycles, by slot; `free_lives` lists reusable slots.
+    lives: Vec<Life>,
+    free_lives: Vec<u32>,
+    rings: RingArena,
     pending: BinaryHeap<Reverse<Held>>,
     seq: u64,
     timers: BinaryHeap<Reverse<Timer>>,
-    /// Accounts holding a daily ring, evaluated at every day close.
+    /// Accounts holding a daily window, evaluated at every day close.
     window_list: Vec<u32>,
     watermark: Millis,
     newest: Millis,
@@ -190,11 +197,18 @@ pub struct Shard {
 
 impl Shard {
     pub fn new(cfg: Arc<EngineConfig>) -> Shard {
+        let ring_len = cfg
+            .drop
+            .as_ref()
+            .map_or(1, |d| (d.recent_days + d.baseline_days) as usize);
         Shard {
             cfg,
             accounts: Vec::new(),
             index: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
+            lives: Vec::new(),
+            free_lives: Vec::new(),
+            rings: RingArena::new(ring_len),
             pending: BinaryHeap::new(),
             seq: 0,
             timers: BinaryHeap::new(),
@@ -223,7 +237,17 @@ impl Shard {
         self.accounts.len()
     }
 
-    /// Number of queued timers (including stale ones not yet popped).
+    /// Number of accounts in an active lifecycle.
+    pub fn active_lifecycles(&self) -> usize {
+        self.lives.len() - self.free_lives.len()
+    }
+
+    /// Number of daily windows held.
+    pub fn windows(&self) -> usize {
+        self.rings.in_use()
+    }
+
+    /// Number of queued timers (including moot ones not yet popped).
     pub fn timers_pending(&self) -> usize {
         self.timers.len()
     }
@@ -233,17 +257,14 @@ impl Shard {
         self.pending.len()
     }
 
-    /// Looks up an account by id.
-    pub fn account(&self, id: &str) -> Option<&Account> {
+    /// The active lifecycle of an account, if any.
+    pub fn life_of(&self, id: &str) -> Option<&Life> {
         let h = self.hasher.hash_one(id);
-        self.index
-            .find(h, |&i| &*self.accounts[i as usize].id == id)
-            .map(|&i| &self.accounts[i as usize])
-    }
-
-    /// Iterates over all accounts.
-    pub fn iter_accounts(&self) -> impl Iterator<Item = &Account> {
-        self.accounts.iter()
+        let i = *self
+            .index
+            .find(h, |&i| &*self.accounts[i as usize].id == id)?;
+        let l = self.accounts[i as usize].life;
+        (l != NO_LIFE).then(|| &self.lives[l as usize])
     }
 
     fn intern(&mut self, id: &str) -> u32 {
@@ -361,13 +382,7 @@ impl Shard {
     }
 
     fn schedule(&mut self, at: Millis, account: u32, kind: TimerKind) {
-        let generation = self.accounts[account as usize].generation;
-        self.timers.push(Reverse(Timer {
-            at,
-            account,
-            kind,
-            generation,
-        }));
+        self.timers.push(Reverse(Timer { at, account, kind }));
     }
 
     /// Applies one event at time `t`: its own time, or the watermark for a late event.
@@ -379,42 +394,48 @@ impl Shard {
         if self.next_close_day.is_none() {
             self.next_close_day = Some(day_of(h.ts));
         }
-        let cfg = Arc::clone(&self.cfg);
         let idx = h.account;
         let acc = &mut self.accounts[idx as usize];
         let first = !acc.seen;
         acc.seen = true;
+        let active = acc.life != NO_LIFE;
         match Class::from(h.class) {
             Class::Start => {
-                if acc.life.is_none() {
+                if !active {
                     self.start_life(idx, t);
                 }
             }
             Class::End => {
-                if acc.life.is_some() {
+                if active {
                     self.resolve_all(idx, t, ResolveReason::Churned);
-                    let acc = &mut self.accounts[idx as usize];
-                    acc.life = None;
-                    acc.generation = acc.generation.wrapping_add(1);
+                    self.end_life(idx);
                 }
             }
             Class::Activity(req) => {
-                if acc.life.is_none() && first && cfg.start_on_first_event {
+                if !active && first && self.cfg.start_on_first_event {
                     self.start_life(idx, t);
-                }
-                if self.accounts[idx as usize].life.is_none() {
+                } else if !active {
                     self.stats.outside_lifecycle += 1;
                     return;
                 }
-                self.activity(idx, t, day_of(h.ts), req, h.user, &cfg);
+                self.activity(idx, t, day_of(h.ts), req, h.user);
             }
         }
     }
 
     fn start_life(&mut self, idx: u32, start: Millis) {
-        let acc = &mut self.accounts[idx as usize];
-        acc.generation = acc.generation.wrapping_add(1);
-        acc.life = Some(Box::new(Life::new(start, true)));
+        let life = Life::new(start);
+        let slot = match self.free_lives.pop() {
+            Some(s) => {
+                self.lives[s as usize] = life;
+                s
+            }
+            None => {
+                self.lives.push(life);
+                (self.lives.len() - 1) as u32
+            }
+        };
+        self.accounts[idx as usize].life = slot;
         if let Some(d) = self.cfg.deadlines.first() {
             self.schedule(
                 start + d.after_days as i64 * DAY,
@@ -424,21 +445,26 @@ impl Shard {
         }
     }
 
-    fn activity(
-        &mut self,
-        idx: u32,
-        t: Millis,
-        day: i64,
-        req: Option<u8>,
-        user: u64,
-        cfg: &EngineConfig,
-    ) {
+    fn end_life(&mut self, idx: u32) {
         let acc = &mut self.accounts[idx as usize];
-        let life = acc.life.as_mut().expect("caller checked");
+        let slot = std::mem::replace(&mut acc.life, NO_LIFE);
+        let life = &mut self.lives[slot as usize];
+        if life.ring != NO_RING {
+            self.rings.release(life.ring);
+        }
+        // Leave a small tombstone in the slot until it is reused.
+        *life = Life::new(NEVER);
+        self.free_lives.push(slot);
+    }
+
+    fn activity(&mut self, idx: u32, t: Millis, day: i64, req: Option<u8>, user: u64) {
+        let cfg = &*self.cfg;
+        let acc = &mut self.accounts[idx as usize];
+        let life = &mut self.lives[acc.life as usize];
         // Resume from a firing `inactive` alert.
         if life.inactive_firing {
             life.inactive_firing = false;
-            let last = life.last_activity.expect("inactive implies an activity");
+            let last = life.last_activity;
             let inactive = cfg
                 .inactive
                 .as_ref()
@@ -459,7 +485,8 @@ impl Shard {
                 },
             });
         }
-        life.last_activity = Some(life.last_activity.map_or(t, |l| l.max(t)));
+        life.last_activity = life.last_activity.max(t);
+        let day32 = day as i32;
         // Daily window for the drop test.
         if cfg.drop.is_some() {
             let inc = if cfg.users_metric() {
@@ -467,13 +494,12 @@ impl Shard {
                     0
                 } else {
                     match &mut life.day_users {
-                        Some(du) if du.day == day => insert_sorted(&mut du.users, user) as u32,
-                        Some(du) if du.day > day => 0, // late: the day's users are gone
+                        Some(du) if du.day == day32 => insert_sorted(&mut du.users, user) as u32,
+                        Some(du) if du.day > day32 => 0, // late: that day's users are gone
                         du => {
-                            *du = Some(Box::new(DayUsers {
-                                day,
-                                users: vec![user],
-                            }));
+                            let mut users = smallvec::SmallVec::new();
+                            users.push(user);
+                            *du = Some(Box::new(DayUsers { day: day32, users }));
                             1
                         }
                     }
@@ -481,23 +507,22 @@ impl Shard {
             } else {
                 1
             };
-            let len = cfg
-                .drop
-                .as_ref()
-                .map_or(0, |d| (d.recent_days + d.baseline_days) as usize);
-            life.ring
-                .get_or_insert_with(|| DailyRing::new(len, day))
-                .add(day, inc);
+            if life.ring == NO_RING {
+                life.ring = self.rings.alloc();
+                life.ring_head = day32;
+            }
+            let mut head = life.ring_head as i64;
+            ring_add(self.rings.slots_mut(life.ring), &mut head, day, inc);
+            life.ring_head = head as i32;
             if !acc.in_window_list {
                 acc.in_window_list = true;
                 self.window_list.push(idx);
             }
         }
         // Activation.
-        let mut activated_now = false;
-        if let Some(p) = life.progress.as_mut() {
+        if let Phase::Onboarding(p) = &mut life.phase {
             p.events += 1;
-            insert_sorted(&mut p.days, day);
+            p.add_day(day32);
             if user != 0 {
                 insert_sorted(&mut p.users, user);
             }
@@ -505,46 +530,41 @@ impl Shard {
                 p.required_seen |= 1 << i;
             }
             if activation_holds(p, cfg) {
-                life.progress = None;
-                life.activated_at = Some(t);
-                activated_now = true;
+                life.phase = Phase::Activated {
+                    at: t,
+                    inactive_timer: NEVER,
+                };
+                self.resolve_not_activated(idx, t, ResolveReason::Activated);
             }
         }
-        if activated_now {
-            self.resolve_not_activated(idx, t, ResolveReason::Activated);
-        }
-        let life = self.accounts[idx as usize]
-            .life
-            .as_mut()
-            .expect("still active");
-        if life.activated_at.is_some() && life.inactive_timer.is_none() {
-            if let Some(inactive) = &cfg.inactive {
-                let at = life.last_activity.expect("just set") + inactive.after_days as i64 * DAY;
-                life.inactive_timer = Some(at);
+        let life = &mut self.lives[self.accounts[idx as usize].life as usize];
+        if let (Phase::Activated { inactive_timer, .. }, Some(inactive)) =
+            (&mut life.phase, &self.cfg.inactive)
+        {
+            if *inactive_timer == NEVER {
+                let at = life.last_activity + inactive.after_days as i64 * DAY;
+                *inactive_timer = at;
                 self.schedule(at, idx, TimerKind::Inactive);
             }
         }
     }
 
     fn fire_timer(&mut self, tm: Timer) {
-        let cfg = Arc::clone(&self.cfg);
-        let acc = &mut self.accounts[tm.account as usize];
-        if acc.generation != tm.generation {
+        let cfg = &*self.cfg;
+        let acc = &self.accounts[tm.account as usize];
+        if acc.life == NO_LIFE {
             return;
         }
-        let Some(life) = acc.life.as_mut() else {
-            return;
-        };
+        let life = &mut self.lives[acc.life as usize];
         match tm.kind {
             TimerKind::Deadline(k) => {
-                if life.activated_at.is_some() || life.next_deadline != k {
+                let Phase::Onboarding(p) = &life.phase else {
+                    return;
+                };
+                let d = &cfg.deadlines[k as usize];
+                if life.next_deadline != k || life.start + d.after_days as i64 * DAY != tm.at {
                     return;
                 }
-                let d = &cfg.deadlines[k as usize];
-                let p = life
-                    .progress
-                    .as_ref()
-                    .expect("not activated implies progress");
                 let missing = cfg
                     .required_events
                     .iter()
@@ -552,6 +572,14 @@ impl Shard {
                     .filter(|(i, _)| p.required_seen & (1 << i) == 0)
                     .map(|(_, n)| n.clone())
                     .collect();
+                let evidence = Evidence::NotActivated {
+                    after_days: d.after_days,
+                    start: life.start,
+                    active_days: p.active_days as u64,
+                    active_users: p.users.len() as u64,
+                    events: p.events,
+                    missing_events: missing,
+                };
                 life.not_activated_firing |= 1 << k;
                 life.next_deadline = k + 1;
                 self.out.push(Alert {
@@ -561,33 +589,37 @@ impl Shard {
                     severity: d.severity,
                     episode: format!("{}+{}d", format_day(day_of(life.start)), d.after_days),
                     event_time: tm.at,
-                    evidence: Evidence::NotActivated {
-                        after_days: d.after_days,
-                        start: life.start,
-                        active_days: p.days.len() as u64,
-                        active_users: p.users.len() as u64,
-                        events: p.events,
-                        missing_events: missing,
-                    },
+                    evidence,
                 });
                 if let Some(next) = cfg.deadlines.get(k as usize + 1) {
                     let at = life.start + next.after_days as i64 * DAY;
-                    self.schedule(at, tm.account, TimerKind::Deadline(k + 1));
+                    self.timers.push(Reverse(Timer {
+                        at,
+                        account: tm.account,
+                        kind: TimerKind::Deadline(k + 1),
+                    }));
                 }
             }
             TimerKind::Inactive => {
-                if life.inactive_timer != Some(tm.at) {
+                let Phase::Activated { inactive_timer, .. } = &mut life.phase else {
+                    return;
+                };
+                if *inactive_timer != tm.at {
                     return;
                 }
                 let inactive = cfg.inactive.as_ref().expect("timer implies enabled");
-                let last = life.last_activity.expect("timer implies activity");
+                let last = life.last_activity;
                 let due = last + inactive.after_days as i64 * DAY;
                 if due > tm.at {
-                    life.inactive_timer = Some(due);
-                    self.schedule(due, tm.account, TimerKind::Inactive);
+                    *inactive_timer = due;
+                    self.timers.push(Reverse(Timer {
+                        at: due,
+                        account: tm.account,
+                        kind: TimerKind::Inactive,
+                    }));
                     return;
                 }
-                life.inactive_timer = None;
+                *inactive_timer = NEVER;
                 life.inactive_firing = true;
                 self.out.push(Alert {
                     account_id: acc.id.to_string(),
@@ -606,9 +638,9 @@ impl Shard {
     }
 
     /// Day `d` closes at `(d+1) * DAY`: evaluates `activity_drop` for every account
-    /// holding a window, and lets silent accounts drop theirs.
+    /// holding a window, and releases the windows of accounts silent for a whole window.
     fn close_day(&mut self, d: i64) {
-        let Some(drop) = self.cfg.drop.clone() else {
+        let Some(drop) = self.cfg.drop.as_ref() else {
             return;
         };
         let close_at = (d + 1) * DAY;
@@ -618,17 +650,16 @@ impl Shard {
         while i < self.window_list.len() {
             let idx = self.window_list[i];
             let acc = &mut self.accounts[idx as usize];
-            let keep = match acc.life.as_mut() {
-                Some(life) => match &life.ring {
-                    // Silent for the whole window: nothing can change until new activity.
-                    Some(ring) if ring.head() > d - span => true,
-                    _ => {
-                        life.ring = None;
-                        life.day_users = None;
-                        false
-                    }
-                },
-                None => false,
+            let keep = acc.life != NO_LIFE && {
+                let life = &mut self.lives[acc.life as usize];
+                // Silent for the whole window: nothing can change until new activity.
+                let live = life.ring != NO_RING && life.ring_head as i64 > d - span;
+                if !live && life.ring != NO_RING {
+                    self.rings.release(life.ring);
+                    life.ring = NO_RING;
+                    life.day_users = None;
+                }
+                live
             };
             if !keep {
                 acc.in_window_list = false;
@@ -636,28 +667,32 @@ impl Shard {
                 continue;
             }
             i += 1;
-            let life = acc.life.as_mut().expect("kept");
-            let activated = life.activated_at.is_some_and(|a| a < close_at);
+            let life = &mut self.lives[acc.life as usize];
+            let activated = life.activated_at().is_some_and(|a| a < close_at);
             // The spec's `d - recent - baseline + 1 > day(S)`, negated.
             if !activated || d - span < day_of(life.start) {
                 continue;
             }
-            let ring = life.ring.as_ref().expect("kept");
-            let w = stats::window(ring, d, drop.recent_days, drop.baseline_days);
-            if let Some(f) = life.drop_firing {
-                if w.observed as f64 >= drop.recovery * f.expected {
-                    life.drop_firing = None;
+            let ring = Ring {
+                head: life.ring_head as i64,
+                slots: self.rings.slots(life.ring),
+            };
+            let w = stats::window(&ring, d, drop.recent_days, drop.baseline_days);
+            if life.drop_day != NO_DAY {
+                if w.observed as f64 >= drop.recovery * life.drop_expected {
+                    let episode = format_day(life.drop_day as i64);
+                    life.drop_day = NO_DAY;
                     self.out.push(Alert {
                         account_id: acc.id.to_string(),
                         kind: AlertKind::ActivityDrop,
                         status: Status::Resolved,
                         severity: drop.severity,
-                        episode: format_day(f.day),
+                        episode,
                         event_time: close_at,
                         evidence: Evidence::Resolved {
                             reason: ResolveReason::Recovered,
                             observed: Some(w.observed),
-                            expected: Some(f.expected),
+                            expected: Some(life.drop_expected),
                             since: None,
                             users_metric,
                         },
@@ -670,15 +705,14 @@ impl Shard {
             {
                 continue;
             }
-            let v = stats::baseline_variance(ring, d, drop.recent_days, drop.baseline_days, w.mean);
+            let v =
+                stats::baseline_variance(&ring, d, drop.recent_days, drop.baseline_days, w.mean);
             let (model, p) = stats::p_value(w.observed, w.mean, v, drop.recent_days);
             if p > drop.alpha {
                 continue;
             }
-            life.drop_firing = Some(DropFiring {
-                day: d,
-                expected: w.expected,
-            });
+            life.drop_day = d as i32;
+            life.drop_expected = w.expected;
             self.out.push(Alert {
                 account_id: acc.id.to_string(),
                 kind: AlertKind::ActivityDrop,
@@ -701,8 +735,8 @@ impl Shard {
     }
 
     fn resolve_not_activated(&mut self, idx: u32, t: Millis, reason: ResolveReason) {
-        let acc = &mut self.accounts[idx as usize];
-        let life = acc.life.as_mut().expect("active");
+        let acc = &self.accounts[idx as usize];
+        let life = &mut self.lives[acc.life as usize];
         let firing = std::mem::take(&mut life.not_activated_firing);
         for (k, d) in self.cfg.deadlines.iter().enumerate() {
             if firing & (1 << k) != 0 {
@@ -728,9 +762,9 @@ impl Shard {
     /// Resolves every firing alert of the account (end of lifecycle).
     fn resolve_all(&mut self, idx: u32, t: Millis, reason: ResolveReason) {
         self.resolve_not_activated(idx, t, reason);
-        let cfg = Arc::clone(&self.cfg);
-        let acc = &mut self.accounts[idx as usize];
-        let life = acc.life.as_mut().expect("active");
+        let cfg = &*self.cfg;
+        let acc = &self.accounts[idx as usize];
+        let life = &mut self.lives[acc.life as usize];
         let resolved = |kind, severity, episode| Alert {
             account_id: acc.id.to_string(),
             kind,
@@ -746,23 +780,45 @@ impl Shard {
                 users_metric: false,
             },
         };
-        if life.inactive_firing {
-            let last = life.last_activity.expect("inactive implies activity");
+        if std::mem::take(&mut life.inactive_firing) {
             let sev = cfg.inactive.as_ref().expect("enabled").severity;
-            self.out
-                .push(resolved(AlertKind::Inactive, sev, format_day(day_of(last))));
+            self.out.push(resolved(
+                AlertKind::Inactive,
+                sev,
+                format_day(day_of(life.last_activity)),
+            ));
         }
-        if let Some(f) = life.drop_firing {
+        if life.drop_day != NO_DAY {
             let sev = cfg.drop.as_ref().expect("enabled").severity;
-            self.out
-                .push(resolved(AlertKind::ActivityDrop, sev, format_day(f.day)));
+            self.out.push(resolved(
+                AlertKind::ActivityDrop,
+                sev,
+                format_day(life.drop_day as i64),
+            ));
+            life.drop_day = NO_DAY;
         }
     }
 }
 
 fn activation_holds(p: &Progress, cfg: &EngineConfig) -> bool {
     p.required_seen & cfg.required_mask == cfg.required_mask
-        && p.days.len() >= cfg.min_active_days
+        && p.active_days as usize >= cfg.min_active_days
         && p.users.len() >= cfg.min_active_users
         && p.events >= cfg.min_events
+}
+
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn state_stays_small() {
+        use super::*;
+        assert!(std::mem::size_of::<Account>() <= 24);
+        assert!(
+            std::mem::size_of::<Life>() <= 112,
+            "{}",
+            std::mem::size_of::<Life>()
+        );
+        assert_eq!(std::mem::size_of::<Timer>(), 16);
+        assert_eq!(std::mem::size_of::<Held>(), 32);
+    }
 }

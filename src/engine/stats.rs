@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use statrs::distribution::{DiscreteCDF, NegativeBinomial, Poisson};
 
-use super::ring::DailyRing;
+use super::ring::Ring;
 
 /// Which distribution modelled the recent-window sum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,7 +34,7 @@ pub struct Window {
 }
 
 /// Reads the recent window `d-recent+1..=d` and the `baseline` days before it.
-pub fn window(ring: &DailyRing, d: i64, recent: u32, baseline: u32) -> Window {
+pub fn window(ring: &Ring, d: i64, recent: u32, baseline: u32) -> Window {
     let recent_start = d - recent as i64 + 1;
     let observed = ring.sum(recent_start, d);
     let base_sum = ring.sum(recent_start - baseline as i64, recent_start - 1);
@@ -47,7 +47,7 @@ pub fn window(ring: &DailyRing, d: i64, recent: u32, baseline: u32) -> Window {
 }
 
 /// Sample variance (n - 1) of the baseline days.
-pub fn baseline_variance(ring: &DailyRing, d: i64, recent: u32, baseline: u32, mean: f64) -> f64 {
+pub fn baseline_variance(ring: &Ring, d: i64, recent: u32, baseline: u32, mean: f64) -> f64 {
     let recent_start = d - recent as i64 + 1;
     let ss: f64 = (recent_start - baseline as i64..recent_start)
         .map(|day| {
@@ -89,10 +89,11 @@ mod tests {
 
     #[test]
     fn window_sums_and_moments() {
-        let mut ring = DailyRing::new(5, 0);
-        for (day, n) in [(0, 4), (1, 6), (2, 8), (3, 1), (4, 1)] {
-            ring.add(day, n);
-        }
+        let slots = [4, 6, 8, 1, 1];
+        let ring = Ring {
+            head: 4,
+            slots: &slots,
+        };
         let w = window(&ring, 4, 2, 3);
         assert_eq!(w.observed, 2);
         assert_eq!(w.mean, 6.0);
