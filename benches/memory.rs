@@ -58,6 +58,11 @@ fn main() {
     let rss = status_kib("VmRSS:") * 1024;
     println!("memory: {accounts} accounts x {days} active days ({} events) in {elapsed:.1} s, {alerts} alerts", accounts * days as u64);
     println!("memory: peak RSS {:.1} MiB, RSS now {:.1} MiB, RSS before {:.1} MiB, bench input ids {:.1} MiB", peak as f64 / 1048576.0, rss as f64 / 1048576.0, base_rss as f64 / 1024.0, ids_bytes as f64 / 1048576.0);
+    if test_mode {
+        println!("memory: smoke run only (run `cargo bench --bench memory` for the figure)");
+        assert_eq!(shard.accounts() as u64, accounts);
+        return;
+    }
     println!(
         "memory: peak RSS per account {:.0} bytes (target <= 512); RSS per account after the run {:.0} bytes",
         peak as f64 / accounts as f64,

@@ -31,6 +31,8 @@ pub struct Account {
     pub seen: bool,
     /// Bookkeeping of the shard: this account is in its list of windows to evaluate.
     pub(crate) in_window_list: bool,
+    /// Bookkeeping of the shard: changed since the last checkpoint.
+    pub(crate) dirty: bool,
 }
 
 impl Account {
@@ -40,6 +42,7 @@ impl Account {
             life: NO_LIFE,
             seen: false,
             in_window_list: false,
+            dirty: false,
         }
     }
 }

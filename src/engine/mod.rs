@@ -5,6 +5,7 @@ pub mod account;
 pub mod alert;
 pub mod ring;
 pub mod shard;
+pub mod snapshot;
 pub mod stats;
 
 pub use alert::{Alert, AlertKind, Evidence, ResolveReason, Status};

@@ -104,18 +104,18 @@ impl EngineConfig {
 
 /// An event waiting for the watermark. 32 bytes, no allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Held {
-    ts: Millis,
-    seq: u64,
-    account: u32,
-    class: PackedClass,
+pub(super) struct Held {
+    pub(super) ts: Millis,
+    pub(super) seq: u64,
+    pub(super) account: u32,
+    pub(super) class: PackedClass,
     /// Hash of the user id; 0 for none.
-    user: u64,
+    pub(super) user: u64,
 }
 
 /// `Class` packed into one byte: 0 start, 1 end, 2 activity, 3+i required event i.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct PackedClass(u8);
+pub(super) struct PackedClass(pub(super) u8);
 
 impl From<Class> for PackedClass {
     fn from(c: Class) -> Self {
@@ -140,7 +140,7 @@ impl From<PackedClass> for Class {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum TimerKind {
+pub(super) enum TimerKind {
     /// Onboarding deadline with this index.
     Deadline(u8),
     Inactive,
@@ -150,10 +150,10 @@ enum TimerKind {
 /// stable order. Timers are not removed when they become moot; a timer that no longer
 /// matches the account's state when it comes due is skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Timer {
-    at: Millis,
-    account: u32,
-    kind: TimerKind,
+pub(super) struct Timer {
+    pub(super) at: Millis,
+    pub(super) account: u32,
+    pub(super) kind: TimerKind,
 }
 
 /// Counters a driver can read (and turn into metrics or a summary).
@@ -172,27 +172,29 @@ pub struct ShardStats {
 
 /// The accounts of one partition and everything needed to evaluate them.
 pub struct Shard {
-    cfg: Arc<EngineConfig>,
-    accounts: Vec<Account>,
-    index: HashTable<u32>,
-    hasher: DefaultHashBuilder,
+    pub(super) cfg: Arc<EngineConfig>,
+    pub(super) accounts: Vec<Account>,
+    pub(super) index: HashTable<u32>,
+    pub(super) hasher: DefaultHashBuilder,
     /// Active lifecycles, by slot; `free_lives` lists reusable slots.
-    lives: Vec<Life>,
-    free_lives: Vec<u32>,
-    rings: RingArena,
-    pending: BinaryHeap<Reverse<Held>>,
-    seq: u64,
-    timers: BinaryHeap<Reverse<Timer>>,
+    pub(super) lives: Vec<Life>,
+    pub(super) free_lives: Vec<u32>,
+    pub(super) rings: RingArena,
+    pub(super) pending: BinaryHeap<Reverse<Held>>,
+    pub(super) seq: u64,
+    pub(super) timers: BinaryHeap<Reverse<Timer>>,
     /// Accounts holding a daily window, evaluated at every day close.
-    window_list: Vec<u32>,
-    watermark: Millis,
-    newest: Millis,
+    pub(super) window_list: Vec<u32>,
+    pub(super) watermark: Millis,
+    pub(super) newest: Millis,
     /// Time of the last item processed; never decreases.
-    now: Millis,
+    pub(super) now: Millis,
     /// The next day to close, once any event was processed.
-    next_close_day: Option<i64>,
-    out: Vec<Alert>,
+    pub(super) next_close_day: Option<i64>,
+    pub(super) out: Vec<Alert>,
     pub stats: ShardStats,
+    /// Accounts changed since the last `take_dirty`.
+    pub(super) dirty: Vec<u32>,
 }
 
 impl Shard {
@@ -219,6 +221,7 @@ impl Shard {
             next_close_day: None,
             out: Vec::new(),
             stats: ShardStats::default(),
+            dirty: Vec::new(),
         }
     }
 
@@ -267,7 +270,7 @@ impl Shard {
         (l != NO_LIFE).then(|| &self.lives[l as usize])
     }
 
-    fn intern(&mut self, id: &str) -> u32 {
+    pub(super) fn intern(&mut self, id: &str) -> u32 {
         let h = self.hasher.hash_one(id);
         let accounts = &mut self.accounts;
         let hasher = &self.hasher;
@@ -381,7 +384,7 @@ impl Shard {
         }
     }
 
-    fn schedule(&mut self, at: Millis, account: u32, kind: TimerKind) {
+    pub(super) fn schedule(&mut self, at: Millis, account: u32, kind: TimerKind) {
         self.timers.push(Reverse(Timer { at, account, kind }));
     }
 
@@ -395,6 +398,7 @@ impl Shard {
             self.next_close_day = Some(day_of(h.ts));
         }
         let idx = h.account;
+        self.mark_dirty(idx);
         let acc = &mut self.accounts[idx as usize];
         let first = !acc.seen;
         acc.seen = true;
@@ -549,7 +553,25 @@ impl Shard {
         }
     }
 
+    /// Notes that an account's state changed (for the changelog).
+    pub(super) fn mark_dirty(&mut self, idx: u32) {
+        let acc = &mut self.accounts[idx as usize];
+        if !acc.dirty {
+            acc.dirty = true;
+            self.dirty.push(idx);
+        }
+    }
+
     fn fire_timer(&mut self, tm: Timer) {
+        let alerts_before = self.out.len();
+        let timers_before = self.timers.len();
+        self.fire_timer_inner(tm);
+        if self.out.len() != alerts_before || self.timers.len() != timers_before {
+            self.mark_dirty(tm.account);
+        }
+    }
+
+    fn fire_timer_inner(&mut self, tm: Timer) {
         let cfg = &*self.cfg;
         let acc = &self.accounts[tm.account as usize];
         if acc.life == NO_LIFE {
@@ -662,6 +684,10 @@ impl Shard {
                 live
             };
             if !keep {
+                if !acc.dirty {
+                    acc.dirty = true;
+                    self.dirty.push(idx);
+                }
                 acc.in_window_list = false;
                 self.window_list.swap_remove(i);
                 continue;
@@ -682,6 +708,10 @@ impl Shard {
                 if w.observed as f64 >= drop.recovery * life.drop_expected {
                     let episode = format_day(life.drop_day as i64);
                     life.drop_day = NO_DAY;
+                    if !acc.dirty {
+                        acc.dirty = true;
+                        self.dirty.push(idx);
+                    }
                     self.out.push(Alert {
                         account_id: acc.id.to_string(),
                         kind: AlertKind::ActivityDrop,
@@ -713,6 +743,10 @@ impl Shard {
             }
             life.drop_day = d as i32;
             life.drop_expected = w.expected;
+            if !acc.dirty {
+                acc.dirty = true;
+                self.dirty.push(idx);
+            }
             self.out.push(Alert {
                 account_id: acc.id.to_string(),
                 kind: AlertKind::ActivityDrop,

@@ -1,0 +1,239 @@
+//! Serialized state for the changelog: one record per account (keyed by account id)
+//! and one per shard (watermark and clocks). Encoded with postcard (varints: a typical
+//! account with a full window is ~100 bytes), behind a version byte. Timers and the
+//! window list are not stored: they follow from the account state on restore.
+
+use serde::{Deserialize, Serialize};
+
+use super::account::{Account, Life, Phase, NEVER, NO_LIFE};
+use super::ring::{ring_add, Ring, NO_RING};
+use super::shard::{Held, PackedClass, Shard, TimerKind};
+use crate::time::{Millis, DAY};
+
+/// Format version of account and shard records.
+pub const SNAPSHOT_VERSION: u8 = 1;
+
+/// Why a stored record could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("empty state record")]
+    Empty,
+    #[error("state record has version {0}, this build reads version {SNAPSHOT_VERSION}")]
+    Version(u8),
+    #[error("state record is corrupt: {0}")]
+    Decode(#[from] postcard::Error),
+}
+
+#[derive(Serialize, Deserialize)]
+struct AccountRecord {
+    seen: bool,
+    life: Option<LifeRecord>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LifeRecord {
+    life: Life,
+    /// Daily window as (newest day, counters from the oldest day to the newest).
+    window: Option<(i32, Vec<u32>)>,
+}
+
+/// An event waiting for the watermark, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingEvent {
+    pub ts: Millis,
+    pub account_id: String,
+    class: u8,
+    user: u64,
+}
+
+/// A shard's own state besides its accounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMeta {
+    pub watermark: Millis,
+    pub newest: Millis,
+    pub now: Millis,
+    pub next_close_day: Option<i64>,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![SNAPSHOT_VERSION];
+    out.extend(postcard::to_stdvec(v).expect("state serializes"));
+    out
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, SnapshotError> {
+    match bytes.split_first() {
+        None => Err(SnapshotError::Empty),
+        Some((&SNAPSHOT_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
+        Some((&v, _)) => Err(SnapshotError::Version(v)),
+    }
+}
+
+impl Shard {
+    /// Takes the ids of accounts changed since the last call.
+    pub fn take_dirty(&mut self) -> Vec<u32> {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &i in &dirty {
+            self.accounts[i as usize].dirty = false;
+        }
+        dirty
+    }
+
+    /// The id of an account slot.
+    pub fn account_id(&self, slot: u32) -> &str {
+        &self.accounts[slot as usize].id
+    }
+
+    /// Serializes one account (by slot).
+    pub fn encode_account(&self, slot: u32) -> Vec<u8> {
+        let acc = &self.accounts[slot as usize];
+        let life = (acc.life != NO_LIFE).then(|| {
+            let life = &self.lives[acc.life as usize];
+            let window = (life.ring != NO_RING).then(|| {
+                let ring = Ring {
+                    head: life.ring_head as i64,
+                    slots: self.rings.slots(life.ring),
+                };
+                let len = ring.slots.len() as i64;
+                let days = (ring.head - len + 1..=ring.head)
+                    .map(|d| ring.get(d))
+                    .collect();
+                (life.ring_head, days)
+            });
+            LifeRecord {
+                life: life.clone(),
+                window,
+            }
+        });
+        encode(&AccountRecord {
+            seen: acc.seen,
+            life,
+        })
+    }
+
+    /// Restores one account from its record, replacing whatever the shard had for it,
+    /// and re-creates its timers. Call before feeding events for the account.
+    pub fn restore_account(&mut self, id: &str, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let rec: AccountRecord = decode(bytes)?;
+        let idx = self.intern(id);
+        if self.accounts[idx as usize].life != NO_LIFE {
+            let slot = std::mem::replace(&mut self.accounts[idx as usize].life, NO_LIFE);
+            if self.lives[slot as usize].ring != NO_RING {
+                self.rings.release(self.lives[slot as usize].ring);
+            }
+            self.free_lives.push(slot);
+        }
+        self.accounts[idx as usize].seen = rec.seen;
+        let Some(LifeRecord { mut life, window }) = rec.life else {
+            return Ok(());
+        };
+        life.ring = NO_RING;
+        if let (Some((head, days)), Some(_)) = (window, self.cfg.drop.as_ref()) {
+            let ring = self.rings.alloc();
+            let mut h = head as i64 - days.len() as i64 + 1;
+            let first = h;
+            let slots = self.rings.slots_mut(ring);
+            for (i, n) in days.into_iter().enumerate() {
+                ring_add(slots, &mut h, first + i as i64, n);
+            }
+            let _ = ring_add(slots, &mut h, head as i64, 0);
+            life.ring = ring;
+            life.ring_head = h as i32;
+        }
+        let has_ring = life.ring != NO_RING;
+        let start = life.start;
+        let deadline = match &life.phase {
+            Phase::Onboarding(_) => self
+                .cfg
+                .deadlines
+                .get(life.next_deadline as usize)
+                .map(|d| (start + d.after_days as i64 * DAY, life.next_deadline)),
+            Phase::Activated { .. } => None,
+        };
+        let inactive = match life.phase {
+            Phase::Activated { inactive_timer, .. }
+                if inactive_timer != NEVER && self.cfg.inactive.is_some() =>
+            {
+                Some(inactive_timer)
+            }
+            _ => None,
+        };
+        let slot = match self.free_lives.pop() {
+            Some(s) => {
+                self.lives[s as usize] = life;
+                s
+            }
+            None => {
+                self.lives.push(life);
+                (self.lives.len() - 1) as u32
+            }
+        };
+        let acc: &mut Account = &mut self.accounts[idx as usize];
+        acc.life = slot;
+        if has_ring && !acc.in_window_list {
+            acc.in_window_list = true;
+            self.window_list.push(idx);
+        }
+        if let Some((at, k)) = deadline {
+            self.schedule(at, idx, TimerKind::Deadline(k));
+        }
+        if let Some(at) = inactive {
+            self.schedule(at, idx, TimerKind::Inactive);
+        }
+        Ok(())
+    }
+
+    /// The shard's own state.
+    pub fn meta(&self) -> ShardMeta {
+        ShardMeta {
+            watermark: self.watermark,
+            newest: self.newest,
+            now: self.now,
+            next_close_day: self.next_close_day,
+        }
+    }
+
+    pub fn encode_meta(&self) -> Vec<u8> {
+        encode(&self.meta())
+    }
+
+    /// Restores the shard's clocks (before any event is fed).
+    pub fn restore_meta(&mut self, bytes: &[u8]) -> Result<ShardMeta, SnapshotError> {
+        let m: ShardMeta = decode(bytes)?;
+        self.watermark = m.watermark;
+        self.newest = m.newest;
+        self.now = m.now;
+        self.next_close_day = m.next_close_day;
+        Ok(m)
+    }
+
+    /// Events waiting for the watermark, oldest arrival first.
+    pub fn pending_events(&self) -> Vec<PendingEvent> {
+        let mut held: Vec<&Held> = self.pending.iter().map(|r| &r.0).collect();
+        held.sort_by_key(|h| h.seq);
+        held.into_iter()
+            .map(|h| PendingEvent {
+                ts: h.ts,
+                account_id: self.accounts[h.account as usize].id.to_string(),
+                class: h.class.0,
+                user: h.user,
+            })
+            .collect()
+    }
+
+    /// Puts stored pending events back (after `restore_meta`), in their arrival order.
+    pub fn restore_pending(&mut self, events: &[PendingEvent]) {
+        for e in events {
+            let account = self.intern(&e.account_id);
+            let held = Held {
+                ts: e.ts,
+                seq: self.seq,
+                account,
+                class: PackedClass(e.class),
+                user: e.user,
+            };
+            self.seq += 1;
+            self.pending.push(std::cmp::Reverse(held));
+        }
+    }
+}
