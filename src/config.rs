@@ -93,6 +93,90 @@ pub struct Config {
     pub activation: ActivationConfig,
     /// The churn-risk rules.
     pub rules: RulesConfig,
+    /// Kafka topics and clients for `run` and `produce`.
+    pub kafka: KafkaConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Log format and level.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// Default filter when RUST_LOG is not set (e.g. `info`, `churnwatch=debug`).
+    pub level: String,
+}
+
+/// Kafka settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// bootstrap.servers
+    pub brokers: String,
+    /// Consumer group of all instances; prefix of the transactional id.
+    pub group_id: String,
+    /// Stable per-instance name (default: $HOSTNAME or the host name).
+    pub instance_id: String,
+    pub input_topic: String,
+    pub alerts_topic: String,
+    pub dead_letter_topic: String,
+    /// Compacted state topic (default `<group_id>-changelog`).
+    pub changelog_topic: String,
+    /// Create missing output and changelog topics.
+    pub create_topics: bool,
+    /// Replication factor of created topics (-1: broker default).
+    pub replication_factor: i32,
+    /// `earliest` or `latest`, for a group with no committed offsets.
+    pub start_from: String,
+    /// Interval between checkpoints (transactions).
+    pub checkpoint_interval: Duration,
+    /// Checkpoint early once this many accounts changed.
+    pub checkpoint_max_dirty: usize,
+    /// transaction.timeout.ms of the producer.
+    pub transaction_timeout: Duration,
+    /// Quiet time after which a caught-up partition's watermark follows the clock.
+    pub idle_advance_after: Duration,
+    /// Deadline for a graceful stop.
+    pub shutdown_timeout: Duration,
+    /// librdkafka settings passed to every client.
+    pub client: BTreeMap<String, String>,
+    /// librdkafka settings read from the named environment variables.
+    pub client_env: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    /// The changelog topic name.
+    pub fn changelog(&self) -> String {
+        if self.changelog_topic.is_empty() {
+            format!("{}-changelog", self.group_id)
+        } else {
+            self.changelog_topic.clone()
+        }
+    }
+
+    /// The instance id (config, else $HOSTNAME, else the host name).
+    pub fn instance(&self) -> String {
+        if !self.instance_id.is_empty() {
+            return self.instance_id.clone();
+        }
+        std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+            })
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "churnwatch".into())
+    }
+
+    /// The transactional id of this instance.
+    pub fn transactional_id(&self) -> String {
+        format!("{}-{}", self.group_id, self.instance())
+    }
 }
 
 /// Field locations (JSON pointers) and size limit of input events.
@@ -437,6 +521,51 @@ impl Config {
                 "rules.activity_drop.recovery",
                 "must be > 0, e.g. 0.75",
             ));
+        }
+        let k = &self.kafka;
+        for (option, v) in [
+            ("kafka.brokers", &k.brokers),
+            ("kafka.group_id", &k.group_id),
+            ("kafka.input_topic", &k.input_topic),
+            ("kafka.alerts_topic", &k.alerts_topic),
+            ("kafka.dead_letter_topic", &k.dead_letter_topic),
+        ] {
+            if v.trim().is_empty() {
+                return Err(invalid(option, "must not be empty"));
+            }
+        }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(invalid("log.format", "must be \"text\" or \"json\""));
+        }
+        if !matches!(k.start_from.as_str(), "earliest" | "latest") {
+            return Err(invalid(
+                "kafka.start_from",
+                "must be \"earliest\" or \"latest\"",
+            ));
+        }
+        if k.checkpoint_interval.0 < 10 {
+            return Err(invalid(
+                "kafka.checkpoint_interval",
+                "must be at least 10ms",
+            ));
+        }
+        if k.transaction_timeout.0 < 1000 {
+            return Err(invalid("kafka.transaction_timeout", "must be at least 1s"));
+        }
+        for key in k.client.keys().chain(k.client_env.keys()) {
+            if matches!(
+                key.as_str(),
+                "group.id"
+                    | "transactional.id"
+                    | "bootstrap.servers"
+                    | "enable.auto.commit"
+                    | "isolation.level"
+            ) {
+                return Err(invalid(
+                    "kafka.client",
+                    format!("{key:?} is set by churnwatch itself; use the kafka.* options instead"),
+                ));
+            }
         }
         if d.recovery <= 1.0 - d.min_drop {
             return Err(invalid(

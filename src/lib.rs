@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod gen;
+pub mod kafka;
 pub mod replay;
 pub mod sink;
 pub mod source;

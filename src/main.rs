@@ -91,6 +91,21 @@ enum Command {
         #[arg(long, env = "CHURNWATCH_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Run the detector as a Kafka consumer-group member (exactly-once alerts).
+    Run {
+        #[arg(long, env = "CHURNWATCH_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Load an NDJSON file (plain or gzip) into a Kafka topic, keyed by account id.
+    Produce {
+        #[arg(long, env = "CHURNWATCH_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        input: PathBuf,
+        /// Topic (default: kafka.input_topic).
+        #[arg(long)]
+        topic: Option<String>,
+    },
     /// Validate a config file (with environment overrides) and print the result.
     CheckConfig {
         #[arg(long, env = "CHURNWATCH_CONFIG")]
@@ -187,9 +202,93 @@ fn cmd_replay(
     Ok(())
 }
 
+fn init_logging(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr);
+    let _ = if cfg.log.format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+fn cmd_run(config: Option<PathBuf>) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let cfg = Arc::new(load_config(config.as_deref())?);
+    init_logging(&cfg);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let grace = std::time::Duration::from_millis(cfg.kafka.shutdown_timeout.0 as u64);
+    let flag = shutdown.clone();
+    rt.spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("signal received; committing and leaving the group");
+        flag.store(true, Ordering::Relaxed);
+        // A stop that hangs (e.g. brokers unreachable) must not outlive the grace period.
+        tokio::time::sleep(grace + std::time::Duration::from_secs(5)).await;
+        tracing::error!("graceful stop took too long; exiting");
+        std::process::exit(1);
+    });
+    let daemon_cfg = cfg.clone();
+    let result = rt.block_on(async move {
+        tokio::task::spawn_blocking(move || churnwatch::kafka::daemon::run(daemon_cfg, shutdown))
+            .await
+    });
+    match result {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(anyhow::Error::new(e)),
+        Err(e) => Err(anyhow::anyhow!("daemon thread failed: {e}")),
+    }
+}
+
+fn cmd_produce(config: Option<PathBuf>, input: PathBuf, topic: Option<String>) -> Result<()> {
+    let cfg = load_config(config.as_deref())?;
+    init_logging(&cfg);
+    let topic = topic.unwrap_or_else(|| cfg.kafka.input_topic.clone());
+    let size = std::fs::metadata(&input).map(|m| m.len()).unwrap_or(0);
+    let bar = (io::stderr().is_terminal() && size > (8 << 20)).then(|| {
+        let bar = indicatif::ProgressBar::new(size);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template"),
+        );
+        bar
+    });
+    let s = churnwatch::kafka::produce::produce(&cfg, &input, &topic, |pos| {
+        if let Some(b) = &bar {
+            b.set_position(pos);
+        }
+    })?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    eprintln!(
+        "produced {} messages to {topic} in {:.2} s ({} keyed by account, {} unparseable without a key)",
+        s.lines, s.elapsed_secs, s.keyed, s.unkeyed
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run { config } => cmd_run(config),
+        Command::Produce { config, input, topic } => cmd_produce(config, input, topic),
         Command::Replay {
             config,
             input,

@@ -260,6 +260,11 @@ impl Shard {
         self.pending.len()
     }
 
+    /// The smallest sequence number among events waiting for the watermark.
+    pub fn min_pending_seq(&self) -> Option<u64> {
+        self.pending.iter().map(|r| r.0.seq).min()
+    }
+
     /// The active lifecycle of an account, if any.
     pub fn life_of(&self, id: &str) -> Option<&Life> {
         let h = self.hasher.hash_one(id);
@@ -290,15 +295,23 @@ impl Shard {
 
     /// Hands one event to the shard; applies whatever the watermark now allows.
     pub fn push(&mut self, ev: &RawEvent<'_>) {
+        let seq = self.seq;
+        self.push_with_seq(ev, seq);
+    }
+
+    /// Like `push`, with the arrival sequence number given by the caller (the Kafka
+    /// offset): events with equal times apply in sequence order, and
+    /// `min_pending_seq` tells the oldest event not yet applied.
+    pub fn push_with_seq(&mut self, ev: &RawEvent<'_>, seq: u64) {
         let account = self.intern(&ev.account_id);
         let held = Held {
             ts: ev.ts,
-            seq: self.seq,
+            seq,
             account,
             class: self.cfg.classify(&ev.event).into(),
             user: ev.user_id.as_deref().map_or(0, user_hash),
         };
-        self.seq += 1;
+        self.seq = self.seq.max(seq + 1);
         if ev.ts < self.watermark {
             // Late: everything before W has run, so it applies at W (its own day still
             // gets its counts, if the window holds that day).

@@ -55,13 +55,15 @@ pub struct ShardMeta {
     pub next_close_day: Option<i64>,
 }
 
-fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+/// Encodes a record with the version byte.
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = vec![SNAPSHOT_VERSION];
     out.extend(postcard::to_stdvec(v).expect("state serializes"));
     out
 }
 
-fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, SnapshotError> {
+/// Decodes a record written by `encode`.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, SnapshotError> {
     match bytes.split_first() {
         None => Err(SnapshotError::Empty),
         Some((&SNAPSHOT_VERSION, rest)) => Ok(postcard::from_bytes(rest)?),
@@ -200,11 +202,16 @@ impl Shard {
     /// Restores the shard's clocks (before any event is fed).
     pub fn restore_meta(&mut self, bytes: &[u8]) -> Result<ShardMeta, SnapshotError> {
         let m: ShardMeta = decode(bytes)?;
+        self.set_meta(&m);
+        Ok(m)
+    }
+
+    /// Sets the shard's clocks from a decoded record.
+    pub fn set_meta(&mut self, m: &ShardMeta) {
         self.watermark = m.watermark;
         self.newest = m.newest;
         self.now = m.now;
         self.next_close_day = m.next_close_day;
-        Ok(m)
     }
 
     /// Events waiting for the watermark, oldest arrival first.

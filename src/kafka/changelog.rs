@@ -1,0 +1,159 @@
+//! The changelog topic: record keys and values, and restoring a partition's shard.
+//!
+//! Partition `p` of the changelog holds the state of input partition `p`:
+//! key `a:<account_id>` -> the account's record (see `engine::snapshot`),
+//! key `m` -> the partition's record (shard clocks and offsets).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use super::KafkaSetupError;
+use crate::engine::snapshot::{decode, encode, ShardMeta};
+use crate::engine::{EngineConfig, Shard};
+
+/// Key of the partition record.
+pub const META_KEY: &[u8] = b"m";
+/// Prefix of account keys.
+pub const ACCOUNT_PREFIX: &[u8] = b"a:";
+
+/// What a partition's checkpoint records besides its accounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    pub shard: ShardMeta,
+    /// The next input offset to read at the checkpoint: everything before it was seen.
+    pub next_offset: i64,
+    /// The offset committed with the checkpoint: the oldest event still waiting for the
+    /// watermark (re-read after a restore), or `next_offset`.
+    pub commit_offset: i64,
+}
+
+impl PartitionMeta {
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+}
+
+/// The account key for the changelog.
+pub fn account_key(id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(ACCOUNT_PREFIX.len() + id.len());
+    k.extend_from_slice(ACCOUNT_PREFIX);
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+/// Context of the restore consumer. librdkafka reports the end of the partition through
+/// the error callback; that is how a restore ends, not an error worth logging.
+#[derive(Default)]
+pub struct RestoreContext {
+    eof: AtomicBool,
+}
+
+impl ClientContext for RestoreContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {
+                self.eof.store(true, Ordering::Release);
+            }
+            _ => tracing::warn!(error = %error, reason, "changelog reader error"),
+        }
+    }
+}
+
+impl ConsumerContext for RestoreContext {}
+
+/// A restored partition.
+pub struct Restored {
+    pub shard: Shard,
+    pub meta: Option<PartitionMeta>,
+    pub records: u64,
+    pub elapsed: Duration,
+}
+
+/// Reads changelog partition `partition` from the start to its end (read_committed)
+/// with `consumer` (which must have `enable.partition.eof=true`), and builds its shard.
+pub fn restore_partition(
+    consumer: &BaseConsumer<RestoreContext>,
+    topic: &str,
+    partition: i32,
+    engine: Arc<EngineConfig>,
+    timeout: Duration,
+) -> Result<Restored, KafkaSetupError> {
+    let started = Instant::now();
+    let err = |msg: String| KafkaSetupError::Restore {
+        topic: topic.to_string(),
+        partition,
+        msg,
+    };
+    let mut latest: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    let mut meta: Option<PartitionMeta> = None;
+    let mut records = 0u64;
+    // Read up to the high watermark, or to the end of what is committed (an open
+    // transaction of a crashed instance may hold the last stable offset lower).
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .map_err(|e| err(e.to_string()))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Beginning)
+        .map_err(|e| err(e.to_string()))?;
+    consumer.context().eof.store(false, Ordering::Release);
+    consumer.assign(&tpl).map_err(|e| err(e.to_string()))?;
+    let mut done = low >= high;
+    while !done {
+        if consumer.context().eof.load(Ordering::Acquire) {
+            break;
+        }
+        if started.elapsed() > timeout {
+            let _ = consumer.unassign();
+            return Err(err(format!("not finished after {timeout:?}")));
+        }
+        match consumer.poll(Duration::from_millis(50)) {
+            None => continue,
+            Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break,
+            Some(Err(KafkaError::PartitionEOF(_))) => continue,
+            Some(Err(e)) => {
+                let _ = consumer.unassign();
+                return Err(err(e.to_string()));
+            }
+            Some(Ok(m)) => {
+                records += 1;
+                done = m.offset() + 1 >= high;
+                let key = m.key().unwrap_or_default();
+                let value = m.payload().unwrap_or_default();
+                if key == META_KEY {
+                    meta = Some(decode(value).map_err(|e| err(format!("partition record: {e}")))?);
+                } else if key.starts_with(ACCOUNT_PREFIX) {
+                    latest.insert(key[ACCOUNT_PREFIX.len()..].to_vec(), value.to_vec());
+                }
+            }
+        }
+    }
+    consumer.unassign().map_err(|e| err(e.to_string()))?;
+    let mut shard = Shard::new(engine);
+    for (id, value) in latest {
+        if value.is_empty() {
+            continue; // tombstone
+        }
+        let id = String::from_utf8(id).map_err(|_| err("account key is not UTF-8".into()))?;
+        shard
+            .restore_account(&id, &value)
+            .map_err(|e| err(format!("account {id:?}: {e}")))?;
+    }
+    if let Some(m) = &meta {
+        shard.set_meta(&m.shard);
+    }
+    shard.take_dirty();
+    Ok(Restored {
+        shard,
+        meta,
+        records,
+        elapsed: started.elapsed(),
+    })
+}

@@ -1,0 +1,54 @@
+//! librdkafka client settings shared by every client: brokers, pass-through settings
+//! from `[kafka.client]`, and secrets read from the environment (never logged).
+
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+
+use super::KafkaSetupError;
+use crate::config::KafkaConfig;
+
+/// Settings common to all clients of this instance; `role` goes into `client.id`.
+pub fn base_config(k: &KafkaConfig, role: &str) -> Result<ClientConfig, KafkaSetupError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers);
+    c.set("client.id", format!("churnwatch-{}-{role}", k.instance()));
+    for (key, value) in &k.client {
+        c.set(key, value);
+    }
+    for (key, var) in &k.client_env {
+        let value = std::env::var(var).map_err(|_| KafkaSetupError::MissingSecret {
+            key: key.clone(),
+            var: var.clone(),
+        })?;
+        c.set(key, value);
+    }
+    c.set_log_level(RDKafkaLogLevel::Warning);
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn pass_through_and_secrets_from_env() {
+        let mut k = Config::default().kafka;
+        k.instance_id = "i-1".into();
+        k.client
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        k.client_env
+            .insert("sasl.password".into(), "CW_TEST_SECRET_PRESENT".into());
+        std::env::set_var("CW_TEST_SECRET_PRESENT", "s3cret");
+        let c = base_config(&k, "consumer").unwrap();
+        assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
+        assert_eq!(c.get("sasl.password"), Some("s3cret"));
+        assert_eq!(c.get("client.id"), Some("churnwatch-i-1-consumer"));
+        k.client_env
+            .insert("sasl.password".into(), "CW_TEST_SECRET_ABSENT".into());
+        let e = base_config(&k, "consumer").unwrap_err().to_string();
+        assert!(
+            e.contains("CW_TEST_SECRET_ABSENT") && !e.contains("s3cret"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,654 @@
+//! `churnwatch run`: a consumer-group member that turns the input topic into alert
+//! records, exactly once.
+//!
+//! One engine shard per assigned partition. Every checkpoint is one Kafka transaction
+//! holding the changelog records of the accounts that changed, each partition's record
+//! (clocks and offsets), the alert records and dead letters produced since the last
+//! checkpoint, and the consumer offsets. A crash anywhere rolls back to the last
+//! checkpoint; the input read again from the committed offsets reproduces the same
+//! records.
+//!
+//! Offsets: the offset committed for a partition is that of the oldest event still
+//! waiting for the watermark, so those events are read again after a restore. Events
+//! read again that were already applied (offset below the checkpoint's `next_offset`
+//! and time below its watermark) and rejects already dead-lettered are skipped.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tracing::{debug, error, info, info_span, warn};
+
+use super::changelog::{account_key, restore_partition, PartitionMeta, RestoreContext, META_KEY};
+use super::client::base_config;
+use super::topics::ensure_topics;
+use super::KafkaSetupError;
+use crate::config::Config;
+use crate::engine::{Alert, EngineConfig, Shard};
+use crate::replay::wall_clock_ms;
+use crate::sink::record::to_json_line;
+use crate::source::event::{EventParser, RejectReason};
+use crate::time::Millis;
+
+/// Why the daemon stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Setup(#[from] KafkaSetupError),
+    #[error("Kafka error: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error(
+        "this instance was fenced: another instance with transactional id {0:?} took over \
+         (kafka.instance_id must differ between running instances)"
+    )]
+    Fenced(String),
+    #[error("fatal Kafka error, restart needed: {0}")]
+    Fatal(String),
+    #[error("graceful stop did not finish within {0:?}")]
+    ShutdownTimeout(Duration),
+}
+
+/// Counters for metrics and logs.
+#[derive(Debug, Default, Clone)]
+pub struct DaemonStats {
+    pub events: u64,
+    pub rejected: u64,
+    pub alerts: u64,
+    pub replay_skipped: u64,
+    pub checkpoints: u64,
+    pub aborts: u64,
+    pub restored_records: u64,
+}
+
+/// One assigned partition.
+struct Part {
+    shard: Shard,
+    /// Next input offset to read, once known.
+    next_offset: Option<i64>,
+    /// Offsets below this were read before the last restore (see module docs).
+    replay_below: i64,
+    /// Watermark of the restored checkpoint.
+    restored_watermark: Millis,
+    /// Something to checkpoint for this partition (offsets or clocks moved).
+    changed: bool,
+    last_message: Instant,
+    /// The input is stalled: quiet past `max_idle_advance`.
+    stalled: bool,
+}
+
+/// Producer side of the pipeline: one open transaction at a time.
+struct Output {
+    producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    transactional_id: String,
+    in_txn: bool,
+    alerts_topic: String,
+    dead_letter_topic: String,
+    changelog: String,
+    txn_timeout: Duration,
+}
+
+impl Output {
+    fn begin(&mut self) -> Result<(), DaemonError> {
+        if !self.in_txn {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| self.classify(e))?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, mut rec: BaseRecord<'_, [u8], [u8]>) -> Result<(), DaemonError> {
+        self.begin()?;
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    // Backpressure: wait for the queue to drain.
+                    std::thread::sleep(Duration::from_millis(2));
+                    rec = r;
+                }
+                Err((e, _)) => return Err(self.classify(e)),
+            }
+        }
+    }
+
+    fn send_alert(&mut self, a: &Alert) -> Result<(), DaemonError> {
+        let line = to_json_line(a, wall_clock_ms());
+        self.send(
+            BaseRecord::to(&self.alerts_topic.clone())
+                .key(a.account_id.as_bytes())
+                .payload(line.as_bytes()),
+        )
+    }
+
+    fn send_dead_letter(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        reason: &RejectReason,
+    ) -> Result<(), DaemonError> {
+        let partition = m.partition().to_string();
+        let offset = m.offset().to_string();
+        let error = reason.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "churnwatch.reason",
+                value: Some(reason.as_str()),
+            })
+            .insert(Header {
+                key: "churnwatch.error",
+                value: Some(&error),
+            })
+            .insert(Header {
+                key: "churnwatch.source.topic",
+                value: Some(m.topic()),
+            })
+            .insert(Header {
+                key: "churnwatch.source.partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "churnwatch.source.offset",
+                value: Some(&offset),
+            });
+        let topic = self.dead_letter_topic.clone();
+        let mut rec = BaseRecord::to(&topic)
+            .payload(m.payload().unwrap_or_default())
+            .headers(headers);
+        if let Some(k) = m.key() {
+            rec = rec.key(k);
+        }
+        self.send(rec)
+    }
+
+    /// Maps a transactional error: fencing and fatal errors end the process.
+    fn classify(&self, e: KafkaError) -> DaemonError {
+        match &e {
+            KafkaError::Transaction(t) if t.is_fatal() => match t.code() {
+                RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::InvalidProducerEpoch => {
+                    DaemonError::Fenced(self.transactional_id.clone())
+                }
+                _ => DaemonError::Fatal(e.to_string()),
+            },
+            _ => DaemonError::Kafka(e),
+        }
+    }
+}
+
+/// Everything the poll loop and the rebalance callbacks share.
+struct State {
+    cfg: Arc<Config>,
+    engine: Arc<EngineConfig>,
+    parser: EventParser,
+    out: Output,
+    restore_consumer: BaseConsumer<RestoreContext>,
+    parts: BTreeMap<i32, Part>,
+    /// Accounts changed since the last checkpoint (an estimate, for early checkpoints).
+    changed_accounts: usize,
+    /// A failure inside a callback, reported by the poll loop.
+    failed: Option<DaemonError>,
+    stats: DaemonStats,
+}
+
+struct Ctx {
+    state: Mutex<Option<State>>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let mut guard = lock(&self.state);
+        let Some(st) = guard.as_mut() else { return };
+        let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        info!(partitions = ?revoked, "partitions revoked; checkpointing");
+        if let Err(e) = st.checkpoint(consumer) {
+            if st.failed.is_none() {
+                st.failed = Some(e);
+            }
+        }
+        for p in revoked {
+            st.parts.remove(&p);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(tpl) = rebalance else {
+            return;
+        };
+        let mut guard = lock(&self.state);
+        let Some(st) = guard.as_mut() else { return };
+        let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        info!(partitions = ?assigned, "partitions assigned; restoring state");
+        for p in assigned {
+            if let Err(e) = st.restore(consumer, p, false) {
+                st.failed.get_or_insert(e);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl State {
+    /// Builds partition `p` from the changelog. With `seek`, also moves the consumer
+    /// back to the checkpoint's committed offset (rollback after an aborted
+    /// transaction; after an assignment the group's committed offset applies anyway).
+    fn restore(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        p: i32,
+        seek: bool,
+    ) -> Result<(), DaemonError> {
+        let span = info_span!("partition", p);
+        let _g = span.enter();
+        let r = restore_partition(
+            &self.restore_consumer,
+            &self.out.changelog,
+            p,
+            self.engine.clone(),
+            Duration::from_secs(600),
+        )?;
+        self.stats.restored_records += r.records;
+        info!(
+            records = r.records,
+            accounts = r.shard.accounts(),
+            elapsed_ms = r.elapsed.as_millis() as u64,
+            "state restored"
+        );
+        let (next_offset, replay_below, watermark) = match &r.meta {
+            Some(m) => (Some(m.next_offset), m.next_offset, m.shard.watermark),
+            None => (None, 0, Millis::MIN),
+        };
+        if seek {
+            let offset = match &r.meta {
+                Some(m) => Offset::Offset(m.commit_offset),
+                None if self.cfg.kafka.start_from == "latest" => Offset::End,
+                None => Offset::Beginning,
+            };
+            consumer.seek(
+                &self.cfg.kafka.input_topic,
+                p,
+                offset,
+                Duration::from_secs(10),
+            )?;
+        }
+        self.parts.insert(
+            p,
+            Part {
+                shard: r.shard,
+                next_offset,
+                replay_below,
+                restored_watermark: watermark,
+                changed: false,
+                last_message: Instant::now(),
+                stalled: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Handles one input message.
+    fn handle(&mut self, m: &BorrowedMessage<'_>) -> Result<(), DaemonError> {
+        let Some(part) = self.parts.get_mut(&m.partition()) else {
+            return Ok(()); // revoked while in flight
+        };
+        let off = m.offset();
+        part.next_offset = Some(off + 1);
+        part.changed = true;
+        part.last_message = Instant::now();
+        part.stalled = false;
+        let replay = off < part.replay_below;
+        match self.parser.parse(m.payload().unwrap_or_default()) {
+            Ok(ev) => {
+                if replay && ev.ts < part.restored_watermark {
+                    self.stats.replay_skipped += 1;
+                    return Ok(());
+                }
+                self.stats.events += 1;
+                let before = part.shard.accounts();
+                part.shard.push_with_seq(&ev, off as u64);
+                self.changed_accounts += 1 + part.shard.accounts() - before;
+                for a in part.shard.drain_alerts() {
+                    self.stats.alerts += 1;
+                    self.out.send_alert(&a)?;
+                }
+            }
+            Err(reason) => {
+                if replay {
+                    self.stats.replay_skipped += 1;
+                    return Ok(());
+                }
+                self.stats.rejected += 1;
+                debug!(
+                    partition = m.partition(),
+                    offset = off,
+                    reason = reason.as_str(),
+                    "rejected"
+                );
+                self.out.send_dead_letter(m, &reason)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Live mode: lets the watermark of caught-up, quiet partitions follow the clock,
+    /// never past `max_idle_advance` after their newest event.
+    fn idle_advance(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), DaemonError> {
+        let idle_after = Duration::from_millis(self.cfg.kafka.idle_advance_after.0 as u64);
+        let lateness = self.cfg.time.allowed_lateness.0;
+        let max_idle = self.cfg.time.max_idle_advance.0;
+        let topic = self.cfg.kafka.input_topic.clone();
+        let quiet: Vec<i32> = self
+            .parts
+            .iter()
+            .filter(|(_, part)| {
+                part.last_message.elapsed() >= idle_after && part.shard.newest() != Millis::MIN
+            })
+            .map(|(&p, _)| p)
+            .collect();
+        if quiet.is_empty() {
+            return Ok(());
+        }
+        let positions = consumer.position()?;
+        for p in quiet {
+            let (_, high) = match consumer.fetch_watermarks(&topic, p, Duration::from_secs(2)) {
+                Ok(w) => w,
+                Err(e) => {
+                    warn!(partition = p, error = %e, "cannot read the partition's end offset");
+                    continue;
+                }
+            };
+            let position = positions
+                .find_partition(&topic, p)
+                .and_then(|e| e.offset().to_raw())
+                .unwrap_or(-1);
+            let part = self.parts.get_mut(&p).expect("listed above");
+            let caught_up = position >= high || part.next_offset.is_some_and(|n| n >= high);
+            if !caught_up {
+                continue;
+            }
+            let target = wall_clock_ms() - lateness;
+            let cap = part.shard.newest().saturating_add(max_idle);
+            let stalled = target > cap;
+            if stalled && !part.stalled {
+                warn!(partition = p, "input stalled: no events for longer than max_idle_advance; absence alerts paused");
+            }
+            part.stalled = stalled;
+            let w = target.min(cap);
+            if w > part.shard.watermark() {
+                part.shard.advance_to(w);
+                part.changed = true;
+                for a in part.shard.drain_alerts() {
+                    self.stats.alerts += 1;
+                    self.out.send_alert(&a)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits one transaction with everything since the last one. On an abortable
+    /// error, aborts and rolls every partition back to its last checkpoint.
+    fn checkpoint(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), DaemonError> {
+        if !self.out.in_txn && !self.parts.values().any(|p| p.changed) {
+            return Ok(());
+        }
+        let started = Instant::now();
+        match self.try_checkpoint(consumer) {
+            Ok(n) => {
+                self.stats.checkpoints += 1;
+                self.changed_accounts = 0;
+                debug!(
+                    accounts = n,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "checkpoint committed"
+                );
+                Ok(())
+            }
+            Err(DaemonError::Kafka(e)) => {
+                warn!(error = %e, "checkpoint failed; aborting the transaction and rolling back");
+                self.stats.aborts += 1;
+                if self.out.in_txn {
+                    if let Err(e) = self.out.producer.abort_transaction(self.out.txn_timeout) {
+                        return Err(self.out.classify(e));
+                    }
+                    self.out.in_txn = false;
+                }
+                let parts: Vec<i32> = self.parts.keys().copied().collect();
+                self.parts.clear();
+                for p in parts {
+                    self.restore(consumer, p, true)?;
+                }
+                self.changed_accounts = 0;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn try_checkpoint(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<usize, DaemonError> {
+        self.out.begin()?;
+        let mut offsets = TopicPartitionList::new();
+        let mut accounts = 0;
+        let changelog = self.out.changelog.clone();
+        for (&p, part) in self.parts.iter_mut() {
+            let dirty = part.shard.take_dirty();
+            accounts += dirty.len();
+            for slot in &dirty {
+                let key = account_key(part.shard.account_id(*slot));
+                let value = part.shard.encode_account(*slot);
+                self.out.send(
+                    BaseRecord::to(&changelog)
+                        .partition(p)
+                        .key(key.as_slice())
+                        .payload(value.as_slice()),
+                )?;
+            }
+            if !part.changed && dirty.is_empty() {
+                continue;
+            }
+            part.changed = false;
+            let Some(next) = part.next_offset else {
+                continue;
+            };
+            let commit = part
+                .shard
+                .min_pending_seq()
+                .map_or(next, |s| (s as i64).min(next));
+            let meta = PartitionMeta {
+                shard: part.shard.meta(),
+                next_offset: next,
+                commit_offset: commit,
+            }
+            .encode();
+            self.out.send(
+                BaseRecord::to(&changelog)
+                    .partition(p)
+                    .key(META_KEY)
+                    .payload(meta.as_slice()),
+            )?;
+            offsets.add_partition_offset(&self.cfg.kafka.input_topic, p, Offset::Offset(commit))?;
+        }
+        if offsets.count() > 0 {
+            let group = consumer
+                .group_metadata()
+                .ok_or_else(|| DaemonError::Fatal("no consumer group metadata".into()))?;
+            self.out
+                .producer
+                .send_offsets_to_transaction(&offsets, &group, self.out.txn_timeout)
+                .map_err(|e| self.out.classify(e))?;
+        }
+        self.out
+            .producer
+            .commit_transaction(self.out.txn_timeout)
+            .map_err(|e| self.out.classify(e))?;
+        self.out.in_txn = false;
+        Ok(accounts)
+    }
+}
+
+/// Runs the daemon until `shutdown` is set (then commits and leaves the group) or a
+/// fatal error.
+pub fn run(cfg: Arc<Config>, shutdown: Arc<AtomicBool>) -> Result<DaemonStats, DaemonError> {
+    let k = &cfg.kafka;
+    let partitions = ensure_topics(k)?;
+    let txn_timeout = Duration::from_millis(k.transaction_timeout.0 as u64);
+    let transactional_id = k.transactional_id();
+    info!(
+        input = %k.input_topic, partitions, group = %k.group_id, transactional_id = %transactional_id,
+        "starting"
+    );
+    let producer: ThreadedProducer<_> = base_config(k, "producer")?
+        .set("transactional.id", &transactional_id)
+        .set(
+            "transaction.timeout.ms",
+            txn_timeout.as_millis().to_string(),
+        )
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("partitioner", "murmur2_random")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()
+        .map_err(KafkaSetupError::Client)?;
+    // Fences any earlier incarnation of this instance and aborts its open transaction.
+    producer
+        .init_transactions(Duration::from_secs(60))
+        .map_err(|e| match &e {
+            KafkaError::Transaction(t) if t.is_fatal() => DaemonError::Fatal(e.to_string()),
+            _ => DaemonError::Kafka(e),
+        })?;
+    let restore_consumer: BaseConsumer<RestoreContext> = base_config(k, "restore")?
+        .set("group.id", format!("{}-restore", k.group_id))
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "10")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .create_with_context(RestoreContext::default())
+        .map_err(KafkaSetupError::Client)?;
+    let state = State {
+        cfg: cfg.clone(),
+        engine: Arc::new(EngineConfig::new(&cfg)),
+        parser: EventParser::new(&cfg.input).map_err(|msg| KafkaSetupError::Topic {
+            topic: k.input_topic.clone(),
+            msg,
+        })?,
+        out: Output {
+            producer,
+            transactional_id,
+            in_txn: false,
+            alerts_topic: k.alerts_topic.clone(),
+            dead_letter_topic: k.dead_letter_topic.clone(),
+            changelog: k.changelog(),
+            txn_timeout,
+        },
+        restore_consumer,
+        parts: BTreeMap::new(),
+        changed_accounts: 0,
+        failed: None,
+        stats: DaemonStats::default(),
+    };
+    let ctx = Ctx {
+        state: Mutex::new(Some(state)),
+    };
+    let consumer: BaseConsumer<Ctx> = base_config(k, "consumer")?
+        .set("group.id", &k.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", &k.start_from)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("max.poll.interval.ms", "600000")
+        .create_with_context(ctx)
+        .map_err(KafkaSetupError::Client)?;
+    consumer.subscribe(&[&k.input_topic])?;
+    let interval = Duration::from_millis(k.checkpoint_interval.0 as u64);
+    let max_dirty = k.checkpoint_max_dirty;
+    let mut last_checkpoint = Instant::now();
+    let mut last_idle_check = Instant::now();
+    let result = loop {
+        if shutdown.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        let polled = consumer.poll(Duration::from_millis(50));
+        let mut guard = lock(&consumer.context().state);
+        let st = guard.as_mut().expect("state lives until the end");
+        if let Some(e) = st.failed.take() {
+            break Err(e);
+        }
+        match polled {
+            Some(Ok(m)) => {
+                if let Err(e) = st.handle(&m) {
+                    break Err(e);
+                }
+            }
+            Some(Err(e)) => warn!(error = %e, "consumer error"),
+            None => {}
+        }
+        if last_idle_check.elapsed() >= Duration::from_secs(1) {
+            last_idle_check = Instant::now();
+            if let Err(e) = st.idle_advance(&consumer) {
+                break Err(e);
+            }
+        }
+        if last_checkpoint.elapsed() >= interval || st.changed_accounts >= max_dirty {
+            if let Err(e) = st.checkpoint(&consumer) {
+                break Err(e);
+            }
+            last_checkpoint = Instant::now();
+        }
+    };
+    if let Err(e) = &result {
+        error!(error = %e, "stopping");
+        return result.map(|_| DaemonStats::default());
+    }
+    // Graceful stop: commit what was done, then leave the group.
+    let deadline = Instant::now() + Duration::from_millis(k.shutdown_timeout.0 as u64);
+    {
+        let mut guard = lock(&consumer.context().state);
+        let st = guard.as_mut().expect("state");
+        st.checkpoint(&consumer)?;
+    }
+    consumer.unsubscribe();
+    while Instant::now() < deadline {
+        if consumer.poll(Duration::from_millis(100)).is_none()
+            && consumer
+                .assignment()
+                .map(|a| a.count() == 0)
+                .unwrap_or(true)
+        {
+            break;
+        }
+    }
+    let stats = {
+        let mut guard = lock(&consumer.context().state);
+        let st = guard.take().expect("state");
+        if let Some(e) = st.failed {
+            return Err(e);
+        }
+        st.stats
+    };
+    info!(
+        events = stats.events,
+        rejected = stats.rejected,
+        alerts = stats.alerts,
+        checkpoints = stats.checkpoints,
+        "stopped"
+    );
+    Ok(stats)
+}

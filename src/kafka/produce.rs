@@ -1,0 +1,131 @@
+//! `churnwatch produce`: loads an NDJSON file into a topic, keyed by account id (Java's
+//! murmur2 partitioner, so every producer puts an account on the same partition).
+//! Lines that do not parse are produced as they are, without a key, so the daemon
+//! dead-letters them with their reason: the topic holds exactly the file.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::ClientContext;
+
+use super::client::base_config;
+use super::KafkaSetupError;
+use crate::config::Config;
+use crate::source::event::EventParser;
+use crate::source::file::{is_blank, LineReader};
+
+/// Counts deliveries.
+#[derive(Default)]
+struct Delivery {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    first_error: std::sync::Mutex<Option<String>>,
+}
+
+struct Ctx(Arc<Delivery>);
+
+impl ClientContext for Ctx {}
+
+impl ProducerContext for Ctx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.0.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.0.failed.fetch_add(1, Ordering::Relaxed);
+                let mut first = self.0.first_error.lock().unwrap_or_else(|p| p.into_inner());
+                first.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+/// What `produce` did.
+#[derive(Debug, Clone, Default)]
+pub struct ProduceSummary {
+    pub lines: u64,
+    pub keyed: u64,
+    pub unkeyed: u64,
+    pub elapsed_secs: f64,
+}
+
+/// Produces every non-blank line of `input` to `topic`.
+pub fn produce(
+    cfg: &Config,
+    input: &Path,
+    topic: &str,
+    mut on_progress: impl FnMut(u64),
+) -> anyhow::Result<ProduceSummary> {
+    use anyhow::Context;
+    let started = Instant::now();
+    let parser = EventParser::new(&cfg.input).map_err(anyhow::Error::msg)?;
+    let delivery = Arc::new(Delivery::default());
+    let producer: ThreadedProducer<Ctx> = base_config(&cfg.kafka, "produce")?
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .set("batch.size", "1000000")
+        .set("compression.type", "lz4")
+        .set("partitioner", "murmur2_random")
+        .set("queue.buffering.max.messages", "1000000")
+        .create_with_context(Ctx(delivery.clone()))
+        .map_err(KafkaSetupError::Client)?;
+    let mut reader =
+        LineReader::open(input).with_context(|| format!("cannot open {}", input.display()))?;
+    let mut buf = Vec::new();
+    let mut s = ProduceSummary::default();
+    while reader.next_line(&mut buf)? {
+        if is_blank(&buf) {
+            continue;
+        }
+        s.lines += 1;
+        if s.lines % 65536 == 0 {
+            on_progress(reader.progress().get());
+        }
+        let key = parser.parse(&buf).ok().map(|e| e.account_id.into_owned());
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(buf.as_slice());
+        match &key {
+            Some(k) => {
+                s.keyed += 1;
+                rec = rec.key(k.as_bytes());
+            }
+            None => s.unkeyed += 1,
+        }
+        loop {
+            match producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    std::thread::sleep(Duration::from_millis(1));
+                    rec = r;
+                }
+                Err((e, _)) => {
+                    anyhow::bail!("cannot produce line {} to {topic}: {e}", reader.line_no)
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(120))
+        .with_context(|| format!("flushing to {topic}"))?;
+    let failed = delivery.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        let first = delivery
+            .first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        anyhow::bail!(
+            "{failed} messages were not delivered to {topic}; first error: {}",
+            first.unwrap_or_default()
+        );
+    }
+    s.elapsed_secs = started.elapsed().as_secs_f64();
+    Ok(s)
+}

@@ -1,0 +1,135 @@
+//! Topic checks at start-up: the input must exist; the changelog, alerts and dead-letter
+//! topics are created if missing (with the input's partition count) and checked if
+//! present (the changelog must be compacted and have exactly the input's partitions,
+//! since partition `p` of the changelog holds the state of input partition `p`).
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use super::client::base_config;
+use super::KafkaSetupError;
+use crate::config::KafkaConfig;
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime")
+        .block_on(f)
+}
+
+/// Partition count of a topic, or `None` if it does not exist.
+pub fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Option<usize>, String> {
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
+        .filter(|&n| n > 0))
+}
+
+/// Checks and creates topics; returns the input's partition count.
+pub fn ensure_topics(k: &KafkaConfig) -> Result<usize, KafkaSetupError> {
+    let consumer: BaseConsumer = base_config(k, "admin")?
+        .create()
+        .map_err(KafkaSetupError::Client)?;
+    let input = partitions(&consumer, &k.input_topic)
+        .map_err(|detail| KafkaSetupError::NoInputTopic {
+            topic: k.input_topic.clone(),
+            brokers: k.brokers.clone(),
+            detail,
+        })?
+        .ok_or_else(|| KafkaSetupError::NoInputTopic {
+            topic: k.input_topic.clone(),
+            brokers: k.brokers.clone(),
+            detail: "not found".into(),
+        })?;
+    let admin: AdminClient<DefaultClientContext> = base_config(k, "admin")?
+        .create()
+        .map_err(KafkaSetupError::Client)?;
+    let changelog = k.changelog();
+    let wanted = [
+        (changelog.clone(), true),
+        (k.alerts_topic.clone(), false),
+        (k.dead_letter_topic.clone(), false),
+    ];
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for (topic, compacted) in &wanted {
+        let existing = partitions(&consumer, topic).map_err(|msg| KafkaSetupError::Topic {
+            topic: topic.clone(),
+            msg,
+        })?;
+        match existing {
+            Some(n) if *compacted && n != input => return Err(KafkaSetupError::Topic {
+                topic: topic.clone(),
+                msg: format!(
+                    "has {n} partitions but the input {:?} has {input}; the changelog must match \
+                         the input (recreate it, or point kafka.changelog_topic at a new topic)",
+                    k.input_topic
+                ),
+            }),
+            Some(_) => {}
+            None if !k.create_topics => {
+                return Err(KafkaSetupError::Topic {
+                    topic: topic.clone(),
+                    msg: "does not exist and kafka.create_topics = false".into(),
+                })
+            }
+            None => {
+                let repl = TopicReplication::Fixed(k.replication_factor);
+                let mut nt = NewTopic::new(topic, input as i32, repl);
+                if *compacted {
+                    nt = nt
+                        .set("cleanup.policy", "compact")
+                        .set("min.compaction.lag.ms", "60000");
+                }
+                let res = block_on(admin.create_topics(&[nt], &opts)).map_err(|e| {
+                    KafkaSetupError::Topic {
+                        topic: topic.clone(),
+                        msg: e.to_string(),
+                    }
+                })?;
+                for r in res {
+                    if let Err((t, code)) = r {
+                        if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                            return Err(KafkaSetupError::Topic {
+                                topic: t,
+                                msg: format!("cannot create: {code}"),
+                            });
+                        }
+                    }
+                }
+                tracing::info!(topic = %topic, partitions = input, compacted, "created topic");
+            }
+        }
+    }
+    // The changelog must be compacted, or old state would be lost to retention.
+    let res = block_on(admin.describe_configs(&[ResourceSpecifier::Topic(&changelog)], &opts))
+        .map_err(|e| KafkaSetupError::Topic {
+            topic: changelog.clone(),
+            msg: e.to_string(),
+        })?;
+    for r in res {
+        let resource = r.map_err(|code| KafkaSetupError::Topic {
+            topic: changelog.clone(),
+            msg: format!("cannot describe: {code}"),
+        })?;
+        let policy = resource
+            .get("cleanup.policy")
+            .and_then(|e| e.value.clone())
+            .unwrap_or_default();
+        if !policy.contains("compact") {
+            return Err(KafkaSetupError::Topic {
+                topic: changelog.clone(),
+                msg: format!("cleanup.policy is {policy:?}; the changelog must be compacted"),
+            });
+        }
+    }
+    Ok(input)
+}
