@@ -11,6 +11,10 @@
 #                                            first if needed); prints KAFKA_BOOTSTRAP=127.0.0.1:P,
 #                                            KAFKA_DIR=<data dir>, KAFKA_PID=<pid> (not exported:
 #                                            `set -a; eval ...; set +a` lets `stop` find KAFKA_DIR)
+#   eval "$(scripts/kafka.sh start --watch-pid PID)"
+#                                            also stop the broker (and delete its temp dir)
+#                                            once process PID is gone: test suites pass
+#                                            their own pid, so no broker outlives them
 #   scripts/kafka.sh stop [--dir D] [--keep] stop it (default dir: $KAFKA_DIR) and delete
 #                                            the dir unless --keep
 #   scripts/kafka.sh restart-broker --dir D  stop and start the broker again, same ports + data
@@ -200,7 +204,12 @@ start() {  # dir (empty: new temp dir)
       -c "$dir/server.properties" >"$dir/format.log" 2>&1 ||
       { show_logs "$dir"; [[ -n $made ]] && rm -rf "$dir"; die "formatting storage failed"; }
     launch "$dir"
-    wait_ready "$dir" && { trap - INT TERM; print_env "$dir"; return 0; }
+    if wait_ready "$dir"; then
+      trap - INT TERM
+      [[ -z $watch_pid ]] || watchdog "$dir" "$watch_pid" "$made"
+      print_env "$dir"
+      return 0
+    fi
     stop_java "$dir"
     grep -qs 'Address already in use' "$dir/logs/server.log" "$dir/kafka.out" || break
     log "port clash on $p/$q, retrying with other ports"
@@ -208,6 +217,16 @@ start() {  # dir (empty: new temp dir)
   show_logs "$dir"
   if [[ -n $made ]]; then rm -rf "$dir"; else log "data dir kept: $dir"; fi
   die "kafka broker failed to start"
+}
+
+watchdog() {  # dir pid made: once pid is gone, stop the broker and delete a temp dir
+  (
+    trap '' HUP INT
+    while kill -0 "$2" 2>/dev/null; do sleep 1; done
+    stop_java "$1"
+    [[ -z $3 ]] || rm -rf "$1"
+  ) </dev/null >/dev/null 2>&1 &
+  disown
 }
 
 check_dir() {
@@ -230,13 +249,14 @@ restart_broker() {  # dir
 }
 
 cmd=${1:-help}; shift || true
-dir="" keep=""
+dir="" keep="" watch_pid=""
 if [[ $cmd != tool ]]; then
   while (($#)); do
     case $1 in
       --dir) [[ $# -ge 2 ]] || die "--dir needs a value"; dir=$2; shift 2 ;;
       --dir=*) dir=${1#--dir=}; shift ;;
       --keep) keep=1; shift ;;
+      --watch-pid) [[ $# -ge 2 ]] || die "--watch-pid needs a value"; watch_pid=$2; shift 2 ;;
       *) die "unknown argument: $1 (see: $0 help)" ;;
     esac
   done

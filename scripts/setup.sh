@@ -2,7 +2,9 @@
 # Installs what the test suite needs on a fresh machine; idempotent and quick when done.
 #   - Rust (cargo, rustfmt, clippy): expected on the machine; Debian's packages as a fallback
 #   - Python venv with mpmath + pytest for the reference oracle: target/pyenv
-#   - Java 17 + Maven for the Apache Kafka broker used by the Kafka tests
+#   - make, g++, pkg-config, OpenSSL headers: rdkafka's bundled librdkafka build
+#   - Java 17 + Maven for the Apache Kafka broker used by the Kafka tests (the broker's
+#     jars come from Maven Central through scripts/kafka.sh, cached in ~/.cache)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +24,11 @@ apt_install() {
 command -v cargo >/dev/null || apt_install cargo rustc
 cargo fmt --version >/dev/null 2>&1 || apt_install rustfmt
 cargo clippy --version >/dev/null 2>&1 || apt_install rust-clippy
+# rdkafka builds its bundled librdkafka: needs make, a C/C++ compiler, OpenSSL headers.
+command -v make >/dev/null || apt_install make
+command -v g++ >/dev/null || apt_install g++
+command -v pkg-config >/dev/null || apt_install pkg-config
+pkg-config --exists openssl 2>/dev/null || apt_install libssl-dev
 command -v python3 >/dev/null || apt_install python3 python3-venv
 command -v java >/dev/null || apt_install openjdk-17-jre-headless
 command -v mvn >/dev/null || apt_install maven
@@ -32,4 +39,5 @@ if ! "$venv/bin/python" -c 'import mpmath, pytest' 2>/dev/null; then
   python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
   "$venv/bin/pip" install --quiet --disable-pip-version-check mpmath pytest
 fi
+scripts/kafka.sh install
 echo "setup: ok ($(cargo --version), python venv $venv)"

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
@@ -57,6 +58,10 @@ pub struct RestoreContext {
 }
 
 impl ClientContext for RestoreContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        super::client::log_librdkafka(level, fac, log_message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         match error {
             KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {
@@ -97,9 +102,17 @@ pub fn restore_partition(
     let mut records = 0u64;
     // Read up to the high watermark, or to the end of what is committed (an open
     // transaction of a crashed instance may hold the last stable offset lower).
-    let (low, high) = consumer
-        .fetch_watermarks(topic, partition, Duration::from_secs(10))
-        .map_err(|e| err(e.to_string()))?;
+    let (low, high) = loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
+            Ok(w) => break w,
+            // Brokers restarting or a leader moving: wait for them, up to `timeout`.
+            Err(e) if started.elapsed() < timeout => {
+                tracing::warn!(error = %e, partition, "changelog offsets not available yet; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(err(e.to_string())),
+        }
+    };
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Beginning)
         .map_err(|e| err(e.to_string()))?;
@@ -118,10 +131,8 @@ pub fn restore_partition(
             None => continue,
             Some(Err(KafkaError::PartitionEOF(p))) if p == partition => break,
             Some(Err(KafkaError::PartitionEOF(_))) => continue,
-            Some(Err(e)) => {
-                let _ = consumer.unassign();
-                return Err(err(e.to_string()));
-            }
+            // Transient (brokers restarting): librdkafka retries by itself.
+            Some(Err(e)) => tracing::warn!(error = %e, partition, "changelog read error; retrying"),
             Some(Ok(m)) => {
                 records += 1;
                 done = m.offset() + 1 >= high;

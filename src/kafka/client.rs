@@ -25,6 +25,43 @@ pub fn base_config(k: &KafkaConfig, role: &str) -> Result<ClientConfig, KafkaSet
     Ok(c)
 }
 
+/// Routes librdkafka's own log lines into `tracing`. Connection failures and the like
+/// are transient and retried by librdkafka, so they log as warnings; errors that need
+/// an operator surface through the daemon's own error handling.
+pub fn log_librdkafka(level: RDKafkaLogLevel, fac: &str, msg: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
+            tracing::warn!(target: "librdkafka", facility = fac, "{msg}")
+        }
+        RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility = fac, "{msg}"),
+        RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+            tracing::info!(target: "librdkafka", facility = fac, "{msg}")
+        }
+        RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility = fac, "{msg}"),
+    }
+}
+
+/// Context for plain clients: logs through `tracing`, transport errors as warnings.
+#[derive(Default)]
+pub struct LogContext;
+
+impl rdkafka::ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        log_librdkafka(level, fac, log_message);
+    }
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(error = %error, reason, "Kafka client error");
+    }
+}
+
+impl rdkafka::producer::ProducerContext for LogContext {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -84,7 +84,7 @@ struct Part {
 
 /// Producer side of the pipeline: one open transaction at a time.
 struct Output {
-    producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    producer: ThreadedProducer<super::client::LogContext>,
     transactional_id: String,
     in_txn: bool,
     alerts_topic: String,
@@ -202,7 +202,14 @@ struct Ctx {
     state: Mutex<Option<State>>,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        super::client::log_librdkafka(level, fac, log_message);
+    }
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(error = %error, reason, "Kafka consumer error");
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -213,10 +220,10 @@ impl ConsumerContext for Ctx {
         let Some(st) = guard.as_mut() else { return };
         let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         info!(partitions = ?revoked, "partitions revoked; checkpointing");
+        // A failed checkpoint here is aborted and the remaining partitions rolled back
+        // inside `checkpoint`; the revoked ones restart from the changelog elsewhere.
         if let Err(e) = st.checkpoint(consumer) {
-            if st.failed.is_none() {
-                st.failed = Some(e);
-            }
+            st.failed.get_or_insert(e);
         }
         for p in revoked {
             st.parts.remove(&p);
@@ -423,8 +430,18 @@ impl State {
                 warn!(error = %e, "checkpoint failed; aborting the transaction and rolling back");
                 self.stats.aborts += 1;
                 if self.out.in_txn {
-                    if let Err(e) = self.out.producer.abort_transaction(self.out.txn_timeout) {
-                        return Err(self.out.classify(e));
+                    let mut attempts = 0;
+                    loop {
+                        match self.out.producer.abort_transaction(self.out.txn_timeout) {
+                            Ok(()) => break,
+                            Err(KafkaError::Transaction(t))
+                                if t.is_retriable() && attempts < 60 =>
+                            {
+                                attempts += 1;
+                                warn!(error = %t, attempts, "transaction abort will be retried");
+                            }
+                            Err(e) => return Err(self.out.classify(e)),
+                        }
                     }
                     self.out.in_txn = false;
                 }
@@ -492,10 +509,19 @@ impl State {
                 .send_offsets_to_transaction(&offsets, &group, self.out.txn_timeout)
                 .map_err(|e| self.out.classify(e))?;
         }
-        self.out
-            .producer
-            .commit_transaction(self.out.txn_timeout)
-            .map_err(|e| self.out.classify(e))?;
+        // A retriable failure (e.g. a broker restarting) leaves the transaction open:
+        // try the commit again; anything else aborts.
+        let mut attempts = 0;
+        loop {
+            match self.out.producer.commit_transaction(self.out.txn_timeout) {
+                Ok(()) => break,
+                Err(KafkaError::Transaction(t)) if t.is_retriable() && attempts < 20 => {
+                    attempts += 1;
+                    warn!(error = %t, attempts, "transaction commit will be retried");
+                }
+                Err(e) => return Err(self.out.classify(e)),
+            }
+        }
         self.out.in_txn = false;
         Ok(accounts)
     }
@@ -523,7 +549,7 @@ pub fn run(cfg: Arc<Config>, shutdown: Arc<AtomicBool>) -> Result<DaemonStats, D
         .set("partitioner", "murmur2_random")
         .set("queue.buffering.max.messages", "1000000")
         .set("queue.buffering.max.kbytes", "1048576")
-        .create()
+        .create_with_context(super::client::LogContext)
         .map_err(KafkaSetupError::Client)?;
     // Fences any earlier incarnation of this instance and aborts its open transaction.
     producer

@@ -66,14 +66,16 @@ pub fn ensure_topics(k: &KafkaConfig) -> Result<usize, KafkaSetupError> {
             msg,
         })?;
         match existing {
-            Some(n) if *compacted && n != input => return Err(KafkaSetupError::Topic {
-                topic: topic.clone(),
-                msg: format!(
+            Some(n) if *compacted && n != input => {
+                return Err(KafkaSetupError::Topic {
+                    topic: topic.clone(),
+                    msg: format!(
                     "has {n} partitions but the input {:?} has {input}; the changelog must match \
                          the input (recreate it, or point kafka.changelog_topic at a new topic)",
                     k.input_topic
                 ),
-            }),
+                })
+            }
             Some(_) => {}
             None if !k.create_topics => {
                 return Err(KafkaSetupError::Topic {

@@ -1,0 +1,659 @@
+//! `churnwatch run` against a real Apache Kafka broker (KRaft, single node, loopback),
+//! started by `scripts/kafka.sh` and stopped when this test process exits.
+//!
+//! Every test produces a generated stream to its own topics and compares the alerts
+//! topic (read_committed) with `churnwatch replay` on the same input: exactly the same
+//! records (minus `emitted_at`), whatever happened in between.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+use common::{bin, churnwatch, repo};
+
+/// One record read back: key, value, headers.
+type Record = (Option<Vec<u8>>, Vec<u8>, BTreeMap<String, String>);
+
+/// A broker started by scripts/kafka.sh.
+struct Broker {
+    bootstrap: String,
+    dir: String,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let out = Command::new(repo().join("scripts/kafka.sh"))
+            .args(["start", "--watch-pid", &std::process::id().to_string()])
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/kafka.sh");
+        assert!(out.status.success(), "kafka broker failed to start");
+        let env: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Broker {
+            bootstrap: env["KAFKA_BOOTSTRAP"].clone(),
+            dir: env["KAFKA_DIR"].clone(),
+        }
+    }
+
+    /// The broker shared by the tests of this process.
+    fn shared() -> &'static Broker {
+        static B: OnceLock<Broker> = OnceLock::new();
+        B.get_or_init(Broker::start)
+    }
+
+    fn restart(&self) {
+        let out = Command::new(repo().join("scripts/kafka.sh"))
+            .args(["restart-broker", "--dir", &self.dir])
+            .stderr(Stdio::inherit())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "broker restart failed");
+    }
+
+    fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let res = rt
+            .block_on(admin.create_topics(
+                &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            ))
+            .unwrap();
+        for r in res {
+            r.unwrap_or_else(|(t, e)| panic!("create {t}: {e}"));
+        }
+    }
+
+    /// Reads a whole topic (read_committed) up to its end.
+    fn read_all(&self, topic: &str) -> Vec<Record> {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", format!("reader-{topic}"))
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "50")
+            .create()
+            .unwrap();
+        let md = c
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        let parts = match md.topics().first() {
+            Some(t) if t.error().is_none() => t.partitions().len() as i32,
+            _ => return Vec::new(), // not created yet
+        };
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = BTreeMap::new();
+        for p in 0..parts {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+            let high = (0..50)
+                .find_map(|_| c.fetch_watermarks(topic, p, Duration::from_secs(5)).ok())
+                .expect("partition end offsets")
+                .1;
+            ends.insert(p, high);
+        }
+        c.assign(&tpl).unwrap();
+        let mut out = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        // Done when every partition's position reached its end offset (transaction
+        // markers included).
+        loop {
+            let pos = c.position().unwrap();
+            let done = (0..parts).all(|p| {
+                let at = pos
+                    .find_partition(topic, p)
+                    .and_then(|e| e.offset().to_raw())
+                    .unwrap_or(-1);
+                at >= ends[&p]
+            });
+            if done {
+                break;
+            }
+            assert!(Instant::now() < deadline, "reading {topic} did not finish");
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| {
+                                (
+                                    x.key.to_string(),
+                                    String::from_utf8_lossy(x.value.unwrap_or_default())
+                                        .to_string(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((
+                    m.key().map(<[u8]>::to_vec),
+                    m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                ));
+            }
+        }
+        out
+    }
+
+    /// Committed record count of a topic (read_committed), without keeping them.
+    fn count(&self, topic: &str) -> usize {
+        self.read_all(topic).len()
+    }
+}
+
+/// Java's murmur2 partitioner (what `partitioner=murmur2_random` uses for keyed records).
+fn murmur2_partition(key: &[u8], partitions: u32) -> u32 {
+    let seed: u32 = 0x9747_b28c;
+    let m: u32 = 0x5bd1_e995;
+    let len = key.len() as u32;
+    let mut h: u32 = seed ^ len;
+    let chunks = key.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(m);
+        k ^= k >> 24;
+        k = k.wrapping_mul(m);
+        h = h.wrapping_mul(m);
+        h ^= k;
+    }
+    match tail.len() {
+        3 => {
+            h ^= (tail[2] as u32) << 16;
+            h ^= (tail[1] as u32) << 8;
+            h ^= tail[0] as u32;
+            h = h.wrapping_mul(m);
+        }
+        2 => {
+            h ^= (tail[1] as u32) << 8;
+            h ^= tail[0] as u32;
+            h = h.wrapping_mul(m);
+        }
+        1 => {
+            h ^= tail[0] as u32;
+            h = h.wrapping_mul(m);
+        }
+        _ => {}
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(m);
+    h ^= h >> 15;
+    (h & 0x7fff_ffff) % partitions
+}
+
+/// A test's topics and input.
+struct Case {
+    name: String,
+    input: PathBuf,
+    expected: Vec<serde_json::Value>,
+    bad_lines: usize,
+    _dir: tempfile::TempDir,
+}
+
+const MAX_IDLE: &str = "6h";
+
+impl Case {
+    /// Generates a stream, appends one event at the same final time on every partition
+    /// (so that every partition's watermark ends at the same place), creates the input
+    /// topic, and computes the expected alerts with `replay`.
+    fn new(
+        broker: &Broker,
+        name: &str,
+        partitions: i32,
+        accounts: u32,
+        days: u32,
+        seed: u64,
+    ) -> Case {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("events.ndjson");
+        churnwatch(&[
+            "gen",
+            &format!("--accounts={accounts}"),
+            &format!("--days={days}"),
+            &format!("--seed={seed}"),
+            "--bad-lines=0.002",
+            "--output",
+            input.to_str().unwrap(),
+        ]);
+        let parser = churnwatch::source::event::EventParser::new(
+            &churnwatch::config::Config::default().input,
+        )
+        .unwrap();
+        let text = std::fs::read(&input).unwrap();
+        let mut newest = i64::MIN;
+        let mut bad = 0;
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            match parser.parse(line) {
+                Ok(e) => newest = newest.max(e.ts),
+                Err(_) => bad += 1,
+            }
+        }
+        let end = churnwatch::time::format_rfc3339(newest);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&input)
+            .unwrap();
+        use std::io::Write;
+        for p in 0..partitions as u32 {
+            let id = (0..)
+                .map(|i| format!("zz-end-{i}"))
+                .find(|id| murmur2_partition(id.as_bytes(), partitions as u32) == p)
+                .unwrap();
+            writeln!(
+                f,
+                "{{\"account_id\":\"{id}\",\"event\":\"page.viewed\",\"ts\":\"{end}\"}}"
+            )
+            .unwrap();
+        }
+        drop(f);
+        let until = newest + 6 * 3_600_000;
+        let out = churnwatch(&[
+            "replay",
+            "-q",
+            "--input",
+            input.to_str().unwrap(),
+            "--rejects",
+            "/dev/null",
+            "--until",
+            &until.to_string(),
+        ]);
+        let expected = normalize(
+            out.stdout
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .map(<[u8]>::to_vec),
+        );
+        assert!(
+            expected.len() > 20,
+            "{name}: the stream should raise alerts"
+        );
+        let name = format!("{name}-{}", std::process::id());
+        broker.create_topic(&format!("{name}-events"), partitions);
+        Case {
+            name,
+            input,
+            expected,
+            bad_lines: bad,
+            _dir: dir,
+        }
+    }
+
+    fn produce(&self, broker: &Broker) {
+        let out = Command::new(bin())
+            .args(["produce", "--input", self.input.to_str().unwrap()])
+            .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+            .env(
+                "CHURNWATCH_KAFKA__INPUT_TOPIC",
+                format!("{}-events", self.name),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "produce: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn alerts_topic(&self) -> String {
+        format!("{}-alerts", self.name)
+    }
+
+    fn daemon(&self, broker: &Broker, instance: &str) -> Daemon {
+        Daemon::spawn(broker, &self.name, instance)
+    }
+
+    /// Waits until the alerts topic holds as many records as expected.
+    fn await_alerts(&self, broker: &Broker, daemons: &mut [&mut Daemon], timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let n = broker.count(&self.alerts_topic());
+            if n >= self.expected.len() {
+                return;
+            }
+            for d in daemons.iter_mut() {
+                d.assert_alive();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {n} of {} alerts after {timeout:?}",
+                self.name,
+                self.expected.len()
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The alerts topic holds exactly the expected records.
+    fn assert_alerts_equal_replay(&self, broker: &Broker) {
+        let got = normalize(
+            broker
+                .read_all(&self.alerts_topic())
+                .into_iter()
+                .map(|(_, v, _)| v),
+        );
+        if got != self.expected {
+            let missing: Vec<_> = self
+                .expected
+                .iter()
+                .filter(|r| !got.contains(r))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = got
+                .iter()
+                .filter(|r| !self.expected.contains(r))
+                .take(5)
+                .collect();
+            panic!(
+                "{}: alerts topic has {} records, replay {}.\nmissing: {missing:#?}\nextra: {extra:#?}",
+                self.name,
+                got.len(),
+                self.expected.len()
+            );
+        }
+    }
+}
+
+/// Records without `emitted_at`, sorted.
+fn normalize(lines: impl Iterator<Item = Vec<u8>>) -> Vec<serde_json::Value> {
+    let mut v: Vec<serde_json::Value> = lines
+        .map(|l| {
+            let mut r: serde_json::Value =
+                serde_json::from_slice(&l).expect("alert record is JSON");
+            r.as_object_mut().unwrap().remove("emitted_at");
+            r
+        })
+        .collect();
+    v.sort_by_key(|r| r.to_string());
+    v
+}
+
+/// A running `churnwatch run`.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+    instance: String,
+}
+
+impl Daemon {
+    fn spawn(broker: &Broker, name: &str, instance: &str) -> Daemon {
+        let log = std::env::temp_dir().join(format!("{name}-{instance}-{}.log", rand_suffix()));
+        let child = Command::new(bin())
+            .arg("run")
+            .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+            .env("CHURNWATCH_KAFKA__GROUP_ID", format!("{name}-group"))
+            .env("CHURNWATCH_KAFKA__INSTANCE_ID", instance)
+            .env("CHURNWATCH_KAFKA__INPUT_TOPIC", format!("{name}-events"))
+            .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", format!("{name}-alerts"))
+            .env("CHURNWATCH_KAFKA__DEAD_LETTER_TOPIC", format!("{name}-dlq"))
+            .env("CHURNWATCH_KAFKA__CHECKPOINT_INTERVAL", "300ms")
+            .env("CHURNWATCH_KAFKA__IDLE_ADVANCE_AFTER", "1s")
+            .env("CHURNWATCH_KAFKA__TRANSACTION_TIMEOUT", "5s")
+            .env("CHURNWATCH_TIME__MAX_IDLE_ADVANCE", MAX_IDLE)
+            .env(
+                "CHURNWATCH_KAFKA__CLIENT",
+                r#"{"session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000"}"#,
+            )
+            .env("RUST_LOG", "info,churnwatch=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon {
+            child,
+            log,
+            instance: instance.to_string(),
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    fn assert_alive(&mut self) {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!(
+                "daemon {} exited with {status}:\n{}",
+                self.instance,
+                self.log_tail()
+            );
+        }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM and wait: must exit 0.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success(),
+            "daemon {} exited with {status}:\n{}",
+            self.instance,
+            self.log_tail()
+        );
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+}
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn end_to_end_alerts_equal_replay_and_poison_goes_to_dead_letters() {
+    let broker = Broker::shared();
+    let case = Case::new(broker, "e2e", 4, 80, 140, 21);
+    case.produce(broker);
+    let mut d = case.daemon(broker, "a");
+    case.await_alerts(broker, &mut [&mut d], Duration::from_secs(240));
+    d.stop();
+    case.assert_alerts_equal_replay(broker);
+
+    // Dead letters: exactly the malformed lines, with reason and source headers.
+    let dlq = broker.read_all(&format!("{}-dlq", case.name));
+    assert_eq!(dlq.len(), case.bad_lines, "dead letters");
+    let text = std::fs::read_to_string(&case.input).unwrap();
+    let parser =
+        churnwatch::source::event::EventParser::new(&churnwatch::config::Config::default().input)
+            .unwrap();
+    let mut bad: Vec<(String, &str)> = text
+        .lines()
+        .filter_map(|l| {
+            parser
+                .parse(l.as_bytes())
+                .err()
+                .map(|r| (l.to_string(), r.as_str()))
+        })
+        .collect();
+    let mut got: Vec<(String, &str)> = dlq
+        .iter()
+        .map(|(_, v, h)| {
+            assert_eq!(
+                h["churnwatch.source.topic"],
+                format!("{}-events", case.name)
+            );
+            assert!(h["churnwatch.source.offset"].parse::<i64>().is_ok());
+            assert!(!h["churnwatch.error"].is_empty());
+            let reason = churnwatch::source::event::RejectReason::LABELS
+                .iter()
+                .find(|l| **l == h["churnwatch.reason"])
+                .copied()
+                .expect("known reason");
+            (String::from_utf8(v.clone()).unwrap(), reason)
+        })
+        .collect();
+    bad.sort();
+    got.sort();
+    assert_eq!(got, bad);
+
+    // A restart over the same state and offsets produces nothing new.
+    let d = case.daemon(broker, "a");
+    wait_for("restore after restart", Duration::from_secs(60), || {
+        std::fs::read_to_string(&d.log)
+            .unwrap_or_default()
+            .matches("state restored")
+            .count()
+            >= 4
+    });
+    d.stop();
+    case.assert_alerts_equal_replay(broker);
+}
+
+#[test]
+fn kill_9_at_random_points_loses_and_duplicates_nothing() {
+    let broker = Broker::shared();
+    let case = Case::new(broker, "crash", 4, 160, 150, 22);
+    case.produce(broker);
+    // Kill at points spread over the processing: wait for a growing share of the
+    // alerts to be committed, then kill -9 at once and restart the same instance.
+    let n = case.expected.len();
+    for share in [0.15, 0.45, 0.75] {
+        let mut d = case.daemon(broker, "a");
+        let target = (n as f64 * share) as usize;
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while broker.count(&case.alerts_topic()) < target {
+            d.assert_alive();
+            assert!(Instant::now() < deadline, "no progress to {target} alerts");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        d.kill9();
+    }
+    let mut d = case.daemon(broker, "a");
+    case.await_alerts(broker, &mut [&mut d], Duration::from_secs(240));
+    d.stop();
+    case.assert_alerts_equal_replay(broker);
+}
+
+#[test]
+fn scale_out_with_a_member_killed_and_another_joining() {
+    let broker = Broker::shared();
+    let case = Case::new(broker, "scale", 6, 160, 150, 23);
+    case.produce(broker);
+    let mut a = case.daemon(broker, "a");
+    let mut b = case.daemon(broker, "b");
+    let mut c = case.daemon(broker, "c");
+    let n = case.expected.len();
+    wait_for("a third of the alerts", Duration::from_secs(240), || {
+        a.assert_alive();
+        b.assert_alive();
+        c.assert_alive();
+        broker.count(&case.alerts_topic()) >= n / 3
+    });
+    b.kill9();
+    let mut d = case.daemon(broker, "d");
+    case.await_alerts(
+        broker,
+        &mut [&mut a, &mut c, &mut d],
+        Duration::from_secs(300),
+    );
+    for x in [a, c, d] {
+        x.stop();
+    }
+    case.assert_alerts_equal_replay(broker);
+    // Each surviving member really got work.
+    let logs: Vec<String> = ["a", "c", "d"]
+        .iter()
+        .map(|i| {
+            std::fs::read_dir(std::env::temp_dir())
+                .unwrap()
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("{}-{i}-", case.name))
+                })
+                .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                .collect::<String>()
+        })
+        .collect();
+    for (i, l) in logs.iter().enumerate() {
+        assert!(
+            l.contains("partitions assigned"),
+            "member {i} never got partitions"
+        );
+    }
+}
+
+#[test]
+fn broker_restart_mid_stream_is_survived() {
+    // Its own broker: restarting the shared one would disturb the other tests.
+    let broker = Broker::start();
+    let case = Case::new(&broker, "restart", 3, 120, 150, 24);
+    case.produce(&broker);
+    let mut d = case.daemon(&broker, "a");
+    let n = case.expected.len();
+    wait_for("a quarter of the alerts", Duration::from_secs(240), || {
+        d.assert_alive();
+        broker.count(&case.alerts_topic()) >= n / 4
+    });
+    broker.restart();
+    case.await_alerts(&broker, &mut [&mut d], Duration::from_secs(300));
+    d.stop();
+    case.assert_alerts_equal_replay(&broker);
+    let _ = Command::new(repo().join("scripts/kafka.sh"))
+        .args(["stop", "--dir", &broker.dir])
+        .status();
+}
+
+#[test]
+fn misconfiguration_fails_fast_with_a_clear_message() {
+    let broker = Broker::shared();
+    let out = Command::new(bin())
+        .arg("run")
+        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+        .env("CHURNWATCH_KAFKA__INPUT_TOPIC", "no-such-topic")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("input topic \"no-such-topic\" does not exist"),
+        "{err}"
+    );
+    let _ = Path::new("");
+}
