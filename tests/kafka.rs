@@ -655,5 +655,4 @@ fn misconfiguration_fails_fast_with_a_clear_message() {
         err.contains("input topic \"no-such-topic\" does not exist"),
         "{err}"
     );
-    let _ = Path::new("");
 }
