@@ -97,6 +97,16 @@ pub struct Config {
     pub kafka: KafkaConfig,
     /// Logging.
     pub log: LogConfig,
+    /// HTTP endpoints.
+    pub server: ServerConfig,
+}
+
+/// HTTP endpoints of `run` and `notify`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on; empty disables the server.
+    pub listen: String,
 }
 
 /// Log format and level.
@@ -533,6 +543,14 @@ impl Config {
             if v.trim().is_empty() {
                 return Err(invalid(option, "must not be empty"));
             }
+        }
+        if !self.server.listen.is_empty()
+            && self.server.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "server.listen",
+                "must be host:port, e.g. \"0.0.0.0:9464\", or empty",
+            ));
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be \"text\" or \"json\""));

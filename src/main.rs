@@ -207,7 +207,8 @@ fn init_logging(cfg: &Config) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr);
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal());
     let _ = if cfg.log.format == "json" {
         builder.json().flatten_event(true).try_init()
     } else {
@@ -242,10 +243,18 @@ fn cmd_run(config: Option<PathBuf>) -> Result<()> {
         tracing::error!("graceful stop took too long; exiting");
         std::process::exit(1);
     });
+    let health = Arc::new(churnwatch::server::Health::default());
+    if !cfg.server.listen.is_empty() {
+        let app = churnwatch::server::router(health.clone(), None);
+        rt.block_on(churnwatch::server::serve(&cfg.server.listen, app))
+            .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
+    }
     let daemon_cfg = cfg.clone();
     let result = rt.block_on(async move {
-        tokio::task::spawn_blocking(move || churnwatch::kafka::daemon::run(daemon_cfg, shutdown))
-            .await
+        tokio::task::spawn_blocking(move || {
+            churnwatch::kafka::daemon::run(daemon_cfg, shutdown, health)
+        })
+        .await
     });
     match result {
         Ok(Ok(_)) => Ok(()),

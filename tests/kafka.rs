@@ -415,6 +415,7 @@ impl Daemon {
                 "CHURNWATCH_KAFKA__CLIENT",
                 r#"{"session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000"}"#,
             )
+            .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "info,churnwatch=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -425,6 +426,26 @@ impl Daemon {
             log,
             instance: instance.to_string(),
         }
+    }
+
+    /// The HTTP address the daemon logged.
+    fn http_addr(&self) -> String {
+        let mut found = None;
+        wait_for(
+            "the http server address in the log",
+            Duration::from_secs(30),
+            || {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                found = log
+                    .lines()
+                    .find(|l| l.contains("http server listening"))
+                    .and_then(|l| l.split("addr=").nth(1))
+                    .and_then(|a| a.split_whitespace().next())
+                    .map(str::to_string);
+                found.is_some()
+            },
+        );
+        found.unwrap()
     }
 
     fn log_tail(&self) -> String {
@@ -476,6 +497,36 @@ fn rand_suffix() -> u64 {
         .subsec_nanos() as u64
 }
 
+/// A plain HTTP/1.1 GET on loopback: (status, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The value of an unlabelled metric, or the sum over its labels.
+fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && (l[name.len()..].starts_with(' ') || l[name.len()..].starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
@@ -491,6 +542,49 @@ fn end_to_end_alerts_equal_replay_and_poison_goes_to_dead_letters() {
     case.produce(broker);
     let mut d = case.daemon(broker, "a");
     case.await_alerts(broker, &mut [&mut d], Duration::from_secs(240));
+
+    // Operators see it: ready, with the stalled input (historical data: the wall clock
+    // is far past the newest event) reported, and the counters add up.
+    let addr = d.http_addr();
+    let mut ready = (0, String::new());
+    wait_for(
+        "readiness with every partition reported stalled",
+        Duration::from_secs(30),
+        || {
+            ready = http_get(&addr, "/readyz");
+            ready.0 == 200
+                && ready.1.contains("input stalled")
+                && serde_json::from_str::<serde_json::Value>(&ready.1).unwrap()
+                    ["stalled_partitions"]
+                    .as_array()
+                    .is_some_and(|a| a.len() == 4)
+        },
+    );
+    let body: serde_json::Value = serde_json::from_str(&ready.1).unwrap();
+    assert_eq!(body["assigned_partitions"], serde_json::json!([0, 1, 2, 3]));
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    let (code, metrics) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    let lines = std::fs::read_to_string(&case.input)
+        .unwrap()
+        .lines()
+        .count() as f64;
+    assert_eq!(
+        metric_sum(&metrics, "churnwatch_events_consumed_total"),
+        lines
+    );
+    assert_eq!(
+        metric_sum(&metrics, "churnwatch_events_rejected_total"),
+        case.bad_lines as f64
+    );
+    assert_eq!(
+        metric_sum(&metrics, "churnwatch_alerts_total"),
+        case.expected.len() as f64
+    );
+    assert_eq!(metric_sum(&metrics, "churnwatch_input_stalled"), 4.0);
+    assert_eq!(metric_sum(&metrics, "churnwatch_assigned_partitions"), 4.0);
+    assert!(metric_sum(&metrics, "churnwatch_checkpoints_total") >= 1.0);
+    assert!(!metrics.contains("account_id") && !metrics.contains("user_id"));
     d.stop();
     case.assert_alerts_equal_replay(broker);
 

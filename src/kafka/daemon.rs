@@ -31,7 +31,9 @@ use super::topics::ensure_topics;
 use super::KafkaSetupError;
 use crate::config::Config;
 use crate::engine::{Alert, EngineConfig, Shard};
+use crate::metrics::METRICS;
 use crate::replay::wall_clock_ms;
+use crate::server::{Health, Phase};
 use crate::sink::record::to_json_line;
 use crate::source::event::{EventParser, RejectReason};
 use crate::time::Millis;
@@ -120,6 +122,10 @@ impl Output {
     }
 
     fn send_alert(&mut self, a: &Alert) -> Result<(), DaemonError> {
+        METRICS
+            .alerts
+            .with_label_values(&[a.kind.as_str(), a.status.as_str(), a.severity.as_str()])
+            .inc();
         let line = to_json_line(a, wall_clock_ms());
         self.send(
             BaseRecord::to(&self.alerts_topic.clone())
@@ -196,10 +202,13 @@ struct State {
     /// A failure inside a callback, reported by the poll loop.
     failed: Option<DaemonError>,
     stats: DaemonStats,
+    health: Arc<Health>,
 }
 
 struct Ctx {
     state: Mutex<Option<State>>,
+    input_topic: String,
+    health: Arc<Health>,
 }
 
 impl ClientContext for Ctx {
@@ -208,6 +217,24 @@ impl ClientContext for Ctx {
     }
     fn error(&self, error: KafkaError, reason: &str) {
         warn!(error = %error, reason, "Kafka consumer error");
+        if matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown)) {
+            self.health
+                .update(|h| h.problem = Some("all brokers are down".into()));
+        }
+    }
+
+    fn stats(&self, stats: rdkafka::Statistics) {
+        let Some(topic) = stats.topics.get(&self.input_topic) else {
+            return;
+        };
+        for (p, part) in &topic.partitions {
+            if *p >= 0 && part.consumer_lag >= 0 {
+                METRICS
+                    .consumer_lag
+                    .with_label_values(&[&p.to_string()])
+                    .set(part.consumer_lag);
+            }
+        }
     }
 }
 
@@ -220,6 +247,7 @@ impl ConsumerContext for Ctx {
         let Some(st) = guard.as_mut() else { return };
         let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         info!(partitions = ?revoked, "partitions revoked; checkpointing");
+        METRICS.rebalances.with_label_values(&["revoke"]).inc();
         // A failed checkpoint here is aborted and the remaining partitions rolled back
         // inside `checkpoint`; the revoked ones restart from the changelog elsewhere.
         if let Err(e) = st.checkpoint(consumer) {
@@ -227,7 +255,23 @@ impl ConsumerContext for Ctx {
         }
         for p in revoked {
             st.parts.remove(&p);
+            let label = p.to_string();
+            for g in [
+                &METRICS.accounts_tracked,
+                &METRICS.timers_pending,
+                &METRICS.held_events,
+                &METRICS.watermark_lag_seconds,
+                &METRICS.input_stalled,
+                &METRICS.consumer_lag,
+            ] {
+                let _ = g.remove_label_values(&[&label]);
+            }
+            st.health.update(|h| {
+                h.assigned.remove(&p);
+                h.stalled.remove(&p);
+            });
         }
+        METRICS.assigned_partitions.set(st.parts.len() as i64);
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -238,11 +282,21 @@ impl ConsumerContext for Ctx {
         let Some(st) = guard.as_mut() else { return };
         let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         info!(partitions = ?assigned, "partitions assigned; restoring state");
+        METRICS.rebalances.with_label_values(&["assign"]).inc();
+        st.health.update(|h| {
+            h.restoring.extend(assigned.iter().copied());
+            h.assigned.extend(assigned.iter().copied());
+        });
         for p in assigned {
             if let Err(e) = st.restore(consumer, p, false) {
                 st.failed.get_or_insert(e);
             }
+            st.health.update(|h| {
+                h.restoring.remove(&p);
+            });
         }
+        METRICS.assigned_partitions.set(st.parts.len() as i64);
+        st.health.update(|h| h.phase = Phase::Running);
     }
 }
 
@@ -270,6 +324,8 @@ impl State {
             Duration::from_secs(600),
         )?;
         self.stats.restored_records += r.records;
+        METRICS.restore_seconds.observe(r.elapsed.as_secs_f64());
+        METRICS.restore_records.inc_by(r.records);
         info!(
             records = r.records,
             accounts = r.shard.accounts(),
@@ -317,12 +373,24 @@ impl State {
         part.next_offset = Some(off + 1);
         part.changed = true;
         part.last_message = Instant::now();
-        part.stalled = false;
+        if part.stalled {
+            part.stalled = false;
+            METRICS
+                .input_stalled
+                .with_label_values(&[&m.partition().to_string()])
+                .set(0);
+            let p = m.partition();
+            self.health.update(|h| {
+                h.stalled.remove(&p);
+            });
+        }
         let replay = off < part.replay_below;
+        METRICS.events_consumed.inc();
         match self.parser.parse(m.payload().unwrap_or_default()) {
             Ok(ev) => {
                 if replay && ev.ts < part.restored_watermark {
                     self.stats.replay_skipped += 1;
+                    METRICS.events_replay_skipped.inc();
                     return Ok(());
                 }
                 self.stats.events += 1;
@@ -337,9 +405,14 @@ impl State {
             Err(reason) => {
                 if replay {
                     self.stats.replay_skipped += 1;
+                    METRICS.events_replay_skipped.inc();
                     return Ok(());
                 }
                 self.stats.rejected += 1;
+                METRICS
+                    .events_rejected
+                    .with_label_values(&[reason.as_str()])
+                    .inc();
                 debug!(
                     partition = m.partition(),
                     offset = off,
@@ -395,6 +468,17 @@ impl State {
                 warn!(partition = p, "input stalled: no events for longer than max_idle_advance; absence alerts paused");
             }
             part.stalled = stalled;
+            METRICS
+                .input_stalled
+                .with_label_values(&[&p.to_string()])
+                .set(stalled as i64);
+            self.health.update(|h| {
+                if stalled {
+                    h.stalled.insert(p);
+                } else {
+                    h.stalled.remove(&p);
+                }
+            });
             let w = target.min(cap);
             if w > part.shard.watermark() {
                 part.shard.advance_to(w);
@@ -408,6 +492,33 @@ impl State {
         Ok(())
     }
 
+    /// Refreshes the per-partition gauges.
+    fn refresh_gauges(&self) {
+        let now = wall_clock_ms();
+        for (p, part) in &self.parts {
+            let label = p.to_string();
+            let l = [label.as_str()];
+            METRICS
+                .accounts_tracked
+                .with_label_values(&l)
+                .set(part.shard.accounts() as i64);
+            METRICS
+                .timers_pending
+                .with_label_values(&l)
+                .set(part.shard.timers_pending() as i64);
+            METRICS
+                .held_events
+                .with_label_values(&l)
+                .set(part.shard.held_events() as i64);
+            if part.shard.watermark() != Millis::MIN {
+                METRICS
+                    .watermark_lag_seconds
+                    .with_label_values(&l)
+                    .set((now - part.shard.watermark()) / 1000);
+            }
+        }
+    }
+
     /// Commits one transaction with everything since the last one. On an abortable
     /// error, aborts and rolls every partition back to its last checkpoint.
     fn checkpoint(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), DaemonError> {
@@ -418,6 +529,11 @@ impl State {
         match self.try_checkpoint(consumer) {
             Ok(n) => {
                 self.stats.checkpoints += 1;
+                METRICS.checkpoints.inc();
+                METRICS
+                    .checkpoint_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                METRICS.checkpoint_accounts.observe(n as f64);
                 self.changed_accounts = 0;
                 debug!(
                     accounts = n,
@@ -429,6 +545,7 @@ impl State {
             Err(DaemonError::Kafka(e)) => {
                 warn!(error = %e, "checkpoint failed; aborting the transaction and rolling back");
                 self.stats.aborts += 1;
+                METRICS.checkpoint_failures.inc();
                 if self.out.in_txn {
                     let mut attempts = 0;
                     loop {
@@ -529,7 +646,11 @@ impl State {
 
 /// Runs the daemon until `shutdown` is set (then commits and leaves the group) or a
 /// fatal error.
-pub fn run(cfg: Arc<Config>, shutdown: Arc<AtomicBool>) -> Result<DaemonStats, DaemonError> {
+pub fn run(
+    cfg: Arc<Config>,
+    shutdown: Arc<AtomicBool>,
+    health: Arc<Health>,
+) -> Result<DaemonStats, DaemonError> {
     let k = &cfg.kafka;
     let partitions = ensure_topics(k)?;
     let txn_timeout = Duration::from_millis(k.transaction_timeout.0 as u64);
@@ -588,9 +709,12 @@ pub fn run(cfg: Arc<Config>, shutdown: Arc<AtomicBool>) -> Result<DaemonStats, D
         changed_accounts: 0,
         failed: None,
         stats: DaemonStats::default(),
+        health: health.clone(),
     };
     let ctx = Ctx {
         state: Mutex::new(Some(state)),
+        input_topic: k.input_topic.clone(),
+        health: health.clone(),
     };
     let consumer: BaseConsumer<Ctx> = base_config(k, "consumer")?
         .set("group.id", &k.group_id)
@@ -600,6 +724,7 @@ pub fn run(cfg: Arc<Config>, shutdown: Arc<AtomicBool>) -> Result<DaemonStats, D
         .set("auto.offset.reset", &k.start_from)
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("max.poll.interval.ms", "600000")
+        .set("statistics.interval.ms", "5000")
         .create_with_context(ctx)
         .map_err(KafkaSetupError::Client)?;
     consumer.subscribe(&[&k.input_topic])?;
@@ -607,6 +732,7 @@ pub fn run(cfg: Arc<Config>, shutdown: Arc<AtomicBool>) -> Result<DaemonStats, D
     let max_dirty = k.checkpoint_max_dirty;
     let mut last_checkpoint = Instant::now();
     let mut last_idle_check = Instant::now();
+    let started = Instant::now();
     let result = loop {
         if shutdown.load(Ordering::Relaxed) {
             break Ok(());
@@ -619,15 +745,28 @@ pub fn run(cfg: Arc<Config>, shutdown: Arc<AtomicBool>) -> Result<DaemonStats, D
         }
         match polled {
             Some(Ok(m)) => {
+                let t0 = Instant::now();
                 if let Err(e) = st.handle(&m) {
                     break Err(e);
                 }
+                METRICS
+                    .processing_seconds
+                    .observe(t0.elapsed().as_secs_f64());
             }
             Some(Err(e)) => warn!(error = %e, "consumer error"),
             None => {}
         }
         if last_idle_check.elapsed() >= Duration::from_secs(1) {
             last_idle_check = Instant::now();
+            health.update(|h| {
+                h.heartbeat = Instant::now();
+                h.problem = None;
+                // Members with nothing assigned are ready too, once settled in.
+                if h.phase == Phase::Starting && started.elapsed() > Duration::from_secs(15) {
+                    h.phase = Phase::Running;
+                }
+            });
+            st.refresh_gauges();
             if let Err(e) = st.idle_advance(&consumer) {
                 break Err(e);
             }
@@ -644,6 +783,7 @@ pub fn run(cfg: Arc<Config>, shutdown: Arc<AtomicBool>) -> Result<DaemonStats, D
         return result.map(|_| DaemonStats::default());
     }
     // Graceful stop: commit what was done, then leave the group.
+    health.update(|h| h.phase = Phase::Stopping);
     let deadline = Instant::now() + Duration::from_millis(k.shutdown_timeout.0 as u64);
     {
         let mut guard = lock(&consumer.context().state);
