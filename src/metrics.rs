@@ -238,13 +238,26 @@ mod tests {
         assert!(text.contains(
             "churnwatch_alerts_total{kind=\"inactive\",severity=\"warning\",status=\"firing\"}"
         ));
+        let allowed = [
+            "reason",
+            "partition",
+            "kind",
+            "status",
+            "severity",
+            "event",
+            "receiver",
+            "outcome",
+            "version",
+            "le",
+        ];
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("churnwatch_"), "{line}");
-            assert!(
-                !line.contains("account") || line.starts_with("churnwatch_accounts_tracked"),
-                "{line}"
-            );
-            assert!(!line.contains("user"), "{line}");
+            if let Some((_, labels)) = line.split_once('{') {
+                for pair in labels.split('}').next().unwrap().split(',') {
+                    let key = pair.split('=').next().unwrap();
+                    assert!(allowed.contains(&key), "unexpected label {key:?} in {line}");
+                }
+            }
         }
     }
 }
