@@ -116,18 +116,82 @@ impl Shard {
     /// Restores one account from its record, replacing whatever the shard had for it,
     /// and re-creates its timers. Call before feeding events for the account.
     pub fn restore_account(&mut self, id: &str, bytes: &[u8]) -> Result<(), SnapshotError> {
-        let rec: AccountRecord = decode(bytes)?;
+        let idx = self.restore_state(id, bytes)?;
+        self.schedule_from_state(idx);
+        Ok(())
+    }
+
+    /// Like `restore_account` without timers, for restoring many records in a row (an
+    /// account may appear several times); call `rebuild_timers` once at the end.
+    pub fn restore_account_state(&mut self, id: &str, bytes: &[u8]) -> Result<(), SnapshotError> {
+        self.restore_state(id, bytes).map(|_| ())
+    }
+
+    /// Drops an account's lifecycle (a tombstone in the changelog).
+    pub fn forget_account(&mut self, id: &str) {
         let idx = self.intern(id);
+        self.release_life(idx);
+        self.accounts[idx as usize].seen = false;
+    }
+
+    /// Queues the timers of every account (after `restore_account_state` calls).
+    pub fn rebuild_timers(&mut self) {
+        self.timers.clear();
+        for idx in 0..self.accounts.len() as u32 {
+            self.schedule_from_state(idx);
+        }
+    }
+
+    fn release_life(&mut self, idx: u32) {
         if self.accounts[idx as usize].life != NO_LIFE {
             let slot = std::mem::replace(&mut self.accounts[idx as usize].life, NO_LIFE);
             if self.lives[slot as usize].ring != NO_RING {
                 self.rings.release(self.lives[slot as usize].ring);
+                self.lives[slot as usize].ring = NO_RING;
             }
             self.free_lives.push(slot);
         }
+    }
+
+    /// Queues the pending checks of one account, as its state implies.
+    fn schedule_from_state(&mut self, idx: u32) {
+        let slot = self.accounts[idx as usize].life;
+        if slot == NO_LIFE {
+            return;
+        }
+        let life = &self.lives[slot as usize];
+        let deadline = match &life.phase {
+            Phase::Onboarding(_) => self
+                .cfg
+                .deadlines
+                .get(life.next_deadline as usize)
+                .map(|d| (life.start + d.after_days as i64 * DAY, life.next_deadline)),
+            Phase::Activated { .. } => None,
+        };
+        let inactive = match life.phase {
+            Phase::Activated { inactive_timer, .. }
+                if inactive_timer != NEVER && self.cfg.inactive.is_some() =>
+            {
+                Some(inactive_timer)
+            }
+            _ => None,
+        };
+        if let Some((at, k)) = deadline {
+            self.schedule(at, idx, TimerKind::Deadline(k));
+        }
+        if let Some(at) = inactive {
+            self.schedule(at, idx, TimerKind::Inactive);
+        }
+    }
+
+    /// Restores the state of one account; returns its slot.
+    fn restore_state(&mut self, id: &str, bytes: &[u8]) -> Result<u32, SnapshotError> {
+        let rec: AccountRecord = decode(bytes)?;
+        let idx = self.intern(id);
+        self.release_life(idx);
         self.accounts[idx as usize].seen = rec.seen;
         let Some(LifeRecord { mut life, window }) = rec.life else {
-            return Ok(());
+            return Ok(idx);
         };
         life.ring = NO_RING;
         if let (Some((head, days)), Some(_)) = (window, self.cfg.drop.as_ref()) {
@@ -143,23 +207,6 @@ impl Shard {
             life.ring_head = h as i32;
         }
         let has_ring = life.ring != NO_RING;
-        let start = life.start;
-        let deadline = match &life.phase {
-            Phase::Onboarding(_) => self
-                .cfg
-                .deadlines
-                .get(life.next_deadline as usize)
-                .map(|d| (start + d.after_days as i64 * DAY, life.next_deadline)),
-            Phase::Activated { .. } => None,
-        };
-        let inactive = match life.phase {
-            Phase::Activated { inactive_timer, .. }
-                if inactive_timer != NEVER && self.cfg.inactive.is_some() =>
-            {
-                Some(inactive_timer)
-            }
-            _ => None,
-        };
         let slot = match self.free_lives.pop() {
             Some(s) => {
                 self.lives[s as usize] = life;
@@ -176,13 +223,7 @@ impl Shard {
             acc.in_window_list = true;
             self.window_list.push(idx);
         }
-        if let Some((at, k)) = deadline {
-            self.schedule(at, idx, TimerKind::Deadline(k));
-        }
-        if let Some(at) = inactive {
-            self.schedule(at, idx, TimerKind::Inactive);
-        }
-        Ok(())
+        Ok(idx)
     }
 
     /// The shard's own state.

@@ -4,7 +4,6 @@
 //! key `a:<account_id>` -> the account's record (see `engine::snapshot`),
 //! key `m` -> the partition's record (shard clocks and offsets).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,7 +96,7 @@ pub fn restore_partition(
         partition,
         msg,
     };
-    let mut latest: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    let mut shard = Shard::new(engine);
     let mut meta: Option<PartitionMeta> = None;
     let mut records = 0u64;
     // Read up to the high watermark, or to the end of what is committed (an open
@@ -140,23 +139,24 @@ pub fn restore_partition(
                 let value = m.payload().unwrap_or_default();
                 if key == META_KEY {
                     meta = Some(decode(value).map_err(|e| err(format!("partition record: {e}")))?);
-                } else if key.starts_with(ACCOUNT_PREFIX) {
-                    latest.insert(key[ACCOUNT_PREFIX.len()..].to_vec(), value.to_vec());
+                } else if let Some(id) = key.strip_prefix(ACCOUNT_PREFIX) {
+                    // Later records of an account replace earlier ones (compaction may
+                    // not have run yet); timers are built once at the end.
+                    let id = std::str::from_utf8(id)
+                        .map_err(|_| err("account key is not UTF-8".into()))?;
+                    if value.is_empty() {
+                        shard.forget_account(id);
+                    } else {
+                        shard
+                            .restore_account_state(id, value)
+                            .map_err(|e| err(format!("account {id:?}: {e}")))?;
+                    }
                 }
             }
         }
     }
     consumer.unassign().map_err(|e| err(e.to_string()))?;
-    let mut shard = Shard::new(engine);
-    for (id, value) in latest {
-        if value.is_empty() {
-            continue; // tombstone
-        }
-        let id = String::from_utf8(id).map_err(|_| err("account key is not UTF-8".into()))?;
-        shard
-            .restore_account(&id, &value)
-            .map_err(|e| err(format!("account {id:?}: {e}")))?;
-    }
+    shard.rebuild_timers();
     if let Some(m) = &meta {
         shard.set_meta(&m.shard);
     }

@@ -8,7 +8,19 @@ use crate::config::KafkaConfig;
 
 /// Settings common to all clients of this instance; `role` goes into `client.id`.
 pub fn base_config(k: &KafkaConfig, role: &str) -> Result<ClientConfig, KafkaSetupError> {
+    tuned_config(k, role, &[])
+}
+
+/// Like `base_config`, with tuning defaults that `[kafka.client]` may override.
+pub fn tuned_config(
+    k: &KafkaConfig,
+    role: &str,
+    defaults: &[(&str, &str)],
+) -> Result<ClientConfig, KafkaSetupError> {
     let mut c = ClientConfig::new();
+    for (key, value) in defaults {
+        c.set(*key, *value);
+    }
     c.set("bootstrap.servers", &k.brokers);
     c.set("client.id", format!("churnwatch-{}-{role}", k.instance()));
     for (key, value) in &k.client {
