@@ -37,7 +37,10 @@ venv=target/pyenv
 if ! "$venv/bin/python" -c 'import mpmath, pytest' 2>/dev/null; then
   mkdir -p target
   python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv; python3 -m venv "$venv"; }
-  "$venv/bin/pip" install --quiet --disable-pip-version-check mpmath pytest
+  "$venv/bin/pip" install --quiet --disable-pip-version-check mpmath pytest aiosmtpd
 fi
+# aiosmtpd: the real SMTP server of the notification tests.
+"$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null ||
+  "$venv/bin/pip" install --quiet --disable-pip-version-check aiosmtpd
 scripts/kafka.sh install
 echo "setup: ok ($(cargo --version), python venv $venv)"

@@ -99,6 +99,106 @@ pub struct Config {
     pub log: LogConfig,
     /// HTTP endpoints.
     pub server: ServerConfig,
+    /// CSM notifications.
+    pub notify: NotifyConfig,
+}
+
+/// Notifications.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyConfig {
+    pub enabled: bool,
+    pub group_id: String,
+    pub accounts_file: String,
+    pub crm_url_template: String,
+    pub send_resolved: bool,
+    pub group_wait: Duration,
+    pub group_interval: Duration,
+    pub repeat_interval: Duration,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    pub receivers: Vec<ReceiverConfig>,
+    pub route: RouteConfig,
+}
+
+/// One destination of notifications.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    pub name: String,
+    /// `slack`, `webhook` or `email`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// URL (webhook), when it is not a secret.
+    #[serde(default)]
+    pub url: String,
+    /// Environment variable holding the URL (Slack incoming webhooks are secrets).
+    #[serde(default)]
+    pub url_env: String,
+    /// Environment variable holding the webhook's HMAC key.
+    #[serde(default)]
+    pub hmac_key_env: String,
+    /// Slack: mention the owning CSM.
+    #[serde(default = "yes")]
+    pub mention_owner: bool,
+    #[serde(default)]
+    pub smtp_host: String,
+    #[serde(default = "smtp_port")]
+    pub smtp_port: u16,
+    /// `starttls`, `tls` or `none`.
+    #[serde(default = "starttls")]
+    pub smtp_tls: String,
+    #[serde(default)]
+    pub smtp_username: String,
+    #[serde(default)]
+    pub smtp_password_env: String,
+    #[serde(default)]
+    pub from: String,
+    /// Recipient; `{owner_email}` is replaced by the account owner's address.
+    #[serde(default = "owner_email")]
+    pub to: String,
+    /// Messages per second at most (0: no limit; Slack defaults to 1).
+    #[serde(default)]
+    pub rate_limit_per_sec: Option<f64>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn smtp_port() -> u16 {
+    587
+}
+fn starttls() -> String {
+    "starttls".into()
+}
+fn owner_email() -> String {
+    "{owner_email}".into()
+}
+
+/// A matcher value: one string, any of several, or `*` for "present".
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum MatchValue {
+    One(String),
+    Any(Vec<String>),
+}
+
+/// A node of the routing tree.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Receiver of this node (inherited from the parent when empty).
+    #[serde(default)]
+    pub receiver: String,
+    #[serde(default, rename = "match")]
+    pub matchers: BTreeMap<String, MatchValue>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Keep looking at later siblings after this route matched.
+    #[serde(default, rename = "continue")]
+    pub continue_matching: bool,
 }
 
 /// HTTP endpoints of `run` and `notify`.
@@ -552,6 +652,7 @@ impl Config {
                 "must be host:port, e.g. \"0.0.0.0:9464\", or empty",
             ));
         }
+        self.validate_notify()?;
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be \"text\" or \"json\""));
         }
@@ -593,6 +694,114 @@ impl Config {
                     1.0 - d.min_drop
                 ),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_notify(&self) -> Result<(), ConfigError> {
+        let n = &self.notify;
+        let mut names = std::collections::BTreeSet::new();
+        for r in &n.receivers {
+            if r.name.is_empty() || !names.insert(r.name.as_str()) {
+                return Err(invalid(
+                    "notify.receivers",
+                    format!("receiver names must be unique and non-empty ({:?})", r.name),
+                ));
+            }
+            match r.kind.as_str() {
+                "slack" if r.url_env.is_empty() && r.url.is_empty() => {
+                    return Err(invalid(
+                        "notify.receivers",
+                        format!(
+                        "slack receiver {:?} needs url_env (the env var holding its webhook URL)",
+                        r.name
+                    ),
+                    ))
+                }
+                "webhook" if r.url_env.is_empty() && r.url.is_empty() => {
+                    return Err(invalid(
+                        "notify.receivers",
+                        format!("webhook receiver {:?} needs url or url_env", r.name),
+                    ))
+                }
+                "email" if r.smtp_host.is_empty() || r.from.is_empty() => {
+                    return Err(invalid(
+                        "notify.receivers",
+                        format!("email receiver {:?} needs smtp_host and from", r.name),
+                    ))
+                }
+                "email" if !matches!(r.smtp_tls.as_str(), "starttls" | "tls" | "none") => {
+                    return Err(invalid(
+                        "notify.receivers",
+                        format!(
+                            "email receiver {:?}: smtp_tls must be starttls, tls or none",
+                            r.name
+                        ),
+                    ))
+                }
+                "slack" | "webhook" | "email" => {}
+                other => {
+                    return Err(invalid(
+                        "notify.receivers",
+                        format!(
+                            "receiver {:?} has type {other:?}; use slack, webhook or email",
+                            r.name
+                        ),
+                    ))
+                }
+            }
+        }
+        fn check(
+            route: &RouteConfig,
+            names: &std::collections::BTreeSet<&str>,
+            root: bool,
+        ) -> Result<(), ConfigError> {
+            if !route.receiver.is_empty() && !names.contains(route.receiver.as_str()) {
+                return Err(invalid(
+                    "notify.route",
+                    format!(
+                        "route receiver {:?} is not among notify.receivers",
+                        route.receiver
+                    ),
+                ));
+            }
+            if root && !route.matchers.is_empty() {
+                return Err(invalid(
+                    "notify.route",
+                    "the root route matches everything; put match on child routes",
+                ));
+            }
+            for key in route.matchers.keys() {
+                if !matches!(
+                    key.as_str(),
+                    "kind"
+                        | "severity"
+                        | "status"
+                        | "account_id"
+                        | "owner"
+                        | "plan"
+                        | "name"
+                        | "timezone"
+                ) {
+                    return Err(invalid(
+                        "notify.route",
+                        format!("cannot match on {key:?}; use kind, severity, status, account_id, owner, plan, name or timezone"),
+                    ));
+                }
+            }
+            route.routes.iter().try_for_each(|r| check(r, names, false))
+        }
+        check(&n.route, &names, true)?;
+        if !n.receivers.is_empty() && n.route.receiver.is_empty() {
+            return Err(invalid(
+                "notify.route.receiver",
+                "set the default receiver (e.g. the CS team channel) for alerts no route claims",
+            ));
+        }
+        if n.max_attempts == 0 {
+            return Err(invalid("notify.max_attempts", "must be at least 1"));
         }
         Ok(())
     }

@@ -98,6 +98,49 @@ pub struct Profile {
     pub drop_factor: f64,
 }
 
+/// Writes account metadata for the generated population as CSV: owner CSM, name,
+/// plan, MRR, time zone. One account in ten has no owner (routed to the team).
+pub fn write_accounts_csv(opts: &GenOptions, out: &mut dyn Write) -> io::Result<()> {
+    const NAMES: [&str; 8] = [
+        "Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne",
+    ];
+    const ZONES: [&str; 4] = [
+        "Europe/Berlin",
+        "America/New_York",
+        "America/Los_Angeles",
+        "Asia/Tokyo",
+    ];
+    writeln!(
+        out,
+        "account_id,name,owner_email,owner_chat,plan,mrr,timezone"
+    )?;
+    for (i, p) in profiles(opts).iter().enumerate() {
+        let i = i as u32;
+        let plan = ["starter", "growth", "enterprise"][(p.rate as usize) % 3];
+        let mrr = match plan {
+            "starter" => 49.0,
+            "growth" => 490.0 + (i % 7) as f64 * 100.0,
+            _ => 4900.0 + (i % 5) as f64 * 1000.0,
+        };
+        let (owner, chat) = if i % 10 == 9 {
+            (String::new(), String::new())
+        } else {
+            let o = owner_of(i);
+            let chat = format!("U{:08}", o.len() * 7919 + (i % 8) as usize);
+            (o, chat)
+        };
+        writeln!(
+            out,
+            "{},{} {},{owner},{chat},{plan},{mrr},{}",
+            p.id,
+            NAMES[(i % 8) as usize],
+            i,
+            ZONES[(i % 4) as usize]
+        )?;
+    }
+    Ok(())
+}
+
 /// The CSM that owns an account in generated data (stable in the account index).
 pub fn owner_of(index: u32) -> String {
     const CSMS: [&str; 8] = [

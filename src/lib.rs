@@ -9,6 +9,7 @@ pub mod engine;
 pub mod gen;
 pub mod kafka;
 pub mod metrics;
+pub mod notify;
 pub mod replay;
 pub mod server;
 pub mod sink;

@@ -49,6 +49,9 @@ enum Command {
         /// Do not print the summary on stderr.
         #[arg(long, short)]
         quiet: bool,
+        /// Account metadata (CSV or JSON) to attach to records under `account`.
+        #[arg(long)]
+        accounts: Option<PathBuf>,
     },
     /// Write a realistic synthetic event stream (seeded, reproducible) as NDJSON.
     Gen {
@@ -77,6 +80,9 @@ enum Command {
         /// Output file (`.gz` suffix: gzip); `-` (default) for stdout.
         #[arg(long, default_value = "-")]
         output: PathBuf,
+        /// Also write the accounts' metadata (owners, plans, MRR) as CSV here.
+        #[arg(long)]
+        accounts_file: Option<PathBuf>,
     },
     /// Generate a customer base, run it through the engine, and print what churnwatch
     /// would tell each CSM. Needs nothing else.
@@ -105,6 +111,21 @@ enum Command {
         /// Topic (default: kafka.input_topic).
         #[arg(long)]
         topic: Option<String>,
+    },
+    /// Notify CSMs of the alert records in a file (routing, batching per owner, Slack,
+    /// webhook, email); `--dry-run` prints what would be sent instead.
+    Notify {
+        #[arg(long, env = "CHURNWATCH_CONFIG")]
+        config: Option<PathBuf>,
+        /// Alert records, NDJSON (as written by `replay` or read from the alerts topic).
+        #[arg(long)]
+        input: PathBuf,
+        /// Account metadata (default: notify.accounts_file).
+        #[arg(long)]
+        accounts: Option<PathBuf>,
+        /// Render the notifications on stdout; send nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Validate a config file (with environment overrides) and print the result.
     CheckConfig {
@@ -146,8 +167,12 @@ fn cmd_replay(
     rejects: Option<PathBuf>,
     until: Option<Millis>,
     quiet: bool,
+    accounts: Option<PathBuf>,
 ) -> Result<()> {
     let cfg = load_config(config.as_deref())?;
+    let meta = accounts
+        .map(|p| churnwatch::notify::meta::MetaStore::load(&p))
+        .transpose()?;
     let mut reader =
         LineReader::open(&input).with_context(|| format!("cannot open {}", input.display()))?;
     let mut out = open_output(&output)?;
@@ -175,7 +200,9 @@ fn cmd_replay(
         &mut reader,
         until,
         |alert| {
-            out.write_all(record::to_json_line(&alert, wall_clock_ms()).as_bytes())?;
+            out.write_all(
+                record::to_json_line_with(&alert, wall_clock_ms(), meta.as_ref()).as_bytes(),
+            )?;
             out.write_all(b"\n")
         },
         |line, reason, raw| {
@@ -293,6 +320,122 @@ fn cmd_produce(config: Option<PathBuf>, input: PathBuf, topic: Option<String>) -
     Ok(())
 }
 
+fn cmd_notify(
+    config: Option<PathBuf>,
+    input: PathBuf,
+    accounts: Option<PathBuf>,
+    dry_run: bool,
+) -> Result<()> {
+    use churnwatch::notify::{deliver::Sender, meta::MetaStore, plan, render};
+    let cfg = load_config(config.as_deref())?;
+    init_logging(&cfg);
+    let accounts = accounts.or_else(|| {
+        (!cfg.notify.accounts_file.is_empty()).then(|| cfg.notify.accounts_file.clone().into())
+    });
+    let meta = match accounts {
+        Some(p) => MetaStore::load(&p)?,
+        None => MetaStore::default(),
+    };
+    let text = std::fs::read_to_string(&input)
+        .with_context(|| format!("cannot read {}", input.display()))?;
+    let mut records = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}: not an alert record", input.display(), i + 1))?;
+        records.push(v);
+    }
+    if cfg.notify.receivers.is_empty() {
+        anyhow::bail!(
+            "no receivers configured: add [[notify.receivers]] and [notify.route] to the config"
+        );
+    }
+    let notes = plan(&cfg.notify, records, &meta);
+    let kinds: std::collections::HashMap<&str, &str> = cfg
+        .notify
+        .receivers
+        .iter()
+        .map(|r| (r.name.as_str(), r.kind.as_str()))
+        .collect();
+    if dry_run {
+        for n in &notes {
+            let kind = kinds.get(n.receiver.as_str()).copied().unwrap_or("?");
+            let to = if n.owner.is_empty() {
+                "(no owner)".to_string()
+            } else {
+                n.owner.clone()
+            };
+            println!(
+                "== {kind} receiver {:?} for {to}: {} alert(s), idempotency key {}",
+                n.receiver,
+                n.alerts.len(),
+                n.idempotency_key()
+            );
+            match kind {
+                "email" => {
+                    let (subject, body, _) = render::email(n, &cfg.notify.crm_url_template);
+                    println!("Subject: {subject}\n\n{body}");
+                }
+                "slack" => {
+                    let mention = cfg
+                        .notify
+                        .receivers
+                        .iter()
+                        .any(|r| r.name == n.receiver && r.mention_owner);
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&render::slack(
+                            n,
+                            &cfg.notify.crm_url_template,
+                            mention
+                        ))?
+                    );
+                }
+                _ => println!("{}", serde_json::to_string_pretty(&render::webhook(n))?),
+            }
+            println!();
+        }
+        eprintln!("{} notification(s) would be sent", notes.len());
+        return Ok(());
+    }
+    let sender = Sender::new(&cfg.notify)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let mut failed = 0;
+    for n in &notes {
+        let to = if n.owner.is_empty() {
+            "(no owner)"
+        } else {
+            n.owner.as_str()
+        };
+        match rt.block_on(sender.deliver(n)) {
+            Ok(attempts) => println!(
+                "delivered to {:?} for {to}: {} alert(s), {attempts} attempt(s)",
+                n.receiver,
+                n.alerts.len()
+            ),
+            Err(e) => {
+                failed += 1;
+                let dead = serde_json::json!({"receiver": n.receiver, "owner": n.owner, "reason": e.to_string(),
+                    "idempotency_key": n.idempotency_key(), "alerts": n.alerts});
+                eprintln!("{dead}");
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!(
+            "{failed} of {} notification(s) failed (dead letters on stderr)",
+            notes.len()
+        );
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -305,7 +448,14 @@ fn main() -> ExitCode {
             rejects,
             until,
             quiet,
-        } => cmd_replay(config, input, output, rejects, until, quiet),
+            accounts,
+        } => cmd_replay(config, input, output, rejects, until, quiet, accounts),
+        Command::Notify {
+            config,
+            input,
+            accounts,
+            dry_run,
+        } => cmd_notify(config, input, accounts, dry_run),
         Command::Gen {
             accounts,
             days,
@@ -316,6 +466,7 @@ fn main() -> ExitCode {
             jitter,
             epoch_ms,
             output,
+            accounts_file,
         } => (|| {
             let opts = GenOptions {
                 accounts,
@@ -327,6 +478,11 @@ fn main() -> ExitCode {
                 jitter,
                 epoch_ms,
             };
+            if let Some(p) = &accounts_file {
+                let mut f = open_output(p)?;
+                churnwatch::gen::write_accounts_csv(&opts, &mut f)?;
+                f.flush()?;
+            }
             let mut out = open_output(&output)?;
             let stats = generate(&opts, &mut out)?;
             out.flush()?;

@@ -34,7 +34,6 @@ use crate::engine::{Alert, EngineConfig, Shard};
 use crate::metrics::METRICS;
 use crate::replay::wall_clock_ms;
 use crate::server::{Health, Phase};
-use crate::sink::record::to_json_line;
 use crate::source::event::{EventParser, RejectReason};
 use crate::time::Millis;
 
@@ -98,6 +97,8 @@ struct Output {
     dead_letter_topic: String,
     changelog: String,
     txn_timeout: Duration,
+    /// Account metadata attached to alert records (`notify.accounts_file`).
+    meta: Option<crate::notify::meta::MetaStore>,
 }
 
 impl Output {
@@ -147,7 +148,7 @@ impl Output {
             .alerts
             .with_label_values(&[a.kind.as_str(), a.status.as_str(), a.severity.as_str()])
             .inc();
-        let line = to_json_line(a, wall_clock_ms());
+        let line = crate::sink::record::to_json_line_with(a, wall_clock_ms(), self.meta.as_ref());
         self.send(
             BaseRecord::to(&self.alerts_topic.clone())
                 .key(a.account_id.as_bytes())
@@ -725,6 +726,15 @@ pub fn run(
             .set("auto.offset.reset", "earliest")
             .create_with_context(RestoreContext::default())
             .map_err(KafkaSetupError::Client)?;
+    let meta = if cfg.notify.accounts_file.is_empty() {
+        None
+    } else {
+        let store =
+            crate::notify::meta::MetaStore::load(std::path::Path::new(&cfg.notify.accounts_file))
+                .map_err(|e| DaemonError::Fatal(e.to_string()))?;
+        info!(accounts = store.len(), "account metadata loaded");
+        Some(store)
+    };
     let state = State {
         cfg: cfg.clone(),
         engine: Arc::new(EngineConfig::new(&cfg)),
@@ -740,6 +750,7 @@ pub fn run(
             dead_letter_topic: k.dead_letter_topic.clone(),
             changelog: k.changelog(),
             txn_timeout,
+            meta,
         },
         restore_consumer,
         parts: BTreeMap::new(),

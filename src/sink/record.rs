@@ -26,6 +26,19 @@ pub fn to_json_line(alert: &Alert, emitted_at: Millis) -> String {
     to_record(alert, emitted_at).to_string()
 }
 
+/// The record with the account's metadata under `account`, when known.
+pub fn to_json_line_with(
+    alert: &Alert,
+    emitted_at: Millis,
+    meta: Option<&crate::notify::meta::MetaStore>,
+) -> String {
+    let mut r = to_record(alert, emitted_at);
+    if let Some(m) = meta.and_then(|m| m.get(&alert.account_id)) {
+        r["account"] = m.to_json();
+    }
+    r.to_string()
+}
+
 fn evidence(e: &Evidence) -> Value {
     match e {
         Evidence::NotActivated {

@@ -1,0 +1,219 @@
+//! Account metadata: who owns an account and what it is worth. Loaded from CSV
+//! (header row) or JSON (an array, or one object per line); attached to alert records
+//! under `account` and used for routing.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// What churnwatch knows about an account besides its events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountMeta {
+    pub account_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Email of the owning CSM.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_email: Option<String>,
+    /// Chat handle of the owning CSM (a Slack member id such as `U024BE7LH`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_chat: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// Monthly recurring revenue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mrr: Option<f64>,
+    /// IANA time zone of the owner, e.g. `Europe/Berlin` (for digests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// Link to the account in the CRM (else built from `notify.crm_url_template`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crm_url: Option<String>,
+}
+
+impl AccountMeta {
+    /// The record's `account` object: the metadata without the id.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).expect("metadata serializes");
+        v.as_object_mut().expect("an object").remove("account_id");
+        v
+    }
+
+    /// A routing label of the account (`owner`, `plan`, `name`, `timezone`, `mrr`).
+    pub fn label(&self, key: &str) -> Option<String> {
+        match key {
+            "owner" | "owner_email" => self.owner_email.clone(),
+            "owner_chat" => self.owner_chat.clone(),
+            "plan" => self.plan.clone(),
+            "name" => self.name.clone(),
+            "timezone" => self.timezone.clone(),
+            "mrr" => self.mrr.map(|m| m.to_string()),
+            _ => None,
+        }
+        .filter(|v| !v.is_empty())
+    }
+}
+
+/// A metadata file that cannot be used, with the place of the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}, record {record}: {msg}")]
+    Record {
+        path: String,
+        record: usize,
+        msg: String,
+    },
+}
+
+/// Account metadata by account id.
+#[derive(Debug, Clone, Default)]
+pub struct MetaStore {
+    by_id: HashMap<String, AccountMeta>,
+}
+
+impl MetaStore {
+    pub fn get(&self, account_id: &str) -> Option<&AccountMeta> {
+        self.by_id.get(account_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Adds or replaces one account's metadata.
+    pub fn upsert(&mut self, m: AccountMeta) {
+        self.by_id.insert(m.account_id.clone(), m);
+    }
+
+    /// Loads a `.csv` file (header row with the field names) or JSON (`[...]` or one
+    /// object per line). Empty CSV cells mean unknown.
+    pub fn load(path: &Path) -> Result<MetaStore, MetaError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| MetaError::Read {
+            path: p.clone(),
+            source,
+        })?;
+        let rec_err = |record: usize, msg: String| MetaError::Record {
+            path: p.clone(),
+            record,
+            msg,
+        };
+        let mut store = MetaStore::default();
+        let records: Vec<AccountMeta> = if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        {
+            let mut r = csv::ReaderBuilder::new()
+                .trim(csv::Trim::All)
+                .from_reader(text.as_bytes());
+            let headers = r.headers().map_err(|e| rec_err(0, e.to_string()))?.clone();
+            let mut out = Vec::new();
+            for (i, row) in r.records().enumerate() {
+                let row = row.map_err(|e| rec_err(i + 1, e.to_string()))?;
+                let mut obj = serde_json::Map::new();
+                for (h, v) in headers.iter().zip(row.iter()) {
+                    if v.is_empty() {
+                        continue;
+                    }
+                    let value =
+                        if h == "mrr" {
+                            serde_json::Value::from(v.parse::<f64>().map_err(|_| {
+                                rec_err(i + 1, format!("mrr {v:?} is not a number"))
+                            })?)
+                        } else {
+                            serde_json::Value::from(v)
+                        };
+                    obj.insert(h.to_string(), value);
+                }
+                out.push(
+                    serde_json::from_value(serde_json::Value::Object(obj))
+                        .map_err(|e| rec_err(i + 1, e.to_string()))?,
+                );
+            }
+            out
+        } else if text.trim_start().starts_with('[') {
+            serde_json::from_str(&text).map_err(|e| rec_err(0, e.to_string()))?
+        } else {
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| serde_json::from_str(l).map_err(|e| rec_err(i + 1, e.to_string())))
+                .collect::<Result<_, _>>()?
+        };
+        for (i, m) in records.into_iter().enumerate() {
+            if m.account_id.is_empty() {
+                return Err(rec_err(i + 1, "account_id is empty".into()));
+            }
+            store.upsert(m);
+        }
+        Ok(store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_csv_json_and_ndjson_alike() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("a.csv");
+        std::fs::write(
+            &csv,
+            "account_id,name,owner_email,owner_chat,plan,mrr,timezone\n\
+             acme-42, Acme Corp ,ana@example.com,U1,growth,1250.5,Europe/Berlin\n\
+             solo-1,,,,starter,,\n",
+        )
+        .unwrap();
+        let json = dir.path().join("a.json");
+        std::fs::write(
+            &json,
+            r#"[{"account_id":"acme-42","name":"Acme Corp","owner_email":"ana@example.com","owner_chat":"U1","plan":"growth","mrr":1250.5,"timezone":"Europe/Berlin"},{"account_id":"solo-1","plan":"starter"}]"#,
+        )
+        .unwrap();
+        let nd = dir.path().join("a.ndjson");
+        std::fs::write(
+            &nd,
+            "{\"account_id\":\"acme-42\",\"name\":\"Acme Corp\",\"owner_email\":\"ana@example.com\",\"owner_chat\":\"U1\",\"plan\":\"growth\",\"mrr\":1250.5,\"timezone\":\"Europe/Berlin\"}\n\n{\"account_id\":\"solo-1\",\"plan\":\"starter\"}\n",
+        )
+        .unwrap();
+        for p in [&csv, &json, &nd] {
+            let s = MetaStore::load(p).unwrap();
+            assert_eq!(s.len(), 2);
+            let a = s.get("acme-42").unwrap();
+            assert_eq!(a.name.as_deref(), Some("Acme Corp"));
+            assert_eq!(a.mrr, Some(1250.5));
+            assert_eq!(a.label("owner").as_deref(), Some("ana@example.com"));
+            assert_eq!(s.get("solo-1").unwrap().label("owner"), None);
+            assert!(a.to_json().get("account_id").is_none());
+        }
+    }
+
+    #[test]
+    fn bad_records_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("a.csv");
+        std::fs::write(&csv, "account_id,mrr\nacme,lots\n").unwrap();
+        let e = MetaStore::load(&csv).unwrap_err().to_string();
+        assert!(e.contains("record 1") && e.contains("lots"), "{e}");
+        let nd = dir.path().join("a.ndjson");
+        std::fs::write(
+            &nd,
+            "{\"account_id\":\"a\"}\n{\"account_id\":\"b\",\"owner\":\"x\"}\n",
+        )
+        .unwrap();
+        let e = MetaStore::load(&nd).unwrap_err().to_string();
+        assert!(e.contains("record 2") && e.contains("owner"), "{e}");
+    }
+}

@@ -1,0 +1,497 @@
+//! Notifications against real servers on loopback: an HTTP server that records requests
+//! and fails on demand, and an SMTP server (Python's aiosmtpd, installed by
+//! scripts/setup.sh) whose mailbox the test reads.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::Router;
+
+use common::{bin, churnwatch};
+
+#[derive(Debug, Clone)]
+struct Req {
+    path: String,
+    headers: BTreeMap<String, String>,
+    body: String,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Recorder {
+    reqs: Mutex<Vec<Req>>,
+}
+
+/// `/ok` answers 200; `/flaky` 503 twice then 200; `/limited` 429 with Retry-After: 1
+/// once then 200; `/bad` always 400.
+async fn handle(
+    State(rec): State<Arc<Recorder>>,
+    UrlPath(path): UrlPath<String>,
+    headers: HeaderMap,
+    body: String,
+) -> impl IntoResponse {
+    let seen = {
+        let mut reqs = rec.reqs.lock().unwrap();
+        reqs.push(Req {
+            path: path.clone(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect(),
+            body,
+            at: Instant::now(),
+        });
+        reqs.iter().filter(|r| r.path == path).count()
+    };
+    match (path.as_str(), seen) {
+        ("flaky", 1 | 2) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [("Retry-After", "")],
+            "try later",
+        )
+            .into_response(),
+        ("limited", 1) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("Retry-After", "1")],
+            "slow down",
+        )
+            .into_response(),
+        ("bad", _) => (StatusCode::BAD_REQUEST, "invalid_payload").into_response(),
+        _ => (StatusCode::OK, "ok").into_response(),
+    }
+}
+
+/// Starts the recording server on a background runtime; returns its address.
+fn http_server() -> (String, Arc<Recorder>) {
+    let rec = Arc::new(Recorder::default());
+    let app = Router::new()
+        .route("/{path}", post(handle))
+        .with_state(rec.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let l = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(l, app).await.unwrap();
+            })
+    });
+    (addr, rec)
+}
+
+struct Smtp {
+    child: Child,
+    port: u16,
+    maildir: tempfile::TempDir,
+}
+
+impl Smtp {
+    fn start() -> Smtp {
+        let python = std::env::var("CHURNWATCH_PYTHON").unwrap_or_else(|_| {
+            common::repo()
+                .join("target/pyenv/bin/python")
+                .display()
+                .to_string()
+        });
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let maildir = tempfile::tempdir().unwrap();
+        let child = Command::new(&python)
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(maildir.path().join("box"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start aiosmtpd with {python} (scripts/setup.sh installs it): {e}")
+            });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "aiosmtpd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Smtp {
+            child,
+            port,
+            maildir,
+        }
+    }
+
+    /// Every message received: raw RFC 5322 text.
+    fn messages(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            if let Ok(rd) = std::fs::read_dir(self.maildir.path().join("box").join(sub)) {
+                for e in rd.flatten() {
+                    out.push(std::fs::read_to_string(e.path()).unwrap());
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(dir: &Path, http: &str, smtp_port: u16, webhook_path: &str) -> PathBuf {
+    let p = dir.join("notify.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"
+[notify]
+crm_url_template = "https://crm.example.com/accounts/{{account_id}}"
+retry_initial = "50ms"
+retry_max = "200ms"
+max_attempts = 4
+timeout = "5s"
+
+[[notify.receivers]]
+name = "team-slack"
+type = "slack"
+url_env = "CW_TEST_SLACK_URL"
+rate_limit_per_sec = 50
+
+[[notify.receivers]]
+name = "csm-email"
+type = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {smtp_port}
+smtp_tls = "none"
+from = "churnwatch@example.com"
+
+[[notify.receivers]]
+name = "leads-webhook"
+type = "webhook"
+url = "http://{http}/{webhook_path}"
+hmac_key_env = "CW_TEST_HMAC"
+
+[notify.route]
+receiver = "team-slack"
+
+[[notify.route.routes]]
+match = {{ severity = "critical" }}
+receiver = "leads-webhook"
+continue = true
+
+[[notify.route.routes]]
+match = {{ owner = "*" }}
+receiver = "csm-email"
+"#
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Alert records with account metadata, from a generated population.
+fn alerts(dir: &Path) -> (PathBuf, Vec<serde_json::Value>) {
+    let events = dir.join("events.ndjson");
+    let accounts = dir.join("accounts.csv");
+    churnwatch(&[
+        "gen",
+        "--accounts=120",
+        "--days=130",
+        "--seed=31",
+        "--output",
+        events.to_str().unwrap(),
+        "--accounts-file",
+        accounts.to_str().unwrap(),
+    ]);
+    let out = churnwatch(&[
+        "replay",
+        "-q",
+        "--input",
+        events.to_str().unwrap(),
+        "--rejects",
+        "/dev/null",
+        "--accounts",
+        accounts.to_str().unwrap(),
+    ]);
+    let path = dir.join("alerts.ndjson");
+    std::fs::write(&path, &out.stdout).unwrap();
+    let recs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(recs.len() > 30);
+    (path, recs)
+}
+
+fn owner(r: &serde_json::Value) -> Option<String> {
+    r["account"]["owner_email"]
+        .as_str()
+        .filter(|o| !o.is_empty())
+        .map(str::to_string)
+}
+
+fn verify_signature(req: &Req, key: &[u8]) -> bool {
+    use hmac::{Hmac, Mac};
+    let ts = &req.headers["x-churnwatch-timestamp"];
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(format!("{ts}.{}", req.body).as_bytes());
+    let want: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    req.headers["x-churnwatch-signature"] == format!("v1={want}")
+}
+
+#[test]
+fn routes_batches_signs_retries_and_delivers_by_slack_webhook_and_email() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, rec) = http_server();
+    let smtp = Smtp::start();
+    let (alerts_file, recs) = alerts(dir.path());
+    let cfg = config(dir.path(), &http, smtp.port, "flaky");
+    let run = |extra: &[&str]| {
+        Command::new(bin())
+            .args([
+                "notify",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--input",
+                alerts_file.to_str().unwrap(),
+            ])
+            .args(extra)
+            .env("CW_TEST_SLACK_URL", format!("http://{http}/slack"))
+            .env("CW_TEST_HMAC", "s3cret-key")
+            .output()
+            .unwrap()
+    };
+
+    // Dry run: nothing sent, every notification shown.
+    let dry = run(&["--dry-run"]);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert!(rec.reqs.lock().unwrap().is_empty() && smtp.messages().is_empty());
+    let dry_text = String::from_utf8_lossy(&dry.stdout);
+    let owners: BTreeSet<String> = recs.iter().filter_map(owner).collect();
+    assert_eq!(
+        dry_text.matches("== email receiver \"csm-email\"").count(),
+        owners.len()
+    );
+    assert!(dry_text.contains("== slack receiver \"team-slack\" for (no owner)"));
+
+    // For real.
+    let out = run(&[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Email: one message per owning CSM, holding exactly that CSM's alerts.
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), owners.len());
+    for o in &owners {
+        let mail = mails
+            .iter()
+            .find(|m| {
+                m.lines()
+                    .any(|l| l.to_ascii_lowercase().starts_with("to:") && l.contains(o.as_str()))
+            })
+            .unwrap_or_else(|| panic!("no mail to {o}"));
+        assert!(
+            mail.contains("Content-Type: text/html") && mail.contains("Content-Type: text/plain")
+        );
+        assert!(mail.contains("X-Churnwatch-Idempotency-Key"));
+        let ids: BTreeSet<&str> = recs
+            .iter()
+            .filter(|r| owner(r).as_deref() == Some(o.as_str()))
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        for id in &ids {
+            assert!(mail.contains(id), "{o}'s mail lacks {id}");
+        }
+        for r in recs
+            .iter()
+            .filter(|r| owner(r).as_deref() != Some(o.as_str()))
+        {
+            let id = r["id"].as_str().unwrap();
+            assert!(
+                !mail.contains(&format!("{id}\n")) && !mail.contains(&format!("{id}<")),
+                "{o} got {id}"
+            );
+        }
+    }
+
+    let reqs = rec.reqs.lock().unwrap().clone();
+    // Slack: the unowned accounts, batched into one team message, Block Kit.
+    let slack: Vec<&Req> = reqs.iter().filter(|r| r.path == "slack").collect();
+    assert_eq!(slack.len(), 1);
+    let msg: serde_json::Value = serde_json::from_str(&slack[0].body).unwrap();
+    assert_eq!(msg["blocks"][0]["type"], "header");
+    // (As in Alertmanager, an alert a child route claimed - here critical ones, by the
+    // leads' webhook - does not also go to the parent's default receiver.)
+    let unowned: Vec<&serde_json::Value> = recs
+        .iter()
+        .filter(|r| owner(r).is_none() && r["severity"] != "critical")
+        .collect();
+    assert!(!unowned.is_empty());
+    for r in &unowned {
+        assert!(slack[0].body.contains(r["id"].as_str().unwrap()));
+        assert!(slack[0].body.contains(&format!(
+            "https://crm.example.com/accounts/{}",
+            r["account_id"].as_str().unwrap()
+        )));
+    }
+    for r in recs
+        .iter()
+        .filter(|r| owner(r).is_none() && r["severity"] == "critical")
+    {
+        assert!(!slack[0].body.contains(r["id"].as_str().unwrap()));
+    }
+
+    // Webhook: critical alerts, signed; failed twice with 503, delivered on the third
+    // attempt with the same idempotency key.
+    let hooks: Vec<&Req> = reqs.iter().filter(|r| r.path == "flaky").collect();
+    let critical: BTreeSet<&str> = recs
+        .iter()
+        .filter(|r| r["severity"] == "critical")
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(!critical.is_empty());
+    assert!(hooks.len() >= 3, "{} webhook requests", hooks.len());
+    assert_eq!(
+        hooks[0].headers["idempotency-key"],
+        hooks[2].headers["idempotency-key"]
+    );
+    assert_eq!(hooks[0].body, hooks[2].body);
+    for h in &hooks {
+        assert!(verify_signature(h, b"s3cret-key"), "bad signature");
+        let v: serde_json::Value = serde_json::from_str(&h.body).unwrap();
+        for a in v["alerts"].as_array().unwrap() {
+            assert!(critical.contains(a["id"].as_str().unwrap()));
+        }
+    }
+    let delivered: BTreeSet<String> = hooks[2..]
+        .iter()
+        .flat_map(|h| {
+            let v: serde_json::Value = serde_json::from_str(&h.body).unwrap();
+            v["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(delivered, critical.iter().map(|s| s.to_string()).collect());
+    assert!(!verify_signature(hooks[0], b"another-key"));
+}
+
+#[test]
+fn honours_retry_after_and_dead_letters_permanent_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, rec) = http_server();
+    let input = dir.path().join("alerts.ndjson");
+    std::fs::write(
+        &input,
+        r#"{"id":"a-1/inactive/2026-03-01","account_id":"a-1","kind":"inactive","status":"firing","severity":"warning","event_time":"2026-03-15T10:00:00.000Z","summary":"No activity for 14 days","evidence":{"last_activity":"2026-03-01T10:00:00.000Z","idle_days":14}}
+{"id":"a-1/inactive/2026-03-01","account_id":"a-1","kind":"inactive","status":"firing","severity":"warning","event_time":"2026-03-15T10:00:00.000Z","summary":"duplicate","evidence":{"last_activity":"2026-03-01T10:00:00.000Z","idle_days":14}}
+"#,
+    )
+    .unwrap();
+    let write_cfg = |path: &str| {
+        let p = dir.path().join(format!("{path}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "[notify]\nretry_initial = \"50ms\"\nmax_attempts = 3\n[[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{http}/{path}\"\n[notify.route]\nreceiver = \"hook\"\n"
+            ),
+        )
+        .unwrap();
+        p
+    };
+    // 429 with Retry-After: 1 -> the second attempt waits at least a second.
+    let out = Command::new(bin())
+        .args([
+            "notify",
+            "--config",
+            write_cfg("limited").to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let limited: Vec<Req> = rec
+        .reqs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path == "limited")
+        .cloned()
+        .collect();
+    assert_eq!(
+        limited.len(),
+        2,
+        "one 429, one success; the duplicate record is not sent twice"
+    );
+    assert!(limited[1].at - limited[0].at >= Duration::from_millis(950));
+    // 400 -> no retry, a dead letter with the reason, exit code 1.
+    let out = Command::new(bin())
+        .args([
+            "notify",
+            "--config",
+            write_cfg("bad").to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let bad = rec
+        .reqs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.path == "bad")
+        .count();
+    assert_eq!(bad, 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let dead: serde_json::Value =
+        serde_json::from_str(err.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
+    assert!(dead["reason"].as_str().unwrap().contains("400"));
+    assert_eq!(dead["alerts"][0]["id"], "a-1/inactive/2026-03-01");
+}
