@@ -1,6 +1,7 @@
 //! CSM notifications: account metadata, routing, rendering and delivery.
 
 pub mod deliver;
+pub mod group;
 pub mod meta;
 pub mod render;
 pub mod route;
