@@ -117,9 +117,10 @@ enum Command {
     Notify {
         #[arg(long, env = "CHURNWATCH_CONFIG")]
         config: Option<PathBuf>,
-        /// Alert records, NDJSON (as written by `replay` or read from the alerts topic).
+        /// Alert records, NDJSON (as written by `replay`). Without it: consume the
+        /// alerts topic (kafka.alerts_topic) as the notifier group, until SIGTERM.
         #[arg(long)]
-        input: PathBuf,
+        input: Option<PathBuf>,
         /// Account metadata (default: notify.accounts_file).
         #[arg(long)]
         accounts: Option<PathBuf>,
@@ -244,10 +245,17 @@ fn init_logging(cfg: &Config) {
 }
 
 fn cmd_run(config: Option<PathBuf>) -> Result<()> {
+    let cfg = load_config(config.as_deref())?;
+    init_logging(&cfg);
+    let notify = cfg.notify.enabled;
+    run_services(cfg, true, notify)
+}
+
+/// Runs the detector and/or the notifier until SIGTERM/SIGINT, with the HTTP endpoints.
+fn run_services(cfg: Config, detector: bool, notifier: bool) -> Result<()> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    let cfg = Arc::new(load_config(config.as_deref())?);
-    init_logging(&cfg);
+    let cfg = Arc::new(cfg);
     let shutdown = Arc::new(AtomicBool::new(false));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -271,23 +279,51 @@ fn cmd_run(config: Option<PathBuf>) -> Result<()> {
         std::process::exit(1);
     });
     let health = Arc::new(churnwatch::server::Health::default());
+    if !detector {
+        health.update(|h| h.phase = churnwatch::server::Phase::Running);
+    }
     if !cfg.server.listen.is_empty() {
         let app = churnwatch::server::router(health.clone(), None);
         rt.block_on(churnwatch::server::serve(&cfg.server.listen, app))
             .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
     }
-    let daemon_cfg = cfg.clone();
-    let result = rt.block_on(async move {
-        tokio::task::spawn_blocking(move || {
-            churnwatch::kafka::daemon::run(daemon_cfg, shutdown, health)
+    let notifier_thread = notifier.then(|| {
+        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
+        std::thread::spawn(move || {
+            let r = churnwatch::notify::kafka::run(cfg, shutdown.clone());
+            if r.is_err() {
+                // The notifier failing ends the process (the orchestrator restarts it).
+                shutdown.store(true, Ordering::Relaxed);
+            }
+            r
         })
-        .await
     });
-    match result {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(anyhow::Error::new(e)),
-        Err(e) => Err(anyhow::anyhow!("daemon thread failed: {e}")),
+    let detector_result: Result<()> = if detector {
+        let daemon_cfg = cfg.clone();
+        let sd = shutdown.clone();
+        let result = rt.block_on(async move {
+            tokio::task::spawn_blocking(move || {
+                churnwatch::kafka::daemon::run(daemon_cfg, sd, health)
+            })
+            .await
+        });
+        shutdown.store(true, Ordering::Relaxed);
+        match result {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::Error::new(e)),
+            Err(e) => Err(anyhow::anyhow!("daemon thread failed: {e}")),
+        }
+    } else {
+        Ok(())
+    };
+    if let Some(t) = notifier_thread {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.context("notifier")),
+            Err(_) => anyhow::bail!("notifier thread panicked"),
+        }
     }
+    detector_result
 }
 
 fn cmd_produce(config: Option<PathBuf>, input: PathBuf, topic: Option<String>) -> Result<()> {
@@ -322,13 +358,20 @@ fn cmd_produce(config: Option<PathBuf>, input: PathBuf, topic: Option<String>) -
 
 fn cmd_notify(
     config: Option<PathBuf>,
-    input: PathBuf,
+    input: Option<PathBuf>,
     accounts: Option<PathBuf>,
     dry_run: bool,
 ) -> Result<()> {
     use churnwatch::notify::{deliver::Sender, meta::MetaStore, plan, render};
-    let cfg = load_config(config.as_deref())?;
+    let mut cfg = load_config(config.as_deref())?;
     init_logging(&cfg);
+    let Some(input) = input else {
+        anyhow::ensure!(!dry_run, "--dry-run needs --input");
+        if let Some(a) = accounts {
+            cfg.notify.accounts_file = a.display().to_string();
+        }
+        return run_services(cfg, false, true);
+    };
     let accounts = accounts.or_else(|| {
         (!cfg.notify.accounts_file.is_empty()).then(|| cfg.notify.accounts_file.clone().into())
     });

@@ -4,94 +4,14 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path as UrlPath, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::post;
-use axum::Router;
-
+use common::http::{http_server, Req};
 use common::{bin, churnwatch};
-
-#[derive(Debug, Clone)]
-struct Req {
-    path: String,
-    headers: BTreeMap<String, String>,
-    body: String,
-    at: Instant,
-}
-
-#[derive(Default)]
-struct Recorder {
-    reqs: Mutex<Vec<Req>>,
-}
-
-/// `/ok` answers 200; `/flaky` 503 twice then 200; `/limited` 429 with Retry-After: 1
-/// once then 200; `/bad` always 400.
-async fn handle(
-    State(rec): State<Arc<Recorder>>,
-    UrlPath(path): UrlPath<String>,
-    headers: HeaderMap,
-    body: String,
-) -> impl IntoResponse {
-    let seen = {
-        let mut reqs = rec.reqs.lock().unwrap();
-        reqs.push(Req {
-            path: path.clone(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
-                .collect(),
-            body,
-            at: Instant::now(),
-        });
-        reqs.iter().filter(|r| r.path == path).count()
-    };
-    match (path.as_str(), seen) {
-        ("flaky", 1 | 2) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [("Retry-After", "")],
-            "try later",
-        )
-            .into_response(),
-        ("limited", 1) => (
-            StatusCode::TOO_MANY_REQUESTS,
-            [("Retry-After", "1")],
-            "slow down",
-        )
-            .into_response(),
-        ("bad", _) => (StatusCode::BAD_REQUEST, "invalid_payload").into_response(),
-        _ => (StatusCode::OK, "ok").into_response(),
-    }
-}
-
-/// Starts the recording server on a background runtime; returns its address.
-fn http_server() -> (String, Arc<Recorder>) {
-    let rec = Arc::new(Recorder::default());
-    let app = Router::new()
-        .route("/{path}", post(handle))
-        .with_state(rec.clone());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move {
-                let l = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(l, app).await.unwrap();
-            })
-    });
-    (addr, rec)
-}
 
 struct Smtp {
     child: Child,

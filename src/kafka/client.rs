@@ -69,6 +69,8 @@ impl rdkafka::ClientContext for LogContext {
     }
 }
 
+impl rdkafka::consumer::ConsumerContext for LogContext {}
+
 impl rdkafka::producer::ProducerContext for LogContext {
     type DeliveryOpaque = ();
     fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}

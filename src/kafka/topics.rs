@@ -135,3 +135,70 @@ pub fn ensure_topics(k: &KafkaConfig) -> Result<usize, KafkaSetupError> {
     }
     Ok(input)
 }
+
+/// Topics of the notifier: the alerts topic must exist; its notification log
+/// (compacted) and dead-letter topic are created if missing, with the alerts topic's
+/// partition count.
+pub fn ensure_notify_topics(
+    k: &KafkaConfig,
+    alerts: &str,
+    log: &str,
+    dlq: &str,
+) -> Result<(), KafkaSetupError> {
+    let consumer: BaseConsumer = base_config(k, "admin")?
+        .create()
+        .map_err(KafkaSetupError::Client)?;
+    let n = partitions(&consumer, alerts)
+        .map_err(|msg| KafkaSetupError::Topic {
+            topic: alerts.to_string(),
+            msg,
+        })?
+        .ok_or_else(|| KafkaSetupError::Topic {
+            topic: alerts.to_string(),
+            msg: "the alerts topic does not exist yet (start `churnwatch run` first, or create it)"
+                .into(),
+        })?;
+    let admin: AdminClient<DefaultClientContext> = base_config(k, "admin")?
+        .create()
+        .map_err(KafkaSetupError::Client)?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for (topic, compacted) in [(log, true), (dlq, false)] {
+        let exists = partitions(&consumer, topic).map_err(|msg| KafkaSetupError::Topic {
+            topic: topic.to_string(),
+            msg,
+        })?;
+        if exists.is_some() {
+            continue;
+        }
+        if !k.create_topics {
+            return Err(KafkaSetupError::Topic {
+                topic: topic.to_string(),
+                msg: "does not exist and kafka.create_topics = false".into(),
+            });
+        }
+        let mut nt = NewTopic::new(
+            topic,
+            n as i32,
+            TopicReplication::Fixed(k.replication_factor),
+        );
+        if compacted {
+            nt = nt.set("cleanup.policy", "compact");
+        }
+        let res =
+            block_on(admin.create_topics(&[nt], &opts)).map_err(|e| KafkaSetupError::Topic {
+                topic: topic.to_string(),
+                msg: e.to_string(),
+            })?;
+        for r in res {
+            if let Err((t, code)) = r {
+                if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                    return Err(KafkaSetupError::Topic {
+                        topic: t,
+                        msg: format!("cannot create: {code}"),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -38,6 +38,9 @@ pub struct Grouper {
     groups: BTreeMap<(String, String), Group>,
     /// The notification log: (alert id, status) -> when it was delivered.
     sent: HashMap<(String, String), Millis>,
+    /// Records dropped from a batch before it left (a firing superseded by its
+    /// resolution), per receiver: (receiver, id, status).
+    superseded: Vec<(String, String, String)>,
 }
 
 fn field<'a>(r: &'a Value, k: &str) -> &'a str {
@@ -50,6 +53,7 @@ impl Grouper {
             timing,
             groups: BTreeMap::new(),
             sent: HashMap::new(),
+            superseded: Vec::new(),
         }
     }
 
@@ -91,7 +95,12 @@ impl Grouper {
             _ => {
                 g.firing.remove(&id);
                 // A firing record still waiting is superseded by its resolution.
+                let before = g.pending.len();
                 g.pending.retain(|r| field(r, "id") != id);
+                if g.pending.len() != before {
+                    self.superseded
+                        .push((receiver.to_string(), id.clone(), "firing".to_string()));
+                }
             }
         }
         if self.sent.contains_key(&(id.clone(), status.clone()))
@@ -182,6 +191,11 @@ impl Grouper {
                     )
             })
             .min()
+    }
+
+    /// Takes the records dropped from batches since the last call.
+    pub fn take_superseded(&mut self) -> Vec<(String, String, String)> {
+        std::mem::take(&mut self.superseded)
     }
 
     /// Alerts waiting in batches.
@@ -309,6 +323,14 @@ mod tests {
         );
         let n = g.due(30 * S);
         assert_eq!(ids(&n), [["a/inactive/1:resolved"]]);
+        assert_eq!(
+            g.take_superseded(),
+            [(
+                "csm".to_string(),
+                "a/inactive/1".to_string(),
+                "firing".to_string()
+            )]
+        );
         let mut quiet = Grouper::new(Timing {
             send_resolved: false,
             ..timing()

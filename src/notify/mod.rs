@@ -2,6 +2,7 @@
 
 pub mod deliver;
 pub mod group;
+pub mod kafka;
 pub mod meta;
 pub mod render;
 pub mod route;

@@ -1,0 +1,321 @@
+//! The notifier as a Kafka consumer of the alerts topic (read_committed, its own
+//! group): alert records are routed and batched (`group.rs`), delivered (`deliver.rs`),
+//! and recorded in a notification log, a compacted topic keyed by alert id and status,
+//! that is read back at start so that a restart sends nothing twice. A record's offset
+//! is committed only once every notification it is part of was delivered or
+//! dead-lettered, so a restart loses nothing either.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use super::deliver::Sender;
+use super::group::{Grouper, Timing};
+use super::meta::MetaStore;
+use super::{attach_account, route};
+use crate::config::Config;
+use crate::kafka::client::{base_config, LogContext};
+use crate::metrics::METRICS;
+use crate::replay::wall_clock_ms;
+
+/// Separates id and status in notification-log keys.
+const KEY_SEP: char = '\u{1f}';
+
+/// Offsets of records whose notifications are still outstanding.
+#[derive(Debug, Default)]
+pub struct Outstanding {
+    by_partition: BTreeMap<i32, BTreeMap<i64, u32>>,
+    by_alert: HashMap<(String, String, String), Vec<(i32, i64)>>,
+}
+
+impl Outstanding {
+    /// A record at (partition, offset) now waits for a notification of `receiver`.
+    pub fn open(&mut self, receiver: &str, id: &str, status: &str, partition: i32, offset: i64) {
+        *self
+            .by_partition
+            .entry(partition)
+            .or_default()
+            .entry(offset)
+            .or_default() += 1;
+        self.by_alert
+            .entry((receiver.to_string(), id.to_string(), status.to_string()))
+            .or_default()
+            .push((partition, offset));
+    }
+
+    /// A notification of `receiver` holding this alert left (delivered, dead-lettered or
+    /// superseded).
+    pub fn close(&mut self, receiver: &str, id: &str, status: &str) {
+        let key = (receiver.to_string(), id.to_string(), status.to_string());
+        if let Some(list) = self.by_alert.remove(&key) {
+            for (p, off) in list {
+                if let Some(m) = self.by_partition.get_mut(&p) {
+                    if let Some(c) = m.get_mut(&off) {
+                        *c -= 1;
+                        if *c == 0 {
+                            m.remove(&off);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The offset to commit for a partition whose next offset to read is `position`.
+    pub fn commit_point(&self, partition: i32, position: i64) -> i64 {
+        self.by_partition
+            .get(&partition)
+            .and_then(|m| m.keys().next().copied())
+            .map_or(position, |o| o.min(position))
+    }
+}
+
+/// Reads the whole notification log into the grouper.
+fn restore_log(cfg: &Config, topic: &str, grouper: &mut Grouper) -> anyhow::Result<usize> {
+    let c: BaseConsumer<LogContext> = base_config(&cfg.kafka, "notify-log")?
+        .set("group.id", format!("{}-log-reader", cfg.notify.group_id))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "10")
+        .create_with_context(LogContext)?;
+    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let parts = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
+    let mut tpl = TopicPartitionList::new();
+    let mut ends = BTreeMap::new();
+    for p in 0..parts {
+        let (_, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        ends.insert(p, high);
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    let mut n = 0;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let pos = c.position()?;
+        let done = (0..parts).all(|p| {
+            pos.find_partition(topic, p)
+                .and_then(|e| e.offset().to_raw())
+                .unwrap_or(-1)
+                >= ends[&p]
+                || ends[&p] == 0
+        });
+        if done {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "reading the notification log {topic} did not finish"
+        );
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+            if let Some((id, status)) = key.split_once(KEY_SEP) {
+                let at = m
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<Value>(p).ok())
+                    .and_then(|v| v["sent_at_ms"].as_i64())
+                    .unwrap_or(0);
+                grouper.remember(id, status, at);
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// Runs the notifier until `shutdown` is set.
+pub fn run(cfg: Arc<Config>, shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let k = &cfg.kafka;
+    let n = &cfg.notify;
+    let log_topic = format!("{}-log", n.group_id);
+    let dlq_topic = format!("{}-dead-letters", n.group_id);
+    crate::kafka::topics::ensure_notify_topics(k, &k.alerts_topic, &log_topic, &dlq_topic)?;
+    let meta = if n.accounts_file.is_empty() {
+        MetaStore::default()
+    } else {
+        MetaStore::load(std::path::Path::new(&n.accounts_file))?
+    };
+    let sender = Sender::new(n).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let ms = |d: crate::config::Duration| d.0;
+    let mut grouper = Grouper::new(Timing {
+        group_wait: ms(n.group_wait),
+        group_interval: ms(n.group_interval),
+        repeat_interval: ms(n.repeat_interval),
+        send_resolved: n.send_resolved,
+    });
+    let restored =
+        restore_log(&cfg, &log_topic, &mut grouper).context("restoring the notification log")?;
+    info!(entries = restored, topic = %log_topic, "notification log restored");
+    let producer: ThreadedProducer<LogContext> = base_config(k, "notify-producer")?
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create_with_context(LogContext)?;
+    let consumer: BaseConsumer<LogContext> = base_config(k, "notify-consumer")?
+        .set("group.id", &n.group_id)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .create_with_context(LogContext)?;
+    consumer.subscribe(&[&k.alerts_topic])?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut outstanding = Outstanding::default();
+    let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
+    let mut last_commit = Instant::now();
+    let mut last_due = Instant::now();
+    while !shutdown.load(Ordering::Relaxed) {
+        if let Some(res) = consumer.poll(Duration::from_millis(50)) {
+            let m = match res {
+                Ok(m) => m,
+                Err(e) => {
+                    warn!(error = %e, "alerts consumer error");
+                    continue;
+                }
+            };
+            positions.insert(m.partition(), m.offset() + 1);
+            let Ok(mut rec) = serde_json::from_slice::<Value>(m.payload().unwrap_or_default())
+            else {
+                warn!(
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    "not an alert record; skipped"
+                );
+                continue;
+            };
+            attach_account(&mut rec, &meta);
+            let id = rec["id"].as_str().unwrap_or_default().to_string();
+            let status = rec["status"].as_str().unwrap_or_default().to_string();
+            let owner = route::Labels::label(&rec, "owner").unwrap_or_default();
+            let chat = route::Labels::label(&rec, "owner_chat");
+            let now = wall_clock_ms();
+            for receiver in route::receivers(&n.route, &rec) {
+                if grouper.add(now, &receiver, &owner, chat.clone(), rec.clone()) {
+                    outstanding.open(&receiver, &id, &status, m.partition(), m.offset());
+                } else {
+                    METRICS
+                        .notifications
+                        .with_label_values(&[&receiver, "skipped"])
+                        .inc();
+                }
+            }
+            for (receiver, id, status) in grouper.take_superseded() {
+                outstanding.close(&receiver, &id, &status);
+            }
+        }
+        if last_due.elapsed() >= Duration::from_millis(100) {
+            last_due = Instant::now();
+            for note in grouper.due(wall_clock_ms()) {
+                match rt.block_on(sender.deliver(&note)) {
+                    Ok(_) => {
+                        let now = wall_clock_ms();
+                        grouper.delivered(&note, now);
+                        for a in &note.alerts {
+                            let key = format!(
+                                "{}{KEY_SEP}{}",
+                                a["id"].as_str().unwrap_or_default(),
+                                a["status"].as_str().unwrap_or_default()
+                            );
+                            let value =
+                                json!({"sent_at_ms": now, "receiver": note.receiver}).to_string();
+                            send(
+                                &producer,
+                                BaseRecord::to(&log_topic)
+                                    .key(key.as_bytes())
+                                    .payload(value.as_bytes()),
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        warn!(receiver = %note.receiver, error = %e, "notification failed for good; dead-lettered");
+                        METRICS
+                            .notification_dead_letters
+                            .with_label_values(&[&note.receiver])
+                            .inc();
+                        let value = json!({"receiver": note.receiver, "owner": note.owner, "reason": e.to_string(),
+                            "idempotency_key": note.idempotency_key(), "alerts": note.alerts})
+                        .to_string();
+                        send(
+                            &producer,
+                            BaseRecord::to(&dlq_topic)
+                                .key(note.receiver.as_bytes())
+                                .payload(value.as_bytes()),
+                        );
+                    }
+                }
+                for a in &note.alerts {
+                    outstanding.close(
+                        &note.receiver,
+                        a["id"].as_str().unwrap_or_default(),
+                        a["status"].as_str().unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        if last_commit.elapsed() >= Duration::from_secs(1) && !positions.is_empty() {
+            last_commit = Instant::now();
+            // The log must hold what was delivered before the offsets move past it.
+            producer.flush(Duration::from_secs(30))?;
+            let mut tpl = TopicPartitionList::new();
+            for (&p, &pos) in &positions {
+                tpl.add_partition_offset(
+                    &k.alerts_topic,
+                    p,
+                    Offset::Offset(outstanding.commit_point(p, pos)),
+                )?;
+            }
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                warn!(error = %e, "offset commit failed; will retry");
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30))?;
+    info!("notifier stopped");
+    Ok(())
+}
+
+fn send(producer: &ThreadedProducer<LogContext>, mut rec: BaseRecord<'_, [u8], [u8]>) {
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return,
+            Err((_, r)) => {
+                std::thread::sleep(Duration::from_millis(5));
+                rec = r;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_stop_at_the_oldest_outstanding_record() {
+        let mut o = Outstanding::default();
+        o.open("csm", "a", "firing", 0, 10);
+        o.open("team", "a", "firing", 0, 10);
+        o.open("csm", "b", "firing", 0, 12);
+        assert_eq!(o.commit_point(0, 20), 10);
+        o.close("csm", "a", "firing");
+        assert_eq!(
+            o.commit_point(0, 20),
+            10,
+            "the team's notification is still out"
+        );
+        o.close("team", "a", "firing");
+        assert_eq!(o.commit_point(0, 20), 12);
+        o.close("csm", "b", "firing");
+        assert_eq!(o.commit_point(0, 20), 20);
+        assert_eq!(o.commit_point(1, 7), 7);
+    }
+}
