@@ -282,15 +282,21 @@ fn run_services(cfg: Config, detector: bool, notifier: bool) -> Result<()> {
     if !detector {
         health.update(|h| h.phase = churnwatch::server::Phase::Running);
     }
+    let silences = if notifier {
+        Some(churnwatch::notify::silence::start(&cfg, shutdown.clone()).context("silences")?)
+    } else {
+        None
+    };
     if !cfg.server.listen.is_empty() {
-        let app = churnwatch::server::router(health.clone(), None);
+        let app =
+            churnwatch::server::router(health.clone(), silences.as_ref().map(|(_, r)| r.clone()));
         rt.block_on(churnwatch::server::serve(&cfg.server.listen, app))
             .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
     }
-    let notifier_thread = notifier.then(|| {
+    let notifier_thread = silences.map(|(store, _)| {
         let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
         std::thread::spawn(move || {
-            let r = churnwatch::notify::kafka::run(cfg, shutdown.clone());
+            let r = churnwatch::notify::kafka::run(cfg, shutdown.clone(), store);
             if r.is_err() {
                 // The notifier failing ends the process (the orchestrator restarts it).
                 shutdown.store(true, Ordering::Relaxed);

@@ -136,6 +136,51 @@ pub fn ensure_topics(k: &KafkaConfig) -> Result<usize, KafkaSetupError> {
     Ok(input)
 }
 
+/// Creates a compacted topic with `partitions` if it does not exist.
+pub fn ensure_compacted(
+    k: &KafkaConfig,
+    topic: &str,
+    partitions_wanted: i32,
+) -> Result<(), KafkaSetupError> {
+    let consumer: BaseConsumer = base_config(k, "admin")?
+        .create()
+        .map_err(KafkaSetupError::Client)?;
+    if partitions(&consumer, topic)
+        .map_err(|msg| KafkaSetupError::Topic {
+            topic: topic.to_string(),
+            msg,
+        })?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let admin: AdminClient<DefaultClientContext> = base_config(k, "admin")?
+        .create()
+        .map_err(KafkaSetupError::Client)?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let nt = NewTopic::new(
+        topic,
+        partitions_wanted,
+        TopicReplication::Fixed(k.replication_factor),
+    )
+    .set("cleanup.policy", "compact");
+    let res = block_on(admin.create_topics(&[nt], &opts)).map_err(|e| KafkaSetupError::Topic {
+        topic: topic.to_string(),
+        msg: e.to_string(),
+    })?;
+    for r in res {
+        if let Err((t, code)) = r {
+            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                return Err(KafkaSetupError::Topic {
+                    topic: t,
+                    msg: format!("cannot create: {code}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Topics of the notifier: the alerts topic must exist; its notification log
 /// (compacted) and dead-letter topic are created if missing, with the alerts topic's
 /// partition count.

@@ -131,13 +131,32 @@ fn restore_log(cfg: &Config, topic: &str, grouper: &mut Grouper) -> anyhow::Resu
 }
 
 /// Runs the notifier until `shutdown` is set.
-pub fn run(cfg: Arc<Config>, shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
+pub fn run(
+    cfg: Arc<Config>,
+    shutdown: Arc<AtomicBool>,
+    silences: Arc<super::silence::Silences>,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     let k = &cfg.kafka;
     let n = &cfg.notify;
     let log_topic = format!("{}-log", n.group_id);
     let dlq_topic = format!("{}-dead-letters", n.group_id);
-    crate::kafka::topics::ensure_notify_topics(k, &k.alerts_topic, &log_topic, &dlq_topic)?;
+    // Inside `run`, the detector creates the alerts topic: give it a moment.
+    let mut tries = 0;
+    loop {
+        match crate::kafka::topics::ensure_notify_topics(k, &k.alerts_topic, &log_topic, &dlq_topic)
+        {
+            Ok(()) => break,
+            Err(e) if tries < 60 && e.to_string().contains("does not exist yet") => {
+                tries += 1;
+                if shutdown.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     let meta = if n.accounts_file.is_empty() {
         MetaStore::default()
     } else {
@@ -214,7 +233,39 @@ pub fn run(cfg: Arc<Config>, shutdown: Arc<AtomicBool>) -> anyhow::Result<()> {
         }
         if last_due.elapsed() >= Duration::from_millis(100) {
             last_due = Instant::now();
-            for note in grouper.due(wall_clock_ms()) {
+            for mut note in grouper.due(wall_clock_ms()) {
+                // Silenced alerts are recorded (log, metrics) but not delivered.
+                let now = wall_clock_ms();
+                let (muted, kept): (Vec<Value>, Vec<Value>) = note
+                    .alerts
+                    .drain(..)
+                    .partition(|a| silences.muting(a, now).is_some());
+                note.alerts = kept;
+                for a in &muted {
+                    let (id, status) = (
+                        a["id"].as_str().unwrap_or_default(),
+                        a["status"].as_str().unwrap_or_default(),
+                    );
+                    METRICS
+                        .notifications
+                        .with_label_values(&[&note.receiver, "silenced"])
+                        .inc();
+                    grouper.remember(id, status, now);
+                    let key = format!("{id}{KEY_SEP}{status}");
+                    let value =
+                        json!({"sent_at_ms": now, "receiver": note.receiver, "silenced": true})
+                            .to_string();
+                    send(
+                        &producer,
+                        BaseRecord::to(&log_topic)
+                            .key(key.as_bytes())
+                            .payload(value.as_bytes()),
+                    );
+                    outstanding.close(&note.receiver, id, status);
+                }
+                if note.alerts.is_empty() {
+                    continue;
+                }
                 match rt.block_on(sender.deliver(&note)) {
                     Ok(_) => {
                         let now = wall_clock_ms();

@@ -6,6 +6,7 @@ pub mod kafka;
 pub mod meta;
 pub mod render;
 pub mod route;
+pub mod silence;
 
 use std::collections::HashSet;
 
