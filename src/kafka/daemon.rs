@@ -114,12 +114,17 @@ impl Output {
 
     fn send(&mut self, mut rec: BaseRecord<'_, [u8], [u8]>) -> Result<(), DaemonError> {
         self.begin()?;
+        let mut waited = Duration::ZERO;
         loop {
             match self.producer.send(rec) {
                 Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    // Backpressure: wait for the queue to drain.
+                // Backpressure: wait for the queue to drain, but not forever: a queue
+                // that does not drain (a failed transaction) is an error to recover from.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                    if waited < self.txn_timeout =>
+                {
                     std::thread::sleep(Duration::from_millis(2));
+                    waited += Duration::from_millis(2);
                     rec = r;
                 }
                 Err((e, _)) => return Err(self.classify(e)),
@@ -572,8 +577,21 @@ impl State {
                 );
                 Ok(())
             }
-            Err(DaemonError::Kafka(e)) => {
-                warn!(error = %e, "checkpoint failed; aborting the transaction and rolling back");
+            Err(e) => self.recover(consumer, e),
+        }
+    }
+
+    /// After a non-fatal Kafka error anywhere in the pipeline: abort the open
+    /// transaction and roll every partition back to its last checkpoint. Fatal errors
+    /// (fencing) are returned.
+    fn recover(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        err: DaemonError,
+    ) -> Result<(), DaemonError> {
+        match err {
+            DaemonError::Kafka(e) => {
+                warn!(error = %e, "Kafka error; aborting the transaction and rolling back to the last checkpoint");
                 self.stats.aborts += 1;
                 METRICS.checkpoint_failures.inc();
                 if self.out.in_txn {
@@ -600,7 +618,7 @@ impl State {
                 self.changed_accounts = 0;
                 Ok(())
             }
-            Err(e) => Err(e),
+            other => Err(other),
         }
     }
 
@@ -799,7 +817,9 @@ pub fn run(
         }
         let idle = match polled {
             Some(Ok(m)) => {
-                if let Err(e) = st.handle(&m) {
+                let r = st.handle(&m);
+                drop(m);
+                if let Err(e) = r.or_else(|e| st.recover(&consumer, e)) {
                     break Err(e);
                 }
                 in_batch += 1;
@@ -831,7 +851,10 @@ pub fn run(
                 }
             });
             st.refresh_gauges();
-            if let Err(e) = st.idle_advance(&consumer) {
+            if let Err(e) = st
+                .idle_advance(&consumer)
+                .or_else(|e| st.recover(&consumer, e))
+            {
                 break Err(e);
             }
         }
