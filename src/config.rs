@@ -451,6 +451,7 @@ impl Config {
         let mut table: toml::Table = DEFAULT_TOML
             .parse()
             .map_err(|e| ConfigError::Parse(format!("embedded default: {e}")))?;
+        let defaults = toml::Value::Table(table.clone());
         let user: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             ConfigError::Parse(e.to_string().trim_end().to_string())
         })?;
@@ -479,7 +480,18 @@ impl Config {
                     .as_table_mut()
                     .expect("just inserted a table");
             }
-            cursor.insert(path[path.len() - 1].clone(), env_value(raw));
+            // An option whose default is a string stays a string ("1234" is a valid
+            // topic name); anything else is read as TOML.
+            let default_is_string = path
+                .iter()
+                .try_fold(&defaults, |v, seg| v.get(seg.as_str()))
+                .is_some_and(toml::Value::is_str);
+            let value = if default_is_string {
+                toml::Value::String(raw.clone())
+            } else {
+                env_value(raw)
+            };
+            cursor.insert(path[path.len() - 1].clone(), value);
             merge(&mut table, overlay);
         }
         let cfg: Config = toml::Value::Table(table)
@@ -852,6 +864,7 @@ mod tests {
                     "CHURNWATCH_ACTIVATION__REQUIRED_EVENTS",
                     "[\"report.created\"]",
                 ),
+                ("CHURNWATCH_KAFKA__INPUT_TOPIC", "1234"),
                 ("CHURNWATCH_CONFIG", "ignored: no double underscore"),
                 ("OTHER__VAR", "ignored"),
             ]),
@@ -860,6 +873,7 @@ mod tests {
         assert_eq!(c.rules.inactive.after_days, 21);
         assert_eq!(c.time.allowed_lateness.0, 1_800_000);
         assert_eq!(c.activation.required_events, vec!["report.created"]);
+        assert_eq!(c.kafka.input_topic, "1234");
     }
 
     #[test]

@@ -585,6 +585,19 @@ fn end_to_end_alerts_equal_replay_and_poison_goes_to_dead_letters() {
     assert_eq!(metric_sum(&metrics, "churnwatch_assigned_partitions"), 4.0);
     assert!(metric_sum(&metrics, "churnwatch_checkpoints_total") >= 1.0);
     assert!(!metrics.contains("account_id") && !metrics.contains("user_id"));
+    // Consumer lag comes from librdkafka's statistics (every 5 s): 0 once caught up.
+    wait_for(
+        "consumer lag per partition",
+        Duration::from_secs(30),
+        || {
+            let m = http_get(&addr, "/metrics").1;
+            m.lines()
+                .filter(|l| l.starts_with("churnwatch_consumer_lag_messages{"))
+                .count()
+                == 4
+                && metric_sum(&m, "churnwatch_consumer_lag_messages") == 0.0
+        },
+    );
     d.stop();
     case.assert_alerts_equal_replay(broker);
 

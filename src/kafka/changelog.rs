@@ -89,6 +89,7 @@ pub fn restore_partition(
     partition: i32,
     engine: Arc<EngineConfig>,
     timeout: Duration,
+    progress: &dyn Fn(),
 ) -> Result<Restored, KafkaSetupError> {
     let started = Instant::now();
     let err = |msg: String| KafkaSetupError::Restore {
@@ -134,6 +135,10 @@ pub fn restore_partition(
             Some(Err(e)) => tracing::warn!(error = %e, partition, "changelog read error; retrying"),
             Some(Ok(m)) => {
                 records += 1;
+                if records % 65_536 == 0 {
+                    // Long restores must not look like a stuck process to liveness probes.
+                    progress();
+                }
                 done = m.offset() + 1 >= high;
                 let key = m.key().unwrap_or_default();
                 let value = m.payload().unwrap_or_default();

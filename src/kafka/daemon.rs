@@ -254,12 +254,20 @@ impl ClientContext for Ctx {
         let Some(topic) = stats.topics.get(&self.input_topic) else {
             return;
         };
+        // librdkafka's own consumer_lag counts from the consumer's committed offset,
+        // which stays unknown here (offsets are committed by the producer's
+        // transaction): measure from the position the application reached instead.
         for (p, part) in &topic.partitions {
-            if *p >= 0 && part.consumer_lag >= 0 {
+            let end = if part.ls_offset >= 0 {
+                part.ls_offset
+            } else {
+                part.hi_offset
+            };
+            if *p >= 0 && end >= 0 && part.app_offset >= 0 {
                 METRICS
                     .consumer_lag
                     .with_label_values(&[&p.to_string()])
-                    .set(part.consumer_lag);
+                    .set((end - part.app_offset).max(0));
             }
         }
     }
@@ -341,6 +349,7 @@ impl State {
         p: i32,
         seek: bool,
     ) -> Result<(), DaemonError> {
+        let health = self.health.clone();
         let span = info_span!("partition", p);
         let _g = span.enter();
         let r = restore_partition(
@@ -349,6 +358,7 @@ impl State {
             p,
             self.engine.clone(),
             Duration::from_secs(600),
+            &|| health.beat(),
         )?;
         self.stats.restored_records += r.records;
         METRICS.restore_seconds.observe(r.elapsed.as_secs_f64());
