@@ -15,3 +15,7 @@ echo "== cargo test"
 cargo test --all-targets --quiet
 echo "== reference oracle tests"
 "$CHURNWATCH_PYTHON" -m pytest tests/reference -q -p no:cacheprovider
+echo "== deployment kit: hadolint, kubeconform, helm lint, promtool rules and tests, dashboard, compose"
+scripts/check-deploy.sh
+echo "== live metrics: promtool check metrics and a real Prometheus scraping a running daemon"
+scripts/check-live-metrics.sh
