@@ -440,9 +440,9 @@ impl Shard {
         }
     }
 
-    fn start_life(&mut self, idx: u32, start: Millis) {
-        let life = Life::new(start);
-        let slot = match self.free_lives.pop() {
+    /// Puts a lifecycle into a free slot of the slab; returns the slot.
+    pub(super) fn alloc_life(&mut self, life: Life) -> u32 {
+        match self.free_lives.pop() {
             Some(s) => {
                 self.lives[s as usize] = life;
                 s
@@ -451,7 +451,11 @@ impl Shard {
                 self.lives.push(life);
                 (self.lives.len() - 1) as u32
             }
-        };
+        }
+    }
+
+    fn start_life(&mut self, idx: u32, start: Millis) {
+        let slot = self.alloc_life(Life::new(start));
         self.accounts[idx as usize].life = slot;
         if let Some(d) = self.cfg.deadlines.first() {
             self.schedule(

@@ -207,16 +207,7 @@ impl Shard {
             life.ring_head = h as i32;
         }
         let has_ring = life.ring != NO_RING;
-        let slot = match self.free_lives.pop() {
-            Some(s) => {
-                self.lives[s as usize] = life;
-                s
-            }
-            None => {
-                self.lives.push(life);
-                (self.lives.len() - 1) as u32
-            }
-        };
+        let slot = self.alloc_life(life);
         let acc: &mut Account = &mut self.accounts[idx as usize];
         acc.life = slot;
         if has_ring && !acc.in_window_list {

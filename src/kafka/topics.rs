@@ -34,6 +34,45 @@ pub fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<Option<usize>,
         .filter(|&n| n > 0))
 }
 
+/// Creates `topic` (compacted or not) with `partitions`; an existing topic is fine.
+fn create_topic(
+    k: &KafkaConfig,
+    topic: &str,
+    partitions: i32,
+    compacted: bool,
+) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = base_config(k, "admin")?
+        .create()
+        .map_err(KafkaSetupError::Client)?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let mut nt = NewTopic::new(
+        topic,
+        partitions,
+        TopicReplication::Fixed(k.replication_factor),
+    );
+    if compacted {
+        nt = nt
+            .set("cleanup.policy", "compact")
+            .set("min.compaction.lag.ms", "60000");
+    }
+    let res = block_on(admin.create_topics(&[nt], &opts)).map_err(|e| KafkaSetupError::Topic {
+        topic: topic.to_string(),
+        msg: e.to_string(),
+    })?;
+    for r in res {
+        if let Err((t, code)) = r {
+            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
+                return Err(KafkaSetupError::Topic {
+                    topic: t,
+                    msg: format!("cannot create: {code}"),
+                });
+            }
+        }
+    }
+    tracing::info!(topic, partitions, compacted, "created topic");
+    Ok(())
+}
+
 /// Checks and creates topics; returns the input's partition count.
 pub fn ensure_topics(k: &KafkaConfig) -> Result<usize, KafkaSetupError> {
     let consumer: BaseConsumer = base_config(k, "admin")?
@@ -83,32 +122,7 @@ pub fn ensure_topics(k: &KafkaConfig) -> Result<usize, KafkaSetupError> {
                     msg: "does not exist and kafka.create_topics = false".into(),
                 })
             }
-            None => {
-                let repl = TopicReplication::Fixed(k.replication_factor);
-                let mut nt = NewTopic::new(topic, input as i32, repl);
-                if *compacted {
-                    nt = nt
-                        .set("cleanup.policy", "compact")
-                        .set("min.compaction.lag.ms", "60000");
-                }
-                let res = block_on(admin.create_topics(&[nt], &opts)).map_err(|e| {
-                    KafkaSetupError::Topic {
-                        topic: topic.clone(),
-                        msg: e.to_string(),
-                    }
-                })?;
-                for r in res {
-                    if let Err((t, code)) = r {
-                        if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
-                            return Err(KafkaSetupError::Topic {
-                                topic: t,
-                                msg: format!("cannot create: {code}"),
-                            });
-                        }
-                    }
-                }
-                tracing::info!(topic = %topic, partitions = input, compacted, "created topic");
-            }
+            None => create_topic(k, topic, input as i32, *compacted)?,
         }
     }
     // The changelog must be compacted, or old state would be lost to retention.
@@ -154,31 +168,7 @@ pub fn ensure_compacted(
     {
         return Ok(());
     }
-    let admin: AdminClient<DefaultClientContext> = base_config(k, "admin")?
-        .create()
-        .map_err(KafkaSetupError::Client)?;
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let nt = NewTopic::new(
-        topic,
-        partitions_wanted,
-        TopicReplication::Fixed(k.replication_factor),
-    )
-    .set("cleanup.policy", "compact");
-    let res = block_on(admin.create_topics(&[nt], &opts)).map_err(|e| KafkaSetupError::Topic {
-        topic: topic.to_string(),
-        msg: e.to_string(),
-    })?;
-    for r in res {
-        if let Err((t, code)) = r {
-            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
-                return Err(KafkaSetupError::Topic {
-                    topic: t,
-                    msg: format!("cannot create: {code}"),
-                });
-            }
-        }
-    }
-    Ok(())
+    create_topic(k, topic, partitions_wanted, true)
 }
 
 /// Topics of the notifier: the alerts topic must exist; its notification log
@@ -203,10 +193,6 @@ pub fn ensure_notify_topics(
             msg: "the alerts topic does not exist yet (start `churnwatch run` first, or create it)"
                 .into(),
         })?;
-    let admin: AdminClient<DefaultClientContext> = base_config(k, "admin")?
-        .create()
-        .map_err(KafkaSetupError::Client)?;
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     for (topic, compacted) in [(log, true), (dlq, false)] {
         let exists = partitions(&consumer, topic).map_err(|msg| KafkaSetupError::Topic {
             topic: topic.to_string(),
@@ -221,29 +207,7 @@ pub fn ensure_notify_topics(
                 msg: "does not exist and kafka.create_topics = false".into(),
             });
         }
-        let mut nt = NewTopic::new(
-            topic,
-            n as i32,
-            TopicReplication::Fixed(k.replication_factor),
-        );
-        if compacted {
-            nt = nt.set("cleanup.policy", "compact");
-        }
-        let res =
-            block_on(admin.create_topics(&[nt], &opts)).map_err(|e| KafkaSetupError::Topic {
-                topic: topic.to_string(),
-                msg: e.to_string(),
-            })?;
-        for r in res {
-            if let Err((t, code)) = r {
-                if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
-                    return Err(KafkaSetupError::Topic {
-                        topic: t,
-                        msg: format!("cannot create: {code}"),
-                    });
-                }
-            }
-        }
+        create_topic(k, topic, n as i32, compacted)?;
     }
     Ok(())
 }
