@@ -37,6 +37,28 @@ pub fn tuned_config(
     Ok(c)
 }
 
+/// Waits until every record of `producer` is acknowledged. rust-rdkafka's own flush
+/// polls in 100 ms slices, which a `ThreadedProducer`'s thread starves.
+pub fn drain<C: rdkafka::producer::ProducerContext>(
+    producer: &rdkafka::producer::ThreadedProducer<C>,
+    timeout: std::time::Duration,
+) -> Result<(), rdkafka::error::KafkaError> {
+    use rdkafka::producer::Producer;
+    // SAFETY: the pointer comes from a live client owned by `producer`; rd_kafka_flush
+    // is thread-safe and only waits for the producer's queue.
+    let code = unsafe {
+        rdkafka::bindings::rd_kafka_flush(
+            producer.client().native_ptr(),
+            timeout.as_millis() as i32,
+        )
+    };
+    if code == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        Ok(())
+    } else {
+        Err(rdkafka::error::KafkaError::Flush(code.into()))
+    }
+}
+
 /// Routes librdkafka's own log lines into `tracing`. Connection failures and the like
 /// are transient and retried by librdkafka, so they log as warnings; errors that need
 /// an operator surface through the daemon's own error handling.

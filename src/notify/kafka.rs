@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use super::deliver::Sender;
 use super::group::{Grouper, Timing};
 use super::meta::MetaStore;
+use super::render::Notification;
 use super::{attach_account, route};
 use crate::config::Config;
 use crate::kafka::client::{base_config, LogContext};
@@ -28,6 +29,10 @@ use crate::replay::wall_clock_ms;
 
 /// Separates id and status in notification-log keys.
 const KEY_SEP: char = '\u{1f}';
+/// Prefix of the keys of batches about to be sent (write-ahead): a batch still in the
+/// log at start was perhaps sent, perhaps not, and is sent again exactly as it was, so
+/// that a repeat carries the same idempotency key.
+const BATCH_PREFIX: &str = "\u{1e}batch:";
 
 /// Offsets of records whose notifications are still outstanding.
 #[derive(Debug, Default)]
@@ -79,7 +84,12 @@ impl Outstanding {
 }
 
 /// Reads the whole notification log into the grouper.
-fn restore_log(cfg: &Config, topic: &str, grouper: &mut Grouper) -> anyhow::Result<usize> {
+fn restore_log(
+    cfg: &Config,
+    topic: &str,
+    grouper: &mut Grouper,
+) -> anyhow::Result<(usize, Vec<Notification>)> {
+    let mut batches: BTreeMap<String, Notification> = BTreeMap::new();
     let c: BaseConsumer<LogContext> = base_config(&cfg.kafka, "notify-log")?
         .set("group.id", format!("{}-log-reader", cfg.notify.group_id))
         .set("enable.auto.commit", "false")
@@ -116,7 +126,19 @@ fn restore_log(cfg: &Config, topic: &str, grouper: &mut Grouper) -> anyhow::Resu
         );
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
             let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
-            if let Some((id, status)) = key.split_once(KEY_SEP) {
+            if let Some(bk) = key.strip_prefix(BATCH_PREFIX) {
+                match m.payload().map(serde_json::from_slice::<Notification>) {
+                    Some(Ok(n)) => {
+                        batches.insert(bk.to_string(), n);
+                    }
+                    Some(Err(e)) => {
+                        warn!(error = %e, "unreadable batch record in the notification log")
+                    }
+                    None => {
+                        batches.remove(bk);
+                    }
+                }
+            } else if let Some((id, status)) = key.split_once(KEY_SEP) {
                 let at = m
                     .payload()
                     .and_then(|p| serde_json::from_slice::<Value>(p).ok())
@@ -127,7 +149,75 @@ fn restore_log(cfg: &Config, topic: &str, grouper: &mut Grouper) -> anyhow::Resu
             }
         }
     }
-    Ok(n)
+    Ok((n, batches.into_values().collect()))
+}
+
+/// The producer side of the notifier: deliveries logged ahead and after.
+struct Io<'a> {
+    producer: &'a ThreadedProducer<LogContext>,
+    sender: &'a Sender,
+    rt: &'a tokio::runtime::Runtime,
+    log_topic: &'a str,
+    dlq_topic: &'a str,
+}
+
+impl Io<'_> {
+    /// Logs the batch, delivers it, records the outcome; true when delivered.
+    fn deliver(&self, note: &Notification) -> anyhow::Result<bool> {
+        let batch_key = format!("{BATCH_PREFIX}{}", note.idempotency_key());
+        let body = serde_json::to_vec(note)?;
+        send(
+            self.producer,
+            BaseRecord::to(self.log_topic)
+                .key(batch_key.as_bytes())
+                .payload(&body),
+        );
+        crate::kafka::client::drain(self.producer, Duration::from_secs(30))?;
+        let delivered = match self.rt.block_on(self.sender.deliver(note)) {
+            Ok(_) => {
+                let now = wall_clock_ms();
+                for a in &note.alerts {
+                    let key = format!(
+                        "{}{KEY_SEP}{}",
+                        a["id"].as_str().unwrap_or_default(),
+                        a["status"].as_str().unwrap_or_default()
+                    );
+                    let value = json!({"sent_at_ms": now, "receiver": note.receiver}).to_string();
+                    send(
+                        self.producer,
+                        BaseRecord::to(self.log_topic)
+                            .key(key.as_bytes())
+                            .payload(value.as_bytes()),
+                    );
+                }
+                true
+            }
+            Err(e) => {
+                warn!(receiver = %note.receiver, error = %e, "notification failed for good; dead-lettered");
+                METRICS
+                    .notification_dead_letters
+                    .with_label_values(&[&note.receiver])
+                    .inc();
+                let value =
+                    json!({"receiver": note.receiver, "owner": note.owner, "reason": e.to_string(),
+                    "idempotency_key": note.idempotency_key(), "alerts": note.alerts})
+                    .to_string();
+                send(
+                    self.producer,
+                    BaseRecord::to(self.dlq_topic)
+                        .key(note.receiver.as_bytes())
+                        .payload(value.as_bytes()),
+                );
+                false
+            }
+        };
+        // The batch is settled: a tombstone takes it out of the log.
+        send(
+            self.producer,
+            BaseRecord::<[u8], [u8]>::to(self.log_topic).key(batch_key.as_bytes()),
+        );
+        Ok(delivered)
+    }
 }
 
 /// Runs the notifier until `shutdown` is set.
@@ -170,9 +260,9 @@ pub fn run(
         repeat_interval: ms(n.repeat_interval),
         send_resolved: n.send_resolved,
     });
-    let restored =
+    let (restored, unsettled) =
         restore_log(&cfg, &log_topic, &mut grouper).context("restoring the notification log")?;
-    info!(entries = restored, topic = %log_topic, "notification log restored");
+    info!(entries = restored, unsettled = unsettled.len(), topic = %log_topic, "notification log restored");
     let producer: ThreadedProducer<LogContext> = base_config(k, "notify-producer")?
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
@@ -188,6 +278,28 @@ pub fn run(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let io = Io {
+        producer: &producer,
+        sender: &sender,
+        rt: &rt,
+        log_topic: &log_topic,
+        dlq_topic: &dlq_topic,
+    };
+    // Batches that were about to go out when the last run stopped go again, as they
+    // were (same alerts, same idempotency key), before anything new.
+    for note in unsettled {
+        let now = wall_clock_ms();
+        for a in &note.alerts {
+            grouper.remember(
+                a["id"].as_str().unwrap_or_default(),
+                a["status"].as_str().unwrap_or_default(),
+                now,
+            );
+        }
+        if io.deliver(&note)? {
+            grouper.delivered(&note, now);
+        }
+    }
     let mut outstanding = Outstanding::default();
     let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
     let mut last_commit = Instant::now();
@@ -266,42 +378,8 @@ pub fn run(
                 if note.alerts.is_empty() {
                     continue;
                 }
-                match rt.block_on(sender.deliver(&note)) {
-                    Ok(_) => {
-                        let now = wall_clock_ms();
-                        grouper.delivered(&note, now);
-                        for a in &note.alerts {
-                            let key = format!(
-                                "{}{KEY_SEP}{}",
-                                a["id"].as_str().unwrap_or_default(),
-                                a["status"].as_str().unwrap_or_default()
-                            );
-                            let value =
-                                json!({"sent_at_ms": now, "receiver": note.receiver}).to_string();
-                            send(
-                                &producer,
-                                BaseRecord::to(&log_topic)
-                                    .key(key.as_bytes())
-                                    .payload(value.as_bytes()),
-                            );
-                        }
-                    }
-                    Err(e) => {
-                        warn!(receiver = %note.receiver, error = %e, "notification failed for good; dead-lettered");
-                        METRICS
-                            .notification_dead_letters
-                            .with_label_values(&[&note.receiver])
-                            .inc();
-                        let value = json!({"receiver": note.receiver, "owner": note.owner, "reason": e.to_string(),
-                            "idempotency_key": note.idempotency_key(), "alerts": note.alerts})
-                        .to_string();
-                        send(
-                            &producer,
-                            BaseRecord::to(&dlq_topic)
-                                .key(note.receiver.as_bytes())
-                                .payload(value.as_bytes()),
-                        );
-                    }
+                if io.deliver(&note)? {
+                    grouper.delivered(&note, wall_clock_ms());
                 }
                 for a in &note.alerts {
                     outstanding.close(
@@ -315,7 +393,7 @@ pub fn run(
         if last_commit.elapsed() >= Duration::from_secs(1) && !positions.is_empty() {
             last_commit = Instant::now();
             // The log must hold what was delivered before the offsets move past it.
-            producer.flush(Duration::from_secs(30))?;
+            crate::kafka::client::drain(&producer, Duration::from_secs(30))?;
             let mut tpl = TopicPartitionList::new();
             for (&p, &pos) in &positions {
                 tpl.add_partition_offset(
