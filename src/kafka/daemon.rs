@@ -15,18 +15,19 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, error, info, info_span, warn};
 
 use super::changelog::{account_key, restore_partition, PartitionMeta, RestoreContext, META_KEY};
 use super::client::{base_config, tuned_config};
+use super::input::{Batch, In, InputQueue};
 use super::topics::ensure_topics;
 use super::KafkaSetupError;
 use crate::config::Config;
@@ -163,11 +164,12 @@ impl Output {
 
     fn send_dead_letter(
         &mut self,
-        m: &BorrowedMessage<'_>,
+        topic: &str,
+        m: &In<'_>,
         reason: &RejectReason,
     ) -> Result<(), DaemonError> {
-        let partition = m.partition().to_string();
-        let offset = m.offset().to_string();
+        let partition = m.partition.to_string();
+        let offset = m.offset.to_string();
         let error = reason.to_string();
         let headers = OwnedHeaders::new()
             .insert(Header {
@@ -180,7 +182,7 @@ impl Output {
             })
             .insert(Header {
                 key: "churnwatch.source.topic",
-                value: Some(m.topic()),
+                value: Some(topic),
             })
             .insert(Header {
                 key: "churnwatch.source.partition",
@@ -191,10 +193,8 @@ impl Output {
                 value: Some(&offset),
             });
         let topic = self.dead_letter_topic.clone();
-        let mut rec = BaseRecord::to(&topic)
-            .payload(m.payload().unwrap_or_default())
-            .headers(headers);
-        if let Some(k) = m.key() {
+        let mut rec = BaseRecord::to(&topic).payload(m.payload).headers(headers);
+        if let Some(k) = m.key {
             rec = rec.key(k);
         }
         self.send(rec)
@@ -234,6 +234,8 @@ struct State {
 
 struct Ctx {
     state: Mutex<Option<State>>,
+    /// Where assigned partitions' messages go (set once the consumer exists).
+    input: OnceLock<InputQueue>,
     input_topic: String,
     health: Arc<Health>,
 }
@@ -275,6 +277,12 @@ impl ClientContext for Ctx {
 
 impl ConsumerContext for Ctx {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let (Rebalance::Assign(tpl), Some(input)) = (rebalance, self.input.get()) {
+            // Before librdkafka starts fetching them.
+            for e in tpl.elements() {
+                input.attach(e.topic(), e.partition());
+            }
+        }
         let Rebalance::Revoke(tpl) = rebalance else {
             return;
         };
@@ -404,11 +412,11 @@ impl State {
     }
 
     /// Handles one input message.
-    fn handle(&mut self, m: &BorrowedMessage<'_>) -> Result<(), DaemonError> {
-        let Some(part) = self.parts.get_mut(&m.partition()) else {
+    fn handle(&mut self, m: &In<'_>) -> Result<(), DaemonError> {
+        let Some(part) = self.parts.get_mut(&m.partition) else {
             return Ok(()); // revoked while in flight
         };
-        let off = m.offset();
+        let off = m.offset;
         part.next_offset = Some(off + 1);
         part.changed = true;
         part.messages += 1;
@@ -416,16 +424,16 @@ impl State {
             part.stalled = false;
             METRICS
                 .input_stalled
-                .with_label_values(&[&m.partition().to_string()])
+                .with_label_values(&[&m.partition.to_string()])
                 .set(0);
-            let p = m.partition();
+            let p = m.partition;
             self.health.update(|h| {
                 h.stalled.remove(&p);
             });
         }
         let replay = off < part.replay_below;
         METRICS.events_consumed.inc();
-        match self.parser.parse(m.payload().unwrap_or_default()) {
+        match self.parser.parse(m.payload) {
             Ok(ev) => {
                 if replay && ev.ts < part.restored_watermark {
                     self.stats.replay_skipped += 1;
@@ -453,12 +461,13 @@ impl State {
                     .with_label_values(&[reason.as_str()])
                     .inc();
                 debug!(
-                    partition = m.partition(),
+                    partition = m.partition,
                     offset = off,
                     reason = reason.as_str(),
                     "rejected"
                 );
-                self.out.send_dead_letter(m, &reason)?;
+                self.out
+                    .send_dead_letter(&self.cfg.kafka.input_topic, m, &reason)?;
             }
         }
         Ok(())
@@ -703,6 +712,17 @@ impl State {
     }
 }
 
+/// Closes the input queue before the consumer is dropped.
+struct CloseInput<'a>(&'a BaseConsumer<Ctx>);
+
+impl Drop for CloseInput<'_> {
+    fn drop(&mut self) {
+        if let Some(q) = self.0.context().input.get() {
+            q.close();
+        }
+    }
+}
+
 /// Runs the daemon until `shutdown` is set (then commits and leaves the group) or a
 /// fatal error.
 pub fn run(
@@ -789,6 +809,7 @@ pub fn run(
     };
     let ctx = Ctx {
         state: Mutex::new(Some(state)),
+        input: OnceLock::new(),
         input_topic: k.input_topic.clone(),
         health: health.clone(),
     };
@@ -804,52 +825,86 @@ pub fn run(
             .set("statistics.interval.ms", "5000")
             .create_with_context(ctx)
             .map_err(KafkaSetupError::Client)?;
+    let input = InputQueue::new(&consumer);
+    if consumer.context().input.set(input).is_err() {
+        unreachable!("input queue set once");
+    }
+    // librdkafka cannot shut the consumer down while messages of it are held.
+    let _close_input = CloseInput(&consumer);
     consumer.subscribe(&[&k.input_topic])?;
     let interval = Duration::from_millis(k.checkpoint_interval.0 as u64);
     let max_dirty = k.checkpoint_max_dirty;
     let mut last_checkpoint = Instant::now();
     let mut last_idle_check = Instant::now();
     let started = Instant::now();
-    // Clock reads are not free (several per message would cost a fifth of the
-    // throughput): time-based work runs once per batch of messages, or when idle.
-    const BATCH: u32 = 256;
-    let mut in_batch = 0u32;
-    let mut batch_started = Instant::now();
-    let result = loop {
+    let mut batch = Batch::default();
+    let mut assigned = false;
+    let result = 'run: loop {
         if shutdown.load(Ordering::Relaxed) {
             break Ok(());
         }
-        let polled = consumer.poll(Duration::from_millis(50));
+        // Rebalances, statistics and errors; messages come in batches below (the
+        // consumer's queue only sees one if it was fetched before its partition's
+        // queue was attached). Until something is assigned, wait here.
+        let wait = if assigned {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(50)
+        };
+        let polled = consumer.poll(wait);
         let mut guard = lock(&consumer.context().state);
         let st = guard.as_mut().expect("state lives until the end");
         if let Some(e) = st.failed.take() {
             break Err(e);
         }
-        let idle = match polled {
+        let batch_started = Instant::now();
+        let mut handled = 0usize;
+        match polled {
             Some(Ok(m)) => {
-                let r = st.handle(&m);
+                let r = st.handle(&In {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    payload: m.payload().unwrap_or_default(),
+                    key: m.key(),
+                    err: rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
+                });
                 drop(m);
                 if let Err(e) = r.or_else(|e| st.recover(&consumer, e)) {
                     break Err(e);
                 }
-                in_batch += 1;
-                false
+                handled += 1;
             }
-            Some(Err(e)) => {
-                warn!(error = %e, "consumer error");
-                true
-            }
-            None => true,
-        };
-        if in_batch < BATCH && !idle {
-            continue;
+            Some(Err(e)) => warn!(error = %e, "consumer error"),
+            None => {}
         }
-        if in_batch > 0 {
-            let per_message = batch_started.elapsed().as_secs_f64() / in_batch as f64;
+        assigned = !st.parts.is_empty();
+        let n = if assigned {
+            let input = consumer.context().input.get().expect("set above");
+            input.poll(Duration::from_millis(50), &mut batch)
+        } else {
+            0
+        };
+        for i in 0..n {
+            let m = batch.get(i);
+            if m.err != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                let code = RDKafkaErrorCode::from(m.err);
+                warn!(partition = m.partition, error = %code, "consumer error");
+                continue;
+            }
+            if let Err(e) = st.handle(&m) {
+                if let Err(e) = st.recover(&consumer, e) {
+                    break 'run Err(e);
+                }
+                // Rolled back: the rest of the batch is stale.
+                break;
+            }
+            handled += 1;
+        }
+        batch.clear();
+        if handled > 0 {
+            let per_message = batch_started.elapsed().as_secs_f64() / handled as f64;
             METRICS.processing_seconds.observe(per_message);
         }
-        in_batch = 0;
-        batch_started = Instant::now();
         if last_idle_check.elapsed() >= Duration::from_secs(1) {
             last_idle_check = Instant::now();
             health.update(|h| {

@@ -4,6 +4,7 @@
 pub mod changelog;
 pub mod client;
 pub mod daemon;
+pub mod input;
 pub mod produce;
 pub mod topics;
 
