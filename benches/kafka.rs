@@ -136,6 +136,27 @@ impl Daemon {
             .sum()
     }
 
+    /// CPU seconds used so far by each thread, summed by thread name (Linux /proc).
+    fn thread_cpu(&self) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        let dir = format!("/proc/{}/task", self.child.id());
+        for t in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ... utime(14) stime(15), counted after the ')'.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let name = stat[open + 1..close].trim_end_matches(|c: char| c.is_ascii_digit());
+            let f: Vec<&str> = stat[close + 2..].split(' ').collect();
+            let ticks: f64 =
+                f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0);
+            *out.entry(name.to_string()).or_insert(0.0) += ticks / 100.0;
+        }
+        out
+    }
+
     fn stop(mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -171,18 +192,25 @@ fn produce_file(bootstrap: &str, path: &Path, topic: &str) {
 }
 
 /// Waits until the daemon consumed `n` messages; returns the seconds from its first
-/// consumed message to the last.
-fn consume_time(d: &Daemon, n: f64) -> f64 {
+/// consumed message to the last, and the CPU seconds each of its threads used then.
+fn consume_time(d: &Daemon, n: f64) -> (f64, BTreeMap<String, f64>) {
     let addr = d.addr();
     let mut first = None;
+    let mut cpu_before = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
         let c = d.metric(&addr, "churnwatch_events_consumed_total");
         if c > 0.0 && first.is_none() {
             first = Some(Instant::now());
+            cpu_before = d.thread_cpu();
         }
         if c >= n {
-            return first.unwrap().elapsed().as_secs_f64();
+            let secs = first.unwrap().elapsed().as_secs_f64();
+            let mut cpu = d.thread_cpu();
+            for (k, v) in cpu.iter_mut() {
+                *v -= cpu_before.get(k).copied().unwrap_or(0.0);
+            }
+            return (secs, cpu);
         }
         assert!(
             Instant::now() < deadline,
@@ -232,9 +260,20 @@ fn throughput(bootstrap: &str, dir: &Path, partitions: u32) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(f64::NAN);
     let d = Daemon::start(bootstrap, "tput", &[]);
-    let secs = consume_time(&d, n as f64);
+    let (secs, cpu) = consume_time(&d, n as f64);
     d.stop();
     let rate = n as f64 / secs;
+    let per_event: Vec<String> = cpu
+        .iter()
+        .filter(|(_, s)| **s >= 0.05)
+        .map(|(t, s)| {
+            format!(
+                "{t} {:.2} us ({:.0}% busy)",
+                1e6 * s / n as f64,
+                100.0 * s / secs
+            )
+        })
+        .collect();
     println!(
         "kafka: {n} events ({} bytes/event avg), {partitions} partitions, exactly-once checkpoints every 1s",
         bytes / n.max(1)
@@ -245,6 +284,10 @@ fn throughput(bootstrap: &str, dir: &Path, partitions: u32) {
     println!(
         "kafka: churnwatch run: {rate:.0} events/s ({secs:.2} s), {:.0}% of the raw rate (target >= 70%)",
         100.0 * rate / raw_rate
+    );
+    println!(
+        "kafka: daemon CPU per event by thread: {}",
+        per_event.join(", ")
     );
 }
 

@@ -310,6 +310,31 @@ impl<'de> DeserializeSeed<'de> for NodeSeed<'_, '_, 'de> {
     }
 }
 
+/// Seed for an object key: finds the wanted child, if any, without copying the key.
+struct KeySeed<'n>(&'n Node);
+
+impl<'de, 'n> DeserializeSeed<'de> for KeySeed<'n> {
+    type Value = Option<&'n Node>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de, 'n> Visitor<'de> for KeySeed<'n> {
+    type Value = Option<&'n Node>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        Ok(self
+            .0
+            .children
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, n)| n))
+    }
+}
+
 /// Walks an object (or array) at an inner node, descending into wanted keys only.
 struct NodeVisitor<'n, 's, 'de> {
     node: &'n Node,
@@ -332,9 +357,9 @@ impl<'de> Visitor<'de> for NodeVisitor<'_, '_, 'de> {
         Ok(false)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            match self.node.children.iter().find(|(k, _)| *k == *key) {
-                Some((_, child)) => map.next_value_seed(NodeSeed {
+        while let Some(wanted) = map.next_key_seed(KeySeed(self.node))? {
+            match wanted {
+                Some(child) => map.next_value_seed(NodeSeed {
                     node: child,
                     slots: &mut *self.slots,
                 })?,
