@@ -1089,3 +1089,268 @@ fn silences_are_shared_through_kafka_and_mute_delivery() {
     a.stop();
     b.stop();
 }
+
+/// One alert record line for the notifier tests.
+fn alert_line(account: &str, kind: &str, status: &str, severity: &str) -> String {
+    format!(
+        "{{\"id\":\"{account}/{kind}/2026-03-01\",\"account_id\":\"{account}\",\"kind\":\"{kind}\",\"status\":\"{status}\",\"severity\":\"{severity}\",\"event_time\":\"2026-03-15T10:00:00.000Z\",\"summary\":\"s\",\"evidence\":{{\"last_activity\":\"2026-03-01T10:00:00.000Z\",\"idle_days\":14}}}}\n"
+    )
+}
+
+fn produce_lines(broker: &Broker, dir: &std::path::Path, topic: &str, lines: &[String]) {
+    let f = dir.join(format!("lines-{}.ndjson", rand_suffix()));
+    std::fs::write(&f, lines.concat()).unwrap();
+    let p = Command::new(bin())
+        .args(["produce", "--input", f.to_str().unwrap(), "--topic", topic])
+        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+        .output()
+        .unwrap();
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+}
+
+/// The notifier in this process, with a clock the test sets.
+struct InProcessNotifier {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl InProcessNotifier {
+    fn start(
+        cfg: churnwatch::config::Config,
+        clock: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    ) -> InProcessNotifier {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            churnwatch::notify::kafka::run_with_clock(
+                Arc::new(cfg),
+                s2,
+                Arc::new(churnwatch::notify::silence::Silences::default()),
+                Arc::new(move || clock.load(Ordering::SeqCst)),
+            )
+        });
+        InProcessNotifier {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn assert_running(&self) {
+        assert!(
+            !self.thread.as_ref().unwrap().is_finished(),
+            "the notifier stopped"
+        );
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap().unwrap();
+    }
+}
+
+impl Drop for InProcessNotifier {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn digest_goes_out_at_each_owners_local_hour_and_once_across_a_restart() {
+    use common::http::http_server;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+    let broker = Broker::shared();
+    let name = format!("digest-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let alerts_topic = format!("{name}-alerts");
+    // One partition: the records are read in the order they were produced.
+    broker.create_topic(&alerts_topic, 1);
+    let accounts = dir.path().join("accounts.ndjson");
+    std::fs::write(
+        &accounts,
+        "{\"account_id\":\"acme\",\"name\":\"Acme\",\"owner_email\":\"ana@example.com\",\"timezone\":\"America/New_York\"}\n\
+         {\"account_id\":\"initech\",\"owner_email\":\"ana@example.com\",\"timezone\":\"America/New_York\"}\n\
+         {\"account_id\":\"hooli\",\"owner_email\":\"ana@example.com\",\"timezone\":\"America/New_York\"}\n\
+         {\"account_id\":\"globex\",\"owner_email\":\"ben@example.com\",\"timezone\":\"Europe/Berlin\"}\n",
+    )
+    .unwrap();
+    let (http, rec) = http_server();
+    let cfg = || {
+        churnwatch::config::Config::from_toml_str(
+            &format!(
+                "[notify]\ngroup_id = \"{name}-notifier\"\ngroup_wait = \"100ms\"\ngroup_interval = \"100ms\"\n\
+                 digest_hour = 9\naccounts_file = \"{}\"\n\
+                 [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{http}/ok\"\n\
+                 [notify.route]\nreceiver = \"hook\"\n",
+                accounts.display()
+            ),
+            [
+                ("CHURNWATCH_KAFKA__BROKERS".to_string(), broker.bootstrap.clone()),
+                ("CHURNWATCH_KAFKA__ALERTS_TOPIC".to_string(), alerts_topic.clone()),
+            ],
+        )
+        .unwrap()
+    };
+    // Notifications received: (digest?, [(id, status)]).
+    let received = || -> Vec<(bool, Vec<(String, String)>)> {
+        rec.reqs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == "ok")
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+                let alerts = v["alerts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| {
+                        (
+                            a["account_id"].as_str().unwrap().to_string(),
+                            a["status"].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect();
+                (v["digest"].as_bool().unwrap(), alerts)
+            })
+            .collect()
+    };
+    let mentions = |account: &str| {
+        received()
+            .iter()
+            .filter(|(_, a)| a.iter().any(|(acct, _)| acct == account))
+            .count()
+    };
+    // Saturday 2026-03-07 10:00Z: 05:00 in New York, 11:00 in Berlin.
+    let clock = Arc::new(AtomicI64::new(common::ts("2026-03-07T10:00:00Z")));
+    produce_lines(
+        broker,
+        dir.path(),
+        &alerts_topic,
+        &[
+            alert_line("acme", "inactive", "firing", "warning"),
+            alert_line("globex", "inactive", "firing", "warning"),
+            alert_line("initech", "activity_drop", "firing", "warning"),
+            alert_line("initech", "activity_drop", "resolved", "warning"),
+            alert_line("hooli", "not_activated", "firing", "critical"),
+        ],
+    );
+    let first = InProcessNotifier::start(cfg(), clock.clone());
+    // The critical alert goes at once, alone.
+    wait_for("the critical alert", Duration::from_secs(60), || {
+        first.assert_running();
+        mentions("hooli") > 0
+    });
+    assert_eq!(
+        received(),
+        [(false, vec![("hooli".to_string(), "firing".to_string())])]
+    );
+    // 08:59 in New York: group_wait passed long ago, the warnings still wait. (A
+    // marker alert produced now is delivered after anything due before it.)
+    clock.store(common::ts("2026-03-07T13:59:00Z"), Ordering::SeqCst);
+    produce_lines(
+        broker,
+        dir.path(),
+        &alerts_topic,
+        &[alert_line(
+            "marker-1",
+            "not_activated",
+            "firing",
+            "critical",
+        )],
+    );
+    wait_for("marker 1", Duration::from_secs(60), || {
+        mentions("marker-1") > 0
+    });
+    assert_eq!(received().len(), 2, "{:?}", received());
+    // 09:00 in New York: ana's digest, with initech's resolution in place of its firing.
+    clock.store(common::ts("2026-03-07T14:00:00Z"), Ordering::SeqCst);
+    wait_for("ana's digest", Duration::from_secs(60), || {
+        mentions("acme") > 0
+    });
+    let digest = received().into_iter().find(|(d, _)| *d).unwrap();
+    assert_eq!(
+        digest.1,
+        [
+            ("acme".to_string(), "firing".to_string()),
+            ("initech".to_string(), "resolved".to_string())
+        ]
+    );
+    let headers = rec
+        .reqs
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|r| r.body.contains("\"digest\":true"))
+        .unwrap()
+        .body
+        .clone();
+    assert!(headers.contains("ana@example.com"));
+    // Berlin's 09:00 is tomorrow 08:00Z: ben waits.
+    produce_lines(
+        broker,
+        dir.path(),
+        &alerts_topic,
+        &[alert_line(
+            "marker-2",
+            "not_activated",
+            "firing",
+            "critical",
+        )],
+    );
+    wait_for("marker 2", Duration::from_secs(60), || {
+        mentions("marker-2") > 0
+    });
+    assert_eq!(mentions("globex"), 0);
+    first.stop();
+    // Held records are not committed: the group's offset stays at globex's (1).
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", format!("{name}-notifier"))
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&alerts_topic, 0);
+    let committed = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap()
+        .find_partition(&alerts_topic, 0)
+        .unwrap()
+        .offset();
+    assert_eq!(committed, Offset::Offset(1), "committed {committed:?}");
+    // Restarted at 09:00 in Berlin: the re-read records that were delivered are not
+    // sent again; ben's held warning goes in his digest, once.
+    clock.store(common::ts("2026-03-08T08:00:00Z"), Ordering::SeqCst);
+    let second = InProcessNotifier::start(cfg(), clock.clone());
+    wait_for("ben's digest", Duration::from_secs(60), || {
+        second.assert_running();
+        mentions("globex") > 0
+    });
+    produce_lines(
+        broker,
+        dir.path(),
+        &alerts_topic,
+        &[alert_line(
+            "marker-3",
+            "not_activated",
+            "firing",
+            "critical",
+        )],
+    );
+    wait_for("marker 3", Duration::from_secs(60), || {
+        mentions("marker-3") > 0
+    });
+    second.stop();
+    let got = received();
+    assert_eq!(got.len(), 6, "{got:?}");
+    assert!(got.contains(&(true, vec![("globex".to_string(), "firing".to_string())])));
+    for account in ["acme", "hooli", "globex", "marker-1", "marker-2"] {
+        assert_eq!(mentions(account), 1, "{account}: {got:?}");
+    }
+    assert!(!got
+        .iter()
+        .flat_map(|(_, a)| a)
+        .any(|a| a == &("initech".to_string(), "firing".to_string())));
+}

@@ -152,8 +152,12 @@ fn restore_log(
     Ok((n, batches.into_values().collect()))
 }
 
+/// Where the notifier reads the time (the wall clock, or a test's).
+pub type Clock = Arc<dyn Fn() -> crate::time::Millis + Send + Sync>;
+
 /// The producer side of the notifier: deliveries logged ahead and after.
 struct Io<'a> {
+    clock: &'a Clock,
     producer: &'a ThreadedProducer<LogContext>,
     sender: &'a Sender,
     rt: &'a tokio::runtime::Runtime,
@@ -175,7 +179,7 @@ impl Io<'_> {
         crate::kafka::client::drain(self.producer, Duration::from_secs(30))?;
         let delivered = match self.rt.block_on(self.sender.deliver(note)) {
             Ok(_) => {
-                let now = wall_clock_ms();
+                let now = (self.clock)();
                 for a in &note.alerts {
                     let key = format!(
                         "{}{KEY_SEP}{}",
@@ -226,6 +230,17 @@ pub fn run(
     shutdown: Arc<AtomicBool>,
     silences: Arc<super::silence::Silences>,
 ) -> anyhow::Result<()> {
+    run_with_clock(cfg, shutdown, silences, Arc::new(wall_clock_ms))
+}
+
+/// `run` with the time taken from `clock` (batch windows, digests, repeats and the
+/// notification log's times), so that a test can make a digest hour come.
+pub fn run_with_clock(
+    cfg: Arc<Config>,
+    shutdown: Arc<AtomicBool>,
+    silences: Arc<super::silence::Silences>,
+    clock: Clock,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     let k = &cfg.kafka;
     let n = &cfg.notify;
@@ -253,13 +268,7 @@ pub fn run(
         MetaStore::load(std::path::Path::new(&n.accounts_file))?
     };
     let sender = Sender::new(n).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let ms = |d: crate::config::Duration| d.0;
-    let mut grouper = Grouper::new(Timing {
-        group_wait: ms(n.group_wait),
-        group_interval: ms(n.group_interval),
-        repeat_interval: ms(n.repeat_interval),
-        send_resolved: n.send_resolved,
-    });
+    let mut grouper = Grouper::new(Timing::from_config(n));
     let (restored, unsettled) =
         restore_log(&cfg, &log_topic, &mut grouper).context("restoring the notification log")?;
     info!(entries = restored, unsettled = unsettled.len(), topic = %log_topic, "notification log restored");
@@ -279,6 +288,7 @@ pub fn run(
         .enable_all()
         .build()?;
     let io = Io {
+        clock: &clock,
         producer: &producer,
         sender: &sender,
         rt: &rt,
@@ -288,7 +298,7 @@ pub fn run(
     // Batches that were about to go out when the last run stopped go again, as they
     // were (same alerts, same idempotency key), before anything new.
     for note in unsettled {
-        let now = wall_clock_ms();
+        let now = clock();
         for a in &note.alerts {
             grouper.remember(
                 a["id"].as_str().unwrap_or_default(),
@@ -328,7 +338,7 @@ pub fn run(
             let status = rec["status"].as_str().unwrap_or_default().to_string();
             let owner = route::Labels::label(&rec, "owner").unwrap_or_default();
             let chat = route::Labels::label(&rec, "owner_chat");
-            let now = wall_clock_ms();
+            let now = clock();
             for receiver in route::receivers(&n.route, &rec) {
                 if grouper.add(now, &receiver, &owner, chat.clone(), rec.clone()) {
                     outstanding.open(&receiver, &id, &status, m.partition(), m.offset());
@@ -345,9 +355,9 @@ pub fn run(
         }
         if last_due.elapsed() >= Duration::from_millis(100) {
             last_due = Instant::now();
-            for mut note in grouper.due(wall_clock_ms()) {
+            for mut note in grouper.due(clock()) {
                 // Silenced alerts are recorded (log, metrics) but not delivered.
-                let now = wall_clock_ms();
+                let now = clock();
                 let (muted, kept): (Vec<Value>, Vec<Value>) = note
                     .alerts
                     .drain(..)
@@ -379,7 +389,7 @@ pub fn run(
                     continue;
                 }
                 if io.deliver(&note)? {
-                    grouper.delivered(&note, wall_clock_ms());
+                    grouper.delivered(&note, clock());
                 }
                 for a in &note.alerts {
                     outstanding.close(

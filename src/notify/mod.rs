@@ -90,6 +90,7 @@ pub fn plan(
                     owner: owner.clone(),
                     owner_chat: owner_chat.clone(),
                     alerts: vec![r.clone()],
+                    digest: false,
                 }),
             }
         }
