@@ -398,9 +398,15 @@ struct Daemon {
 
 impl Daemon {
     fn spawn(broker: &Broker, name: &str, instance: &str) -> Daemon {
+        Daemon::spawn_with(broker, name, instance, &[])
+    }
+
+    /// `spawn` with more environment variables.
+    fn spawn_with(broker: &Broker, name: &str, instance: &str, env: &[(&str, String)]) -> Daemon {
         let log = std::env::temp_dir().join(format!("{name}-{instance}-{}.log", rand_suffix()));
         let child = Command::new(bin())
             .arg("run")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
             .env("CHURNWATCH_KAFKA__GROUP_ID", format!("{name}-group"))
             .env("CHURNWATCH_KAFKA__INSTANCE_ID", instance)
@@ -1353,4 +1359,251 @@ fn digest_goes_out_at_each_owners_local_hour_and_once_across_a_restart() {
         .iter()
         .flat_map(|(_, a)| a)
         .any(|a| a == &("initech".to_string(), "firing".to_string())));
+}
+
+/// Produces records as they are (key, value or a tombstone), for records that
+/// `churnwatch produce` would refuse.
+fn produce_raw(broker: &Broker, topic: &str, records: &[(&str, Option<&str>)]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .create()
+        .unwrap();
+    for (k, v) in records {
+        let mut r: BaseRecord<'_, str, str> = BaseRecord::to(topic).key(*k);
+        if let Some(v) = v {
+            r = r.payload(*v);
+        }
+        p.send(r).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn account_metadata_from_a_compacted_topic_reaches_alert_records_and_routing() {
+    use common::http::http_server;
+    let broker = Broker::shared();
+    let case = Case::new(broker, "acctopic", 2, 60, 140, 25);
+    let dir = tempfile::tempdir().unwrap();
+    let accounts_topic = format!("{}-accounts", case.name);
+    broker.create_topic(&accounts_topic, 2);
+    let mut ids: Vec<String> = case
+        .expected
+        .iter()
+        .map(|r| r["account_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert!(ids.len() >= 4, "{ids:?}");
+    let (updated, deleted) = (ids[0].clone(), ids[1].clone());
+    let meta_of = |i: usize, id: &str| {
+        serde_json::json!({"account_id": id, "name": format!("Account {i}"),
+            "owner_email": format!("csm{}@example.com", i % 3), "plan": "growth",
+            "timezone": "Europe/Berlin"})
+    };
+    let initial = dir.path().join("accounts.ndjson");
+    std::fs::write(
+        &initial,
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| format!("{}\n", meta_of(i, id)))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let produce_accounts = |file: &std::path::Path, extra: &[&str]| {
+        let out = Command::new(bin())
+            .args(["produce", "--input", file.to_str().unwrap(), "--topic"])
+            .arg(&accounts_topic)
+            .args(["--key-field", "account_id"])
+            .args(extra)
+            .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    produce_accounts(&initial, &[]);
+    // A line without the key field is refused whole, naming the line.
+    let bad_file = dir.path().join("bad.ndjson");
+    std::fs::write(&bad_file, "{\"account_id\":\"x\"}\n{\"name\":\"no id\"}\n").unwrap();
+    let out = Command::new(bin())
+        .args(["produce", "--input", bad_file.to_str().unwrap(), "--topic"])
+        .arg(&accounts_topic)
+        .args(["--key-field", "account_id"])
+        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
+    // Records the daemon must skip, with a warning, and live on.
+    produce_raw(
+        broker,
+        &accounts_topic,
+        &[
+            ("bad-json", Some("{not json")),
+            ("bad-field", Some("{\"colour\":\"red\"}")),
+        ],
+    );
+
+    let (http, rec) = http_server();
+    let cfg = dir.path().join("churnwatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[notify]\nenabled = true\ngroup_id = \"{}-notifier\"\ngroup_wait = \"100ms\"\ngroup_interval = \"100ms\"\n\
+             accounts_topic = \"{accounts_topic}\"\n\
+             [[notify.receivers]]\nname = \"team\"\ntype = \"webhook\"\nurl = \"http://{http}/team\"\n\
+             [[notify.receivers]]\nname = \"csm\"\ntype = \"webhook\"\nurl = \"http://{http}/csm\"\n\
+             [notify.route]\nreceiver = \"team\"\n\
+             [[notify.route.routes]]\nmatch = {{ owner = \"*\" }}\nreceiver = \"csm\"\n",
+            case.name
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::spawn_with(
+        broker,
+        &case.name,
+        "a",
+        &[("CHURNWATCH_CONFIG", cfg.display().to_string())],
+    );
+    let addr = daemon.http_addr();
+    let records_read = |outcome: &str| {
+        let text = http_get(&addr, "/metrics").1;
+        metric_sum(
+            &text
+                .lines()
+                .filter(|l| l.contains(&format!("outcome=\"{outcome}\"")))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            "churnwatch_account_metadata_records_total",
+        ) as usize
+    };
+    wait_for("the accounts topic loaded", Duration::from_secs(60), || {
+        daemon.assert_alive();
+        records_read("applied") == ids.len() && records_read("skipped") == 2
+    });
+    // The skipped records are named by topic, partition and offset.
+    let log = std::fs::read_to_string(&daemon.log).unwrap();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("account metadata record skipped"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    for w in &warnings {
+        assert!(
+            w.contains(&accounts_topic) && w.contains("partition=") && w.contains("offset="),
+            "{w}"
+        );
+    }
+    assert!(warnings.iter().any(|w| w.contains("not JSON")));
+    assert!(warnings.iter().any(|w| w.contains("colour")));
+
+    // An update and a tombstone, applied while the daemon runs.
+    let update = dir.path().join("update.ndjson");
+    std::fs::write(
+        &update,
+        format!(
+            "{}\n",
+            serde_json::json!({"account_id": updated, "name": "Renamed",
+                "owner_email": "new-owner@example.com", "plan": "enterprise"})
+        ),
+    )
+    .unwrap();
+    produce_accounts(&update, &[]);
+    let gone = dir.path().join("gone.ndjson");
+    std::fs::write(&gone, format!("{{\"account_id\":\"{deleted}\"}}\n")).unwrap();
+    produce_accounts(&gone, &["--tombstones"]);
+    wait_for(
+        "the update and the tombstone",
+        Duration::from_secs(60),
+        || records_read("applied") == ids.len() + 1 && records_read("deleted") == 1,
+    );
+    let gauge = metric_sum(
+        &http_get(&addr, "/metrics").1,
+        "churnwatch_account_metadata_accounts",
+    );
+    assert_eq!(gauge as usize, ids.len() - 1);
+
+    // Now the events: every alert record carries the account's current metadata.
+    case.produce(broker);
+    case.await_alerts(broker, &mut [&mut daemon], Duration::from_secs(180));
+    let got: Vec<serde_json::Value> = broker
+        .read_all(&case.alerts_topic())
+        .into_iter()
+        .map(|(_, v, _)| serde_json::from_slice(&v).unwrap())
+        .collect();
+    let expected_account = |id: &str| -> Option<serde_json::Value> {
+        if id == deleted {
+            return None;
+        }
+        if id == updated {
+            return Some(serde_json::json!({"name": "Renamed",
+                "owner_email": "new-owner@example.com", "plan": "enterprise"}));
+        }
+        let i = ids.iter().position(|x| x == id)?;
+        let mut m = meta_of(i, id);
+        m.as_object_mut().unwrap().remove("account_id");
+        Some(m)
+    };
+    for r in &got {
+        let id = r["account_id"].as_str().unwrap();
+        assert_eq!(r.get("account").cloned(), expected_account(id), "{r}");
+    }
+    // Without `account`, the records are replay's.
+    let stripped = normalize(got.iter().map(|r| {
+        let mut r = r.clone();
+        r.as_object_mut().unwrap().remove("account");
+        serde_json::to_vec(&r).unwrap()
+    }));
+    assert_eq!(stripped, case.expected);
+
+    // Routing by the topic's owners: owned accounts go to the CSM receiver, addressed
+    // to their current owner; the deleted account has no owner and goes to the team.
+    let bodies = |path: &str| -> Vec<serde_json::Value> {
+        rec.reqs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| serde_json::from_str(&r.body).unwrap())
+            .collect()
+    };
+    let notified = |id: &str| {
+        ["csm", "team"].iter().any(|p| {
+            bodies(p).iter().any(|b| {
+                b["alerts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|a| a["account_id"] == id)
+            })
+        })
+    };
+    wait_for("every account notified", Duration::from_secs(120), || {
+        daemon.assert_alive();
+        ids.iter().all(|id| notified(id))
+    });
+    for b in bodies("csm") {
+        for a in b["alerts"].as_array().unwrap() {
+            let id = a["account_id"].as_str().unwrap();
+            assert_ne!(id, deleted);
+            assert_eq!(
+                b["owner"],
+                expected_account(id).unwrap()["owner_email"],
+                "{id}"
+            );
+        }
+    }
+    for b in bodies("team") {
+        for a in b["alerts"].as_array().unwrap() {
+            assert_eq!(a["account_id"], deleted.as_str());
+        }
+    }
+    assert!(bodies("csm")
+        .iter()
+        .any(|b| b["owner"] == "new-owner@example.com"));
+    daemon.stop();
 }

@@ -19,7 +19,6 @@ use tracing::{info, warn};
 
 use super::deliver::Sender;
 use super::group::{Grouper, Timing};
-use super::meta::MetaStore;
 use super::render::Notification;
 use super::{attach_account, route};
 use crate::config::Config;
@@ -262,11 +261,9 @@ pub fn run_with_clock(
             Err(e) => return Err(e.into()),
         }
     }
-    let meta = if n.accounts_file.is_empty() {
-        MetaStore::default()
-    } else {
-        MetaStore::load(std::path::Path::new(&n.accounts_file))?
-    };
+    let meta = super::accounts::load(&cfg, shutdown.clone())
+        .context("account metadata")?
+        .unwrap_or_default();
     let sender = Sender::new(n).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut grouper = Grouper::new(Timing::from_config(n));
     let (restored, unsettled) =
@@ -333,7 +330,7 @@ pub fn run_with_clock(
                 );
                 continue;
             };
-            attach_account(&mut rec, &meta);
+            attach_account(&mut rec, &*meta);
             let id = rec["id"].as_str().unwrap_or_default().to_string();
             let status = rec["status"].as_str().unwrap_or_default().to_string();
             let owner = route::Labels::label(&rec, "owner").unwrap_or_default();
