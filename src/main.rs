@@ -482,13 +482,14 @@ fn cmd_notify(
         .build()
         .context("starting the runtime")?;
     let mut failed = 0;
-    for n in &notes {
+    let results = rt.block_on(sender.deliver_all(&notes));
+    for (n, result) in notes.iter().zip(results) {
         let to = if n.owner.is_empty() {
             "(no owner)"
         } else {
             n.owner.as_str()
         };
-        match rt.block_on(sender.deliver(n)) {
+        match result {
             Ok(attempts) => println!(
                 "delivered to {:?} for {to}: {} alert(s), {attempts} attempt(s)",
                 n.receiver,

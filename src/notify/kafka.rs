@@ -165,61 +165,76 @@ struct Io<'a> {
 }
 
 impl Io<'_> {
-    /// Logs the batch, delivers it, records the outcome; true when delivered.
-    fn deliver(&self, note: &Notification) -> anyhow::Result<bool> {
-        let batch_key = format!("{BATCH_PREFIX}{}", note.idempotency_key());
-        let body = serde_json::to_vec(note)?;
-        send(
-            self.producer,
-            BaseRecord::to(self.log_topic)
-                .key(batch_key.as_bytes())
-                .payload(&body),
-        );
+    /// Logs the batches ahead, delivers them (concurrently, up to
+    /// `notify.max_concurrent_deliveries`; one receiver and owner's in order), records
+    /// each outcome; true for each one delivered.
+    fn deliver(&self, notes: &[Notification]) -> anyhow::Result<Vec<bool>> {
+        if notes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch_keys: Vec<String> = notes
+            .iter()
+            .map(|n| format!("{BATCH_PREFIX}{}", n.idempotency_key()))
+            .collect();
+        for (note, batch_key) in notes.iter().zip(&batch_keys) {
+            let body = serde_json::to_vec(note)?;
+            send(
+                self.producer,
+                BaseRecord::to(self.log_topic)
+                    .key(batch_key.as_bytes())
+                    .payload(&body),
+            );
+        }
         crate::kafka::client::drain(self.producer, Duration::from_secs(30))?;
-        let delivered = match self.rt.block_on(self.sender.deliver(note)) {
-            Ok(_) => {
-                let now = (self.clock)();
-                for a in &note.alerts {
-                    let key = format!(
-                        "{}{KEY_SEP}{}",
-                        a["id"].as_str().unwrap_or_default(),
-                        a["status"].as_str().unwrap_or_default()
-                    );
-                    let value = json!({"sent_at_ms": now, "receiver": note.receiver}).to_string();
+        let results = self.rt.block_on(self.sender.deliver_all(notes));
+        let mut out = Vec::with_capacity(notes.len());
+        for ((note, batch_key), result) in notes.iter().zip(&batch_keys).zip(results) {
+            let delivered = match result {
+                Ok(_) => {
+                    let now = (self.clock)();
+                    for a in &note.alerts {
+                        let key = format!(
+                            "{}{KEY_SEP}{}",
+                            a["id"].as_str().unwrap_or_default(),
+                            a["status"].as_str().unwrap_or_default()
+                        );
+                        let value =
+                            json!({"sent_at_ms": now, "receiver": note.receiver}).to_string();
+                        send(
+                            self.producer,
+                            BaseRecord::to(self.log_topic)
+                                .key(key.as_bytes())
+                                .payload(value.as_bytes()),
+                        );
+                    }
+                    true
+                }
+                Err(e) => {
+                    warn!(receiver = %note.receiver, error = %e, "notification failed for good; dead-lettered");
+                    METRICS
+                        .notification_dead_letters
+                        .with_label_values(&[&note.receiver])
+                        .inc();
+                    let value = json!({"receiver": note.receiver, "owner": note.owner, "reason": e.to_string(),
+                        "idempotency_key": note.idempotency_key(), "alerts": note.alerts})
+                    .to_string();
                     send(
                         self.producer,
-                        BaseRecord::to(self.log_topic)
-                            .key(key.as_bytes())
+                        BaseRecord::to(self.dlq_topic)
+                            .key(note.receiver.as_bytes())
                             .payload(value.as_bytes()),
                     );
+                    false
                 }
-                true
-            }
-            Err(e) => {
-                warn!(receiver = %note.receiver, error = %e, "notification failed for good; dead-lettered");
-                METRICS
-                    .notification_dead_letters
-                    .with_label_values(&[&note.receiver])
-                    .inc();
-                let value =
-                    json!({"receiver": note.receiver, "owner": note.owner, "reason": e.to_string(),
-                    "idempotency_key": note.idempotency_key(), "alerts": note.alerts})
-                    .to_string();
-                send(
-                    self.producer,
-                    BaseRecord::to(self.dlq_topic)
-                        .key(note.receiver.as_bytes())
-                        .payload(value.as_bytes()),
-                );
-                false
-            }
-        };
-        // The batch is settled: a tombstone takes it out of the log.
-        send(
-            self.producer,
-            BaseRecord::<[u8], [u8]>::to(self.log_topic).key(batch_key.as_bytes()),
-        );
-        Ok(delivered)
+            };
+            // The batch is settled: a tombstone takes it out of the log.
+            send(
+                self.producer,
+                BaseRecord::<[u8], [u8]>::to(self.log_topic).key(batch_key.as_bytes()),
+            );
+            out.push(delivered);
+        }
+        Ok(out)
     }
 }
 
@@ -294,8 +309,8 @@ pub fn run_with_clock(
     };
     // Batches that were about to go out when the last run stopped go again, as they
     // were (same alerts, same idempotency key), before anything new.
-    for note in unsettled {
-        let now = clock();
+    let now = clock();
+    for note in &unsettled {
         for a in &note.alerts {
             grouper.remember(
                 a["id"].as_str().unwrap_or_default(),
@@ -303,8 +318,10 @@ pub fn run_with_clock(
                 now,
             );
         }
-        if io.deliver(&note)? {
-            grouper.delivered(&note, now);
+    }
+    for (note, ok) in unsettled.iter().zip(io.deliver(&unsettled)?) {
+        if ok {
+            grouper.delivered(note, now);
         }
     }
     let mut outstanding = Outstanding::default();
@@ -352,6 +369,7 @@ pub fn run_with_clock(
         }
         if last_due.elapsed() >= Duration::from_millis(100) {
             last_due = Instant::now();
+            let mut wave = Vec::new();
             for mut note in grouper.due(clock()) {
                 // Silenced alerts are recorded (log, metrics) but not delivered.
                 let now = clock();
@@ -382,11 +400,13 @@ pub fn run_with_clock(
                     );
                     outstanding.close(&note.receiver, id, status);
                 }
-                if note.alerts.is_empty() {
-                    continue;
+                if !note.alerts.is_empty() {
+                    wave.push(note);
                 }
-                if io.deliver(&note)? {
-                    grouper.delivered(&note, clock());
+            }
+            for (note, ok) in wave.iter().zip(io.deliver(&wave)?) {
+                if ok {
+                    grouper.delivered(note, clock());
                 }
                 for a in &note.alerts {
                     outstanding.close(
