@@ -119,6 +119,16 @@ pub struct NotifyConfig {
     pub max_attempts: u32,
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    /// Local hour (0-23) of the daily digest in the owner's time zone; -1: no digest.
+    pub digest_hour: i64,
+    /// Severities held for the digest (critical alerts always go at once).
+    pub digest_severities: Vec<Severity>,
+    /// Time zone of owners whose accounts name none (IANA name).
+    pub default_timezone: String,
+    /// Compacted topic of account metadata (key: account id); empty: none.
+    pub accounts_topic: String,
+    /// Notifications delivered at the same time, at most (to different owners).
+    pub max_concurrent_deliveries: u32,
     pub receivers: Vec<ReceiverConfig>,
     pub route: RouteConfig,
 }
@@ -815,6 +825,36 @@ impl Config {
         if n.max_attempts == 0 {
             return Err(invalid("notify.max_attempts", "must be at least 1"));
         }
+        if !(-1..=23).contains(&n.digest_hour) {
+            return Err(invalid(
+                "notify.digest_hour",
+                format!(
+                    "{} is not an hour; use 0-23 (local time of the owner), or -1 for no digest",
+                    n.digest_hour
+                ),
+            ));
+        }
+        if n.digest_severities.contains(&Severity::Critical) {
+            return Err(invalid(
+                "notify.digest_severities",
+                "critical alerts always go out at once; use \"info\" and/or \"warning\"",
+            ));
+        }
+        if let Err(e) = jiff::tz::TimeZone::get(&n.default_timezone) {
+            return Err(invalid(
+                "notify.default_timezone",
+                format!(
+                    "{:?} is not a known time zone ({e}); use an IANA name such as \"UTC\" or \"America/New_York\"",
+                    n.default_timezone
+                ),
+            ));
+        }
+        if n.max_concurrent_deliveries == 0 {
+            return Err(invalid(
+                "notify.max_concurrent_deliveries",
+                "must be at least 1",
+            ));
+        }
         Ok(())
     }
 }
@@ -917,6 +957,19 @@ mod tests {
                 "also a start event",
             ),
             ("[rules.inactive]\nseverity = \"loud\"\n", "loud"),
+            ("[notify]\ndigest_hour = 24\n", "notify.digest_hour"),
+            (
+                "[notify]\ndigest_severities = [\"critical\"]\n",
+                "always go out at once",
+            ),
+            (
+                "[notify]\ndefault_timezone = \"Europe/Atlantis\"\n",
+                "notify.default_timezone",
+            ),
+            (
+                "[notify]\nmax_concurrent_deliveries = 0\n",
+                "notify.max_concurrent_deliveries",
+            ),
         ];
         for (text, needle) in cases {
             let e = Config::from_toml_str(text, []).unwrap_err().to_string();

@@ -111,6 +111,15 @@ enum Command {
         /// Topic (default: kafka.input_topic).
         #[arg(long)]
         topic: Option<String>,
+        /// Key each line (a JSON object) by this string field instead of parsing it as
+        /// an event, e.g. `account_id` for notify.accounts_topic. The file is checked
+        /// whole before anything is produced.
+        #[arg(long)]
+        key_field: Option<String>,
+        /// With --key-field: produce a tombstone (null value) for each line's key,
+        /// which deletes it from a compacted topic.
+        #[arg(long, requires = "key_field")]
+        tombstones: bool,
     },
     /// Notify CSMs of the alert records in a file (routing, batching per owner, Slack,
     /// webhook, email); `--dry-run` prints what would be sent instead.
@@ -332,10 +341,27 @@ fn run_services(cfg: Config, detector: bool, notifier: bool) -> Result<()> {
     detector_result
 }
 
-fn cmd_produce(config: Option<PathBuf>, input: PathBuf, topic: Option<String>) -> Result<()> {
+fn cmd_produce(
+    config: Option<PathBuf>,
+    input: PathBuf,
+    topic: Option<String>,
+    key_field: Option<String>,
+    tombstones: bool,
+) -> Result<()> {
     let cfg = load_config(config.as_deref())?;
     init_logging(&cfg);
     let topic = topic.unwrap_or_else(|| cfg.kafka.input_topic.clone());
+    if let Some(field) = key_field {
+        let s =
+            churnwatch::kafka::produce::produce_keyed(&cfg, &input, &topic, &field, tombstones)?;
+        eprintln!(
+            "produced {} {} to {topic} keyed by {field} in {:.2} s",
+            s.lines,
+            if tombstones { "tombstones" } else { "records" },
+            s.elapsed_secs
+        );
+        return Ok(());
+    }
     let size = std::fs::metadata(&input).map(|m| m.len()).unwrap_or(0);
     let bar = (io::stderr().is_terminal() && size > (8 << 20)).then(|| {
         let bar = indicatif::ProgressBar::new(size);
@@ -456,13 +482,14 @@ fn cmd_notify(
         .build()
         .context("starting the runtime")?;
     let mut failed = 0;
-    for n in &notes {
+    let results = rt.block_on(sender.deliver_all(&notes));
+    for (n, result) in notes.iter().zip(results) {
         let to = if n.owner.is_empty() {
             "(no owner)"
         } else {
             n.owner.as_str()
         };
-        match rt.block_on(sender.deliver(n)) {
+        match result {
             Ok(attempts) => println!(
                 "delivered to {:?} for {to}: {} alert(s), {attempts} attempt(s)",
                 n.receiver,
@@ -489,7 +516,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => cmd_run(config),
-        Command::Produce { config, input, topic } => cmd_produce(config, input, topic),
+        Command::Produce {
+            config,
+            input,
+            topic,
+            key_field,
+            tombstones,
+        } => cmd_produce(config, input, topic, key_field, tombstones),
         Command::Replay {
             config,
             input,

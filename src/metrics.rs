@@ -37,6 +37,8 @@ pub struct Metrics {
     pub notification_seconds: HistogramVec,
     pub notification_retries: IntCounterVec,
     pub notification_dead_letters: IntCounterVec,
+    pub account_metadata_accounts: IntGauge,
+    pub account_metadata_records: IntCounterVec,
     pub build_info: IntGaugeVec,
 }
 
@@ -189,6 +191,18 @@ impl Metrics {
                 IntCounterVec::new(
                     Opts::new("notification_dead_letters_total", "Notifications that failed for good"),
                     &["receiver"],
+                )
+                .unwrap(),
+            ),
+            account_metadata_accounts: reg(
+                &r,
+                IntGauge::new("account_metadata_accounts", "Accounts with metadata (file and topic)").unwrap(),
+            ),
+            account_metadata_records: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new("account_metadata_records_total", "Records read from notify.accounts_topic by outcome"),
+                    &["outcome"],
                 )
                 .unwrap(),
             ),

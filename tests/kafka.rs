@@ -398,9 +398,15 @@ struct Daemon {
 
 impl Daemon {
     fn spawn(broker: &Broker, name: &str, instance: &str) -> Daemon {
+        Daemon::spawn_with(broker, name, instance, &[])
+    }
+
+    /// `spawn` with more environment variables.
+    fn spawn_with(broker: &Broker, name: &str, instance: &str, env: &[(&str, String)]) -> Daemon {
         let log = std::env::temp_dir().join(format!("{name}-{instance}-{}.log", rand_suffix()));
         let child = Command::new(bin())
             .arg("run")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
             .env("CHURNWATCH_KAFKA__GROUP_ID", format!("{name}-group"))
             .env("CHURNWATCH_KAFKA__INSTANCE_ID", instance)
@@ -1088,4 +1094,516 @@ fn silences_are_shared_through_kafka_and_mute_delivery() {
     );
     a.stop();
     b.stop();
+}
+
+/// One alert record line for the notifier tests.
+fn alert_line(account: &str, kind: &str, status: &str, severity: &str) -> String {
+    format!(
+        "{{\"id\":\"{account}/{kind}/2026-03-01\",\"account_id\":\"{account}\",\"kind\":\"{kind}\",\"status\":\"{status}\",\"severity\":\"{severity}\",\"event_time\":\"2026-03-15T10:00:00.000Z\",\"summary\":\"s\",\"evidence\":{{\"last_activity\":\"2026-03-01T10:00:00.000Z\",\"idle_days\":14}}}}\n"
+    )
+}
+
+fn produce_lines(broker: &Broker, dir: &std::path::Path, topic: &str, lines: &[String]) {
+    let f = dir.join(format!("lines-{}.ndjson", rand_suffix()));
+    std::fs::write(&f, lines.concat()).unwrap();
+    let p = Command::new(bin())
+        .args(["produce", "--input", f.to_str().unwrap(), "--topic", topic])
+        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+        .output()
+        .unwrap();
+    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+}
+
+/// The notifier in this process, with a clock the test sets.
+struct InProcessNotifier {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl InProcessNotifier {
+    fn start(
+        cfg: churnwatch::config::Config,
+        clock: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    ) -> InProcessNotifier {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            churnwatch::notify::kafka::run_with_clock(
+                Arc::new(cfg),
+                s2,
+                Arc::new(churnwatch::notify::silence::Silences::default()),
+                Arc::new(move || clock.load(Ordering::SeqCst)),
+            )
+        });
+        InProcessNotifier {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn assert_running(&self) {
+        assert!(
+            !self.thread.as_ref().unwrap().is_finished(),
+            "the notifier stopped"
+        );
+    }
+
+    fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap().unwrap();
+    }
+}
+
+impl Drop for InProcessNotifier {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn digest_goes_out_at_each_owners_local_hour_and_once_across_a_restart() {
+    use common::http::http_server;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::Arc;
+    let broker = Broker::shared();
+    let name = format!("digest-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let alerts_topic = format!("{name}-alerts");
+    // One partition: the records are read in the order they were produced.
+    broker.create_topic(&alerts_topic, 1);
+    let accounts = dir.path().join("accounts.ndjson");
+    std::fs::write(
+        &accounts,
+        "{\"account_id\":\"acme\",\"name\":\"Acme\",\"owner_email\":\"ana@example.com\",\"timezone\":\"America/New_York\"}\n\
+         {\"account_id\":\"initech\",\"owner_email\":\"ana@example.com\",\"timezone\":\"America/New_York\"}\n\
+         {\"account_id\":\"hooli\",\"owner_email\":\"ana@example.com\",\"timezone\":\"America/New_York\"}\n\
+         {\"account_id\":\"globex\",\"owner_email\":\"ben@example.com\",\"timezone\":\"Europe/Berlin\"}\n",
+    )
+    .unwrap();
+    let (http, rec) = http_server();
+    let cfg = || {
+        churnwatch::config::Config::from_toml_str(
+            &format!(
+                "[notify]\ngroup_id = \"{name}-notifier\"\ngroup_wait = \"100ms\"\ngroup_interval = \"100ms\"\n\
+                 digest_hour = 9\naccounts_file = \"{}\"\n\
+                 [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{http}/ok\"\n\
+                 [notify.route]\nreceiver = \"hook\"\n",
+                accounts.display()
+            ),
+            [
+                ("CHURNWATCH_KAFKA__BROKERS".to_string(), broker.bootstrap.clone()),
+                ("CHURNWATCH_KAFKA__ALERTS_TOPIC".to_string(), alerts_topic.clone()),
+            ],
+        )
+        .unwrap()
+    };
+    // Notifications received: (digest?, [(id, status)]).
+    let received = || -> Vec<(bool, Vec<(String, String)>)> {
+        rec.reqs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == "ok")
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+                let alerts = v["alerts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| {
+                        (
+                            a["account_id"].as_str().unwrap().to_string(),
+                            a["status"].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect();
+                (v["digest"].as_bool().unwrap(), alerts)
+            })
+            .collect()
+    };
+    let mentions = |account: &str| {
+        received()
+            .iter()
+            .filter(|(_, a)| a.iter().any(|(acct, _)| acct == account))
+            .count()
+    };
+    // Saturday 2026-03-07 10:00Z: 05:00 in New York, 11:00 in Berlin.
+    let clock = Arc::new(AtomicI64::new(common::ts("2026-03-07T10:00:00Z")));
+    produce_lines(
+        broker,
+        dir.path(),
+        &alerts_topic,
+        &[
+            alert_line("acme", "inactive", "firing", "warning"),
+            alert_line("globex", "inactive", "firing", "warning"),
+            alert_line("initech", "activity_drop", "firing", "warning"),
+            alert_line("initech", "activity_drop", "resolved", "warning"),
+            alert_line("hooli", "not_activated", "firing", "critical"),
+        ],
+    );
+    let first = InProcessNotifier::start(cfg(), clock.clone());
+    // The critical alert goes at once, alone.
+    wait_for("the critical alert", Duration::from_secs(60), || {
+        first.assert_running();
+        mentions("hooli") > 0
+    });
+    assert_eq!(
+        received(),
+        [(false, vec![("hooli".to_string(), "firing".to_string())])]
+    );
+    // 08:59 in New York: group_wait passed long ago, the warnings still wait. (A
+    // marker alert produced now is delivered after anything due before it.)
+    clock.store(common::ts("2026-03-07T13:59:00Z"), Ordering::SeqCst);
+    produce_lines(
+        broker,
+        dir.path(),
+        &alerts_topic,
+        &[alert_line(
+            "marker-1",
+            "not_activated",
+            "firing",
+            "critical",
+        )],
+    );
+    wait_for("marker 1", Duration::from_secs(60), || {
+        mentions("marker-1") > 0
+    });
+    assert_eq!(received().len(), 2, "{:?}", received());
+    // 09:00 in New York: ana's digest, with initech's resolution in place of its firing.
+    clock.store(common::ts("2026-03-07T14:00:00Z"), Ordering::SeqCst);
+    wait_for("ana's digest", Duration::from_secs(60), || {
+        mentions("acme") > 0
+    });
+    let digest = received().into_iter().find(|(d, _)| *d).unwrap();
+    assert_eq!(
+        digest.1,
+        [
+            ("acme".to_string(), "firing".to_string()),
+            ("initech".to_string(), "resolved".to_string())
+        ]
+    );
+    let headers = rec
+        .reqs
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|r| r.body.contains("\"digest\":true"))
+        .unwrap()
+        .body
+        .clone();
+    assert!(headers.contains("ana@example.com"));
+    // Berlin's 09:00 is tomorrow 08:00Z: ben waits.
+    produce_lines(
+        broker,
+        dir.path(),
+        &alerts_topic,
+        &[alert_line(
+            "marker-2",
+            "not_activated",
+            "firing",
+            "critical",
+        )],
+    );
+    wait_for("marker 2", Duration::from_secs(60), || {
+        mentions("marker-2") > 0
+    });
+    assert_eq!(mentions("globex"), 0);
+    first.stop();
+    // Held records are not committed: the group's offset stays at globex's (1).
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", format!("{name}-notifier"))
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&alerts_topic, 0);
+    let committed = c
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap()
+        .find_partition(&alerts_topic, 0)
+        .unwrap()
+        .offset();
+    assert_eq!(committed, Offset::Offset(1), "committed {committed:?}");
+    // Restarted at 09:00 in Berlin: the re-read records that were delivered are not
+    // sent again; ben's held warning goes in his digest, once.
+    clock.store(common::ts("2026-03-08T08:00:00Z"), Ordering::SeqCst);
+    let second = InProcessNotifier::start(cfg(), clock.clone());
+    wait_for("ben's digest", Duration::from_secs(60), || {
+        second.assert_running();
+        mentions("globex") > 0
+    });
+    produce_lines(
+        broker,
+        dir.path(),
+        &alerts_topic,
+        &[alert_line(
+            "marker-3",
+            "not_activated",
+            "firing",
+            "critical",
+        )],
+    );
+    wait_for("marker 3", Duration::from_secs(60), || {
+        mentions("marker-3") > 0
+    });
+    second.stop();
+    let got = received();
+    assert_eq!(got.len(), 6, "{got:?}");
+    assert!(got.contains(&(true, vec![("globex".to_string(), "firing".to_string())])));
+    for account in ["acme", "hooli", "globex", "marker-1", "marker-2"] {
+        assert_eq!(mentions(account), 1, "{account}: {got:?}");
+    }
+    assert!(!got
+        .iter()
+        .flat_map(|(_, a)| a)
+        .any(|a| a == &("initech".to_string(), "firing".to_string())));
+}
+
+/// Produces records as they are (key, value or a tombstone), for records that
+/// `churnwatch produce` would refuse.
+fn produce_raw(broker: &Broker, topic: &str, records: &[(&str, Option<&str>)]) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let p: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .create()
+        .unwrap();
+    for (k, v) in records {
+        let mut r: BaseRecord<'_, str, str> = BaseRecord::to(topic).key(*k);
+        if let Some(v) = v {
+            r = r.payload(*v);
+        }
+        p.send(r).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+#[test]
+fn account_metadata_from_a_compacted_topic_reaches_alert_records_and_routing() {
+    use common::http::http_server;
+    let broker = Broker::shared();
+    let case = Case::new(broker, "acctopic", 2, 60, 140, 25);
+    let dir = tempfile::tempdir().unwrap();
+    let accounts_topic = format!("{}-accounts", case.name);
+    broker.create_topic(&accounts_topic, 2);
+    let mut ids: Vec<String> = case
+        .expected
+        .iter()
+        .map(|r| r["account_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert!(ids.len() >= 4, "{ids:?}");
+    let (updated, deleted) = (ids[0].clone(), ids[1].clone());
+    let meta_of = |i: usize, id: &str| {
+        serde_json::json!({"account_id": id, "name": format!("Account {i}"),
+            "owner_email": format!("csm{}@example.com", i % 3), "plan": "growth",
+            "timezone": "Europe/Berlin"})
+    };
+    let initial = dir.path().join("accounts.ndjson");
+    std::fs::write(
+        &initial,
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| format!("{}\n", meta_of(i, id)))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let produce_accounts = |file: &std::path::Path, extra: &[&str]| {
+        let out = Command::new(bin())
+            .args(["produce", "--input", file.to_str().unwrap(), "--topic"])
+            .arg(&accounts_topic)
+            .args(["--key-field", "account_id"])
+            .args(extra)
+            .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    produce_accounts(&initial, &[]);
+    // A line without the key field is refused whole, naming the line.
+    let bad_file = dir.path().join("bad.ndjson");
+    std::fs::write(&bad_file, "{\"account_id\":\"x\"}\n{\"name\":\"no id\"}\n").unwrap();
+    let out = Command::new(bin())
+        .args(["produce", "--input", bad_file.to_str().unwrap(), "--topic"])
+        .arg(&accounts_topic)
+        .args(["--key-field", "account_id"])
+        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
+    // Records the daemon must skip, with a warning, and live on.
+    produce_raw(
+        broker,
+        &accounts_topic,
+        &[
+            ("bad-json", Some("{not json")),
+            ("bad-field", Some("{\"colour\":\"red\"}")),
+        ],
+    );
+
+    let (http, rec) = http_server();
+    let cfg = dir.path().join("churnwatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[notify]\nenabled = true\ngroup_id = \"{}-notifier\"\ngroup_wait = \"100ms\"\ngroup_interval = \"100ms\"\n\
+             accounts_topic = \"{accounts_topic}\"\n\
+             [[notify.receivers]]\nname = \"team\"\ntype = \"webhook\"\nurl = \"http://{http}/team\"\n\
+             [[notify.receivers]]\nname = \"csm\"\ntype = \"webhook\"\nurl = \"http://{http}/csm\"\n\
+             [notify.route]\nreceiver = \"team\"\n\
+             [[notify.route.routes]]\nmatch = {{ owner = \"*\" }}\nreceiver = \"csm\"\n",
+            case.name
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::spawn_with(
+        broker,
+        &case.name,
+        "a",
+        &[("CHURNWATCH_CONFIG", cfg.display().to_string())],
+    );
+    let addr = daemon.http_addr();
+    let records_read = |outcome: &str| {
+        let text = http_get(&addr, "/metrics").1;
+        metric_sum(
+            &text
+                .lines()
+                .filter(|l| l.contains(&format!("outcome=\"{outcome}\"")))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            "churnwatch_account_metadata_records_total",
+        ) as usize
+    };
+    wait_for("the accounts topic loaded", Duration::from_secs(60), || {
+        daemon.assert_alive();
+        records_read("applied") == ids.len() && records_read("skipped") == 2
+    });
+    // The skipped records are named by topic, partition and offset.
+    let log = std::fs::read_to_string(&daemon.log).unwrap();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("account metadata record skipped"))
+        .collect();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    for w in &warnings {
+        assert!(
+            w.contains(&accounts_topic) && w.contains("partition=") && w.contains("offset="),
+            "{w}"
+        );
+    }
+    assert!(warnings.iter().any(|w| w.contains("not JSON")));
+    assert!(warnings.iter().any(|w| w.contains("colour")));
+
+    // An update and a tombstone, applied while the daemon runs.
+    let update = dir.path().join("update.ndjson");
+    std::fs::write(
+        &update,
+        format!(
+            "{}\n",
+            serde_json::json!({"account_id": updated, "name": "Renamed",
+                "owner_email": "new-owner@example.com", "plan": "enterprise"})
+        ),
+    )
+    .unwrap();
+    produce_accounts(&update, &[]);
+    let gone = dir.path().join("gone.ndjson");
+    std::fs::write(&gone, format!("{{\"account_id\":\"{deleted}\"}}\n")).unwrap();
+    produce_accounts(&gone, &["--tombstones"]);
+    wait_for(
+        "the update and the tombstone",
+        Duration::from_secs(60),
+        || records_read("applied") == ids.len() + 1 && records_read("deleted") == 1,
+    );
+    let gauge = metric_sum(
+        &http_get(&addr, "/metrics").1,
+        "churnwatch_account_metadata_accounts",
+    );
+    assert_eq!(gauge as usize, ids.len() - 1);
+
+    // Now the events: every alert record carries the account's current metadata.
+    case.produce(broker);
+    case.await_alerts(broker, &mut [&mut daemon], Duration::from_secs(180));
+    let got: Vec<serde_json::Value> = broker
+        .read_all(&case.alerts_topic())
+        .into_iter()
+        .map(|(_, v, _)| serde_json::from_slice(&v).unwrap())
+        .collect();
+    let expected_account = |id: &str| -> Option<serde_json::Value> {
+        if id == deleted {
+            return None;
+        }
+        if id == updated {
+            return Some(serde_json::json!({"name": "Renamed",
+                "owner_email": "new-owner@example.com", "plan": "enterprise"}));
+        }
+        let i = ids.iter().position(|x| x == id)?;
+        let mut m = meta_of(i, id);
+        m.as_object_mut().unwrap().remove("account_id");
+        Some(m)
+    };
+    for r in &got {
+        let id = r["account_id"].as_str().unwrap();
+        assert_eq!(r.get("account").cloned(), expected_account(id), "{r}");
+    }
+    // Without `account`, the records are replay's.
+    let stripped = normalize(got.iter().map(|r| {
+        let mut r = r.clone();
+        r.as_object_mut().unwrap().remove("account");
+        serde_json::to_vec(&r).unwrap()
+    }));
+    assert_eq!(stripped, case.expected);
+
+    // Routing by the topic's owners: owned accounts go to the CSM receiver, addressed
+    // to their current owner; the deleted account has no owner and goes to the team.
+    let bodies = |path: &str| -> Vec<serde_json::Value> {
+        rec.reqs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path == path)
+            .map(|r| serde_json::from_str(&r.body).unwrap())
+            .collect()
+    };
+    let notified = |id: &str| {
+        ["csm", "team"].iter().any(|p| {
+            bodies(p).iter().any(|b| {
+                b["alerts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|a| a["account_id"] == id)
+            })
+        })
+    };
+    wait_for("every account notified", Duration::from_secs(120), || {
+        daemon.assert_alive();
+        ids.iter().all(|id| notified(id))
+    });
+    for b in bodies("csm") {
+        for a in b["alerts"].as_array().unwrap() {
+            let id = a["account_id"].as_str().unwrap();
+            assert_ne!(id, deleted);
+            assert_eq!(
+                b["owner"],
+                expected_account(id).unwrap()["owner_email"],
+                "{id}"
+            );
+        }
+    }
+    for b in bodies("team") {
+        for a in b["alerts"].as_array().unwrap() {
+            assert_eq!(a["account_id"], deleted.as_str());
+        }
+    }
+    assert!(bodies("csm")
+        .iter()
+        .any(|b| b["owner"] == "new-owner@example.com"));
+    daemon.stop();
 }

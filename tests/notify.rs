@@ -298,8 +298,9 @@ fn routes_batches_signs_retries_and_delivers_by_slack_webhook_and_email() {
         assert!(!slack[0].body.contains(r["id"].as_str().unwrap()));
     }
 
-    // Webhook: critical alerts, signed; failed twice with 503, delivered on the third
-    // attempt with the same idempotency key.
+    // Webhook: critical alerts, signed; the first two requests failed with 503 (the
+    // notifications go concurrently, so they may be of two notifications) and were
+    // retried with the same idempotency key and body.
     let hooks: Vec<&Req> = reqs.iter().filter(|r| r.path == "flaky").collect();
     let critical: BTreeSet<&str> = recs
         .iter()
@@ -307,12 +308,23 @@ fn routes_batches_signs_retries_and_delivers_by_slack_webhook_and_email() {
         .map(|r| r["id"].as_str().unwrap())
         .collect();
     assert!(!critical.is_empty());
-    assert!(hooks.len() >= 3, "{} webhook requests", hooks.len());
+    let mut by_key: std::collections::BTreeMap<&str, Vec<&Req>> = Default::default();
+    for h in &hooks {
+        by_key
+            .entry(h.headers["idempotency-key"].as_str())
+            .or_default()
+            .push(h);
+    }
     assert_eq!(
-        hooks[0].headers["idempotency-key"],
-        hooks[2].headers["idempotency-key"]
+        hooks.len(),
+        by_key.len() + 2,
+        "two failed attempts, retried"
     );
-    assert_eq!(hooks[0].body, hooks[2].body);
+    for failed in &hooks[..2] {
+        let same = &by_key[failed.headers["idempotency-key"].as_str()];
+        assert!(same.len() >= 2);
+        assert!(same.iter().all(|r| r.body == failed.body));
+    }
     for h in &hooks {
         assert!(verify_signature(h, b"s3cret-key"), "bad signature");
         let v: serde_json::Value = serde_json::from_str(&h.body).unwrap();
@@ -320,8 +332,9 @@ fn routes_batches_signs_retries_and_delivers_by_slack_webhook_and_email() {
             assert!(critical.contains(a["id"].as_str().unwrap()));
         }
     }
-    let delivered: BTreeSet<String> = hooks[2..]
-        .iter()
+    let delivered: BTreeSet<String> = by_key
+        .values()
+        .map(|same| same[0])
         .flat_map(|h| {
             let v: serde_json::Value = serde_json::from_str(&h.body).unwrap();
             v["alerts"]
@@ -414,4 +427,73 @@ fn honours_retry_after_and_dead_letters_permanent_failures() {
         serde_json::from_str(err.lines().find(|l| l.starts_with('{')).unwrap()).unwrap();
     assert!(dead["reason"].as_str().unwrap().contains("400"));
     assert_eq!(dead["alerts"][0]["id"], "a-1/inactive/2026-03-01");
+}
+
+#[test]
+fn delivers_to_different_owners_concurrently_within_the_bound_and_the_rate_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, rec) = http_server();
+    // 16 owners on an unlimited receiver, 6 on one limited to 5 messages a second;
+    // every request takes 100 ms to answer.
+    let mut lines = String::new();
+    for i in 0..22 {
+        let plan = if i < 16 { "fast" } else { "limited" };
+        lines.push_str(&format!(
+            "{{\"id\":\"a{i}/inactive/2026-03-01\",\"account_id\":\"a{i}\",\"kind\":\"inactive\",\"status\":\"firing\",\"severity\":\"warning\",\"event_time\":\"2026-03-15T10:00:00.000Z\",\"summary\":\"s\",\"evidence\":{{\"last_activity\":\"2026-03-01T10:00:00.000Z\",\"idle_days\":14}},\"account\":{{\"owner_email\":\"csm{i}@example.com\",\"plan\":\"{plan}\"}}}}\n"
+        ));
+    }
+    let input = dir.path().join("alerts.ndjson");
+    std::fs::write(&input, lines).unwrap();
+    let cfg = dir.path().join("notify.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[notify]\nmax_concurrent_deliveries = 4\n\
+             [[notify.receivers]]\nname = \"fast\"\ntype = \"webhook\"\nurl = \"http://{http}/slow-fast\"\n\
+             [[notify.receivers]]\nname = \"limited\"\ntype = \"webhook\"\nurl = \"http://{http}/slow-limited\"\nrate_limit_per_sec = 5\n\
+             [notify.route]\nreceiver = \"fast\"\n\
+             [[notify.route.routes]]\nmatch = {{ plan = \"limited\" }}\nreceiver = \"limited\"\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args([
+            "notify",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--input",
+            input.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reqs = rec.reqs.lock().unwrap().clone();
+    // Every owner got exactly their message.
+    let owners: Vec<String> = reqs
+        .iter()
+        .map(|r| {
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            v["owner"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(owners.len(), 22);
+    assert_eq!(owners.iter().collect::<BTreeSet<_>>().len(), 22);
+    // Concurrent, within the bound.
+    let all = rec.max_in_flight("*");
+    assert!(all > 1 && all <= 4, "{all} requests at once");
+    assert!(rec.max_in_flight("slow-fast") > 1);
+    // The limited receiver's requests are at least 200 ms apart.
+    let limited: Vec<&Req> = reqs.iter().filter(|r| r.path == "slow-limited").collect();
+    assert_eq!(limited.len(), 6);
+    for w in limited.windows(2) {
+        let gap = w[1].at - w[0].at;
+        assert!(
+            gap >= Duration::from_millis(195),
+            "{gap:?} between two requests"
+        );
+    }
 }

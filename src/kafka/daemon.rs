@@ -98,8 +98,8 @@ struct Output {
     dead_letter_topic: String,
     changelog: String,
     txn_timeout: Duration,
-    /// Account metadata attached to alert records (`notify.accounts_file`).
-    meta: Option<crate::notify::meta::MetaStore>,
+    /// Account metadata attached to alert records (`notify.accounts_file`, `_topic`).
+    meta: Option<Arc<crate::notify::meta::Accounts>>,
 }
 
 impl Output {
@@ -154,7 +154,7 @@ impl Output {
             .alerts
             .with_label_values(&[a.kind.as_str(), a.status.as_str(), a.severity.as_str()])
             .inc();
-        let line = crate::sink::record::to_json_line_with(a, wall_clock_ms(), self.meta.as_ref());
+        let line = crate::sink::record::to_json_line_with(a, wall_clock_ms(), self.meta.as_deref());
         self.send(
             BaseRecord::to(&self.alerts_topic.clone())
                 .key(a.account_id.as_bytes())
@@ -774,15 +774,8 @@ pub fn run(
             .set("auto.offset.reset", "earliest")
             .create_with_context(RestoreContext::default())
             .map_err(KafkaSetupError::Client)?;
-    let meta = if cfg.notify.accounts_file.is_empty() {
-        None
-    } else {
-        let store =
-            crate::notify::meta::MetaStore::load(std::path::Path::new(&cfg.notify.accounts_file))
-                .map_err(|e| DaemonError::Fatal(e.to_string()))?;
-        info!(accounts = store.len(), "account metadata loaded");
-        Some(store)
-    };
+    let meta = crate::notify::accounts::load(&cfg, shutdown.clone())
+        .map_err(|e| DaemonError::Fatal(format!("account metadata: {e:#}")))?;
     let state = State {
         cfg: cfg.clone(),
         engine: Arc::new(EngineConfig::new(&cfg)),

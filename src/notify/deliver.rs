@@ -13,7 +13,7 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use rand::Rng;
 use sha2::Sha256;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 
 use super::render::{self, Notification};
@@ -45,8 +45,10 @@ struct Receiver {
     url: Option<String>,
     hmac_key: Option<Vec<u8>>,
     smtp: Option<AsyncSmtpTransport<Tokio1Executor>>,
-    /// Earliest time of the next send (rate limit).
+    /// Earliest time of the next send (rate limit), and the turn to wait for it: one
+    /// delivery of a receiver waits for its slot at a time, holding no permit.
     next_slot: Mutex<Instant>,
+    turn: Mutex<()>,
     interval: Duration,
 }
 
@@ -58,6 +60,8 @@ pub struct Sender {
     max_attempts: u32,
     retry_initial: Duration,
     retry_max: Duration,
+    /// Requests in flight, at most `notify.max_concurrent_deliveries`.
+    in_flight: Semaphore,
 }
 
 fn env_secret(var: &str, what: &str) -> Result<Option<String>, DeliveryError> {
@@ -126,6 +130,7 @@ impl Sender {
                     hmac_key,
                     smtp,
                     next_slot: Mutex::new(Instant::now()),
+                    turn: Mutex::new(()),
                     interval,
                 },
             );
@@ -137,7 +142,39 @@ impl Sender {
             max_attempts: cfg.max_attempts,
             retry_initial: ms(cfg.retry_initial),
             retry_max: ms(cfg.retry_max),
+            in_flight: Semaphore::new(cfg.max_concurrent_deliveries.max(1) as usize),
         })
+    }
+
+    /// Delivers notifications concurrently, at most `notify.max_concurrent_deliveries`
+    /// requests at a time; the notifications of one (receiver, owner) go one after
+    /// another, in their order. Results are in the order of `notes`.
+    pub async fn deliver_all(&self, notes: &[Notification]) -> Vec<Result<u32, DeliveryError>> {
+        let mut groups: Vec<((&str, &str), Vec<usize>)> = Vec::new();
+        for (i, n) in notes.iter().enumerate() {
+            let key = (n.receiver.as_str(), n.owner.as_str());
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, v)) => v.push(i),
+                None => groups.push((key, vec![i])),
+            }
+        }
+        let per_group =
+            futures_util::future::join_all(groups.into_iter().map(|(_, idx)| async move {
+                let mut out = Vec::with_capacity(idx.len());
+                for i in idx {
+                    out.push((i, self.deliver(&notes[i]).await));
+                }
+                out
+            }))
+            .await;
+        let mut results: Vec<Option<Result<u32, DeliveryError>>> = vec![None; notes.len()];
+        for (i, r) in per_group.into_iter().flatten() {
+            results[i] = Some(r);
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every notification has a result"))
+            .collect()
     }
 
     /// Delivers one notification, retrying as configured.
@@ -151,20 +188,24 @@ impl Sender {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            // Rate limit: take the next free slot of this receiver.
-            if !r.interval.is_zero() {
-                let wait_until = {
-                    let mut slot = r.next_slot.lock().await;
-                    let at = (*slot).max(Instant::now());
-                    *slot = at + r.interval;
-                    at
-                };
-                tokio::time::sleep_until(wait_until).await;
+            // Rate limit: wait for the receiver's next free slot (one waiter at a time),
+            // then for a permit; the next slot counts from the send.
+            let permit = if r.interval.is_zero() {
+                self.in_flight.acquire().await
+            } else {
+                let _turn = r.turn.lock().await;
+                let at = *r.next_slot.lock().await;
+                tokio::time::sleep_until(at).await;
+                let permit = self.in_flight.acquire().await;
+                *r.next_slot.lock().await = Instant::now() + r.interval;
+                permit
             }
+            .expect("the semaphore is never closed");
             let result = match r.cfg.kind.as_str() {
                 "email" => self.send_email(r, n).await,
                 _ => self.send_http(r, n).await,
             };
+            drop(permit);
             let label = [n.receiver.as_str()];
             match result {
                 Ok(()) => {

@@ -1,23 +1,93 @@
 //! Batching of notifications per receiver and owner, with Alertmanager's timing: the
 //! first alert of a group waits `group_wait` for others to join it, later ones go out at
 //! most once per `group_interval`, alerts still firing are repeated after
-//! `repeat_interval`, and critical alerts go out at once. Pure: the caller passes the
-//! time, delivers what `due` returns and reports back with `delivered`.
+//! `repeat_interval`, and critical alerts go out at once. With a daily digest, alerts of
+//! the digest's severities (warnings) are held and go out together at a local hour in
+//! the owner's time zone. Pure: the caller passes the time, delivers what `due` returns
+//! and reports back with `delivered`.
 
 use std::collections::{BTreeMap, HashMap};
 
+use jiff::tz::TimeZone;
 use serde_json::Value;
 
 use super::render::Notification;
 use crate::time::Millis;
 
+const HOUR: Millis = 3_600_000;
+
 /// Timing of the batches.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Timing {
     pub group_wait: Millis,
     pub group_interval: Millis,
     pub repeat_interval: Millis,
     pub send_resolved: bool,
+    /// The daily digest, if any.
+    pub digest: Option<Digest>,
+}
+
+impl Timing {
+    /// The timing of `[notify]`.
+    pub fn from_config(n: &crate::config::NotifyConfig) -> Timing {
+        Timing {
+            group_wait: n.group_wait.0,
+            group_interval: n.group_interval.0,
+            repeat_interval: n.repeat_interval.0,
+            send_resolved: n.send_resolved,
+            digest: (n.digest_hour >= 0).then(|| Digest {
+                hour: n.digest_hour as i8,
+                severities: n
+                    .digest_severities
+                    .iter()
+                    .map(|s| s.as_str().to_string())
+                    .collect(),
+                // Validated with the config.
+                default_tz: TimeZone::get(&n.default_timezone).unwrap_or(TimeZone::UTC),
+            }),
+        }
+    }
+}
+
+/// A daily digest: alerts of `severities` are held and sent once a day, at the first
+/// instant the owner's local clock reaches `hour`.
+#[derive(Debug, Clone)]
+pub struct Digest {
+    /// Local hour, 0-23.
+    pub hour: i8,
+    pub severities: Vec<String>,
+    /// For owners whose accounts name no (known) time zone.
+    pub default_tz: TimeZone,
+}
+
+impl Digest {
+    /// The first instant at or after `after` at which the local clock in `tz` reaches
+    /// `hour:00`. In a gap (the clock jumps over the hour) that is the instant of the
+    /// jump; in a fold (the hour happens twice) the first time.
+    pub fn next_at(&self, after: Millis, tz: &TimeZone) -> Millis {
+        let fallback = after + 24 * HOUR;
+        let Ok(ts) = jiff::Timestamp::from_millisecond(after) else {
+            return fallback;
+        };
+        let mut date = ts.to_zoned_datetime(tz.clone()).date();
+        for _ in 0..3 {
+            let Ok(at) = date
+                .at(self.hour, 0, 0, 0)
+                .to_zoned_datetime(tz.clone())
+                .map(|z| z.timestamp().as_millisecond())
+            else {
+                return fallback;
+            };
+            if at >= after {
+                return at;
+            }
+            match date.tomorrow() {
+                Ok(d) => date = d,
+                Err(_) => return fallback,
+            }
+        }
+        fallback
+    }
 }
 
 #[derive(Debug, Default)]
@@ -25,6 +95,12 @@ struct Group {
     owner_chat: Option<String>,
     /// Records waiting for the next notification of this group, in arrival order.
     pending: Vec<Value>,
+    /// Records held for the next digest of this group, in arrival order.
+    held: Vec<Value>,
+    /// When the held records go out.
+    digest_at: Option<Millis>,
+    /// The owner's time zone (of the latest record that named one).
+    tz: Option<TimeZone>,
     /// Firing alerts of the group by id, with when they were last notified.
     firing: BTreeMap<String, (Value, Option<Millis>)>,
     next_flush: Option<Millis>,
@@ -41,6 +117,8 @@ pub struct Grouper {
     /// Records dropped from a batch before it left (a firing superseded by its
     /// resolution), per receiver: (receiver, id, status).
     superseded: Vec<(String, String, String)>,
+    /// Time zones by name (None: not a known zone).
+    zones: HashMap<String, Option<TimeZone>>,
 }
 
 fn field<'a>(r: &'a Value, k: &str) -> &'a str {
@@ -54,7 +132,47 @@ impl Grouper {
             groups: BTreeMap::new(),
             sent: HashMap::new(),
             superseded: Vec::new(),
+            zones: HashMap::new(),
         }
+    }
+
+    /// Whether a record goes to the digest rather than a normal batch.
+    fn for_digest(&self, record: &Value) -> bool {
+        self.timing.digest.as_ref().is_some_and(|d| {
+            let sev = field(record, "severity");
+            d.severities.iter().any(|s| s == sev)
+        })
+    }
+
+    /// When a firing alert last notified at `last` is due again: after
+    /// `repeat_interval`; for digest alerts up to an hour earlier, so that a day made
+    /// shorter by a DST change does not skip a digest.
+    fn repeat_due(&self, record: &Value, last: Millis) -> Millis {
+        let r = self.timing.repeat_interval;
+        if self.for_digest(record) {
+            last + (r - HOUR).max(r / 2)
+        } else {
+            last + r
+        }
+    }
+
+    /// The time zone named by a record's account metadata, if it is a known one.
+    fn zone_of(&mut self, record: &Value) -> Option<TimeZone> {
+        let name = record
+            .get("account")
+            .and_then(|m| m.get("timezone"))
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())?;
+        self.zones
+            .entry(name.to_string())
+            .or_insert_with(|| match TimeZone::get(name) {
+                Ok(tz) => Some(tz),
+                Err(e) => {
+                    tracing::warn!(timezone = name, error = %e, "unknown time zone in account metadata; using notify.default_timezone");
+                    None
+                }
+            })
+            .clone()
     }
 
     /// Remembers an earlier delivery (restored from the notification log).
@@ -81,6 +199,8 @@ impl Grouper {
         let id = field(&record, "id").to_string();
         let status = field(&record, "status").to_string();
         let critical = field(&record, "severity") == "critical";
+        let digest = self.for_digest(&record);
+        let zone = if digest { self.zone_of(&record) } else { None };
         let g = self
             .groups
             .entry((receiver.to_string(), owner.to_string()))
@@ -88,16 +208,21 @@ impl Grouper {
         if owner_chat.is_some() {
             g.owner_chat = owner_chat;
         }
+        if zone.is_some() {
+            g.tz = zone;
+        }
         match status.as_str() {
             "firing" => {
                 g.firing.insert(id.clone(), (record.clone(), None));
             }
             _ => {
                 g.firing.remove(&id);
-                // A firing record still waiting is superseded by its resolution.
-                let before = g.pending.len();
+                // A firing record still waiting (in a batch or for the digest) is
+                // superseded by its resolution.
+                let before = g.pending.len() + g.held.len();
                 g.pending.retain(|r| field(r, "id") != id);
-                if g.pending.len() != before {
+                g.held.retain(|r| field(r, "id") != id);
+                if g.pending.len() + g.held.len() != before {
                     self.superseded
                         .push((receiver.to_string(), id.clone(), "firing".to_string()));
                 }
@@ -110,9 +235,17 @@ impl Grouper {
         }
         if g.pending
             .iter()
+            .chain(&g.held)
             .any(|r| field(r, "id") == id && field(r, "status") == status)
         {
             return false;
+        }
+        if let (true, Some(d)) = (digest, &self.timing.digest) {
+            g.held.push(record);
+            if g.digest_at.is_none() {
+                g.digest_at = Some(d.next_at(now, g.tz.as_ref().unwrap_or(&d.default_tz)));
+            }
+            return true;
         }
         g.pending.push(record);
         let at = match g.last_flush {
@@ -128,16 +261,54 @@ impl Grouper {
     /// still firing after `repeat_interval`.
     pub fn due(&mut self, now: Millis) -> Vec<Notification> {
         let mut out = Vec::new();
-        let repeat = self.timing.repeat_interval;
-        for ((receiver, owner), g) in self.groups.iter_mut() {
-            // Repeats join the group's next batch.
+        let mut groups = std::mem::take(&mut self.groups);
+        for ((receiver, owner), g) in groups.iter_mut() {
+            // Repeats join the group's next batch (digest alerts: its next digest).
             for (id, (rec, last)) in g.firing.iter() {
-                if let Some(l) = last {
-                    if now >= l + repeat && !g.pending.iter().any(|r| field(r, "id") == id) {
+                let Some(l) = *last else { continue };
+                if now < self.repeat_due(rec, l)
+                    || g.pending
+                        .iter()
+                        .chain(&g.held)
+                        .any(|r| field(r, "id") == id)
+                {
+                    continue;
+                }
+                match &self.timing.digest {
+                    Some(d) if self.for_digest(rec) => {
+                        g.held.push(rec.clone());
+                        if g.digest_at.is_none() {
+                            g.digest_at =
+                                Some(d.next_at(now, g.tz.as_ref().unwrap_or(&d.default_tz)));
+                        }
+                    }
+                    _ => {
                         g.pending.push(rec.clone());
                         g.next_flush = Some(g.next_flush.map_or(now, |n| n.min(now)));
                     }
                 }
+            }
+            match g.digest_at {
+                Some(at) if at <= now => {
+                    g.digest_at = None;
+                    if !g.held.is_empty() {
+                        for a in &g.held {
+                            if let Some(entry) = g.firing.get_mut(field(a, "id")) {
+                                if field(a, "status") == "firing" {
+                                    entry.1 = Some(now);
+                                }
+                            }
+                        }
+                        out.push(Notification {
+                            receiver: receiver.clone(),
+                            owner: owner.clone(),
+                            owner_chat: g.owner_chat.clone(),
+                            alerts: std::mem::take(&mut g.held),
+                            digest: true,
+                        });
+                    }
+                }
+                _ => {}
             }
             match g.next_flush {
                 Some(at) if at <= now && !g.pending.is_empty() => {
@@ -155,6 +326,7 @@ impl Grouper {
                         owner: owner.clone(),
                         owner_chat: g.owner_chat.clone(),
                         alerts: std::mem::take(&mut g.pending),
+                        digest: false,
                     });
                     g.last_flush = Some(now);
                     g.next_flush = None;
@@ -162,6 +334,7 @@ impl Grouper {
                 _ => {}
             }
         }
+        self.groups = groups;
         out
     }
 
@@ -177,17 +350,17 @@ impl Grouper {
 
     /// The earliest time something may become due.
     pub fn next_wakeup(&self) -> Option<Millis> {
-        let repeat = self.timing.repeat_interval;
         self.groups
             .values()
             .flat_map(|g| {
                 g.next_flush
                     .filter(|_| !g.pending.is_empty())
                     .into_iter()
+                    .chain(g.digest_at.filter(|_| !g.held.is_empty()))
                     .chain(
                         g.firing
                             .values()
-                            .filter_map(move |(_, last)| last.map(|l| l + repeat)),
+                            .filter_map(|(rec, last)| last.map(|l| self.repeat_due(rec, l))),
                     )
             })
             .min()
@@ -198,9 +371,17 @@ impl Grouper {
         std::mem::take(&mut self.superseded)
     }
 
-    /// Alerts waiting in batches.
+    /// Alerts waiting in batches or held for a digest.
     pub fn pending(&self) -> usize {
-        self.groups.values().map(|g| g.pending.len()).sum()
+        self.groups
+            .values()
+            .map(|g| g.pending.len() + g.held.len())
+            .sum()
+    }
+
+    /// Alerts held for a digest.
+    pub fn held(&self) -> usize {
+        self.groups.values().map(|g| g.held.len()).sum()
     }
 }
 
@@ -217,6 +398,7 @@ mod tests {
             group_interval: 300 * S,
             repeat_interval: 86_400 * S,
             send_resolved: true,
+            digest: None,
         }
     }
 
@@ -391,5 +573,339 @@ mod tests {
             None,
             rec("a/inactive/1", "resolved", "warning")
         ));
+    }
+
+    // --- Daily digest -------------------------------------------------------------
+
+    fn t(rfc3339: &str) -> Millis {
+        crate::time::parse_rfc3339(rfc3339).unwrap()
+    }
+
+    fn digest_timing(hour: i8) -> Timing {
+        Timing {
+            digest: Some(Digest {
+                hour,
+                severities: vec!["warning".into()],
+                default_tz: TimeZone::UTC,
+            }),
+            ..timing()
+        }
+    }
+
+    /// An alert record of an account whose metadata names a time zone.
+    fn zrec(id: &str, status: &str, severity: &str, tz: Option<&str>) -> Value {
+        let mut r = rec(id, status, severity);
+        r["account_id"] = json!(id.split('/').next().unwrap());
+        if let Some(tz) = tz {
+            r["account"] = json!({ "timezone": tz });
+        }
+        r
+    }
+
+    fn at(g: &mut Grouper, now: Millis) -> Vec<(String, bool, Vec<String>)> {
+        g.due(now)
+            .into_iter()
+            .map(|n| {
+                let alerts = ids(std::slice::from_ref(&n)).remove(0);
+                (n.owner, n.digest, alerts)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn digest_instant_follows_the_local_clock_through_gaps_and_folds() {
+        let ny = TimeZone::get("America/New_York").unwrap();
+        let d = |hour| Digest {
+            hour,
+            severities: vec![],
+            default_tz: TimeZone::UTC,
+        };
+        // 09:00 EST on Saturday, then 09:00 EDT on Sunday: only 23 hours apart.
+        assert_eq!(
+            d(9).next_at(t("2026-03-07T12:00:00Z"), &ny),
+            t("2026-03-07T14:00:00Z")
+        );
+        assert_eq!(
+            d(9).next_at(t("2026-03-07T14:00:00Z"), &ny),
+            t("2026-03-07T14:00:00Z"),
+            "the instant itself is due"
+        );
+        assert_eq!(
+            d(9).next_at(t("2026-03-07T14:00:00.001Z"), &ny),
+            t("2026-03-08T13:00:00Z")
+        );
+        // 02:00 does not exist on 2026-03-08 (01:59:59 EST -> 03:00 EDT): the clock
+        // reaches the hour at the jump.
+        assert_eq!(
+            d(2).next_at(t("2026-03-08T05:00:00Z"), &ny),
+            t("2026-03-08T07:00:00Z")
+        );
+        // 01:00 happens twice on 2026-11-01: the first one (EDT) counts, and the
+        // second does not fire again.
+        assert_eq!(
+            d(1).next_at(t("2026-11-01T04:00:00Z"), &ny),
+            t("2026-11-01T05:00:00Z")
+        );
+        assert_eq!(
+            d(1).next_at(t("2026-11-01T05:00:00.001Z"), &ny),
+            t("2026-11-02T06:00:00Z")
+        );
+    }
+
+    #[test]
+    fn digest_for_a_new_york_owner_across_the_dst_change() {
+        let mut g = Grouper::new(digest_timing(9));
+        let ny = Some("America/New_York");
+        // Saturday 05:00 EST: held until 09:00 EST (14:00Z).
+        assert!(g.add(
+            t("2026-03-07T10:00:00Z"),
+            "csm",
+            "ana",
+            None,
+            zrec("a/inactive/1", "firing", "warning", ny)
+        ));
+        assert!(g.add(
+            t("2026-03-07T10:05:00Z"),
+            "csm",
+            "ana",
+            None,
+            zrec("b/activity_drop/1", "firing", "warning", ny)
+        ));
+        assert_eq!(g.held(), 2);
+        // group_wait has long passed, but warnings wait for the digest.
+        assert!(at(&mut g, t("2026-03-07T13:59:59.999Z")).is_empty());
+        assert_eq!(g.next_wakeup(), Some(t("2026-03-07T14:00:00Z")));
+        let n = g.due(t("2026-03-07T14:00:00Z"));
+        assert_eq!(
+            ids(&n),
+            [["a/inactive/1:firing", "b/activity_drop/1:firing"]]
+        );
+        assert!(n[0].digest);
+        g.delivered(&n[0], t("2026-03-07T14:00:00Z"));
+        // A warning after the digest waits for the next one: Sunday 09:00 EDT, which
+        // is 13:00Z, 23 hours later.
+        assert!(g.add(
+            t("2026-03-07T15:00:00Z"),
+            "csm",
+            "ana",
+            None,
+            zrec("c/inactive/1", "firing", "warning", ny)
+        ));
+        assert!(at(&mut g, t("2026-03-08T12:59:59Z")).is_empty());
+        // Still firing after a day: the two alerts repeat in Sunday's digest although
+        // only 23 hours passed since Saturday's.
+        assert_eq!(
+            at(&mut g, t("2026-03-08T13:00:00Z")),
+            [(
+                "ana".to_string(),
+                true,
+                vec![
+                    "c/inactive/1:firing".to_string(),
+                    "a/inactive/1:firing".to_string(),
+                    "b/activity_drop/1:firing".to_string()
+                ]
+            )]
+        );
+        // And again on Monday, not before.
+        assert!(at(&mut g, t("2026-03-09T12:59:59Z")).is_empty());
+        assert_eq!(at(&mut g, t("2026-03-09T13:00:00Z")).len(), 1);
+    }
+
+    #[test]
+    fn owners_in_two_time_zones_get_their_digest_at_their_own_nine() {
+        let mut g = Grouper::new(digest_timing(9));
+        let now = t("2026-03-07T00:00:00Z");
+        g.add(
+            now,
+            "csm",
+            "ana",
+            None,
+            zrec(
+                "a/inactive/1",
+                "firing",
+                "warning",
+                Some("America/New_York"),
+            ),
+        );
+        g.add(
+            now,
+            "csm",
+            "ben",
+            None,
+            zrec("b/inactive/1", "firing", "warning", Some("Europe/Berlin")),
+        );
+        // No time zone, or an unknown one: notify.default_timezone (UTC here).
+        g.add(
+            now,
+            "csm",
+            "cara",
+            None,
+            zrec("c/inactive/1", "firing", "warning", None),
+        );
+        g.add(
+            now,
+            "csm",
+            "dan",
+            None,
+            zrec(
+                "d/inactive/1",
+                "firing",
+                "warning",
+                Some("Mars/Olympus_Mons"),
+            ),
+        );
+        assert!(at(&mut g, t("2026-03-07T07:59:59Z")).is_empty());
+        let owners = |v: Vec<(String, bool, Vec<String>)>| -> Vec<String> {
+            v.into_iter()
+                .map(|(o, d, _)| {
+                    assert!(d);
+                    o
+                })
+                .collect()
+        };
+        assert_eq!(owners(at(&mut g, t("2026-03-07T08:00:00Z"))), ["ben"]);
+        assert_eq!(
+            owners(at(&mut g, t("2026-03-07T09:00:00Z"))),
+            ["cara", "dan"]
+        );
+        assert!(at(&mut g, t("2026-03-07T13:59:00Z")).is_empty());
+        assert_eq!(owners(at(&mut g, t("2026-03-07T14:00:00Z"))), ["ana"]);
+    }
+
+    #[test]
+    fn critical_alerts_bypass_the_digest() {
+        let mut g = Grouper::new(digest_timing(9));
+        let now = t("2026-03-07T10:00:00Z");
+        let ny = Some("America/New_York");
+        g.add(
+            now,
+            "csm",
+            "ana",
+            None,
+            zrec("a/inactive/1", "firing", "warning", ny),
+        );
+        g.add(
+            now,
+            "csm",
+            "ana",
+            None,
+            zrec("b/not_activated/x+90d", "firing", "critical", ny),
+        );
+        // info is not a digest severity by default: normal batching (group_wait).
+        g.add(
+            now,
+            "csm",
+            "ben",
+            None,
+            zrec("c/inactive/1", "firing", "info", ny),
+        );
+        assert_eq!(
+            at(&mut g, now),
+            [(
+                "ana".to_string(),
+                false,
+                vec!["b/not_activated/x+90d:firing".to_string()]
+            )]
+        );
+        assert_eq!(
+            at(&mut g, now + 30 * S),
+            [(
+                "ben".to_string(),
+                false,
+                vec!["c/inactive/1:firing".to_string()]
+            )]
+        );
+        assert_eq!(
+            at(&mut g, t("2026-03-07T14:00:00Z")),
+            [(
+                "ana".to_string(),
+                true,
+                vec!["a/inactive/1:firing".to_string()]
+            )]
+        );
+    }
+
+    #[test]
+    fn a_warning_resolved_before_its_digest_is_not_sent_as_firing() {
+        for send_resolved in [true, false] {
+            let mut g = Grouper::new(Timing {
+                send_resolved,
+                ..digest_timing(9)
+            });
+            g.add(
+                t("2026-03-07T01:00:00Z"),
+                "csm",
+                "ana",
+                None,
+                zrec("a/inactive/1", "firing", "warning", None),
+            );
+            g.add(
+                t("2026-03-07T01:00:00Z"),
+                "csm",
+                "ana",
+                None,
+                zrec("b/inactive/1", "firing", "warning", None),
+            );
+            let accepted = g.add(
+                t("2026-03-07T05:00:00Z"),
+                "csm",
+                "ana",
+                None,
+                zrec("a/inactive/1", "resolved", "warning", None),
+            );
+            assert_eq!(accepted, send_resolved);
+            // The held firing is dropped (its offset may be committed).
+            assert_eq!(
+                g.take_superseded(),
+                [(
+                    "csm".to_string(),
+                    "a/inactive/1".to_string(),
+                    "firing".to_string()
+                )]
+            );
+            let mut want = vec!["b/inactive/1:firing".to_string()];
+            if send_resolved {
+                want.push("a/inactive/1:resolved".to_string());
+            }
+            assert_eq!(
+                at(&mut g, t("2026-03-07T09:00:00Z")),
+                [("ana".to_string(), true, want)]
+            );
+        }
+    }
+
+    #[test]
+    fn a_restart_neither_loses_nor_repeats_a_digest() {
+        let records = [
+            zrec("a/inactive/1", "firing", "warning", Some("Europe/Berlin")),
+            zrec("b/inactive/1", "firing", "warning", Some("Europe/Berlin")),
+        ];
+        let mut first = Grouper::new(digest_timing(9));
+        for r in &records {
+            assert!(first.add(t("2026-03-07T10:00:00Z"), "csm", "ben", None, r.clone()));
+        }
+        // Killed before the digest: nothing was delivered or logged, and the held
+        // records' offsets were not committed, so the next run reads them again. It
+        // holds them for the same local hour.
+        drop(first);
+        let mut second = Grouper::new(digest_timing(9));
+        for r in &records {
+            assert!(second.add(t("2026-03-07T11:00:00Z"), "csm", "ben", None, r.clone()));
+        }
+        assert_eq!(second.next_wakeup(), Some(t("2026-03-08T08:00:00Z")));
+        let n = second.due(t("2026-03-08T08:00:00Z"));
+        assert_eq!(ids(&n), [["a/inactive/1:firing", "b/inactive/1:firing"]]);
+        second.delivered(&n[0], t("2026-03-08T08:00:01Z"));
+        // Killed after delivery but before the offsets were committed: the notification
+        // log, read back at start, keeps the re-read records from a second digest.
+        let mut third = Grouper::new(digest_timing(9));
+        for r in &records {
+            third.remember(field(r, "id"), "firing", t("2026-03-08T08:00:01Z"));
+        }
+        for r in &records {
+            assert!(!third.add(t("2026-03-08T08:00:05Z"), "csm", "ben", None, r.clone()));
+        }
+        assert_eq!(third.held(), 0);
+        assert!(third.due(t("2026-03-09T08:00:00Z")).is_empty());
     }
 }

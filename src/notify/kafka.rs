@@ -19,7 +19,6 @@ use tracing::{info, warn};
 
 use super::deliver::Sender;
 use super::group::{Grouper, Timing};
-use super::meta::MetaStore;
 use super::render::Notification;
 use super::{attach_account, route};
 use crate::config::Config;
@@ -152,8 +151,12 @@ fn restore_log(
     Ok((n, batches.into_values().collect()))
 }
 
+/// Where the notifier reads the time (the wall clock, or a test's).
+pub type Clock = Arc<dyn Fn() -> crate::time::Millis + Send + Sync>;
+
 /// The producer side of the notifier: deliveries logged ahead and after.
 struct Io<'a> {
+    clock: &'a Clock,
     producer: &'a ThreadedProducer<LogContext>,
     sender: &'a Sender,
     rt: &'a tokio::runtime::Runtime,
@@ -162,61 +165,76 @@ struct Io<'a> {
 }
 
 impl Io<'_> {
-    /// Logs the batch, delivers it, records the outcome; true when delivered.
-    fn deliver(&self, note: &Notification) -> anyhow::Result<bool> {
-        let batch_key = format!("{BATCH_PREFIX}{}", note.idempotency_key());
-        let body = serde_json::to_vec(note)?;
-        send(
-            self.producer,
-            BaseRecord::to(self.log_topic)
-                .key(batch_key.as_bytes())
-                .payload(&body),
-        );
+    /// Logs the batches ahead, delivers them (concurrently, up to
+    /// `notify.max_concurrent_deliveries`; one receiver and owner's in order), records
+    /// each outcome; true for each one delivered.
+    fn deliver(&self, notes: &[Notification]) -> anyhow::Result<Vec<bool>> {
+        if notes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch_keys: Vec<String> = notes
+            .iter()
+            .map(|n| format!("{BATCH_PREFIX}{}", n.idempotency_key()))
+            .collect();
+        for (note, batch_key) in notes.iter().zip(&batch_keys) {
+            let body = serde_json::to_vec(note)?;
+            send(
+                self.producer,
+                BaseRecord::to(self.log_topic)
+                    .key(batch_key.as_bytes())
+                    .payload(&body),
+            );
+        }
         crate::kafka::client::drain(self.producer, Duration::from_secs(30))?;
-        let delivered = match self.rt.block_on(self.sender.deliver(note)) {
-            Ok(_) => {
-                let now = wall_clock_ms();
-                for a in &note.alerts {
-                    let key = format!(
-                        "{}{KEY_SEP}{}",
-                        a["id"].as_str().unwrap_or_default(),
-                        a["status"].as_str().unwrap_or_default()
-                    );
-                    let value = json!({"sent_at_ms": now, "receiver": note.receiver}).to_string();
+        let results = self.rt.block_on(self.sender.deliver_all(notes));
+        let mut out = Vec::with_capacity(notes.len());
+        for ((note, batch_key), result) in notes.iter().zip(&batch_keys).zip(results) {
+            let delivered = match result {
+                Ok(_) => {
+                    let now = (self.clock)();
+                    for a in &note.alerts {
+                        let key = format!(
+                            "{}{KEY_SEP}{}",
+                            a["id"].as_str().unwrap_or_default(),
+                            a["status"].as_str().unwrap_or_default()
+                        );
+                        let value =
+                            json!({"sent_at_ms": now, "receiver": note.receiver}).to_string();
+                        send(
+                            self.producer,
+                            BaseRecord::to(self.log_topic)
+                                .key(key.as_bytes())
+                                .payload(value.as_bytes()),
+                        );
+                    }
+                    true
+                }
+                Err(e) => {
+                    warn!(receiver = %note.receiver, error = %e, "notification failed for good; dead-lettered");
+                    METRICS
+                        .notification_dead_letters
+                        .with_label_values(&[&note.receiver])
+                        .inc();
+                    let value = json!({"receiver": note.receiver, "owner": note.owner, "reason": e.to_string(),
+                        "idempotency_key": note.idempotency_key(), "alerts": note.alerts})
+                    .to_string();
                     send(
                         self.producer,
-                        BaseRecord::to(self.log_topic)
-                            .key(key.as_bytes())
+                        BaseRecord::to(self.dlq_topic)
+                            .key(note.receiver.as_bytes())
                             .payload(value.as_bytes()),
                     );
+                    false
                 }
-                true
-            }
-            Err(e) => {
-                warn!(receiver = %note.receiver, error = %e, "notification failed for good; dead-lettered");
-                METRICS
-                    .notification_dead_letters
-                    .with_label_values(&[&note.receiver])
-                    .inc();
-                let value =
-                    json!({"receiver": note.receiver, "owner": note.owner, "reason": e.to_string(),
-                    "idempotency_key": note.idempotency_key(), "alerts": note.alerts})
-                    .to_string();
-                send(
-                    self.producer,
-                    BaseRecord::to(self.dlq_topic)
-                        .key(note.receiver.as_bytes())
-                        .payload(value.as_bytes()),
-                );
-                false
-            }
-        };
-        // The batch is settled: a tombstone takes it out of the log.
-        send(
-            self.producer,
-            BaseRecord::<[u8], [u8]>::to(self.log_topic).key(batch_key.as_bytes()),
-        );
-        Ok(delivered)
+            };
+            // The batch is settled: a tombstone takes it out of the log.
+            send(
+                self.producer,
+                BaseRecord::<[u8], [u8]>::to(self.log_topic).key(batch_key.as_bytes()),
+            );
+            out.push(delivered);
+        }
+        Ok(out)
     }
 }
 
@@ -225,6 +243,17 @@ pub fn run(
     cfg: Arc<Config>,
     shutdown: Arc<AtomicBool>,
     silences: Arc<super::silence::Silences>,
+) -> anyhow::Result<()> {
+    run_with_clock(cfg, shutdown, silences, Arc::new(wall_clock_ms))
+}
+
+/// `run` with the time taken from `clock` (batch windows, digests, repeats and the
+/// notification log's times), so that a test can make a digest hour come.
+pub fn run_with_clock(
+    cfg: Arc<Config>,
+    shutdown: Arc<AtomicBool>,
+    silences: Arc<super::silence::Silences>,
+    clock: Clock,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     let k = &cfg.kafka;
@@ -247,19 +276,11 @@ pub fn run(
             Err(e) => return Err(e.into()),
         }
     }
-    let meta = if n.accounts_file.is_empty() {
-        MetaStore::default()
-    } else {
-        MetaStore::load(std::path::Path::new(&n.accounts_file))?
-    };
+    let meta = super::accounts::load(&cfg, shutdown.clone())
+        .context("account metadata")?
+        .unwrap_or_default();
     let sender = Sender::new(n).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let ms = |d: crate::config::Duration| d.0;
-    let mut grouper = Grouper::new(Timing {
-        group_wait: ms(n.group_wait),
-        group_interval: ms(n.group_interval),
-        repeat_interval: ms(n.repeat_interval),
-        send_resolved: n.send_resolved,
-    });
+    let mut grouper = Grouper::new(Timing::from_config(n));
     let (restored, unsettled) =
         restore_log(&cfg, &log_topic, &mut grouper).context("restoring the notification log")?;
     info!(entries = restored, unsettled = unsettled.len(), topic = %log_topic, "notification log restored");
@@ -279,6 +300,7 @@ pub fn run(
         .enable_all()
         .build()?;
     let io = Io {
+        clock: &clock,
         producer: &producer,
         sender: &sender,
         rt: &rt,
@@ -287,8 +309,8 @@ pub fn run(
     };
     // Batches that were about to go out when the last run stopped go again, as they
     // were (same alerts, same idempotency key), before anything new.
-    for note in unsettled {
-        let now = wall_clock_ms();
+    let now = clock();
+    for note in &unsettled {
         for a in &note.alerts {
             grouper.remember(
                 a["id"].as_str().unwrap_or_default(),
@@ -296,8 +318,10 @@ pub fn run(
                 now,
             );
         }
-        if io.deliver(&note)? {
-            grouper.delivered(&note, now);
+    }
+    for (note, ok) in unsettled.iter().zip(io.deliver(&unsettled)?) {
+        if ok {
+            grouper.delivered(note, now);
         }
     }
     let mut outstanding = Outstanding::default();
@@ -323,12 +347,12 @@ pub fn run(
                 );
                 continue;
             };
-            attach_account(&mut rec, &meta);
+            attach_account(&mut rec, &*meta);
             let id = rec["id"].as_str().unwrap_or_default().to_string();
             let status = rec["status"].as_str().unwrap_or_default().to_string();
             let owner = route::Labels::label(&rec, "owner").unwrap_or_default();
             let chat = route::Labels::label(&rec, "owner_chat");
-            let now = wall_clock_ms();
+            let now = clock();
             for receiver in route::receivers(&n.route, &rec) {
                 if grouper.add(now, &receiver, &owner, chat.clone(), rec.clone()) {
                     outstanding.open(&receiver, &id, &status, m.partition(), m.offset());
@@ -345,9 +369,10 @@ pub fn run(
         }
         if last_due.elapsed() >= Duration::from_millis(100) {
             last_due = Instant::now();
-            for mut note in grouper.due(wall_clock_ms()) {
+            let mut wave = Vec::new();
+            for mut note in grouper.due(clock()) {
                 // Silenced alerts are recorded (log, metrics) but not delivered.
-                let now = wall_clock_ms();
+                let now = clock();
                 let (muted, kept): (Vec<Value>, Vec<Value>) = note
                     .alerts
                     .drain(..)
@@ -375,11 +400,13 @@ pub fn run(
                     );
                     outstanding.close(&note.receiver, id, status);
                 }
-                if note.alerts.is_empty() {
-                    continue;
+                if !note.alerts.is_empty() {
+                    wave.push(note);
                 }
-                if io.deliver(&note)? {
-                    grouper.delivered(&note, wall_clock_ms());
+            }
+            for (note, ok) in wave.iter().zip(io.deliver(&wave)?) {
+                if ok {
+                    grouper.delivered(note, clock());
                 }
                 for a in &note.alerts {
                     outstanding.close(

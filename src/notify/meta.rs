@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -161,6 +162,114 @@ impl MetaStore {
     }
 }
 
+/// Looks up an account's `account` object for alert records.
+pub trait AccountLookup {
+    fn account_json(&self, account_id: &str) -> Option<serde_json::Value>;
+}
+
+impl AccountLookup for MetaStore {
+    fn account_json(&self, account_id: &str) -> Option<serde_json::Value> {
+        self.get(account_id).map(AccountMeta::to_json)
+    }
+}
+
+/// Account metadata that changes while the process runs: the file's entries, overlaid
+/// by the entries of the accounts topic (a topic entry wins; a tombstone removes the
+/// topic's entry, so the file's, if any, applies again).
+#[derive(Debug, Default)]
+pub struct Accounts {
+    file: MetaStore,
+    topic: RwLock<HashMap<String, AccountMeta>>,
+}
+
+impl Accounts {
+    pub fn new(file: MetaStore) -> Accounts {
+        Accounts {
+            file,
+            topic: RwLock::default(),
+        }
+    }
+
+    pub fn get(&self, account_id: &str) -> Option<AccountMeta> {
+        if let Some(m) = self
+            .topic
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(account_id)
+        {
+            return Some(m.clone());
+        }
+        self.file.get(account_id).cloned()
+    }
+
+    /// Applies one record of the accounts topic: metadata, or None for a tombstone.
+    pub fn apply(&self, account_id: &str, meta: Option<AccountMeta>) {
+        let mut t = self.topic.write().unwrap_or_else(|p| p.into_inner());
+        match meta {
+            Some(m) => t.insert(account_id.to_string(), m),
+            None => t.remove(account_id),
+        };
+    }
+
+    /// Accounts with metadata.
+    pub fn len(&self) -> usize {
+        let t = self.topic.read().unwrap_or_else(|p| p.into_inner());
+        t.len()
+            + self
+                .file
+                .by_id
+                .keys()
+                .filter(|k| !t.contains_key(*k))
+                .count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl AccountLookup for Accounts {
+    fn account_json(&self, account_id: &str) -> Option<serde_json::Value> {
+        self.get(account_id).as_ref().map(AccountMeta::to_json)
+    }
+}
+
+/// Reads one record of the accounts topic: key = account id, value = the JSON object
+/// of the metadata file's format (its `account_id`, if any, must equal the key), or
+/// null for a tombstone. Returns the account id and its metadata (None: delete).
+pub fn parse_topic_record(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+) -> Result<(String, Option<AccountMeta>), String> {
+    let id = match key.map(std::str::from_utf8) {
+        None => return Err("no key (the key must be the account id)".into()),
+        Some(Err(_)) => return Err("the key is not UTF-8".into()),
+        Some(Ok("")) => return Err("empty key (the key must be the account id)".into()),
+        Some(Ok(k)) => k.to_string(),
+    };
+    let Some(value) = value else {
+        return Ok((id, None));
+    };
+    let mut v: serde_json::Value =
+        serde_json::from_slice(value).map_err(|e| format!("value is not JSON: {e}"))?;
+    let Some(obj) = v.as_object_mut() else {
+        return Err("value is not a JSON object".into());
+    };
+    match obj.get("account_id") {
+        None => {
+            obj.insert("account_id".into(), id.clone().into());
+        }
+        Some(serde_json::Value::String(a)) if *a == id => {}
+        Some(other) => {
+            return Err(format!(
+                "account_id {other} in the value differs from the key {id:?}"
+            ))
+        }
+    }
+    let m: AccountMeta = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    Ok((id, Some(m)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,5 +324,74 @@ mod tests {
         .unwrap();
         let e = MetaStore::load(&nd).unwrap_err().to_string();
         assert!(e.contains("record 2") && e.contains("owner"), "{e}");
+    }
+
+    #[test]
+    fn topic_entries_override_the_file_and_tombstones_remove_them() {
+        let mut file = MetaStore::default();
+        file.upsert(AccountMeta {
+            account_id: "acme".into(),
+            owner_email: Some("ana@example.com".into()),
+            ..Default::default()
+        });
+        let a = Accounts::new(file);
+        assert_eq!(a.len(), 1);
+        let (id, m) = parse_topic_record(
+            Some(b"acme"),
+            Some(br#"{"owner_email":"ben@example.com","timezone":"Europe/Berlin"}"#),
+        )
+        .unwrap();
+        a.apply(&id, m);
+        let (id, m) = parse_topic_record(
+            Some(b"globex"),
+            Some(br#"{"account_id":"globex","plan":"growth","mrr":99}"#),
+        )
+        .unwrap();
+        a.apply(&id, m);
+        assert_eq!(a.len(), 2);
+        assert_eq!(
+            a.get("acme").unwrap().owner_email.as_deref(),
+            Some("ben@example.com")
+        );
+        assert_eq!(
+            a.account_json("globex").unwrap(),
+            serde_json::json!({"plan": "growth", "mrr": 99.0})
+        );
+        let (id, m) = parse_topic_record(Some(b"acme"), None).unwrap();
+        assert!(m.is_none());
+        a.apply(&id, m);
+        a.apply("globex", None);
+        // The file's entry applies again; globex is gone.
+        assert_eq!(
+            a.get("acme").unwrap().owner_email.as_deref(),
+            Some("ana@example.com")
+        );
+        assert!(a.get("globex").is_none());
+        assert_eq!(a.len(), 1);
+    }
+
+    #[test]
+    fn bad_topic_records_say_what_is_wrong() {
+        type Case<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, &'a str);
+        let cases: [Case; 6] = [
+            (None, Some(b"{}"), "no key"),
+            (Some(b"a"), Some(b"{not json"), "not JSON"),
+            (Some(b"a"), Some(b"[1]"), "not a JSON object"),
+            (
+                Some(b"a"),
+                Some(br#"{"colour":"red"}"#),
+                "unknown field `colour`",
+            ),
+            (Some(b"a"), Some(br#"{"mrr":"lots"}"#), "invalid type"),
+            (
+                Some(b"a"),
+                Some(br#"{"account_id":"b"}"#),
+                "differs from the key",
+            ),
+        ];
+        for (k, v, want) in cases {
+            let e = parse_topic_record(k, v).unwrap_err();
+            assert!(e.contains(want), "{e}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! CSM notifications: account metadata, routing, rendering and delivery.
 
+pub mod accounts;
 pub mod deliver;
 pub mod group;
 pub mod kafka;
@@ -13,7 +14,7 @@ use std::collections::HashSet;
 use serde_json::Value;
 
 use crate::config::NotifyConfig;
-use meta::MetaStore;
+use meta::AccountLookup;
 use render::Notification;
 
 /// Routing labels of an alert record (its own fields and its `account` metadata).
@@ -38,17 +39,15 @@ impl route::Labels for Value {
     }
 }
 
-/// Adds the account's metadata to a record that has none.
-pub fn attach_account(record: &mut Value, meta: &MetaStore) {
-    if record.get("account").is_some() {
-        return;
-    }
+/// Sets the record's `account` to the account's current metadata, when it is known
+/// (what the detector attached may be older); else leaves the record as it is.
+pub fn attach_account(record: &mut Value, meta: &dyn AccountLookup) {
     let id = record
         .get("account_id")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    if let Some(m) = meta.get(id) {
-        record["account"] = m.to_json();
+    if let Some(m) = meta.account_json(id) {
+        record["account"] = m;
     }
 }
 
@@ -58,7 +57,7 @@ pub fn attach_account(record: &mut Value, meta: &MetaStore) {
 pub fn plan(
     cfg: &NotifyConfig,
     records: impl IntoIterator<Item = Value>,
-    meta: &MetaStore,
+    meta: &dyn AccountLookup,
 ) -> Vec<Notification> {
     let mut seen: HashSet<(String, String)> = HashSet::new();
     let mut out: Vec<Notification> = Vec::new();
@@ -90,6 +89,7 @@ pub fn plan(
                     owner: owner.clone(),
                     owner_chat: owner_chat.clone(),
                     alerts: vec![r.clone()],
+                    digest: false,
                 }),
             }
         }

@@ -14,6 +14,9 @@ pub struct Notification {
     pub owner_chat: Option<String>,
     /// Alert records, in the order they arrived.
     pub alerts: Vec<Value>,
+    /// A daily digest (the warnings held since the last one) rather than a batch.
+    #[serde(default)]
+    pub digest: bool,
 }
 
 fn s<'a>(v: &'a Value, k: &str) -> &'a str {
@@ -34,8 +37,42 @@ impl Notification {
         digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
     }
 
+    /// Distinct accounts with a firing alert, and resolved alerts.
+    fn tally(&self) -> (usize, usize) {
+        let mut at_risk: Vec<&str> = self
+            .alerts
+            .iter()
+            .filter(|a| s(a, "status") == "firing")
+            .map(|a| s(a, "account_id"))
+            .collect();
+        at_risk.sort_unstable();
+        at_risk.dedup();
+        let resolved = self
+            .alerts
+            .iter()
+            .filter(|a| s(a, "status") != "firing")
+            .count();
+        (at_risk.len(), resolved)
+    }
+
+    /// The heading of a digest: "Daily digest: 3 accounts at risk, 1 resolved".
+    pub fn digest_heading(&self) -> String {
+        let (at_risk, resolved) = self.tally();
+        let mut h = format!(
+            "Daily digest: {at_risk} account{} at risk",
+            if at_risk == 1 { "" } else { "s" }
+        );
+        if resolved > 0 {
+            h.push_str(&format!(", {resolved} resolved"));
+        }
+        h
+    }
+
     /// A one-line subject.
     pub fn subject(&self) -> String {
+        if self.digest {
+            return format!("[churnwatch] {}", self.digest_heading());
+        }
         let firing = self
             .alerts
             .iter()
@@ -205,7 +242,18 @@ pub fn slack(n: &Notification, crm_template: &str, mention_owner: bool) -> Value
         "text": {"type": "plain_text", "text": n.subject().trim_start_matches("[churnwatch] ").chars().take(150).collect::<String>()}
     })];
     if let (true, Some(chat)) = (mention_owner, &n.owner_chat) {
-        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("<@{}> one of your accounts needs a look:", slack_escape(chat))}}));
+        let text = if n.digest {
+            format!(
+                "<@{}> your daily digest of warnings since the last one:",
+                slack_escape(chat)
+            )
+        } else {
+            format!(
+                "<@{}> one of your accounts needs a look:",
+                slack_escape(chat)
+            )
+        };
+        blocks.push(json!({"type": "section", "text": {"type": "mrkdwn", "text": text}}));
     }
     for a in &n.alerts {
         let name = slack_escape(account_name(a));
@@ -246,15 +294,25 @@ pub fn webhook(n: &Notification) -> Value {
         "receiver": n.receiver,
         "owner": n.owner,
         "idempotency_key": n.idempotency_key(),
+        "digest": n.digest,
         "alerts": n.alerts,
     })
 }
 
 /// An email: (subject, plain text, HTML).
 pub fn email(n: &Notification, crm_template: &str) -> (String, String, String) {
-    let mut text = String::from("churnwatch found changes in your accounts:\n\n");
-    let mut html = String::from(
-        "<html><body style=\"font-family:sans-serif\"><p>churnwatch found changes in your accounts:</p><ul>",
+    let intro = if n.digest {
+        format!(
+            "{}. The warnings churnwatch found since the last digest:",
+            n.digest_heading()
+        )
+    } else {
+        "churnwatch found changes in your accounts:".to_string()
+    };
+    let mut text = format!("{intro}\n\n");
+    let mut html = format!(
+        "<html><body style=\"font-family:sans-serif\"><p>{}</p><ul>",
+        html_escape(&intro)
     );
     for a in &n.alerts {
         let link = crm_link(a, crm_template);
@@ -319,6 +377,7 @@ mod tests {
             owner: "ana@example.com".into(),
             owner_chat: Some("U024BE7LH".into()),
             alerts,
+            digest: false,
         }
     }
 
@@ -378,5 +437,52 @@ mod tests {
         );
         assert!(text.contains("83% lower"));
         assert!(html.contains("Acme &lt;Corp&gt;") && !html.contains("<Corp>"));
+    }
+
+    #[test]
+    fn digest_has_a_heading_and_each_alerts_evidence() {
+        let mut other = drop_alert();
+        other["id"] = json!("globex-7/inactive/2026-03-01");
+        other["account_id"] = json!("globex-7");
+        other["kind"] = json!("inactive");
+        other["evidence"] = json!({"last_activity":"2026-03-01T10:00:00.000Z","idle_days":14});
+        other["account"]["name"] = json!("Globex");
+        let mut resolved = drop_alert();
+        resolved["id"] = json!("initech-1/inactive/2026-02-01");
+        resolved["account_id"] = json!("initech-1");
+        resolved["kind"] = json!("inactive");
+        resolved["status"] = json!("resolved");
+        resolved["evidence"] = json!({"reason":"activity_resumed"});
+        let mut n = note(vec![drop_alert(), other, resolved]);
+        n.digest = true;
+        assert_eq!(
+            n.subject(),
+            "[churnwatch] Daily digest: 2 accounts at risk, 1 resolved"
+        );
+        let (_, text, html) = email(&n, "");
+        assert!(
+            text.starts_with("Daily digest: 2 accounts at risk, 1 resolved."),
+            "{text}"
+        );
+        for needle in [
+            "83% lower",
+            "No activity since 2026-03-01 (14 days).",
+            "Activity resumed.",
+        ] {
+            assert!(text.contains(needle) && html.contains(needle), "{needle}");
+        }
+        let m = slack(&n, "", true);
+        assert_eq!(
+            m["blocks"][0]["text"]["text"],
+            "Daily digest: 2 accounts at risk, 1 resolved"
+        );
+        assert!(m.to_string().contains("your daily digest"));
+        assert_eq!(webhook(&n)["digest"], true);
+        // Two alerts of one account count once.
+        let mut same = drop_alert();
+        same["id"] = json!("acme-42/inactive/2026-03-01");
+        let mut n2 = note(vec![drop_alert(), same]);
+        n2.digest = true;
+        assert_eq!(n2.subject(), "[churnwatch] Daily digest: 1 account at risk");
     }
 }

@@ -27,14 +27,14 @@ pub fn to_json_line(alert: &Alert, emitted_at: Millis) -> String {
 }
 
 /// The record with the account's metadata under `account`, when known.
-pub fn to_json_line_with(
+pub fn to_json_line_with<M: crate::notify::meta::AccountLookup + ?Sized>(
     alert: &Alert,
     emitted_at: Millis,
-    meta: Option<&crate::notify::meta::MetaStore>,
+    meta: Option<&M>,
 ) -> String {
     let mut r = to_record(alert, emitted_at);
-    if let Some(m) = meta.and_then(|m| m.get(&alert.account_id)) {
-        r["account"] = m.to_json();
+    if let Some(m) = meta.and_then(|m| m.account_json(&alert.account_id)) {
+        r["account"] = m;
     }
     r.to_string()
 }

@@ -22,16 +22,51 @@ pub struct Req {
 #[derive(Default)]
 pub struct Recorder {
     pub reqs: Mutex<Vec<Req>>,
+    /// Requests being answered now, and the most at once, by path ("*": all paths).
+    in_flight: Mutex<BTreeMap<String, usize>>,
+    max_in_flight: Mutex<BTreeMap<String, usize>>,
+}
+
+impl Recorder {
+    /// The most requests that were being answered at once on `path` ("*": any path).
+    pub fn max_in_flight(&self, path: &str) -> usize {
+        self.max_in_flight
+            .lock()
+            .unwrap()
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn enter(&self, path: &str) {
+        let mut now = self.in_flight.lock().unwrap();
+        let mut max = self.max_in_flight.lock().unwrap();
+        for p in [path, "*"] {
+            let n = now.entry(p.to_string()).or_default();
+            *n += 1;
+            let m = max.entry(p.to_string()).or_default();
+            *m = (*m).max(*n);
+        }
+    }
+
+    fn leave(&self, path: &str) {
+        let mut now = self.in_flight.lock().unwrap();
+        for p in [path, "*"] {
+            *now.get_mut(p).unwrap() -= 1;
+        }
+    }
 }
 
 /// `/ok` answers 200; `/flaky` 503 twice then 200; `/limited` 429 with Retry-After: 1
-/// once then 200; `/bad` always 400; `/slow` 200 after 100 ms.
+/// once then 200; `/bad` always 400; `/slow...` (any path that starts so) 200 after
+/// 100 ms.
 async fn handle(
     State(rec): State<Arc<Recorder>>,
     UrlPath(path): UrlPath<String>,
     headers: HeaderMap,
     body: String,
 ) -> impl IntoResponse {
+    rec.enter(&path);
     let seen = {
         let mut reqs = rec.reqs.lock().unwrap();
         reqs.push(Req {
@@ -45,7 +80,7 @@ async fn handle(
         });
         reqs.iter().filter(|r| r.path == path).count()
     };
-    match (path.as_str(), seen) {
+    let resp = match (path.as_str(), seen) {
         ("flaky", 1 | 2) => (
             StatusCode::SERVICE_UNAVAILABLE,
             [("Retry-After", "")],
@@ -59,12 +94,14 @@ async fn handle(
         )
             .into_response(),
         ("bad", _) => (StatusCode::BAD_REQUEST, "invalid_payload").into_response(),
-        ("slow", _) => {
+        (p, _) if p.starts_with("slow") => {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             (StatusCode::OK, "ok").into_response()
         }
         _ => (StatusCode::OK, "ok").into_response(),
-    }
+    };
+    rec.leave(&path);
+    resp
 }
 
 /// Starts the recording server on a background runtime; returns its address.
