@@ -240,6 +240,11 @@ impl Shard {
         self.accounts.len()
     }
 
+    /// Accounts changed since their state was last taken for the changelog.
+    pub fn dirty_accounts(&self) -> usize {
+        self.dirty.len()
+    }
+
     /// Number of accounts in an active lifecycle.
     pub fn active_lifecycles(&self) -> usize {
         self.lives.len() - self.free_lives.len()

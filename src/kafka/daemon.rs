@@ -224,8 +224,6 @@ struct State {
     out: Output,
     restore_consumer: BaseConsumer<RestoreContext>,
     parts: BTreeMap<i32, Part>,
-    /// Accounts changed since the last checkpoint (an estimate, for early checkpoints).
-    changed_accounts: usize,
     /// A failure inside a callback, reported by the poll loop.
     failed: Option<DaemonError>,
     stats: DaemonStats,
@@ -411,6 +409,11 @@ impl State {
         Ok(())
     }
 
+    /// Accounts changed since the last checkpoint, over all partitions.
+    fn dirty_accounts(&self) -> usize {
+        self.parts.values().map(|p| p.shard.dirty_accounts()).sum()
+    }
+
     /// Handles one input message.
     fn handle(&mut self, m: &In<'_>) -> Result<(), DaemonError> {
         let Some(part) = self.parts.get_mut(&m.partition) else {
@@ -441,9 +444,7 @@ impl State {
                     return Ok(());
                 }
                 self.stats.events += 1;
-                let before = part.shard.accounts();
                 part.shard.push_with_seq(&ev, off as u64);
-                self.changed_accounts += 1 + part.shard.accounts() - before;
                 for a in part.shard.drain_alerts() {
                     self.stats.alerts += 1;
                     self.out.send_alert(&a)?;
@@ -588,7 +589,6 @@ impl State {
                     .checkpoint_seconds
                     .observe(started.elapsed().as_secs_f64());
                 METRICS.checkpoint_accounts.observe(n as f64);
-                self.changed_accounts = 0;
                 debug!(
                     accounts = n,
                     elapsed_ms = started.elapsed().as_millis() as u64,
@@ -634,7 +634,6 @@ impl State {
                 for p in parts {
                     self.restore(consumer, p, true)?;
                 }
-                self.changed_accounts = 0;
                 Ok(())
             }
             other => Err(other),
@@ -795,7 +794,6 @@ pub fn run(
         },
         restore_consumer,
         parts: BTreeMap::new(),
-        changed_accounts: 0,
         failed: None,
         stats: DaemonStats::default(),
         health: health.clone(),
@@ -916,7 +914,7 @@ pub fn run(
                 break Err(e);
             }
         }
-        if last_checkpoint.elapsed() >= interval || st.changed_accounts >= max_dirty {
+        if last_checkpoint.elapsed() >= interval || st.dirty_accounts() >= max_dirty {
             if let Err(e) = st.checkpoint(&consumer) {
                 break Err(e);
             }
