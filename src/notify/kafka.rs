@@ -328,6 +328,27 @@ pub fn run_with_clock(
     let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
     let mut last_commit = Instant::now();
     let mut last_due = Instant::now();
+    // Commits past every record fully dealt with (delivered, silenced, dead-lettered
+    // or skipped); the log must hold what was delivered before the offsets move past it.
+    let commit =
+        |positions: &BTreeMap<i32, i64>, outstanding: &Outstanding| -> anyhow::Result<()> {
+            if positions.is_empty() {
+                return Ok(());
+            }
+            crate::kafka::client::drain(&producer, Duration::from_secs(30))?;
+            let mut tpl = TopicPartitionList::new();
+            for (&p, &pos) in positions {
+                tpl.add_partition_offset(
+                    &k.alerts_topic,
+                    p,
+                    Offset::Offset(outstanding.commit_point(p, pos)),
+                )?;
+            }
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                warn!(error = %e, "offset commit failed; will retry");
+            }
+            Ok(())
+        };
     while !shutdown.load(Ordering::Relaxed) {
         if let Some(res) = consumer.poll(Duration::from_millis(50)) {
             let m = match res {
@@ -417,23 +438,13 @@ pub fn run_with_clock(
                 }
             }
         }
-        if last_commit.elapsed() >= Duration::from_secs(1) && !positions.is_empty() {
+        if last_commit.elapsed() >= Duration::from_secs(1) {
             last_commit = Instant::now();
-            // The log must hold what was delivered before the offsets move past it.
-            crate::kafka::client::drain(&producer, Duration::from_secs(30))?;
-            let mut tpl = TopicPartitionList::new();
-            for (&p, &pos) in &positions {
-                tpl.add_partition_offset(
-                    &k.alerts_topic,
-                    p,
-                    Offset::Offset(outstanding.commit_point(p, pos)),
-                )?;
-            }
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
-                warn!(error = %e, "offset commit failed; will retry");
-            }
+            commit(&positions, &outstanding)?;
         }
     }
+    // A graceful stop leaves the group's offsets where the work stopped.
+    commit(&positions, &outstanding)?;
     producer.flush(Duration::from_secs(30))?;
     info!("notifier stopped");
     Ok(())
