@@ -55,6 +55,12 @@ fn topic(bootstrap: &str, name: &str, partitions: u32) {
         name,
         "--partitions",
         &partitions.to_string(),
+        // The test broker keeps 100 MiB per partition (scripts/kafka.sh); a benchmark
+        // topic must keep all of its few million events.
+        "--config",
+        "retention.bytes=-1",
+        "--config",
+        "retention.ms=-1",
     ]);
 }
 
