@@ -254,6 +254,9 @@ pub struct KafkaConfig {
     pub checkpoint_interval: Duration,
     /// Checkpoint early once this many accounts changed.
     pub checkpoint_max_dirty: usize,
+    /// Threads that parse and apply input, partitions spread over them (0: one per
+    /// CPU, at most 8; 1: all on the polling thread).
+    pub processing_threads: usize,
     /// transaction.timeout.ms of the producer.
     pub transaction_timeout: Duration,
     /// Quiet time after which a caught-up partition's watermark follows the clock.
@@ -296,6 +299,16 @@ impl KafkaConfig {
     /// The transactional id of this instance.
     pub fn transactional_id(&self) -> String {
         format!("{}-{}", self.group_id, self.instance())
+    }
+
+    /// Processing threads to run, the polling thread included.
+    pub fn processing_threads(&self) -> usize {
+        match self.processing_threads {
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(8),
+            n => n,
+        }
     }
 }
 
@@ -688,6 +701,12 @@ impl Config {
             return Err(invalid(
                 "kafka.checkpoint_interval",
                 "must be at least 10ms",
+            ));
+        }
+        if k.processing_threads > 64 {
+            return Err(invalid(
+                "kafka.processing_threads",
+                "must be at most 64 (0: one per CPU)",
             ));
         }
         if k.transaction_timeout.0 < 1000 {

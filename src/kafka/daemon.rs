@@ -28,10 +28,11 @@ use tracing::{debug, error, info, info_span, warn};
 use super::changelog::{account_key, restore_partition, PartitionMeta, RestoreContext, META_KEY};
 use super::client::{base_config, tuned_config};
 use super::input::{Batch, In, InputQueue};
+use super::process::{msg_at, Effects, Out, Part, Pool};
 use super::topics::ensure_topics;
 use super::KafkaSetupError;
 use crate::config::Config;
-use crate::engine::{Alert, EngineConfig, Shard};
+use crate::engine::{Alert, EngineConfig};
 use crate::metrics::METRICS;
 use crate::replay::wall_clock_ms;
 use crate::server::{Health, Phase};
@@ -66,27 +67,6 @@ pub struct DaemonStats {
     pub checkpoints: u64,
     pub aborts: u64,
     pub restored_records: u64,
-}
-
-/// One assigned partition.
-struct Part {
-    shard: Shard,
-    /// Next input offset to read, once known.
-    next_offset: Option<i64>,
-    /// Offsets below this were read before the last restore (see module docs).
-    replay_below: i64,
-    /// Watermark of the restored checkpoint.
-    restored_watermark: Millis,
-    /// Something to checkpoint for this partition (offsets or clocks moved).
-    changed: bool,
-    /// Messages read; compared across idle checks to find quiet partitions without
-    /// reading the clock for every message.
-    messages: u64,
-    messages_at_check: u64,
-    /// Since when the partition has had no messages (as seen by the idle checks).
-    quiet_since: Instant,
-    /// The input is stalled: quiet past `max_idle_advance`.
-    stalled: bool,
 }
 
 /// Producer side of the pipeline: one open transaction at a time.
@@ -220,7 +200,6 @@ impl Output {
 struct State {
     cfg: Arc<Config>,
     engine: Arc<EngineConfig>,
-    parser: EventParser,
     out: Output,
     restore_consumer: BaseConsumer<RestoreContext>,
     parts: BTreeMap<i32, Part>,
@@ -375,9 +354,9 @@ impl State {
             elapsed_ms = r.elapsed.as_millis() as u64,
             "state restored"
         );
-        let (next_offset, replay_below, watermark) = match &r.meta {
-            Some(m) => (Some(m.next_offset), m.next_offset, m.shard.watermark),
-            None => (None, 0, Millis::MIN),
+        let (next_offset, watermark) = match &r.meta {
+            Some(m) => (Some(m.next_offset), m.shard.watermark),
+            None => (None, Millis::MIN),
         };
         if seek {
             let offset = match &r.meta {
@@ -392,20 +371,8 @@ impl State {
                 Duration::from_secs(10),
             )?;
         }
-        self.parts.insert(
-            p,
-            Part {
-                shard: r.shard,
-                next_offset,
-                replay_below,
-                restored_watermark: watermark,
-                changed: false,
-                messages: 0,
-                messages_at_check: 0,
-                quiet_since: Instant::now(),
-                stalled: false,
-            },
-        );
+        self.parts
+            .insert(p, Part::new(r.shard, next_offset, watermark));
         Ok(())
     }
 
@@ -414,61 +381,44 @@ impl State {
         self.parts.values().map(|p| p.shard.dirty_accounts()).sum()
     }
 
-    /// Handles one input message.
-    fn handle(&mut self, m: &In<'_>) -> Result<(), DaemonError> {
-        let Some(part) = self.parts.get_mut(&m.partition) else {
-            return Ok(()); // revoked while in flight
-        };
-        let off = m.offset;
-        part.next_offset = Some(off + 1);
-        part.changed = true;
-        part.messages += 1;
-        if part.stalled {
-            part.stalled = false;
+    /// Sends and counts what processing produced; `msg(i)` is the `i`-th message of
+    /// the batch processed.
+    fn emit<'m>(&mut self, fx: Effects, msg: impl Fn(usize) -> In<'m>) -> Result<(), DaemonError> {
+        METRICS.events_consumed.inc_by(fx.consumed);
+        METRICS.events_replay_skipped.inc_by(fx.replay_skipped);
+        self.stats.events += fx.events;
+        self.stats.replay_skipped += fx.replay_skipped;
+        for p in fx.unstalled {
             METRICS
                 .input_stalled
-                .with_label_values(&[&m.partition.to_string()])
+                .with_label_values(&[&p.to_string()])
                 .set(0);
-            let p = m.partition;
             self.health.update(|h| {
                 h.stalled.remove(&p);
             });
         }
-        let replay = off < part.replay_below;
-        METRICS.events_consumed.inc();
-        match self.parser.parse(m.payload) {
-            Ok(ev) => {
-                if replay && ev.ts < part.restored_watermark {
-                    self.stats.replay_skipped += 1;
-                    METRICS.events_replay_skipped.inc();
-                    return Ok(());
-                }
-                self.stats.events += 1;
-                part.shard.push_with_seq(&ev, off as u64);
-                for a in part.shard.drain_alerts() {
+        for out in fx.out {
+            match out {
+                Out::Alert(a) => {
                     self.stats.alerts += 1;
                     self.out.send_alert(&a)?;
                 }
-            }
-            Err(reason) => {
-                if replay {
-                    self.stats.replay_skipped += 1;
-                    METRICS.events_replay_skipped.inc();
-                    return Ok(());
+                Out::Reject(i, reason) => {
+                    let m = msg(i);
+                    self.stats.rejected += 1;
+                    METRICS
+                        .events_rejected
+                        .with_label_values(&[reason.as_str()])
+                        .inc();
+                    debug!(
+                        partition = m.partition,
+                        offset = m.offset,
+                        reason = reason.as_str(),
+                        "rejected"
+                    );
+                    self.out
+                        .send_dead_letter(&self.cfg.kafka.input_topic, &m, &reason)?;
                 }
-                self.stats.rejected += 1;
-                METRICS
-                    .events_rejected
-                    .with_label_values(&[reason.as_str()])
-                    .inc();
-                debug!(
-                    partition = m.partition,
-                    offset = off,
-                    reason = reason.as_str(),
-                    "rejected"
-                );
-                self.out
-                    .send_dead_letter(&self.cfg.kafka.input_topic, m, &reason)?;
             }
         }
         Ok(())
@@ -775,13 +725,15 @@ pub fn run(
             .map_err(KafkaSetupError::Client)?;
     let meta = crate::notify::accounts::load(&cfg, shutdown.clone())
         .map_err(|e| DaemonError::Fatal(format!("account metadata: {e:#}")))?;
+    let parser = EventParser::new(&cfg.input).map_err(|msg| KafkaSetupError::Topic {
+        topic: k.input_topic.clone(),
+        msg,
+    })?;
+    let threads = k.processing_threads();
+    let pool = Pool::new(parser, threads);
     let state = State {
         cfg: cfg.clone(),
         engine: Arc::new(EngineConfig::new(&cfg)),
-        parser: EventParser::new(&cfg.input).map_err(|msg| KafkaSetupError::Topic {
-            topic: k.input_topic.clone(),
-            msg,
-        })?,
         out: Output {
             producer,
             transactional_id,
@@ -816,7 +768,7 @@ pub fn run(
             .set("statistics.interval.ms", "5000")
             .create_with_context(ctx)
             .map_err(KafkaSetupError::Client)?;
-    let input = InputQueue::new(&consumer);
+    let input = InputQueue::new(&consumer, threads);
     if consumer.context().input.set(input).is_err() {
         unreachable!("input queue set once");
     }
@@ -828,7 +780,7 @@ pub fn run(
     let mut last_checkpoint = Instant::now();
     let mut last_idle_check = Instant::now();
     let started = Instant::now();
-    let mut batch = Batch::default();
+    let mut batches: Vec<Batch> = Vec::new();
     let mut assigned = false;
     let result = 'run: loop {
         if shutdown.load(Ordering::Relaxed) {
@@ -852,15 +804,15 @@ pub fn run(
         let mut handled = 0usize;
         match polled {
             Some(Ok(m)) => {
-                let r = st.handle(&In {
+                let m = In {
                     partition: m.partition(),
                     offset: m.offset(),
                     payload: m.payload().unwrap_or_default(),
                     key: m.key(),
                     err: rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
-                });
-                drop(m);
-                if let Err(e) = r.or_else(|e| st.recover(&consumer, e)) {
+                };
+                let fx = pool.handle_one(&mut st.parts, &m);
+                if let Err(e) = st.emit(fx, |_| m).or_else(|e| st.recover(&consumer, e)) {
                     break Err(e);
                 }
                 handled += 1;
@@ -871,27 +823,41 @@ pub fn run(
         assigned = !st.parts.is_empty();
         let n = if assigned {
             let input = consumer.context().input.get().expect("set above");
-            input.poll(Duration::from_millis(50), &mut batch)
+            match input.poll(&mut batches) {
+                0 => {
+                    input.wait(Duration::from_millis(50));
+                    input.poll(&mut batches)
+                }
+                n => n,
+            }
         } else {
             0
         };
-        for i in 0..n {
-            let m = batch.get(i);
-            if m.err != rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        if n > 0 {
+            let ok = |m: &In<'_>| {
+                if m.err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                    return true;
+                }
                 let code = RDKafkaErrorCode::from(m.err);
                 warn!(partition = m.partition, error = %code, "consumer error");
-                continue;
-            }
-            if let Err(e) = st.handle(&m) {
-                if let Err(e) = st.recover(&consumer, e) {
-                    break 'run Err(e);
+                false
+            };
+            let effects = match pool.process(&mut st.parts, &batches, ok) {
+                Ok(fx) => fx,
+                Err(e) => break Err(DaemonError::Fatal(e.to_string())),
+            };
+            for fx in effects {
+                handled += fx.consumed as usize;
+                if let Err(e) = st.emit(fx, |i| msg_at(&batches, i)) {
+                    if let Err(e) = st.recover(&consumer, e) {
+                        break 'run Err(e);
+                    }
+                    // Rolled back: the rest of the batch is stale.
+                    break;
                 }
-                // Rolled back: the rest of the batch is stale.
-                break;
             }
-            handled += 1;
         }
-        batch.clear();
+        batches.iter_mut().for_each(Batch::clear);
         if handled > 0 {
             let per_message = batch_started.elapsed().as_secs_f64() / handled as f64;
             METRICS.processing_seconds.observe(per_message);

@@ -3,8 +3,8 @@
 //! rust-rdkafka's `poll` hands out one message per call, each wrapped in its own
 //! event, reference-counted on the heap, with a clock read: about a third of the
 //! daemon's per-event cost. Here every assigned partition's fetch queue is forwarded
-//! to one queue of the application's, read with `rd_kafka_consume_batch_queue` (up to
-//! [`BATCH`] messages per call, one wake-up). Rebalances, statistics and errors stay
+//! to one of the application's queues (a lane per processing thread), read with
+//! `rd_kafka_consume_batch_queue` (up to [`BATCH`] messages per call). Rebalances, statistics and errors stay
 //! on the consumer's own queue, served by `BaseConsumer::poll` between batches (the
 //! batch call must not see a rebalance: served there, librdkafka would answer it with
 //! a forced unassign).
@@ -13,9 +13,9 @@
 //! dequeued; messages already taken into a [`Batch`] are the caller's to drop (see
 //! [`Batch::clear`]).
 
-use std::ffi::CString;
+use std::ffi::{c_void, CString};
 use std::ptr::NonNull;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use rdkafka::bindings as rd;
@@ -25,15 +25,34 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 pub const BATCH: usize = 1024;
 
 struct Queue(NonNull<rd::rd_kafka_queue_t>);
-// SAFETY: librdkafka queues are thread-safe; the handle is only destroyed once, under
+// SAFETY: librdkafka queues are thread-safe; the handles are only destroyed once, under
 // the mutex of `InputQueue`.
 unsafe impl Send for Queue {}
 
-/// The application's input queue. Must be closed before the consumer is dropped
-/// (librdkafka cannot shut a client down while messages of it are held).
+/// Set when a lane's queue gets a message while empty (librdkafka's queue event
+/// callback, on one of its threads); the poll loop waits on it when idle.
+#[derive(Default)]
+struct Wake {
+    ready: Mutex<bool>,
+    cv: Condvar,
+}
+
+unsafe extern "C" fn on_enqueue(_rk: *mut rd::rd_kafka_t, opaque: *mut c_void) {
+    // SAFETY: `opaque` is the `Wake` of a live `InputQueue`; callbacks are disabled
+    // before it is dropped (see `close`).
+    let wake = unsafe { &*(opaque as *const Wake) };
+    *wake.ready.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    wake.cv.notify_one();
+}
+
+/// The application's input queues, one per processing lane; a partition's messages go
+/// to lane `partition % lanes`, so that one read of every lane usually finds several
+/// partitions' messages to process side by side. Must be closed before the consumer is
+/// dropped (librdkafka cannot shut a client down while messages of it are held).
 pub struct InputQueue {
-    queue: Mutex<Option<Queue>>,
+    queues: Mutex<Vec<Queue>>,
     rk: NonNull<rd::rd_kafka_t>,
+    wake: Box<Wake>,
 }
 
 // SAFETY: `rk` is the consumer's client handle, thread-safe in librdkafka and alive as
@@ -42,6 +61,7 @@ unsafe impl Send for InputQueue {}
 unsafe impl Sync for InputQueue {}
 
 /// One message of a batch, borrowed from librdkafka.
+#[derive(Clone, Copy)]
 pub struct In<'a> {
     pub partition: i32,
     pub offset: i64,
@@ -50,6 +70,34 @@ pub struct In<'a> {
     /// A consume error reported in place of a message (`RD_KAFKA_RESP_ERR_NO_ERROR`
     /// for a message).
     pub err: rd::rd_kafka_resp_err_t,
+}
+
+/// A message of a [`Batch`], to be read on a processing thread.
+#[derive(Clone, Copy)]
+pub struct MsgRef(*const rd::rd_kafka_message_t);
+
+// SAFETY: librdkafka does not touch a message handed to the application until it is
+// destroyed; reading it from another thread is fine while the batch holds it.
+unsafe impl Send for MsgRef {}
+
+impl MsgRef {
+    /// The message.
+    ///
+    /// # Safety
+    /// The batch it came from must not be cleared or dropped while the result lives.
+    pub unsafe fn get<'a>(self) -> In<'a> {
+        let m = unsafe { &*self.0 };
+        let bytes = |p: *mut std::ffi::c_void, len: usize| -> Option<&'a [u8]> {
+            (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts(p as *const u8, len) })
+        };
+        In {
+            partition: m.partition,
+            offset: m.offset,
+            payload: bytes(m.payload, m.len).unwrap_or_default(),
+            key: bytes(m.key, m.key_len),
+            err: m.err,
+        }
+    }
 }
 
 /// Messages taken by one call; destroyed by `clear` or on drop.
@@ -82,17 +130,12 @@ impl Batch {
     pub fn get(&self, i: usize) -> In<'_> {
         // SAFETY: the pointer came from rd_kafka_consume_batch_queue and is not
         // destroyed before `clear`, which needs `&mut self`.
-        let m = unsafe { &*self.msgs[i] };
-        let bytes = |p: *mut std::ffi::c_void, len: usize| -> Option<&[u8]> {
-            (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts(p as *const u8, len) })
-        };
-        In {
-            partition: m.partition,
-            offset: m.offset,
-            payload: bytes(m.payload, m.len).unwrap_or_default(),
-            key: bytes(m.key, m.key_len),
-            err: m.err,
-        }
+        unsafe { self.msg_ref(i).get() }
+    }
+
+    /// The `i`-th message, to be read on another thread while this batch is held.
+    pub fn msg_ref(&self, i: usize) -> MsgRef {
+        MsgRef(self.msgs[i])
     }
 
     /// Destroys every message of the batch (also those not handled yet: after a
@@ -112,21 +155,44 @@ impl Drop for Batch {
 }
 
 impl InputQueue {
-    pub fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> InputQueue {
+    pub fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>, lanes: usize) -> InputQueue {
         let rk = consumer.client().native_ptr();
-        // SAFETY: rk is a live client; rd_kafka_queue_new never returns NULL.
-        let q = unsafe { rd::rd_kafka_queue_new(rk) };
+        let wake = Box::<Wake>::default();
+        let queues = (0..lanes.max(1))
+            .filter_map(|_| {
+                // SAFETY: rk is a live client; the callback's opaque is the boxed Wake,
+                // which lives (at a fixed address) until the callbacks are disabled.
+                unsafe {
+                    let q = NonNull::new(rd::rd_kafka_queue_new(rk))?;
+                    rd::rd_kafka_queue_cb_event_enable(
+                        q.as_ptr(),
+                        Some(on_enqueue),
+                        &*wake as *const Wake as *mut c_void,
+                    );
+                    Some(Queue(q))
+                }
+            })
+            .collect();
         InputQueue {
-            queue: Mutex::new(NonNull::new(q).map(Queue)),
+            queues: Mutex::new(queues),
             rk: NonNull::new(rk).expect("client handle"),
+            wake,
         }
     }
 
-    /// Sends `topic`/`partition`'s messages to this queue. Call before the partition
-    /// is assigned, so that no message takes the consumer's queue.
+    /// Number of lanes.
+    pub fn lanes(&self) -> usize {
+        self.queues.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Sends `topic`/`partition`'s messages to its lane's queue. Call before the
+    /// partition is assigned, so that no message takes the consumer's queue.
     pub fn attach(&self, topic: &str, partition: i32) {
-        let guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(q) = guard.as_ref() else { return };
+        let guard = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_empty() {
+            return;
+        }
+        let q = &guard[partition.unsigned_abs() as usize % guard.len()];
         let Ok(topic) = CString::new(topic) else {
             return;
         };
@@ -141,44 +207,62 @@ impl InputQueue {
         }
     }
 
-    /// Takes up to [`BATCH`] messages into `batch` (cleared first), waiting up to
-    /// `timeout` for the first.
-    pub fn poll(&self, timeout: Duration, batch: &mut Batch) -> usize {
-        batch.clear();
-        let guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(q) = guard.as_ref() else { return 0 };
-        batch.msgs.resize(BATCH, std::ptr::null_mut());
-        // SAFETY: the array has room for BATCH pointers; librdkafka fills the first n.
-        let n = unsafe {
-            rd::rd_kafka_consume_batch_queue(
-                q.0.as_ptr(),
-                timeout.as_millis().min(i32::MAX as u128) as i32,
-                batch.msgs.as_mut_ptr(),
-                BATCH,
-            )
-        };
-        let n = n.max(0) as usize;
-        batch.msgs.truncate(n);
-        n
+    /// Takes up to [`BATCH`] messages of each lane, without waiting, into `batches`
+    /// (one per lane, cleared first); returns the number of messages taken.
+    pub fn poll(&self, batches: &mut Vec<Batch>) -> usize {
+        let guard = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        batches.resize_with(guard.len(), Batch::default);
+        let mut total = 0;
+        for (q, batch) in guard.iter().zip(batches.iter_mut()) {
+            batch.clear();
+            batch.msgs.resize(BATCH, std::ptr::null_mut());
+            // SAFETY: the array has room for BATCH pointers; librdkafka fills the first n.
+            let n = unsafe {
+                rd::rd_kafka_consume_batch_queue(q.0.as_ptr(), 0, batch.msgs.as_mut_ptr(), BATCH)
+            };
+            let n = n.max(0) as usize;
+            batch.msgs.truncate(n);
+            total += n;
+        }
+        total
     }
 
-    /// Destroys the messages still queued and the queue. Idempotent.
+    /// Waits up to `timeout` for a message to arrive on an empty lane (returns at once
+    /// if one arrived since the last wait).
+    pub fn wait(&self, timeout: Duration) {
+        let mut ready = self.wake.ready.lock().unwrap_or_else(|p| p.into_inner());
+        if !*ready {
+            ready = self
+                .wake
+                .cv
+                .wait_timeout(ready, timeout)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *ready = false;
+    }
+
+    /// Destroys the messages still queued and the queues. Idempotent.
     pub fn close(&self) {
-        let mut guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(q) = guard.take() else { return };
+        let mut guard = self.queues.lock().unwrap_or_else(|p| p.into_inner());
         let mut msgs = vec![std::ptr::null_mut(); BATCH];
-        // SAFETY: as in `poll`; afterwards the handle is destroyed exactly once.
-        unsafe {
-            loop {
-                let n = rd::rd_kafka_consume_batch_queue(q.0.as_ptr(), 0, msgs.as_mut_ptr(), BATCH);
-                if n <= 0 {
-                    break;
+        for q in guard.drain(..) {
+            // SAFETY: as in `poll`; afterwards the handle is destroyed exactly once, its
+            // callback disabled first.
+            unsafe {
+                rd::rd_kafka_queue_cb_event_enable(q.0.as_ptr(), None, std::ptr::null_mut());
+                loop {
+                    let n =
+                        rd::rd_kafka_consume_batch_queue(q.0.as_ptr(), 0, msgs.as_mut_ptr(), BATCH);
+                    if n <= 0 {
+                        break;
+                    }
+                    for m in &msgs[..n as usize] {
+                        rd::rd_kafka_message_destroy(*m);
+                    }
                 }
-                for m in &msgs[..n as usize] {
-                    rd::rd_kafka_message_destroy(*m);
-                }
+                rd::rd_kafka_queue_destroy(q.0.as_ptr());
             }
-            rd::rd_kafka_queue_destroy(q.0.as_ptr());
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod changelog;
 pub mod client;
 pub mod daemon;
 pub mod input;
+mod process;
 pub mod produce;
 pub mod topics;
 
