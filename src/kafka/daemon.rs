@@ -53,6 +53,11 @@ pub enum DaemonError {
     Fenced(String),
     #[error("fatal Kafka error, restart needed: {0}")]
     Fatal(String),
+    /// The transactional producer hit a fatal error other than fencing (e.g. the
+    /// coordinator aborted a transaction that outlived a broker restart): recovered
+    /// in-process by a new producer, as a restart would.
+    #[error("the transactional producer failed: {0}")]
+    ProducerFailed(String),
     #[error("graceful stop did not finish within {0:?}")]
     ShutdownTimeout(Duration),
 }
@@ -189,7 +194,7 @@ impl Output {
                 | RDKafkaErrorCode::InvalidProducerEpoch => {
                     DaemonError::Fenced(self.transactional_id.clone())
                 }
-                _ => DaemonError::Fatal(e.to_string()),
+                _ => DaemonError::ProducerFailed(e.to_string()),
             },
             _ => DaemonError::Kafka(e),
         }
@@ -207,7 +212,12 @@ struct State {
     failed: Option<DaemonError>,
     stats: DaemonStats,
     health: Arc<Health>,
+    /// Producers replaced after a fatal error so far (see `ProducerFailed`).
+    producer_rebuilds: u32,
 }
+
+/// A producer that keeps failing fatally is a problem for a restart to surface.
+const MAX_PRODUCER_REBUILDS: u32 = 10;
 
 struct Ctx {
     state: Mutex<Option<State>>,
@@ -551,8 +561,9 @@ impl State {
     }
 
     /// After a non-fatal Kafka error anywhere in the pipeline: abort the open
-    /// transaction and roll every partition back to its last checkpoint. Fatal errors
-    /// (fencing) are returned.
+    /// transaction and roll every partition back to its last checkpoint. After a fatal
+    /// producer error other than fencing: replace the producer, then roll back. Fencing
+    /// and other fatal errors are returned.
     fn recover(
         &mut self,
         consumer: &BaseConsumer<Ctx>,
@@ -579,15 +590,33 @@ impl State {
                     }
                     self.out.in_txn = false;
                 }
-                let parts: Vec<i32> = self.parts.keys().copied().collect();
-                self.parts.clear();
-                for p in parts {
-                    self.restore(consumer, p, true)?;
-                }
-                Ok(())
+                self.roll_back(consumer)
             }
+            DaemonError::ProducerFailed(msg) if self.producer_rebuilds < MAX_PRODUCER_REBUILDS => {
+                self.producer_rebuilds += 1;
+                warn!(error = %msg, rebuilds = self.producer_rebuilds, "transactional producer failed; replacing it and rolling back to the last checkpoint");
+                self.stats.aborts += 1;
+                METRICS.checkpoint_failures.inc();
+                let k = &self.cfg.kafka;
+                self.out.producer =
+                    transactional_producer(k, &self.out.transactional_id, self.out.txn_timeout)?;
+                self.out.in_txn = false;
+                self.roll_back(consumer)
+            }
+            DaemonError::ProducerFailed(msg) => Err(DaemonError::Fatal(msg)),
             other => Err(other),
         }
+    }
+
+    /// Rebuilds every partition from its last checkpoint and re-reads its input from
+    /// there.
+    fn roll_back(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), DaemonError> {
+        let parts: Vec<i32> = self.parts.keys().copied().collect();
+        self.parts.clear();
+        for p in parts {
+            self.restore(consumer, p, true)?;
+        }
+        Ok(())
     }
 
     fn try_checkpoint(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<usize, DaemonError> {
@@ -661,6 +690,35 @@ impl State {
     }
 }
 
+/// The transactional producer of this instance, initialised: fences any earlier
+/// incarnation (or the failed producer it replaces) and aborts its open transaction.
+fn transactional_producer(
+    k: &crate::config::KafkaConfig,
+    transactional_id: &str,
+    txn_timeout: Duration,
+) -> Result<ThreadedProducer<super::client::LogContext>, DaemonError> {
+    let producer: ThreadedProducer<_> = base_config(k, "producer")?
+        .set("transactional.id", transactional_id)
+        .set(
+            "transaction.timeout.ms",
+            txn_timeout.as_millis().to_string(),
+        )
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("partitioner", "murmur2_random")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create_with_context(super::client::LogContext)
+        .map_err(KafkaSetupError::Client)?;
+    producer
+        .init_transactions(Duration::from_secs(60))
+        .map_err(|e| match &e {
+            KafkaError::Transaction(t) if t.is_fatal() => DaemonError::Fatal(e.to_string()),
+            _ => DaemonError::Kafka(e),
+        })?;
+    Ok(producer)
+}
+
 /// Closes the input queue before the consumer is dropped.
 struct CloseInput<'a>(&'a BaseConsumer<Ctx>);
 
@@ -687,26 +745,7 @@ pub fn run(
         input = %k.input_topic, partitions, group = %k.group_id, transactional_id = %transactional_id,
         "starting"
     );
-    let producer: ThreadedProducer<_> = base_config(k, "producer")?
-        .set("transactional.id", &transactional_id)
-        .set(
-            "transaction.timeout.ms",
-            txn_timeout.as_millis().to_string(),
-        )
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .set("partitioner", "murmur2_random")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .create_with_context(super::client::LogContext)
-        .map_err(KafkaSetupError::Client)?;
-    // Fences any earlier incarnation of this instance and aborts its open transaction.
-    producer
-        .init_transactions(Duration::from_secs(60))
-        .map_err(|e| match &e {
-            KafkaError::Transaction(t) if t.is_fatal() => DaemonError::Fatal(e.to_string()),
-            _ => DaemonError::Kafka(e),
-        })?;
+    let producer = transactional_producer(k, &transactional_id, txn_timeout)?;
     // librdkafka pauses a partition's fetching for fetch.queue.backoff.ms (default 1 s)
     // whenever its prefetch queue is full: a consumer that works on every message then
     // sits idle most of the time. A short backoff keeps the queue flowing.
@@ -749,6 +788,7 @@ pub fn run(
         failed: None,
         stats: DaemonStats::default(),
         health: health.clone(),
+        producer_rebuilds: 0,
     };
     let ctx = Ctx {
         state: Mutex::new(Some(state)),
