@@ -501,5 +501,8 @@ fn delivers_to_different_owners_concurrently_within_the_bound_and_the_rate_limit
         );
     }
     let span = limited[5].at - limited[0].at;
-    assert!(span >= Duration::from_millis(950), "six requests in {span:?}");
+    assert!(
+        span >= Duration::from_millis(950),
+        "six requests in {span:?}"
+    );
 }
