@@ -180,11 +180,6 @@ impl InputQueue {
         }
     }
 
-    /// Number of lanes.
-    pub fn lanes(&self) -> usize {
-        self.queues.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
     /// Sends `topic`/`partition`'s messages to its lane's queue. Call before the
     /// partition is assigned, so that no message takes the consumer's queue.
     pub fn attach(&self, topic: &str, partition: i32) {

@@ -107,7 +107,7 @@ impl Part {
 }
 
 /// Where message `i` of lane `lane`'s batch is reported in [`Effects`].
-pub(super) fn msg_index(lane: usize, i: usize) -> usize {
+fn msg_index(lane: usize, i: usize) -> usize {
     lane * BATCH + i
 }
 
@@ -206,23 +206,14 @@ impl Pool {
         }
         let msg = |idx: usize| msg_at(batches, idx);
         let msg_ref = |idx: usize| batches[idx / BATCH].msg_ref(idx % BATCH);
-        let lanes = (self.helpers.len() + 1).min(runs.len());
-        if lanes <= 1 {
-            let mut fx = Effects::default();
-            for (p, idx) in &runs {
-                let part = parts.get_mut(p).expect("checked above");
-                for &i in idx {
-                    part.handle(&self.parser, &msg(i), i, &mut fx);
-                }
-            }
-            return Ok(vec![fx]);
-        }
+        // With one lane (one thread or one partition) everything stays on this thread.
+        let lanes = (self.helpers.len() + 1).min(runs.len()).max(1);
         // Largest runs first, each to the least loaded lane; lane 0 is this thread.
         runs.sort_by_key(|(_, idx)| std::cmp::Reverse(idx.len()));
         let mut load = vec![0usize; lanes];
         let mut lane_runs: Vec<Vec<Run>> = (0..lanes).map(|_| Vec::new()).collect();
         for run in runs {
-            let l = (0..lanes).min_by_key(|&l| load[l]).expect("lanes > 1");
+            let l = (0..lanes).min_by_key(|&l| load[l]).expect("lanes >= 1");
             load[l] += run.1.len();
             lane_runs[l].push(run);
         }

@@ -273,42 +273,7 @@ impl<'a> Scanner<'a> {
         self.ws();
         match self.peek() {
             Some(b'"') => self.string_raw().map(|_| ()),
-            Some(b'{') => {
-                let depth = self.enter(depth)?;
-                self.i += 1;
-                self.ws();
-                if self.peek() == Some(b'}') {
-                    self.i += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.ws();
-                    if self.peek() != Some(b'"') {
-                        return Err(self.err("expected a key"));
-                    }
-                    self.string_raw()?;
-                    self.expect(b':', "expected `:`")?;
-                    self.skip_value(depth)?;
-                    if self.close_or_next(b'}')? {
-                        return Ok(());
-                    }
-                }
-            }
-            Some(b'[') => {
-                let depth = self.enter(depth)?;
-                self.i += 1;
-                self.ws();
-                if self.peek() == Some(b']') {
-                    self.i += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.skip_value(depth)?;
-                    if self.close_or_next(b']')? {
-                        return Ok(());
-                    }
-                }
-            }
+            Some(b'{' | b'[') => self.container(None, &mut [], depth).map(|_| ()),
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
             Some(b'n') => self.literal(b"null"),
@@ -375,55 +340,65 @@ impl<'a> Scanner<'a> {
     ) -> Result<bool> {
         self.ws();
         match self.peek() {
-            Some(b'{') => {
-                let depth = self.enter(depth)?;
-                self.i += 1;
-                self.ws();
-                if self.peek() == Some(b'}') {
-                    self.i += 1;
-                    return Ok(true);
-                }
-                loop {
-                    self.ws();
-                    if self.peek() != Some(b'"') {
-                        return Err(self.err("expected a key"));
-                    }
-                    let key = self.string()?;
-                    self.expect(b':', "expected `:`")?;
-                    match node.children.iter().find(|(k, _)| *k == key) {
-                        Some((_, child)) => self.child_value(child, slots, depth)?,
-                        None => self.skip_value(depth)?,
-                    }
-                    if self.close_or_next(b'}')? {
-                        return Ok(true);
-                    }
-                }
-            }
-            Some(b'[') => {
-                let depth = self.enter(depth)?;
-                self.i += 1;
-                self.ws();
-                if self.peek() == Some(b']') {
-                    self.i += 1;
-                    return Ok(false);
-                }
-                let mut index = 0usize;
-                loop {
-                    let wanted = node
-                        .children
-                        .iter()
-                        .find(|(k, _)| k.parse::<usize>().ok() == Some(index));
-                    match wanted {
-                        Some((_, child)) => self.child_value(child, slots, depth)?,
-                        None => self.skip_value(depth)?,
-                    }
-                    if self.close_or_next(b']')? {
-                        return Ok(false);
-                    }
-                    index += 1;
-                }
-            }
+            Some(b'{' | b'[') => self.container(Some(node), slots, depth),
             _ => self.skip_value(depth).map(|_| false),
+        }
+    }
+
+    /// An object or array at its opening bracket, checked in full; with a `node`,
+    /// the values of its wanted keys (or indexes) are captured, the rest skipped.
+    /// Keys are decoded only where they are compared. Returns whether it is an object.
+    fn container(
+        &mut self,
+        node: Option<&Node>,
+        slots: &mut [Option<Val<'a>>],
+        depth: usize,
+    ) -> Result<bool> {
+        let node = node.filter(|n| !n.children.is_empty());
+        let object = self.peek() == Some(b'{');
+        let close = if object { b'}' } else { b']' };
+        let depth = self.enter(depth)?;
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(close) {
+            self.i += 1;
+            return Ok(object);
+        }
+        let mut index = 0usize;
+        loop {
+            let wanted = if object {
+                self.ws();
+                if self.peek() != Some(b'"') {
+                    return Err(self.err("expected a key"));
+                }
+                let wanted = match node {
+                    Some(n) => {
+                        let key = self.string()?;
+                        n.children.iter().find(|(k, _)| *k == key)
+                    }
+                    None => {
+                        self.string_raw()?;
+                        None
+                    }
+                };
+                self.expect(b':', "expected `:`")?;
+                wanted
+            } else {
+                let wanted = node.and_then(|n| {
+                    n.children
+                        .iter()
+                        .find(|(k, _)| k.parse::<usize>().ok() == Some(index))
+                });
+                index += 1;
+                wanted
+            };
+            match wanted {
+                Some((_, child)) => self.child_value(child, slots, depth)?,
+                None => self.skip_value(depth)?,
+            }
+            if self.close_or_next(close)? {
+                return Ok(object);
+            }
         }
     }
 
