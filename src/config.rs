@@ -254,9 +254,10 @@ pub struct KafkaConfig {
     pub checkpoint_interval: Duration,
     /// Checkpoint early once this many accounts changed.
     pub checkpoint_max_dirty: usize,
-    /// Threads that parse and apply input, partitions spread over them (0: one per
-    /// CPU, at most 8; 1: all on the polling thread).
-    pub processing_threads: usize,
+    /// Consumer-group members run by this process, each on its own thread with its
+    /// own consumer, transactional producer and partitions, as Kafka Streams' stream
+    /// threads (0: one per CPU, at most 8; never more than the input's partitions).
+    pub stream_threads: usize,
     /// transaction.timeout.ms of the producer.
     pub transaction_timeout: Duration,
     /// Quiet time after which a caught-up partition's watermark follows the clock.
@@ -296,19 +297,20 @@ impl KafkaConfig {
             .unwrap_or_else(|| "churnwatch".into())
     }
 
-    /// The transactional id of this instance.
-    pub fn transactional_id(&self) -> String {
-        format!("{}-{}", self.group_id, self.instance())
+    /// The transactional id of this instance's stream thread `thread`.
+    pub fn transactional_id(&self, thread: usize) -> String {
+        format!("{}-{}-{thread}", self.group_id, self.instance())
     }
 
-    /// Processing threads to run, the polling thread included.
-    pub fn processing_threads(&self) -> usize {
-        match self.processing_threads {
+    /// Stream threads to run for an input of `partitions` partitions.
+    pub fn stream_threads(&self, partitions: usize) -> usize {
+        let n = match self.stream_threads {
             0 => std::thread::available_parallelism()
                 .map_or(1, |n| n.get())
                 .min(8),
             n => n,
-        }
+        };
+        n.min(partitions).max(1)
     }
 }
 
@@ -703,9 +705,9 @@ impl Config {
                 "must be at least 10ms",
             ));
         }
-        if k.processing_threads > 64 {
+        if k.stream_threads > 64 {
             return Err(invalid(
-                "kafka.processing_threads",
+                "kafka.stream_threads",
                 "must be at most 64 (0: one per CPU)",
             ));
         }

@@ -2,7 +2,7 @@
 //! is alive), `/readyz` (assigned partitions restored and consuming; a JSON body says
 //! why not).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,10 +31,23 @@ pub struct HealthState {
     pub assigned: BTreeSet<i32>,
     pub restoring: BTreeSet<i32>,
     pub stalled: BTreeSet<i32>,
-    /// Last turn of the main loop.
-    pub heartbeat: Instant,
+    /// Last turn of each stream thread's loop, by thread.
+    pub heartbeats: BTreeMap<usize, Instant>,
+    pub started: Instant,
     /// Why the process is not ready, when it knows (e.g. "brokers unreachable").
     pub problem: Option<String>,
+}
+
+impl HealthState {
+    /// Time since the stream thread that turned least recently last did (since the
+    /// start while none has).
+    fn since_last_beat(&self) -> Duration {
+        self.heartbeats
+            .values()
+            .min()
+            .unwrap_or(&self.started)
+            .elapsed()
+    }
 }
 
 /// Shared health, cheap to update.
@@ -53,7 +66,8 @@ impl Default for Health {
                 assigned: BTreeSet::new(),
                 restoring: BTreeSet::new(),
                 stalled: BTreeSet::new(),
-                heartbeat: Instant::now(),
+                heartbeats: BTreeMap::new(),
+                started: Instant::now(),
                 problem: None,
             }),
             stuck_after: Duration::from_secs(60),
@@ -68,15 +82,17 @@ impl Health {
         f(&mut s);
     }
 
-    /// Records a turn of the main loop.
-    pub fn beat(&self) {
-        self.update(|s| s.heartbeat = Instant::now());
+    /// Records a turn of stream thread `thread`'s loop.
+    pub fn beat_thread(&self, thread: usize) {
+        self.update(|s| {
+            s.heartbeats.insert(thread, Instant::now());
+        });
     }
 
     /// `(alive, detail)`.
     pub fn liveness(&self) -> (bool, serde_json::Value) {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let since = s.heartbeat.elapsed();
+        let since = s.since_last_beat();
         let alive = since < self.stuck_after;
         (
             alive,
@@ -99,7 +115,7 @@ impl Health {
         if let Some(p) = &s.problem {
             reasons.push(p.clone());
         }
-        if s.heartbeat.elapsed() >= self.stuck_after {
+        if s.since_last_beat() >= self.stuck_after {
             reasons.push("main loop is not turning".into());
         }
         let ready = reasons.is_empty();

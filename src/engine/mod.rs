@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod alert;
+mod pending;
 pub mod ring;
 pub mod shard;
 pub mod snapshot;

@@ -18,6 +18,7 @@ use super::account::{
     insert_sorted, user_hash, Account, DayUsers, Life, Phase, Progress, NEVER, NO_DAY, NO_LIFE,
 };
 use super::alert::{Alert, AlertKind, Evidence, ResolveReason, Status};
+use super::pending::Pending;
 use super::ring::{ring_add, Ring, RingArena, NO_RING};
 use super::stats;
 use crate::config::{ActivityDropConfig, Config, Deadline, DropMetric, InactiveConfig};
@@ -180,7 +181,7 @@ pub struct Shard {
     pub(super) lives: Vec<Life>,
     pub(super) free_lives: Vec<u32>,
     pub(super) rings: RingArena,
-    pub(super) pending: BinaryHeap<Reverse<Held>>,
+    pub(super) pending: Pending,
     pub(super) seq: u64,
     pub(super) timers: BinaryHeap<Reverse<Timer>>,
     /// Accounts holding a daily window, evaluated at every day close.
@@ -211,7 +212,7 @@ impl Shard {
             lives: Vec::new(),
             free_lives: Vec::new(),
             rings: RingArena::new(ring_len),
-            pending: BinaryHeap::new(),
+            pending: Pending::default(),
             seq: 0,
             timers: BinaryHeap::new(),
             window_list: Vec::new(),
@@ -267,7 +268,7 @@ impl Shard {
 
     /// The smallest sequence number among events waiting for the watermark.
     pub fn min_pending_seq(&self) -> Option<u64> {
-        self.pending.iter().map(|r| r.0.seq).min()
+        self.pending.iter().map(|h| h.seq).min()
     }
 
     /// The active lifecycle of an account, if any.
@@ -323,7 +324,7 @@ impl Shard {
             self.stats.late_events += 1;
             self.apply(held, self.watermark);
         } else {
-            self.pending.push(Reverse(held));
+            self.pending.push(held);
         }
         if ev.ts > self.newest {
             self.newest = ev.ts;
@@ -371,7 +372,7 @@ impl Shard {
     /// Runs held events, timers and day closes with time `< limit`, in time order.
     fn run(&mut self, limit: Millis) {
         loop {
-            let ev = self.pending.peek().map(|r| r.0.ts).filter(|&t| t < limit);
+            let ev = self.pending.peek().map(|h| h.ts).filter(|&t| t < limit);
             let timer = self.timers.peek().map(|r| r.0.at).filter(|&t| t < limit);
             let close = self
                 .next_close_day
@@ -383,7 +384,7 @@ impl Shard {
             };
             match (ev, check) {
                 (Some(e), c) if c.is_none_or(|c| e <= c) => {
-                    let Reverse(held) = self.pending.pop().expect("peeked");
+                    let held = self.pending.pop().expect("peeked");
                     self.apply(held, held.ts);
                 }
                 (_, Some(c)) => {

@@ -248,7 +248,7 @@ impl Shard {
 
     /// Events waiting for the watermark, oldest arrival first.
     pub fn pending_events(&self) -> Vec<PendingEvent> {
-        let mut held: Vec<&Held> = self.pending.iter().map(|r| &r.0).collect();
+        let mut held: Vec<&Held> = self.pending.iter().collect();
         held.sort_by_key(|h| h.seq);
         held.into_iter()
             .map(|h| PendingEvent {
@@ -272,7 +272,7 @@ impl Shard {
                 user: e.user,
             };
             self.seq += 1;
-            self.pending.push(std::cmp::Reverse(held));
+            self.pending.push(held);
         }
     }
 }

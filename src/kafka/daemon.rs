@@ -28,7 +28,7 @@ use tracing::{debug, error, info, info_span, warn};
 use super::changelog::{account_key, restore_partition, PartitionMeta, RestoreContext, META_KEY};
 use super::client::{base_config, tuned_config};
 use super::input::{Batch, In, InputQueue};
-use super::process::{msg_at, Effects, Out, Part, Pool};
+use super::process::{process, Effects, Out, Part};
 use super::topics::ensure_topics;
 use super::KafkaSetupError;
 use crate::config::Config;
@@ -74,6 +74,18 @@ pub struct DaemonStats {
     pub restored_records: u64,
 }
 
+impl DaemonStats {
+    fn add(&mut self, o: &DaemonStats) {
+        self.events += o.events;
+        self.rejected += o.rejected;
+        self.alerts += o.alerts;
+        self.replay_skipped += o.replay_skipped;
+        self.checkpoints += o.checkpoints;
+        self.aborts += o.aborts;
+        self.restored_records += o.restored_records;
+    }
+}
+
 /// Producer side of the pipeline: one open transaction at a time.
 struct Output {
     producer: ThreadedProducer<super::client::LogContext>,
@@ -85,6 +97,11 @@ struct Output {
     txn_timeout: Duration,
     /// Account metadata attached to alert records (`notify.accounts_file`, `_topic`).
     meta: Option<Arc<crate::notify::meta::Accounts>>,
+    /// Alerts (kind, status, severity) and dead letters (reason) sent in the open
+    /// transaction: counted once it commits, forgotten if it aborts (they are sent
+    /// again after the rollback), so that the counters match what was published.
+    uncommitted_alerts: Vec<[&'static str; 3]>,
+    uncommitted_rejects: Vec<&'static str>,
 }
 
 impl Output {
@@ -135,10 +152,8 @@ impl Output {
     }
 
     fn send_alert(&mut self, a: &Alert) -> Result<(), DaemonError> {
-        METRICS
-            .alerts
-            .with_label_values(&[a.kind.as_str(), a.status.as_str(), a.severity.as_str()])
-            .inc();
+        self.uncommitted_alerts
+            .push([a.kind.as_str(), a.status.as_str(), a.severity.as_str()]);
         let line = crate::sink::record::to_json_line_with(a, wall_clock_ms(), self.meta.as_deref());
         self.send(
             BaseRecord::to(&self.alerts_topic.clone())
@@ -177,6 +192,7 @@ impl Output {
                 key: "churnwatch.source.offset",
                 value: Some(&offset),
             });
+        self.uncommitted_rejects.push(reason.as_str());
         let topic = self.dead_letter_topic.clone();
         let mut rec = BaseRecord::to(&topic).payload(m.payload).headers(headers);
         if let Some(k) = m.key {
@@ -201,10 +217,12 @@ impl Output {
     }
 }
 
-/// Everything the poll loop and the rebalance callbacks share.
+/// Everything a stream thread's poll loop and rebalance callbacks share.
 struct State {
     cfg: Arc<Config>,
     engine: Arc<EngineConfig>,
+    /// Index of the stream thread.
+    thread: usize,
     out: Output,
     restore_consumer: BaseConsumer<RestoreContext>,
     parts: BTreeMap<i32, Part>,
@@ -301,7 +319,9 @@ impl ConsumerContext for Ctx {
                 h.stalled.remove(&p);
             });
         }
-        METRICS.assigned_partitions.set(st.parts.len() as i64);
+        // Of the whole process: every stream thread's partitions.
+        st.health
+            .update(|h| METRICS.assigned_partitions.set(h.assigned.len() as i64));
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -325,7 +345,9 @@ impl ConsumerContext for Ctx {
                 h.restoring.remove(&p);
             });
         }
-        METRICS.assigned_partitions.set(st.parts.len() as i64);
+        // Of the whole process: every stream thread's partitions.
+        st.health
+            .update(|h| METRICS.assigned_partitions.set(h.assigned.len() as i64));
         st.health.update(|h| h.phase = Phase::Running);
     }
 }
@@ -344,7 +366,7 @@ impl State {
         p: i32,
         seek: bool,
     ) -> Result<(), DaemonError> {
-        let health = self.health.clone();
+        let (health, thread) = (self.health.clone(), self.thread);
         let span = info_span!("partition", p);
         let _g = span.enter();
         let r = restore_partition(
@@ -353,7 +375,7 @@ impl State {
             p,
             self.engine.clone(),
             Duration::from_secs(600),
-            &|| health.beat(),
+            &|| health.beat_thread(thread),
         )?;
         self.stats.restored_records += r.records;
         METRICS.restore_seconds.observe(r.elapsed.as_secs_f64());
@@ -409,17 +431,9 @@ impl State {
         }
         for out in fx.out {
             match out {
-                Out::Alert(a) => {
-                    self.stats.alerts += 1;
-                    self.out.send_alert(&a)?;
-                }
+                Out::Alert(a) => self.out.send_alert(&a)?,
                 Out::Reject(i, reason) => {
                     let m = msg(i);
-                    self.stats.rejected += 1;
-                    METRICS
-                        .events_rejected
-                        .with_label_values(&[reason.as_str()])
-                        .inc();
                     debug!(
                         partition = m.partition,
                         offset = m.offset,
@@ -499,7 +513,6 @@ impl State {
                 part.shard.advance_to(w);
                 part.changed = true;
                 for a in part.shard.drain_alerts() {
-                    self.stats.alerts += 1;
                     self.out.send_alert(&a)?;
                 }
             }
@@ -611,6 +624,9 @@ impl State {
     /// Rebuilds every partition from its last checkpoint and re-reads its input from
     /// there.
     fn roll_back(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), DaemonError> {
+        // The aborted transaction's records are produced again from the checkpoint.
+        self.out.uncommitted_alerts.clear();
+        self.out.uncommitted_rejects.clear();
         let parts: Vec<i32> = self.parts.keys().copied().collect();
         self.parts.clear();
         for p in parts {
@@ -686,7 +702,20 @@ impl State {
             }
         }
         self.out.in_txn = false;
+        self.count_committed();
         Ok(accounts)
+    }
+
+    /// Counts the alerts and dead letters of the transaction just committed.
+    fn count_committed(&mut self) {
+        self.stats.alerts += self.out.uncommitted_alerts.len() as u64;
+        self.stats.rejected += self.out.uncommitted_rejects.len() as u64;
+        for labels in self.out.uncommitted_alerts.drain(..) {
+            METRICS.alerts.with_label_values(&labels).inc();
+        }
+        for reason in self.out.uncommitted_rejects.drain(..) {
+            METRICS.events_rejected.with_label_values(&[reason]).inc();
+        }
     }
 }
 
@@ -730,8 +759,58 @@ impl Drop for CloseInput<'_> {
     }
 }
 
+/// What every stream thread shares.
+struct Shared {
+    cfg: Arc<Config>,
+    engine: Arc<EngineConfig>,
+    parser: EventParser,
+    meta: Option<Arc<crate::notify::meta::Accounts>>,
+    health: Arc<Health>,
+    /// The process is asked to stop (signal).
+    shutdown: Arc<AtomicBool>,
+    /// A stream thread failed: the others stop too (gracefully).
+    sibling_failed: AtomicBool,
+    threads: usize,
+    /// Stream threads set up and about to join the group.
+    set_up: Mutex<usize>,
+    set_up_cv: std::sync::Condvar,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::Relaxed) || self.sibling_failed.load(Ordering::Relaxed)
+    }
+
+    /// Waits until every stream thread is set up (its producer initialised, which can
+    /// take seconds), so that they join the group together and the first assignment
+    /// already spreads partitions over all of them. Returns false when stopping.
+    fn all_set_up(&self) -> bool {
+        let mut n = lock(&self.set_up);
+        *n += 1;
+        self.set_up_cv.notify_all();
+        while *n < self.threads {
+            if self.stopping() {
+                return false;
+            }
+            n = self
+                .set_up_cv
+                .wait_timeout(n, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+}
+
 /// Runs the daemon until `shutdown` is set (then commits and leaves the group) or a
 /// fatal error.
+///
+/// The process runs `kafka.stream_threads` members of the consumer group, as Kafka
+/// Streams runs stream threads: each has its own consumer, transactional producer
+/// (`<group>-<instance>-<thread>`), changelog reader and partitions, and commits its
+/// own transactions, so partitions are fetched, parsed, applied and checkpointed in
+/// parallel with no coordination beyond the group protocol. When one fails, the
+/// others checkpoint and leave, and the first error is returned.
 pub fn run(
     cfg: Arc<Config>,
     shutdown: Arc<AtomicBool>,
@@ -739,40 +818,119 @@ pub fn run(
 ) -> Result<DaemonStats, DaemonError> {
     let k = &cfg.kafka;
     let partitions = ensure_topics(k)?;
-    let txn_timeout = Duration::from_millis(k.transaction_timeout.0 as u64);
-    let transactional_id = k.transactional_id();
+    let threads = k.stream_threads(partitions);
     info!(
-        input = %k.input_topic, partitions, group = %k.group_id, transactional_id = %transactional_id,
-        "starting"
+        input = %k.input_topic, partitions, group = %k.group_id, instance = %k.instance(),
+        stream_threads = threads, "starting"
     );
-    let producer = transactional_producer(k, &transactional_id, txn_timeout)?;
-    // librdkafka pauses a partition's fetching for fetch.queue.backoff.ms (default 1 s)
-    // whenever its prefetch queue is full: a consumer that works on every message then
-    // sits idle most of the time. A short backoff keeps the queue flowing.
-    let restore_consumer: BaseConsumer<RestoreContext> =
-        tuned_config(k, "restore", &[("fetch.queue.backoff.ms", "5")])?
-            .set("group.id", format!("{}-restore", k.group_id))
-            .set("enable.partition.eof", "true")
-            .set("fetch.wait.max.ms", "10")
-            .set("max.partition.fetch.bytes", "16777216")
-            .set("fetch.max.bytes", "67108864")
-            .set("queued.max.messages.kbytes", "262144")
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
-            .create_with_context(RestoreContext::default())
-            .map_err(KafkaSetupError::Client)?;
     let meta = crate::notify::accounts::load(&cfg, shutdown.clone())
         .map_err(|e| DaemonError::Fatal(format!("account metadata: {e:#}")))?;
     let parser = EventParser::new(&cfg.input).map_err(|msg| KafkaSetupError::Topic {
         topic: k.input_topic.clone(),
         msg,
     })?;
-    let threads = k.processing_threads();
-    let pool = Pool::new(parser, threads);
+    let shared = Arc::new(Shared {
+        engine: Arc::new(EngineConfig::new(&cfg)),
+        cfg: cfg.clone(),
+        parser,
+        meta,
+        health,
+        shutdown,
+        sibling_failed: AtomicBool::new(false),
+        threads,
+        set_up: Mutex::new(0),
+        set_up_cv: std::sync::Condvar::new(),
+    });
+    let (done_tx, done) = std::sync::mpsc::channel();
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let (sh, tx) = (shared.clone(), done_tx.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("cw-stream-{t}"))
+            .spawn(move || {
+                let r = info_span!("stream", thread = t).in_scope(|| stream_thread(&sh, t));
+                if r.is_err() {
+                    sh.sibling_failed.store(true, Ordering::Relaxed);
+                }
+                let _ = tx.send(r);
+            });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                shared.sibling_failed.store(true, Ordering::Relaxed);
+                let _ = done_tx.send(Err(DaemonError::Fatal(format!(
+                    "cannot start a stream thread: {e}"
+                ))));
+            }
+        }
+    }
+    drop(done_tx);
+    let mut stats = DaemonStats::default();
+    let mut first_error = None;
+    // Every thread sends exactly one result; a panicking one drops its sender.
+    let mut results = 0;
+    while let Ok(r) = done.recv() {
+        results += 1;
+        match r {
+            Ok(s) => stats.add(&s),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    if results < threads && first_error.is_none() {
+        first_error = Some(DaemonError::Fatal("a stream thread panicked".into()));
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => {
+            info!(
+                events = stats.events,
+                rejected = stats.rejected,
+                alerts = stats.alerts,
+                checkpoints = stats.checkpoints,
+                "stopped"
+            );
+            Ok(stats)
+        }
+    }
+}
+
+/// One stream thread: a consumer-group member with its own partitions, until the
+/// process stops or it fails.
+fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStats, DaemonError> {
+    let cfg = &shared.cfg;
+    let k = &cfg.kafka;
+    let health = &shared.health;
+    let txn_timeout = Duration::from_millis(k.transaction_timeout.0 as u64);
+    let transactional_id = k.transactional_id(thread);
+    let producer = transactional_producer(k, &transactional_id, txn_timeout)?;
+    // librdkafka pauses a partition's fetching for fetch.queue.backoff.ms (default 1 s)
+    // whenever its prefetch queue is full: a consumer that works on every message then
+    // sits idle most of the time. A short backoff keeps the queue flowing.
+    let restore_consumer: BaseConsumer<RestoreContext> = tuned_config(
+        k,
+        &format!("restore-{thread}"),
+        &[("fetch.queue.backoff.ms", "5")],
+    )?
+    .set("group.id", format!("{}-restore", k.group_id))
+    .set("enable.partition.eof", "true")
+    .set("fetch.wait.max.ms", "10")
+    .set("max.partition.fetch.bytes", "16777216")
+    .set("fetch.max.bytes", "67108864")
+    .set("queued.max.messages.kbytes", "262144")
+    .set("enable.auto.commit", "false")
+    .set("isolation.level", "read_committed")
+    .set("auto.offset.reset", "earliest")
+    .create_with_context(RestoreContext::default())
+    .map_err(KafkaSetupError::Client)?;
     let state = State {
         cfg: cfg.clone(),
-        engine: Arc::new(EngineConfig::new(&cfg)),
+        engine: shared.engine.clone(),
+        thread,
         out: Output {
             producer,
             transactional_id,
@@ -781,7 +939,9 @@ pub fn run(
             dead_letter_topic: k.dead_letter_topic.clone(),
             changelog: k.changelog(),
             txn_timeout,
-            meta,
+            meta: shared.meta.clone(),
+            uncommitted_alerts: Vec::new(),
+            uncommitted_rejects: Vec::new(),
         },
         restore_consumer,
         parts: BTreeMap::new(),
@@ -796,34 +956,40 @@ pub fn run(
         input_topic: k.input_topic.clone(),
         health: health.clone(),
     };
-    let consumer: BaseConsumer<Ctx> =
-        tuned_config(k, "consumer", &[("fetch.queue.backoff.ms", "5")])?
-            .set("group.id", &k.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", &k.start_from)
-            .set("partition.assignment.strategy", "cooperative-sticky")
-            .set("max.poll.interval.ms", "600000")
-            .set("statistics.interval.ms", "5000")
-            .create_with_context(ctx)
-            .map_err(KafkaSetupError::Client)?;
-    let input = InputQueue::new(&consumer, threads);
+    let consumer: BaseConsumer<Ctx> = tuned_config(
+        k,
+        &format!("consumer-{thread}"),
+        &[("fetch.queue.backoff.ms", "5")],
+    )?
+    .set("group.id", &k.group_id)
+    .set("enable.auto.commit", "false")
+    .set("enable.auto.offset.store", "false")
+    .set("isolation.level", "read_committed")
+    .set("auto.offset.reset", &k.start_from)
+    .set("partition.assignment.strategy", "cooperative-sticky")
+    .set("max.poll.interval.ms", "600000")
+    .set("statistics.interval.ms", "5000")
+    .create_with_context(ctx)
+    .map_err(KafkaSetupError::Client)?;
+    let input = InputQueue::new(&consumer);
     if consumer.context().input.set(input).is_err() {
         unreachable!("input queue set once");
     }
     // librdkafka cannot shut the consumer down while messages of it are held.
     let _close_input = CloseInput(&consumer);
+    if !shared.all_set_up() {
+        return Ok(DaemonStats::default());
+    }
     consumer.subscribe(&[&k.input_topic])?;
     let interval = Duration::from_millis(k.checkpoint_interval.0 as u64);
     let max_dirty = k.checkpoint_max_dirty;
     let mut last_checkpoint = Instant::now();
     let mut last_idle_check = Instant::now();
     let started = Instant::now();
-    let mut batches: Vec<Batch> = Vec::new();
+    let mut batch = Batch::default();
     let mut assigned = false;
-    let result = 'run: loop {
-        if shutdown.load(Ordering::Relaxed) {
+    let result = loop {
+        if shared.stopping() {
             break Ok(());
         }
         // Rebalances, statistics and errors; messages come in batches below (the
@@ -851,7 +1017,10 @@ pub fn run(
                     key: m.key(),
                     err: rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
                 };
-                let fx = pool.handle_one(&mut st.parts, &m);
+                let mut fx = Effects::default();
+                if let Some(part) = st.parts.get_mut(&m.partition) {
+                    part.handle(&shared.parser, &m, 0, &mut fx);
+                }
                 if let Err(e) = st.emit(fx, |_| m).or_else(|e| st.recover(&consumer, e)) {
                     break Err(e);
                 }
@@ -863,10 +1032,10 @@ pub fn run(
         assigned = !st.parts.is_empty();
         let n = if assigned {
             let input = consumer.context().input.get().expect("set above");
-            match input.poll(&mut batches) {
+            match input.poll(&mut batch) {
                 0 => {
                     input.wait(Duration::from_millis(50));
-                    input.poll(&mut batches)
+                    input.poll(&mut batch)
                 }
                 n => n,
             }
@@ -882,30 +1051,25 @@ pub fn run(
                 warn!(partition = m.partition, error = %code, "consumer error");
                 false
             };
-            let effects = match pool.process(&mut st.parts, &batches, ok) {
-                Ok(fx) => fx,
-                Err(e) => break Err(DaemonError::Fatal(e.to_string())),
-            };
-            for fx in effects {
-                handled += fx.consumed as usize;
-                if let Err(e) = st.emit(fx, |i| msg_at(&batches, i)) {
-                    if let Err(e) = st.recover(&consumer, e) {
-                        break 'run Err(e);
-                    }
-                    // Rolled back: the rest of the batch is stale.
-                    break;
-                }
+            let fx = process(&shared.parser, &mut st.parts, &batch, ok);
+            handled += fx.consumed as usize;
+            // On an error, rolled back: the rest of the batch is stale (cleared below).
+            if let Err(e) = st
+                .emit(fx, |i| batch.get(i))
+                .or_else(|e| st.recover(&consumer, e))
+            {
+                break Err(e);
             }
         }
-        batches.iter_mut().for_each(Batch::clear);
+        batch.clear();
         if handled > 0 {
             let per_message = batch_started.elapsed().as_secs_f64() / handled as f64;
             METRICS.processing_seconds.observe(per_message);
         }
         if last_idle_check.elapsed() >= Duration::from_secs(1) {
             last_idle_check = Instant::now();
+            health.beat_thread(thread);
             health.update(|h| {
-                h.heartbeat = Instant::now();
                 h.problem = None;
                 // Members with nothing assigned are ready too, once settled in.
                 if h.phase == Phase::Starting && started.elapsed() > Duration::from_secs(15) {
@@ -950,20 +1114,10 @@ pub fn run(
             break;
         }
     }
-    let stats = {
-        let mut guard = lock(&consumer.context().state);
-        let st = guard.take().expect("state");
-        if let Some(e) = st.failed {
-            return Err(e);
-        }
-        st.stats
-    };
-    info!(
-        events = stats.events,
-        rejected = stats.rejected,
-        alerts = stats.alerts,
-        checkpoints = stats.checkpoints,
-        "stopped"
-    );
-    Ok(stats)
+    let mut guard = lock(&consumer.context().state);
+    let st = guard.take().expect("state");
+    match st.failed {
+        Some(e) => Err(e),
+        None => Ok(st.stats),
+    }
 }

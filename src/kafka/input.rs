@@ -3,11 +3,10 @@
 //! rust-rdkafka's `poll` hands out one message per call, each wrapped in its own
 //! event, reference-counted on the heap, with a clock read: about a third of the
 //! daemon's per-event cost. Here every assigned partition's fetch queue is forwarded
-//! to one of the application's queues (a lane per processing thread), read with
-//! `rd_kafka_consume_batch_queue` (up to [`BATCH`] messages per call). Rebalances, statistics and errors stay
-//! on the consumer's own queue, served by `BaseConsumer::poll` between batches (the
-//! batch call must not see a rebalance: served there, librdkafka would answer it with
-//! a forced unassign).
+//! to one application queue, read with `rd_kafka_consume_batch_queue` (up to [`BATCH`]
+//! messages per call). Rebalances, statistics and errors stay on the consumer's own
+//! queue, served by `BaseConsumer::poll` between batches (the batch call must not see
+//! a rebalance: served there, librdkafka would answer it with a forced unassign).
 //!
 //! librdkafka discards messages made stale by a seek or a revocation when they are
 //! dequeued; messages already taken into a [`Batch`] are the caller's to drop (see
@@ -24,13 +23,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 /// Most messages taken per call.
 pub const BATCH: usize = 1024;
 
-struct Queue(NonNull<rd::rd_kafka_queue_t>);
-// SAFETY: librdkafka queues are thread-safe; the handles are only destroyed once, under
-// the mutex of `InputQueue`.
-unsafe impl Send for Queue {}
-
-/// Set when a lane's queue gets a message while empty (librdkafka's queue event
-/// callback, on one of its threads); the poll loop waits on it when idle.
+/// Set when the queue gets a message while empty (librdkafka's queue event callback,
+/// on one of its threads); the poll loop waits on it when idle.
 #[derive(Default)]
 struct Wake {
     ready: Mutex<bool>,
@@ -38,25 +32,26 @@ struct Wake {
 }
 
 unsafe extern "C" fn on_enqueue(_rk: *mut rd::rd_kafka_t, opaque: *mut c_void) {
-    // SAFETY: `opaque` is the `Wake` of a live `InputQueue`; callbacks are disabled
+    // SAFETY: `opaque` is the `Wake` of a live `InputQueue`; the callback is disabled
     // before it is dropped (see `close`).
     let wake = unsafe { &*(opaque as *const Wake) };
     *wake.ready.lock().unwrap_or_else(|p| p.into_inner()) = true;
     wake.cv.notify_one();
 }
 
-/// The application's input queues, one per processing lane; a partition's messages go
-/// to lane `partition % lanes`, so that one read of every lane usually finds several
-/// partitions' messages to process side by side. Must be closed before the consumer is
-/// dropped (librdkafka cannot shut a client down while messages of it are held).
+/// The application's input queue, which assigned partitions' fetch queues forward to.
+/// Must be closed before the consumer is dropped (librdkafka cannot shut a client down
+/// while messages of it are held).
 pub struct InputQueue {
-    queues: Mutex<Vec<Queue>>,
+    /// None once closed.
+    queue: Mutex<Option<NonNull<rd::rd_kafka_queue_t>>>,
     rk: NonNull<rd::rd_kafka_t>,
     wake: Box<Wake>,
 }
 
-// SAFETY: `rk` is the consumer's client handle, thread-safe in librdkafka and alive as
-// long as the consumer, which outlives this queue (see `close`).
+// SAFETY: librdkafka queue and client handles are thread-safe; `rk` is the consumer's
+// client handle, alive as long as the consumer, which outlives this queue (see
+// `close`); the queue handle is destroyed once, under the mutex.
 unsafe impl Send for InputQueue {}
 unsafe impl Sync for InputQueue {}
 
@@ -72,42 +67,10 @@ pub struct In<'a> {
     pub err: rd::rd_kafka_resp_err_t,
 }
 
-/// A message of a [`Batch`], to be read on a processing thread.
-#[derive(Clone, Copy)]
-pub struct MsgRef(*const rd::rd_kafka_message_t);
-
-// SAFETY: librdkafka does not touch a message handed to the application until it is
-// destroyed; reading it from another thread is fine while the batch holds it.
-unsafe impl Send for MsgRef {}
-
-impl MsgRef {
-    /// The message.
-    ///
-    /// # Safety
-    /// The batch it came from must not be cleared or dropped while the result lives.
-    pub unsafe fn get<'a>(self) -> In<'a> {
-        let m = unsafe { &*self.0 };
-        let bytes = |p: *mut std::ffi::c_void, len: usize| -> Option<&'a [u8]> {
-            (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts(p as *const u8, len) })
-        };
-        In {
-            partition: m.partition,
-            offset: m.offset,
-            payload: bytes(m.payload, m.len).unwrap_or_default(),
-            key: bytes(m.key, m.key_len),
-            err: m.err,
-        }
-    }
-}
-
 /// Messages taken by one call; destroyed by `clear` or on drop.
 pub struct Batch {
     msgs: Vec<*mut rd::rd_kafka_message_t>,
 }
-
-// SAFETY: messages are owned by the batch until destroyed, and librdkafka allows them
-// to be destroyed on any thread.
-unsafe impl Send for Batch {}
 
 impl Default for Batch {
     fn default() -> Self {
@@ -130,12 +93,18 @@ impl Batch {
     pub fn get(&self, i: usize) -> In<'_> {
         // SAFETY: the pointer came from rd_kafka_consume_batch_queue and is not
         // destroyed before `clear`, which needs `&mut self`.
-        unsafe { self.msg_ref(i).get() }
-    }
-
-    /// The `i`-th message, to be read on another thread while this batch is held.
-    pub fn msg_ref(&self, i: usize) -> MsgRef {
-        MsgRef(self.msgs[i])
+        let m = unsafe { &*self.msgs[i] };
+        let bytes = |p: *mut c_void, len: usize| -> Option<&[u8]> {
+            // SAFETY: librdkafka's payload and key buffers live as long as the message.
+            (!p.is_null()).then(|| unsafe { std::slice::from_raw_parts(p as *const u8, len) })
+        };
+        In {
+            partition: m.partition,
+            offset: m.offset,
+            payload: bytes(m.payload, m.len).unwrap_or_default(),
+            key: bytes(m.key, m.key_len),
+            err: m.err,
+        }
     }
 
     /// Destroys every message of the batch (also those not handled yet: after a
@@ -155,40 +124,32 @@ impl Drop for Batch {
 }
 
 impl InputQueue {
-    pub fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>, lanes: usize) -> InputQueue {
+    pub fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> InputQueue {
         let rk = consumer.client().native_ptr();
         let wake = Box::<Wake>::default();
-        let queues = (0..lanes.max(1))
-            .filter_map(|_| {
-                // SAFETY: rk is a live client; the callback's opaque is the boxed Wake,
-                // which lives (at a fixed address) until the callbacks are disabled.
-                unsafe {
-                    let q = NonNull::new(rd::rd_kafka_queue_new(rk))?;
-                    rd::rd_kafka_queue_cb_event_enable(
-                        q.as_ptr(),
-                        Some(on_enqueue),
-                        &*wake as *const Wake as *mut c_void,
-                    );
-                    Some(Queue(q))
-                }
+        // SAFETY: rk is a live client; the callback's opaque is the boxed Wake, which
+        // lives (at a fixed address) until the callback is disabled.
+        let queue = unsafe {
+            NonNull::new(rd::rd_kafka_queue_new(rk)).inspect(|q| {
+                rd::rd_kafka_queue_cb_event_enable(
+                    q.as_ptr(),
+                    Some(on_enqueue),
+                    &*wake as *const Wake as *mut c_void,
+                );
             })
-            .collect();
+        };
         InputQueue {
-            queues: Mutex::new(queues),
+            queue: Mutex::new(queue),
             rk: NonNull::new(rk).expect("client handle"),
             wake,
         }
     }
 
-    /// Sends `topic`/`partition`'s messages to its lane's queue. Call before the
-    /// partition is assigned, so that no message takes the consumer's queue.
+    /// Sends `topic`/`partition`'s messages to this queue. Call before the partition
+    /// is assigned, so that no message takes the consumer's queue.
     pub fn attach(&self, topic: &str, partition: i32) {
-        let guard = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        if guard.is_empty() {
-            return;
-        }
-        let q = &guard[partition.unsigned_abs() as usize % guard.len()];
-        let Ok(topic) = CString::new(topic) else {
+        let guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let (Some(q), Ok(topic)) = (*guard, CString::new(topic)) else {
             return;
         };
         // SAFETY: live handles; the partition queue handle is released right away (the
@@ -196,34 +157,29 @@ impl InputQueue {
         unsafe {
             let pq = rd::rd_kafka_queue_get_partition(self.rk.as_ptr(), topic.as_ptr(), partition);
             if !pq.is_null() {
-                rd::rd_kafka_queue_forward(pq, q.0.as_ptr());
+                rd::rd_kafka_queue_forward(pq, q.as_ptr());
                 rd::rd_kafka_queue_destroy(pq);
             }
         }
     }
 
-    /// Takes up to [`BATCH`] messages of each lane, without waiting, into `batches`
-    /// (one per lane, cleared first); returns the number of messages taken.
-    pub fn poll(&self, batches: &mut Vec<Batch>) -> usize {
-        let guard = self.queues.lock().unwrap_or_else(|p| p.into_inner());
-        batches.resize_with(guard.len(), Batch::default);
-        let mut total = 0;
-        for (q, batch) in guard.iter().zip(batches.iter_mut()) {
-            batch.clear();
-            batch.msgs.resize(BATCH, std::ptr::null_mut());
-            // SAFETY: the array has room for BATCH pointers; librdkafka fills the first n.
-            let n = unsafe {
-                rd::rd_kafka_consume_batch_queue(q.0.as_ptr(), 0, batch.msgs.as_mut_ptr(), BATCH)
-            };
-            let n = n.max(0) as usize;
-            batch.msgs.truncate(n);
-            total += n;
-        }
-        total
+    /// Takes up to [`BATCH`] messages into `batch` (cleared first), without waiting;
+    /// returns how many.
+    pub fn poll(&self, batch: &mut Batch) -> usize {
+        batch.clear();
+        let guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(q) = *guard else { return 0 };
+        batch.msgs.resize(BATCH, std::ptr::null_mut());
+        // SAFETY: the array has room for BATCH pointers; librdkafka fills the first n.
+        let n = unsafe {
+            rd::rd_kafka_consume_batch_queue(q.as_ptr(), 0, batch.msgs.as_mut_ptr(), BATCH)
+        };
+        batch.msgs.truncate(n.max(0) as usize);
+        batch.msgs.len()
     }
 
-    /// Waits up to `timeout` for a message to arrive on an empty lane (returns at once
-    /// if one arrived since the last wait).
+    /// Waits up to `timeout` for a message to arrive while the queue is empty
+    /// (returns at once if one arrived since the last wait).
     pub fn wait(&self, timeout: Duration) {
         let mut ready = self.wake.ready.lock().unwrap_or_else(|p| p.into_inner());
         if !*ready {
@@ -237,27 +193,25 @@ impl InputQueue {
         *ready = false;
     }
 
-    /// Destroys the messages still queued and the queues. Idempotent.
+    /// Destroys the messages still queued and the queue. Idempotent.
     pub fn close(&self) {
-        let mut guard = self.queues.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(q) = guard.take() else { return };
         let mut msgs = vec![std::ptr::null_mut(); BATCH];
-        for q in guard.drain(..) {
-            // SAFETY: as in `poll`; afterwards the handle is destroyed exactly once, its
-            // callback disabled first.
-            unsafe {
-                rd::rd_kafka_queue_cb_event_enable(q.0.as_ptr(), None, std::ptr::null_mut());
-                loop {
-                    let n =
-                        rd::rd_kafka_consume_batch_queue(q.0.as_ptr(), 0, msgs.as_mut_ptr(), BATCH);
-                    if n <= 0 {
-                        break;
-                    }
-                    for m in &msgs[..n as usize] {
-                        rd::rd_kafka_message_destroy(*m);
-                    }
+        // SAFETY: as in `poll`; afterwards the handle is destroyed exactly once, its
+        // callback disabled first.
+        unsafe {
+            rd::rd_kafka_queue_cb_event_enable(q.as_ptr(), None, std::ptr::null_mut());
+            loop {
+                let n = rd::rd_kafka_consume_batch_queue(q.as_ptr(), 0, msgs.as_mut_ptr(), BATCH);
+                if n <= 0 {
+                    break;
                 }
-                rd::rd_kafka_queue_destroy(q.0.as_ptr());
+                for m in &msgs[..n as usize] {
+                    rd::rd_kafka_message_destroy(*m);
+                }
             }
+            rd::rd_kafka_queue_destroy(q.as_ptr());
         }
     }
 }

@@ -161,8 +161,12 @@ impl EventParser {
                 limit: self.max_bytes,
             });
         }
-        let text =
-            std::str::from_utf8(msg).map_err(|e| RejectReason::InvalidUtf8(e.valid_up_to()))?;
+        let text = if ascii(msg) {
+            // SAFETY: ASCII is UTF-8.
+            unsafe { std::str::from_utf8_unchecked(msg) }
+        } else {
+            std::str::from_utf8(msg).map_err(|e| RejectReason::InvalidUtf8(e.valid_up_to()))?
+        };
         let mut slots: [Option<Val<'a>>; 4] = [None, None, None, None];
         let is_object = super::json::scan(text, &self.root, &mut slots)
             .map_err(|e| RejectReason::InvalidJson(e.to_string()))?;
@@ -246,6 +250,25 @@ fn clip(s: &str) -> String {
     } else {
         format!("{s:?}")
     }
+}
+
+/// Whether `b` is all ASCII: one pass of wide ORs that the compiler vectorises, several
+/// times faster on event-sized messages than `from_utf8`'s general loop, which then
+/// only runs for the others.
+#[inline]
+fn ascii(b: &[u8]) -> bool {
+    let mut acc = 0u64;
+    let mut chunks = b.chunks_exact(32);
+    for c in &mut chunks {
+        for w in c.chunks_exact(8) {
+            acc |= u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        }
+    }
+    let mut last = 0u8;
+    for &x in chunks.remainder() {
+        last |= x;
+    }
+    (acc & 0x8080_8080_8080_8080) == 0 && last < 0x80
 }
 
 /// The deserializer the scanner replaced (`serde_json` with seeds), kept as the

@@ -14,16 +14,21 @@ use std::fmt;
 /// Nesting of objects and arrays must stay below this (127 levels, as `serde_json`).
 pub const MAX_DEPTH: usize = 128;
 
-/// Why a message is not JSON, and where.
+/// Why a message is not JSON, and where. Boxed: one word, so that the scanner's
+/// results travel in registers (errors are the rare path).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonError {
-    what: &'static str,
-    at: usize,
+pub struct JsonError(Box<(&'static str, usize)>);
+
+impl JsonError {
+    #[cold]
+    fn new(what: &'static str, at: usize) -> JsonError {
+        JsonError(Box::new((what, at)))
+    }
 }
 
 impl fmt::Display for JsonError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} at byte {}", self.what, self.at)
+        write!(f, "{} at byte {}", self.0 .0, self.0 .1)
     }
 }
 
@@ -79,6 +84,25 @@ fn zero_bytes(x: u64) -> u64 {
     x.wrapping_sub(LO) & !x & HI
 }
 
+/// `a == b` for the short strings object keys are, without a call to `memcmp` (which
+/// the few comparisons of every event pay dearly for).
+#[inline]
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("8"));
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().expect("4"));
+    match n {
+        // Two overlapping words cover the whole key.
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        0..=3 => a.iter().zip(b).all(|(x, y)| x == y),
+        _ => a == b,
+    }
+}
+
 /// Bytes that end a run of plain string content: `"`, `\` and control characters.
 #[inline]
 fn special_bytes(x: u64) -> u64 {
@@ -89,7 +113,7 @@ fn special_bytes(x: u64) -> u64 {
 
 impl<'a> Scanner<'a> {
     fn err(&self, what: &'static str) -> JsonError {
-        JsonError { what, at: self.i }
+        JsonError::new(what, self.i)
     }
 
     #[inline]
@@ -97,13 +121,18 @@ impl<'a> Scanner<'a> {
         self.b.get(self.i).copied()
     }
 
-    #[inline]
+    #[inline(always)]
     fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+        while let Some(&c) = self.b.get(self.i) {
+            // Compact JSON: the next byte is a token, most of the time.
+            if c > b' ' || !matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+                return;
+            }
             self.i += 1;
         }
     }
 
+    #[inline(always)]
     fn expect(&mut self, c: u8, what: &'static str) -> Result<()> {
         self.ws();
         if self.peek() == Some(c) {
@@ -115,8 +144,32 @@ impl<'a> Scanner<'a> {
     }
 
     /// Moves to the next `"`, `\` or control character inside a string.
-    #[inline]
+    #[inline(always)]
     fn skip_plain(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::*;
+            // SAFETY: SSE2 is part of x86_64; every load reads 16 bytes inside `b`.
+            unsafe {
+                let quote = _mm_set1_epi8(b'"' as i8);
+                let backslash = _mm_set1_epi8(b'\\' as i8);
+                let control = _mm_set1_epi8(0x1f);
+                while self.i + 16 <= self.b.len() {
+                    let v = _mm_loadu_si128(self.b.as_ptr().add(self.i) as *const __m128i);
+                    // Unsigned v <= 0x1f: min(v, 0x1f) == v.
+                    let hit = _mm_or_si128(
+                        _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)),
+                        _mm_cmpeq_epi8(_mm_min_epu8(v, control), v),
+                    );
+                    let mask = _mm_movemask_epi8(hit) as u32;
+                    if mask != 0 {
+                        self.i += mask.trailing_zeros() as usize;
+                        return;
+                    }
+                    self.i += 16;
+                }
+            }
+        }
         while self.i + 8 <= self.b.len() {
             let chunk: [u8; 8] = self.b[self.i..self.i + 8].try_into().expect("8 bytes");
             let m = special_bytes(u64::from_le_bytes(chunk));
@@ -136,15 +189,31 @@ impl<'a> Scanner<'a> {
 
     /// A string at the opening quote: its raw content (between the quotes) and
     /// whether it holds escapes. Escapes are checked, not decoded.
+    #[inline(always)]
     fn string_raw(&mut self) -> Result<(&'a str, bool)> {
         self.i += 1;
         let start = self.i;
+        self.skip_plain();
+        if self.peek() == Some(b'"') {
+            // SAFETY: `start` follows a `"` and `i` is at one: both are char
+            // boundaries of `text`, with start <= i <= len.
+            let raw = unsafe { self.text.get_unchecked(start..self.i) };
+            self.i += 1;
+            return Ok((raw, false));
+        }
+        self.string_rest(start)
+    }
+
+    /// The rest of a string from its first escape (or error) on.
+    #[cold]
+    #[inline(never)]
+    fn string_rest(&mut self, start: usize) -> Result<(&'a str, bool)> {
         let mut escaped = false;
         loop {
-            self.skip_plain();
             match self.peek() {
                 Some(b'"') => {
-                    let raw = &self.text[start..self.i];
+                    // SAFETY: as in `string_raw`.
+                    let raw = unsafe { self.text.get_unchecked(start..self.i) };
                     self.i += 1;
                     return Ok((raw, escaped));
                 }
@@ -164,6 +233,7 @@ impl<'a> Scanner<'a> {
                 Some(_) => return Err(self.err("control character inside a string")),
                 None => return Err(self.err("end of input inside a string")),
             }
+            self.skip_plain();
         }
     }
 
@@ -190,10 +260,9 @@ impl<'a> Scanner<'a> {
         if !escaped {
             return Ok(Cow::Borrowed(raw));
         }
-        unescape(raw).map(Cow::Owned).ok_or(JsonError {
-            what: "lone surrogate in a \\u escape",
-            at,
-        })
+        unescape(raw)
+            .map(Cow::Owned)
+            .ok_or_else(|| JsonError::new("lone surrogate in a \\u escape", at))
     }
 
     /// A number at its first character; validates the grammar and names its type the
@@ -273,7 +342,7 @@ impl<'a> Scanner<'a> {
         self.ws();
         match self.peek() {
             Some(b'"') => self.string_raw().map(|_| ()),
-            Some(b'{' | b'[') => self.container(None, &mut [], depth).map(|_| ()),
+            Some(b'{' | b'[') => self.skip_container(depth),
             Some(b't') => self.literal(b"true"),
             Some(b'f') => self.literal(b"false"),
             Some(b'n') => self.literal(b"null"),
@@ -284,6 +353,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// After a member or element: `,` (false) or the closing bracket (true).
+    #[inline(always)]
     fn close_or_next(&mut self, close: u8) -> Result<bool> {
         self.ws();
         match self.peek() {
@@ -345,6 +415,33 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// An object or array at its opening bracket, skipped and checked in full.
+    fn skip_container(&mut self, depth: usize) -> Result<()> {
+        let object = self.peek() == Some(b'{');
+        let close = if object { b'}' } else { b']' };
+        let depth = self.enter(depth)?;
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(close) {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            if object {
+                self.ws();
+                if self.peek() != Some(b'"') {
+                    return Err(self.err("expected a key"));
+                }
+                self.string_raw()?;
+                self.expect(b':', "expected `:`")?;
+            }
+            self.skip_value(depth)?;
+            if self.close_or_next(close)? {
+                return Ok(());
+            }
+        }
+    }
+
     /// An object or array at its opening bracket, checked in full; with a `node`,
     /// the values of its wanted keys (or indexes) are captured, the rest skipped.
     /// Keys are decoded only where they are compared. Returns whether it is an object.
@@ -373,8 +470,18 @@ impl<'a> Scanner<'a> {
                 }
                 let wanted = match node {
                     Some(n) => {
-                        let key = self.string()?;
-                        n.children.iter().find(|(k, _)| *k == key)
+                        let at = self.i;
+                        let (raw, escaped) = self.string_raw()?;
+                        if escaped {
+                            let key = unescape(raw).ok_or_else(|| {
+                                JsonError::new("lone surrogate in a \\u escape", at)
+                            })?;
+                            n.children.iter().find(|(k, _)| *k == key)
+                        } else {
+                            n.children
+                                .iter()
+                                .find(|(k, _)| same_key(k.as_bytes(), raw.as_bytes()))
+                        }
                     }
                     None => {
                         self.string_raw()?;
