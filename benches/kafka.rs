@@ -37,6 +37,14 @@ fn env_or(name: &str, default: u64) -> u64 {
 fn kafka_sh(args: &[&str]) -> String {
     let out = Command::new(repo().join("scripts/kafka.sh"))
         .args(args)
+        // The test broker forms groups at once (fast tests); a production broker
+        // waits 3 s (Kafka's default) for the first members of a new group, so that a
+        // process's stream threads share the first assignment instead of rebalancing
+        // right after it.
+        .env(
+            "KAFKA_SERVER_PROPS",
+            "group.initial.rebalance.delay.ms=3000",
+        )
         .stderr(Stdio::inherit())
         .output()
         .expect("scripts/kafka.sh");
@@ -245,19 +253,39 @@ fn throughput(bootstrap: &str, dir: &Path, partitions: u32) {
     let bytes = std::fs::metadata(&input).unwrap().len();
     topic(bootstrap, "tput-events", partitions);
     produce_file(bootstrap, &input, "tput-events");
-    // The broker's raw consume rate for the same topic, with Kafka's own tool.
-    let perf = kafka_sh(&[
-        "tool",
-        "org.apache.kafka.tools.ConsumerPerformance",
-        "--bootstrap-server",
+    // Warm-up, unmeasured: one pass of each consumer over the topic, so that the
+    // broker's JIT has compiled what both use (fetches, read_committed ones,
+    // transactions) before either is timed, as on a long-running broker. Without it
+    // the broker's compiler threads take a large share of the 2 CPUs during the
+    // daemon's run (several CPU-seconds each time, measured with per-thread times).
+    let warm = Daemon::start(
         bootstrap,
-        "--topic",
-        "tput-events",
-        "--num-records",
-        &n.to_string(),
-        "--timeout",
-        "120000",
-    ]);
+        "tput",
+        &[
+            ("CHURNWATCH_KAFKA__GROUP_ID", "tput-warmup-group"),
+            ("CHURNWATCH_KAFKA__ALERTS_TOPIC", "tput-warmup-alerts"),
+            ("CHURNWATCH_KAFKA__DEAD_LETTER_TOPIC", "tput-warmup-dlq"),
+        ],
+    );
+    consume_time(&warm, n as f64);
+    warm.stop();
+    let consumer_performance = || {
+        kafka_sh(&[
+            "tool",
+            "org.apache.kafka.tools.ConsumerPerformance",
+            "--bootstrap-server",
+            bootstrap,
+            "--topic",
+            "tput-events",
+            "--num-records",
+            &n.to_string(),
+            "--timeout",
+            "120000",
+        ])
+    };
+    consumer_performance();
+    // The broker's raw consume rate for the same topic, with Kafka's own tool.
+    let perf = consumer_performance();
     let line = perf.lines().last().unwrap_or_default().to_string();
     // start.time, end.time, data.consumed.in.MB, MB.sec, data.consumed.in.nMsg, nMsg.sec, ...
     let fields: Vec<&str> = line.split(',').map(str::trim).collect();
