@@ -369,9 +369,13 @@ fn restore(bootstrap: &str, dir: &Path, partitions: u32) {
     }
     let log = d.log();
     d.stop();
+    // Restores run side by side on the stream threads: the figure is the wall time
+    // from the first restore's start to the last one's end (each log line has its end
+    // time and its duration); the sum over partitions is printed too.
     let mut total_ms = 0u64;
     let mut records = 0u64;
     let mut restored_accounts = 0u64;
+    let (mut first_start, mut last_end) = (i64::MAX, i64::MIN);
     for l in log.lines().filter(|l| l.contains("state restored")) {
         let field = |k: &str| -> u64 {
             l.split(&format!("{k}="))
@@ -380,13 +384,22 @@ fn restore(bootstrap: &str, dir: &Path, partitions: u32) {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
-        total_ms += field("elapsed_ms");
+        let elapsed = field("elapsed_ms");
+        total_ms += elapsed;
         records += field("records");
         restored_accounts += field("accounts");
+        let end = l
+            .split_whitespace()
+            .next()
+            .and_then(|t| churnwatch::time::parse_rfc3339(t).ok())
+            .expect("log lines start with an RFC 3339 time");
+        first_start = first_start.min(end - elapsed as i64);
+        last_end = last_end.max(end);
     }
     println!(
         "kafka: restore of {restored_accounts} accounts ({records} changelog records, {partitions} partitions): \
-         {:.2} s (target <= 10 s)",
+         {:.2} s (target <= 10 s; {:.2} s summed over partitions, restored side by side by the stream threads)",
+        (last_end - first_start) as f64 / 1000.0,
         total_ms as f64 / 1000.0
     );
 }
