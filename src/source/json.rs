@@ -415,15 +415,26 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// An object or array at its opening bracket, skipped and checked in full.
-    fn skip_container(&mut self, depth: usize) -> Result<()> {
+    /// Enters the object or array at its opening bracket: whether it is an object, its
+    /// closing bracket, the depth inside, and whether it is empty (then also closed).
+    #[inline(always)]
+    fn open(&mut self, depth: usize) -> Result<(bool, u8, usize, bool)> {
         let object = self.peek() == Some(b'{');
         let close = if object { b'}' } else { b']' };
         let depth = self.enter(depth)?;
         self.i += 1;
         self.ws();
-        if self.peek() == Some(close) {
+        let empty = self.peek() == Some(close);
+        if empty {
             self.i += 1;
+        }
+        Ok((object, close, depth, empty))
+    }
+
+    /// An object or array at its opening bracket, skipped and checked in full.
+    fn skip_container(&mut self, depth: usize) -> Result<()> {
+        let (object, close, depth, empty) = self.open(depth)?;
+        if empty {
             return Ok(());
         }
         loop {
@@ -452,13 +463,8 @@ impl<'a> Scanner<'a> {
         depth: usize,
     ) -> Result<bool> {
         let node = node.filter(|n| !n.children.is_empty());
-        let object = self.peek() == Some(b'{');
-        let close = if object { b'}' } else { b']' };
-        let depth = self.enter(depth)?;
-        self.i += 1;
-        self.ws();
-        if self.peek() == Some(close) {
-            self.i += 1;
+        let (object, close, depth, empty) = self.open(depth)?;
+        if empty {
             return Ok(object);
         }
         let mut index = 0usize;
