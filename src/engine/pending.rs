@@ -24,21 +24,25 @@ impl Pending {
         }
     }
 
+    /// Whether the next event is the heap's (else the FIFO's, if any).
+    fn heap_next(&self) -> bool {
+        match (self.fifo.front(), self.heap.peek()) {
+            (Some(a), Some(Reverse(b))) => b < a,
+            (front, top) => front.is_none() && top.is_some(),
+        }
+    }
+
     /// The next event.
     pub(super) fn peek(&self) -> Option<&Held> {
-        match (self.fifo.front(), self.heap.peek()) {
-            (Some(a), Some(Reverse(b))) => Some(a.min(b)),
-            (a, b) => a.or(b.map(|r| &r.0)),
+        if self.heap_next() {
+            self.heap.peek().map(|r| &r.0)
+        } else {
+            self.fifo.front()
         }
     }
 
     pub(super) fn pop(&mut self) -> Option<Held> {
-        let from_heap = match (self.fifo.front(), self.heap.peek()) {
-            (Some(a), Some(Reverse(b))) => b < a,
-            (None, Some(_)) => true,
-            _ => false,
-        };
-        if from_heap {
+        if self.heap_next() {
             self.heap.pop().map(|r| r.0)
         } else {
             self.fifo.pop_front()

@@ -345,10 +345,11 @@ impl ConsumerContext for Ctx {
                 h.restoring.remove(&p);
             });
         }
-        // Of the whole process: every stream thread's partitions.
-        st.health
-            .update(|h| METRICS.assigned_partitions.set(h.assigned.len() as i64));
-        st.health.update(|h| h.phase = Phase::Running);
+        st.health.update(|h| {
+            // Of the whole process: every stream thread's partitions.
+            METRICS.assigned_partitions.set(h.assigned.len() as i64);
+            h.phase = Phase::Running;
+        });
     }
 }
 

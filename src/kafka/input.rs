@@ -164,7 +164,8 @@ impl InputQueue {
     }
 
     /// Takes up to [`BATCH`] messages into `batch` (cleared first), without waiting;
-    /// returns how many.
+    /// returns how many. (Given a timeout, `rd_kafka_consume_batch_queue` waits until
+    /// the batch is full: an idle loop waits with [`InputQueue::wait`] instead.)
     pub fn poll(&self, batch: &mut Batch) -> usize {
         batch.clear();
         let guard = self.queue.lock().unwrap_or_else(|p| p.into_inner());

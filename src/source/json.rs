@@ -254,6 +254,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string at the opening quote, decoded (borrowed when it holds no escape).
+    #[inline(always)]
     fn string(&mut self) -> Result<Cow<'a, str>> {
         let at = self.i;
         let (raw, escaped) = self.string_raw()?;
@@ -476,18 +477,10 @@ impl<'a> Scanner<'a> {
                 }
                 let wanted = match node {
                     Some(n) => {
-                        let at = self.i;
-                        let (raw, escaped) = self.string_raw()?;
-                        if escaped {
-                            let key = unescape(raw).ok_or_else(|| {
-                                JsonError::new("lone surrogate in a \\u escape", at)
-                            })?;
-                            n.children.iter().find(|(k, _)| *k == key)
-                        } else {
-                            n.children
-                                .iter()
-                                .find(|(k, _)| same_key(k.as_bytes(), raw.as_bytes()))
-                        }
+                        let key = self.string()?;
+                        n.children
+                            .iter()
+                            .find(|(k, _)| same_key(k.as_bytes(), key.as_bytes()))
                     }
                     None => {
                         self.string_raw()?;
