@@ -111,6 +111,9 @@ pub struct NotifyConfig {
     pub group_id: String,
     pub accounts_file: String,
     pub crm_url_template: String,
+    /// Where a CSM sees all their accounts (the inbox); messages that summarise what
+    /// did not fit link there. Empty: the summary names the accounts instead.
+    pub inbox_url: String,
     pub send_resolved: bool,
     pub group_wait: Duration,
     pub group_interval: Duration,
@@ -153,6 +156,9 @@ pub struct ReceiverConfig {
     /// Slack: mention the owning CSM.
     #[serde(default = "yes")]
     pub mention_owner: bool,
+    /// Webhook: largest request body; larger batches are split into parts.
+    #[serde(default = "max_body_bytes")]
+    pub max_body_bytes: usize,
     #[serde(default)]
     pub smtp_host: String,
     #[serde(default = "smtp_port")]
@@ -176,6 +182,9 @@ pub struct ReceiverConfig {
 
 fn yes() -> bool {
     true
+}
+fn max_body_bytes() -> usize {
+    crate::notify::render::limits::WEBHOOK_DEFAULT_MAX_BODY
 }
 fn smtp_port() -> u16 {
     587
@@ -874,6 +883,35 @@ impl Config {
             return Err(invalid(
                 "notify.max_concurrent_deliveries",
                 "must be at least 1",
+            ));
+        }
+        if !n.crm_url_template.is_empty()
+            && crate::notify::render::escape::link_from_template(&n.crm_url_template, "x").is_none()
+        {
+            return Err(invalid(
+                "notify.crm_url_template",
+                format!(
+                    "{:?} is not an https: URL; use e.g. \"https://crm.example.com/accounts/{{account_id}}\"",
+                    n.crm_url_template
+                ),
+            ));
+        }
+        if !n.inbox_url.is_empty()
+            && !url::Url::parse(&n.inbox_url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        {
+            return Err(invalid(
+                "notify.inbox_url",
+                format!("{:?} is not an http(s) URL", n.inbox_url),
+            ));
+        }
+        if let Some(r) = n.receivers.iter().find(|r| r.max_body_bytes < 4096) {
+            return Err(invalid(
+                "notify.receivers",
+                format!(
+                    "receiver {:?}: max_body_bytes {} is too small; use at least 4096",
+                    r.name, r.max_body_bytes
+                ),
             ));
         }
         Ok(())

@@ -451,7 +451,8 @@ fn cmd_notify(
             );
             match kind {
                 "email" => {
-                    let (subject, body, _) = render::email(n, &cfg.notify.crm_url_template);
+                    let (subject, body, _) =
+                        render::email(n, &cfg.notify.crm_url_template, &cfg.notify.inbox_url);
                     println!("Subject: {subject}\n\n{body}");
                 }
                 "slack" => {
@@ -464,8 +465,11 @@ fn cmd_notify(
                         "{}",
                         serde_json::to_string_pretty(&render::slack(
                             n,
-                            &cfg.notify.crm_url_template,
-                            mention
+                            &render::SlackOptions {
+                                crm_template: &cfg.notify.crm_url_template,
+                                inbox_url: &cfg.notify.inbox_url,
+                                mention_owner: mention,
+                            }
                         ))?
                     );
                 }

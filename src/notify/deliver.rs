@@ -16,7 +16,7 @@ use sha2::Sha256;
 use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 
-use super::render::{self, Notification};
+use super::render::{self, Notification, SlackOptions, WebhookPart};
 use crate::config::{NotifyConfig, ReceiverConfig};
 use crate::metrics::METRICS;
 
@@ -57,6 +57,7 @@ pub struct Sender {
     http: reqwest::Client,
     receivers: HashMap<String, Receiver>,
     crm_template: String,
+    inbox_url: String,
     max_attempts: u32,
     retry_initial: Duration,
     retry_max: Duration,
@@ -139,6 +140,7 @@ impl Sender {
             http,
             receivers,
             crm_template: cfg.crm_url_template.clone(),
+            inbox_url: cfg.inbox_url.clone(),
             max_attempts: cfg.max_attempts,
             retry_initial: ms(cfg.retry_initial),
             retry_max: ms(cfg.retry_max),
@@ -177,17 +179,53 @@ impl Sender {
             .collect()
     }
 
-    /// Delivers one notification, retrying as configured.
+    /// The HTTP requests of a delivery (several when a webhook body is split), or
+    /// `None` for email.
+    fn requests(&self, r: &Receiver, n: &Notification) -> Result<Option<Vec<WebhookPart>>, String> {
+        Ok(match r.cfg.kind.as_str() {
+            "email" => None,
+            "slack" => {
+                let opts = SlackOptions {
+                    crm_template: &self.crm_template,
+                    inbox_url: &self.inbox_url,
+                    mention_owner: r.cfg.mention_owner,
+                };
+                Some(vec![WebhookPart {
+                    key: n.idempotency_key(),
+                    body: serde_json::to_vec(&render::slack(n, &opts)).expect("JSON serializes"),
+                }])
+            }
+            _ => Some(render::webhook_parts(n, r.cfg.max_body_bytes)?),
+        })
+    }
+
+    /// Delivers one notification, retrying as configured. A split webhook delivery
+    /// sends its parts in order; a retry resumes at the part that failed. Returns the
+    /// number of requests made.
     pub async fn deliver(&self, n: &Notification) -> Result<u32, DeliveryError> {
         let r = self
             .receivers
             .get(&n.receiver)
             .ok_or_else(|| DeliveryError::Config(format!("no receiver named {:?}", n.receiver)))?;
+        let label = [n.receiver.as_str()];
+        let fail = |e: DeliveryError| {
+            METRICS
+                .notifications
+                .with_label_values(&[&n.receiver, "failed"])
+                .inc();
+            Err(e)
+        };
+        let requests = match self.requests(r, n) {
+            Ok(reqs) => reqs,
+            Err(msg) => return fail(DeliveryError::Permanent(msg)),
+        };
+        let total = requests.as_ref().map_or(1, Vec::len);
         let started = std::time::Instant::now();
         let mut backoff = self.retry_initial;
-        let mut attempt = 0;
+        let (mut done, mut attempt, mut made) = (0, 0, 0);
         loop {
             attempt += 1;
+            made += 1;
             // Rate limit: wait for the receiver's next free slot (one waiter at a time),
             // then for a permit; the next slot counts from the send.
             let permit = if r.interval.is_zero() {
@@ -201,14 +239,19 @@ impl Sender {
                 permit
             }
             .expect("the semaphore is never closed");
-            let result = match r.cfg.kind.as_str() {
-                "email" => self.send_email(r, n).await,
-                _ => self.send_http(r, n).await,
+            let result = match &requests {
+                None => self.send_email(r, n).await,
+                Some(parts) => self.send_http(r, &parts[done]).await,
             };
             drop(permit);
-            let label = [n.receiver.as_str()];
             match result {
                 Ok(()) => {
+                    done += 1;
+                    if done < total {
+                        attempt = 0;
+                        backoff = self.retry_initial;
+                        continue;
+                    }
                     METRICS
                         .notifications
                         .with_label_values(&[&n.receiver, "delivered"])
@@ -217,22 +260,12 @@ impl Sender {
                         .notification_seconds
                         .with_label_values(&label)
                         .observe(started.elapsed().as_secs_f64());
-                    return Ok(attempt);
+                    return Ok(made);
                 }
-                Err(Attempt::Fatal(msg)) => {
-                    METRICS
-                        .notifications
-                        .with_label_values(&[&n.receiver, "failed"])
-                        .inc();
-                    return Err(DeliveryError::Permanent(msg));
-                }
+                Err(Attempt::Fatal(msg)) => return fail(DeliveryError::Permanent(msg)),
                 Err(Attempt::Retry { msg, after }) => {
                     if attempt >= self.max_attempts {
-                        METRICS
-                            .notifications
-                            .with_label_values(&[&n.receiver, "failed"])
-                            .inc();
-                        return Err(DeliveryError::Exhausted {
+                        return fail(DeliveryError::Exhausted {
                             attempts: attempt,
                             last: msg,
                         });
@@ -256,21 +289,17 @@ impl Sender {
         }
     }
 
-    async fn send_http(&self, r: &Receiver, n: &Notification) -> Result<(), Attempt> {
+    async fn send_http(&self, r: &Receiver, part: &WebhookPart) -> Result<(), Attempt> {
         let url = r
             .url
             .as_deref()
             .ok_or_else(|| Attempt::Fatal("no URL".into()))?;
-        let body = match r.cfg.kind.as_str() {
-            "slack" => render::slack(n, &self.crm_template, r.cfg.mention_owner),
-            _ => render::webhook(n),
-        };
-        let body = serde_json::to_vec(&body).expect("JSON serializes");
+        let body = part.body.clone();
         let mut req = self
             .http
             .post(url)
             .header("Content-Type", "application/json")
-            .header("Idempotency-Key", n.idempotency_key());
+            .header("Idempotency-Key", &part.key);
         if let Some(key) = &r.hmac_key {
             let ts = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -316,7 +345,7 @@ impl Sender {
                 r.cfg.to
             )));
         }
-        let (subject, text, html) = render::email(n, &self.crm_template);
+        let (subject, text, html) = render::email(n, &self.crm_template, &self.inbox_url);
         let msg = Message::builder()
             .from(
                 r.cfg

@@ -57,7 +57,30 @@ impl Recorder {
     }
 }
 
-/// `/ok` answers 200; `/flaky` 503 twice then 200; `/limited` 429 with Retry-After: 1
+/// What Slack answers a message over Block Kit's limits: `invalid_blocks` (400), as
+/// its incoming webhooks do (50 blocks; section and text objects 3,000 characters;
+/// header 150; context 10 elements).
+fn slack_refusal(body: &str) -> Option<&'static str> {
+    let Ok(m) = serde_json::from_str::<serde_json::Value>(body) else {
+        return Some("invalid_payload");
+    };
+    let chars = |v: &serde_json::Value| v.as_str().map_or(0, |t| t.chars().count());
+    let blocks = m["blocks"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let bad = blocks.len() > 50
+        || chars(&m["text"]) > 40_000
+        || blocks.iter().any(|b| match b["type"].as_str() {
+            Some("header") => chars(&b["text"]["text"]) > 150,
+            Some("section") => chars(&b["text"]["text"]) > 3000,
+            Some("context") => b["elements"]
+                .as_array()
+                .is_none_or(|e| e.len() > 10 || e.iter().any(|x| chars(&x["text"]) > 3000)),
+            _ => false,
+        });
+    bad.then_some("invalid_blocks")
+}
+
+/// Paths starting with `slack` check the body like Slack does (400 `invalid_blocks`
+/// over its limits); `/ok` answers 200; `/flaky` 503 twice then 200; `/limited` 429 with Retry-After: 1
 /// once then 200; `/bad` always 400; `/slow...` (any path that starts so) 200 after
 /// 100 ms.
 async fn handle(
@@ -80,7 +103,14 @@ async fn handle(
         });
         reqs.iter().filter(|r| r.path == path).count()
     };
+    let refusal = path
+        .starts_with("slack")
+        .then(|| slack_refusal(&rec.reqs.lock().unwrap().last().unwrap().body))
+        .flatten();
     let resp = match (path.as_str(), seen) {
+        _ if refusal.is_some() => {
+            (StatusCode::BAD_REQUEST, refusal.unwrap_or_default()).into_response()
+        }
         ("flaky", 1 | 2) => (
             StatusCode::SERVICE_UNAVAILABLE,
             [("Retry-After", "")],

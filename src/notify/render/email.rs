@@ -1,0 +1,168 @@
+//! Emails: a subject, a plain-text part and an HTML part. At most
+//! [`EMAIL_MAX_ALERTS`] alerts in full, most important first; the rest counted in one
+//! closing paragraph. Every value is escaped for HTML, links are `https:` only.
+
+use super::escape;
+use super::limits::EMAIL_MAX_ALERTS;
+use super::{account_facts, crm_link, headline, id_line, plain_evidence, s, shown_name};
+use super::{Notification, Overflow};
+
+/// An email for one notification: (subject, plain text, HTML).
+pub fn email(n: &Notification, crm_template: &str, inbox_url: &str) -> (String, String, String) {
+    let opening = n.opening();
+    let intro = if n.digest {
+        format!(
+            "{}. The warnings churnwatch found since the last digest:",
+            n.digest_heading()
+        )
+    } else {
+        format!("{}:", capitalise(&opening))
+    };
+    let mut text = format!("{intro}\n\n");
+    let mut html = format!(
+        "<html><body style=\"font-family:sans-serif\"><p>{}</p><ul>",
+        escape::html(&intro)
+    );
+    let ordered = n.ordered();
+    let shown = ordered.len().min(EMAIL_MAX_ALERTS);
+    for a in &ordered[..shown] {
+        let link = crm_link(a, crm_template);
+        let facts = account_facts(a);
+        let name = shown_name(a);
+        text.push_str(&format!(
+            "* {name}{} - {} [{} {}]\n  {}\n  {}{}\n\n",
+            if facts.is_empty() {
+                String::new()
+            } else {
+                format!(" ({facts})")
+            },
+            headline(a),
+            escape::plain(&escape::cut(s(a, "severity"), 20)),
+            escape::plain(&escape::cut(s(a, "status"), 20)),
+            plain_evidence(a),
+            id_line(a),
+            link.as_ref()
+                .map(|l| format!("\n  {l}"))
+                .unwrap_or_default(),
+        ));
+        let name = escape::html(&name);
+        html.push_str(&format!(
+            "<li><p><b>{}</b>{} &mdash; {}<br>{}<br><small>{}</small></p></li>",
+            match &link {
+                Some(l) => format!("<a href=\"{}\">{name}</a>", escape::html(l)),
+                None => name,
+            },
+            if facts.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", escape::html(&facts))
+            },
+            escape::html(&headline(a)),
+            escape::html(&plain_evidence(a)),
+            escape::html(&id_line(a)),
+        ));
+    }
+    html.push_str("</ul>");
+    let overflow = Overflow {
+        hidden: ordered[shown..].to_vec(),
+    };
+    if let Some(line) = overflow.line() {
+        let inbox = escape::safe_link(inbox_url);
+        text.push_str(&format!(
+            "...{line}.{}\n\n",
+            inbox
+                .as_ref()
+                .map(|u| format!(" See them all: {u}"))
+                .unwrap_or_default()
+        ));
+        html.push_str(&format!(
+            "<p>&hellip;{}.{}</p>",
+            escape::html(&line),
+            inbox
+                .map(|u| format!(
+                    " <a href=\"{}\">See them all in the inbox</a>",
+                    escape::html(&u)
+                ))
+                .unwrap_or_default()
+        ));
+    }
+    text.push_str("-- churnwatch\n");
+    html.push_str("<p style=\"color:#888\">churnwatch</p></body></html>");
+    (n.subject(), text, html)
+}
+
+fn capitalise(t: &str) -> String {
+    let mut c = t.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::render::limits::EMAIL_MAX_SUBJECT;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn alert(i: usize, name: &str) -> serde_json::Value {
+        json!({"id": format!("a{i}/inactive/2026-03-01"), "account_id": format!("a{i}"), "kind": "inactive",
+               "status": "firing", "severity": "warning", "event_time": "2026-03-01T00:00:00.000Z",
+               "evidence": {"last_activity": "2026-02-15T00:00:00Z", "idle_days": 14},
+               "account": {"name": name, "crm_url": "javascript:alert(document.cookie)"}})
+    }
+
+    fn note(alerts: Vec<serde_json::Value>) -> Notification {
+        Notification {
+            receiver: "mail".into(),
+            owner: "ana@example.com".into(),
+            owner_chat: None,
+            alerts,
+            digest: false,
+        }
+    }
+
+    #[test]
+    fn a_long_batch_is_summarised_and_links_are_safe() {
+        let alerts: Vec<_> = (0..130).map(|i| alert(i, &format!("Acct {i}"))).collect();
+        let (subject, text, html) = email(&note(alerts), "", "https://cw.example/inbox");
+        assert!(subject.chars().count() <= EMAIL_MAX_SUBJECT, "{subject}");
+        assert!(
+            text.starts_with("130 of your accounts need a look:"),
+            "{text}"
+        );
+        assert!(
+            text.contains("...and 30 more: 30 gone dark. See them all: https://cw.example/inbox")
+        );
+        assert_eq!(html.matches("<li>").count(), EMAIL_MAX_ALERTS);
+        assert!(!html.contains("javascript:"));
+    }
+
+    #[test]
+    fn one_alert_reads_as_english() {
+        let (subject, text, _) = email(&note(vec![alert(1, "Acme")]), "", "");
+        assert_eq!(subject, "[churnwatch] Acme: went dark");
+        assert!(
+            text.starts_with("1 of your accounts needs a look:"),
+            "{text}"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn subjects_and_html_stay_safe(name in any::<String>(), n in 1usize..300) {
+            let alerts: Vec<_> = (0..n).map(|i| alert(i, &name)).collect();
+            let (subject, text, html) = email(&note(alerts), "https://crm.example/{account_id}", "");
+            prop_assert!(subject.chars().count() <= EMAIL_MAX_SUBJECT);
+            prop_assert!(!subject.chars().any(char::is_control));
+            prop_assert!(!html.contains("<script") && !html.contains("javascript:"));
+            prop_assert_eq!(html.matches("<li>").count(), n.min(EMAIL_MAX_ALERTS));
+            if n > EMAIL_MAX_ALERTS {
+                let expected = format!("...and {} more", n - EMAIL_MAX_ALERTS);
+                prop_assert!(text.contains(&expected));
+            }
+        }
+    }
+}

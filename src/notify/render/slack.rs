@@ -1,0 +1,333 @@
+//! Slack Block Kit messages (incoming webhooks). One message per notification, within
+//! Slack's limits (`limits.rs`): the [`SLACK_MAX_ALERTS`] most important alerts in
+//! full, the rest counted by kind in one summary line that links to where all of them
+//! can be seen (`notify.inbox_url`) or names their accounts.
+//!
+//! Summarising, not splitting into several messages: a CSM reads one message per
+//! batch, a channel is not flooded after a backfill, and the batch stays one delivery
+//! with one idempotency key, recorded as delivered only when Slack accepted it.
+
+use serde_json::{json, Value};
+
+use super::escape::{self, cut_markup};
+use super::limits::*;
+use super::{
+    account_facts, crm_link, headline, id_line, plain_evidence, s, Notification, Overflow,
+};
+
+/// Where the receiver and the deployment want the message to point.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SlackOptions<'a> {
+    /// `notify.crm_url_template`.
+    pub crm_template: &'a str,
+    /// `notify.inbox_url`: where a CSM sees every account of theirs; empty: none.
+    pub inbox_url: &'a str,
+    /// Mention the owner (`<@U...>`) when their chat handle is known.
+    pub mention_owner: bool,
+}
+
+fn section(text: String) -> Value {
+    json!({"type": "section", "text": {"type": "mrkdwn", "text": cut_markup(&text, SLACK_MAX_SECTION_TEXT)}})
+}
+
+/// A Slack user or group id as Slack writes them (`U024BE7LH`), else `None`: a handle
+/// from the CRM must not turn into `<!channel>` or a link.
+fn mention(handle: &str) -> Option<String> {
+    let ok = !handle.is_empty()
+        && handle.len() <= 32
+        && handle
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    ok.then(|| format!("<@{handle}>"))
+}
+
+/// The message for one notification.
+pub fn slack(n: &Notification, opts: &SlackOptions) -> Value {
+    let heading = if n.digest {
+        n.digest_heading()
+    } else {
+        n.subject().trim_start_matches("[churnwatch] ").to_string()
+    };
+    let mut blocks = vec![json!({
+        "type": "header",
+        "text": {"type": "plain_text", "text": escape::cut(&escape::plain(&heading), SLACK_MAX_HEADER_TEXT)}
+    })];
+    let chat = n.owner_chat.as_deref().and_then(mention);
+    if let (true, Some(who)) = (opts.mention_owner, &chat) {
+        let opening = escape::slack(&n.opening());
+        blocks.push(section(if n.digest {
+            format!("{who} your daily digest of warnings since the last one: {opening}.")
+        } else {
+            format!("{who} {opening}:")
+        }));
+    }
+    let ordered = n.ordered();
+    let shown = ordered.len().min(SLACK_MAX_ALERTS);
+    for a in &ordered[..shown] {
+        blocks.push(alert_section(a, opts.crm_template));
+        blocks.push(json!({
+            "type": "context",
+            "elements": [{"type": "mrkdwn", "text": cut_markup(&escape::slack(&id_line(a)), SLACK_MAX_TEXT_OBJECT)}]
+        }));
+    }
+    let overflow = Overflow {
+        hidden: ordered[shown..].to_vec(),
+    };
+    if let Some(line) = overflow.line() {
+        blocks.push(section(summary(&overflow, &line, opts.inbox_url)));
+    }
+    debug_assert!(blocks.len() <= SLACK_MAX_BLOCKS);
+    let fallback = escape::cut(&escape::slack(&n.subject()), SLACK_MAX_FALLBACK_TEXT);
+    json!({"text": fallback, "blocks": blocks})
+}
+
+fn alert_section(a: &Value, crm_template: &str) -> Value {
+    let name = super::shown_name(a);
+    let title = match crm_link(a, crm_template) {
+        Some(url) => format!("*{}*", escape::slack_link(&url, &name)),
+        None => format!("*{}*", escape::slack(&name)),
+    };
+    let facts = account_facts(a);
+    let icon = if s(a, "status") == "resolved" {
+        ":white_check_mark:"
+    } else if s(a, "severity") == "critical" {
+        ":rotating_light:"
+    } else {
+        ":warning:"
+    };
+    section(format!(
+        "{title}{}\n{icon} *{}*\n{}",
+        if facts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", escape::slack(&facts))
+        },
+        escape::slack(&headline(a)),
+        escape::slack(&plain_evidence(a)),
+    ))
+}
+
+/// "…and 37 more: 21 not activated, ... <inbox|See them all>", or the hidden accounts'
+/// names when there is no inbox to link to.
+fn summary(o: &Overflow, line: &str, inbox_url: &str) -> String {
+    let mut text = format!("…{}.", escape::slack(line));
+    if let Some(url) = escape::safe_link(inbox_url).or_else(|| http_link(inbox_url)) {
+        text.push(' ');
+        text.push_str(&escape::slack_link(&url, "See them all in the inbox"));
+    } else {
+        let mut names: Vec<String> = Vec::new();
+        for a in &o.hidden {
+            let name = escape::cut(&super::shown_name(a), 40);
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        text.push_str(&format!(" Accounts: {}", escape::slack(&names.join(", "))));
+    }
+    text
+}
+
+/// The inbox may be served on plain `http:` inside a cluster; it is our own URL from
+/// the config, not from the CRM.
+fn http_link(raw: &str) -> Option<String> {
+    let u = url::Url::parse(raw.trim()).ok()?;
+    (u.scheme() == "http" && u.host_str().is_some()).then(|| u.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const KINDS: [&str; 3] = ["not_activated", "inactive", "activity_drop"];
+
+    fn alert(i: usize, kind: &str, severity: &str, status: &str, name: &str, mrr: f64) -> Value {
+        json!({"id": format!("acct-{i}/{kind}/2026-03-04"), "account_id": format!("acct-{i}"),
+               "kind": kind, "status": status, "severity": severity,
+               "event_time": "2026-03-05T00:00:00.000Z",
+               "evidence": {"after_days": 30, "start": "2026-02-01T00:00:00Z", "active_days": 1,
+                            "active_users": 1, "events": 1,
+                            "missing_events": (0..30).map(|j| format!("{name}-{j}")).collect::<Vec<_>>(),
+                            "last_activity": "2026-02-01T00:00:00Z", "idle_days": 14,
+                            "observed": 1, "expected": 80, "drop_pct": 0.98, "p_value": 1e-9,
+                            "model": "poisson", "recent_days": 7, "baseline_days": 28,
+                            "reason": "activity_resumed"},
+               "account": {"name": name, "plan": name, "mrr": mrr, "crm_url": format!("https://crm.example/{name}")}})
+    }
+
+    fn note(alerts: Vec<Value>, digest: bool) -> Notification {
+        Notification {
+            receiver: "slack".into(),
+            owner: "ana@example.com".into(),
+            owner_chat: Some("U024BE7LH".into()),
+            alerts,
+            digest,
+        }
+    }
+
+    fn opts() -> SlackOptions<'static> {
+        SlackOptions {
+            crm_template: "https://crm.example/a/{account_id}",
+            inbox_url: "",
+            mention_owner: true,
+        }
+    }
+
+    /// Every limit of `limits.rs` that a message can break.
+    fn check_limits(m: &Value) -> Result<(), String> {
+        let blocks = m["blocks"].as_array().ok_or("no blocks")?;
+        let chars = |v: &Value| v.as_str().map_or(0, |t| t.chars().count());
+        if blocks.len() > SLACK_MAX_BLOCKS {
+            return Err(format!("{} blocks", blocks.len()));
+        }
+        if chars(&m["text"]) > SLACK_MAX_FALLBACK_TEXT {
+            return Err("fallback text too long".into());
+        }
+        for b in blocks {
+            match b["type"].as_str() {
+                Some("header") if chars(&b["text"]["text"]) > SLACK_MAX_HEADER_TEXT => {
+                    return Err("header too long".into())
+                }
+                Some("section") if chars(&b["text"]["text"]) > SLACK_MAX_SECTION_TEXT => {
+                    return Err("section too long".into())
+                }
+                Some("context") => {
+                    let el = b["elements"].as_array().ok_or("no elements")?;
+                    if el.len() > SLACK_MAX_CONTEXT_ELEMENTS
+                        || el.iter().any(|e| chars(&e["text"]) > SLACK_MAX_TEXT_OBJECT)
+                    {
+                        return Err("context too large".into());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_busy_batch_shows_the_most_important_and_counts_the_rest() {
+        let mut alerts = Vec::new();
+        for i in 0..30 {
+            alerts.push(alert(
+                i,
+                "not_activated",
+                "warning",
+                "firing",
+                &format!("n{i}"),
+                i as f64,
+            ));
+        }
+        for i in 30..39 {
+            alerts.push(alert(
+                i,
+                "inactive",
+                "warning",
+                "firing",
+                &format!("n{i}"),
+                10.0,
+            ));
+        }
+        alerts.push(alert(99, "activity_drop", "critical", "firing", "big", 5.0));
+        alerts.push(alert(98, "inactive", "warning", "resolved", "back", 1e6));
+        let m = slack(&note(alerts, false), &opts());
+        check_limits(&m).unwrap();
+        let blocks = m["blocks"].as_array().unwrap();
+        assert_eq!(
+            blocks[1]["text"]["text"],
+            "<@U024BE7LH> 40 of your accounts need a look, 1 risk is over:"
+        );
+        // The critical alert first, then by revenue: the inactive ones (mrr 10) after
+        // the not-activated ones with mrr 29..10.
+        assert!(blocks[2]["text"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("|big>"));
+        assert!(blocks[4]["text"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("|n29>"));
+        let last = blocks.last().unwrap()["text"]["text"].as_str().unwrap();
+        assert!(
+            last.starts_with("…and 21 more: 11 not activated, 9 gone dark, 1 resolved. Accounts: "),
+            "{last}"
+        );
+        let with_inbox = slack(
+            &note(
+                vec![alert(1, "inactive", "warning", "firing", "a", 1.0); 25],
+                false,
+            ),
+            &SlackOptions {
+                inbox_url: "https://churnwatch.example/inbox",
+                ..opts()
+            },
+        );
+        assert!(with_inbox
+            .to_string()
+            .contains("<https://churnwatch.example/inbox|See them all in the inbox>"));
+    }
+
+    #[test]
+    fn hostile_names_and_handles_stay_text() {
+        let mut a = alert(
+            1,
+            "inactive",
+            "warning",
+            "firing",
+            "<!channel> x|Pay at evil.example",
+            1.0,
+        );
+        a["account_id"] = json!("x|Your invoice is overdue");
+        a["account"]["crm_url"] = json!("javascript:alert(1)");
+        let mut n = note(vec![a], false);
+        n.owner_chat = Some("!channel".into());
+        let m = slack(&n, &opts());
+        // plain_text (the header) is never parsed for mentions; every mrkdwn text is.
+        let mrkdwn: Vec<&Value> = m["blocks"].as_array().unwrap().iter().skip(1).collect();
+        let t = serde_json::to_string(&mrkdwn).unwrap();
+        assert!(
+            !t.contains("<!channel>") && !t.contains("javascript:"),
+            "{t}"
+        );
+        assert!(t.contains("<https://crm.example/a/x%7CYour%20invoice%20is%20overdue|&lt;!channel&gt; x\u{00a6}Pay at evil.example>"), "{t}");
+        assert!(m["text"].as_str().unwrap().contains("&lt;!channel&gt;"));
+        assert_eq!(
+            m["blocks"].as_array().unwrap().len(),
+            3,
+            "no mention of a bad handle"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn every_batch_fits_and_every_alert_is_shown_or_counted(
+            size in 1usize..500,
+            name_len in 0usize..4000,
+            digest in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let name: String = (0..name_len).map(|i| ['a', '<', '&', 'é', '|', '>', ' '][(i as u64 ^ seed) as usize % 7]).collect();
+            let alerts: Vec<Value> = (0..size)
+                .map(|i| {
+                    let kind = KINDS[(i as u64 + seed) as usize % 3];
+                    let sev = if (i as u64 ^ seed) % 5 == 0 { "critical" } else { "warning" };
+                    let status = if (i as u64 + seed) % 7 == 0 { "resolved" } else { "firing" };
+                    alert(i, kind, sev, status, &name, (i % 13) as f64)
+                })
+                .collect();
+            let m = slack(&note(alerts, digest), &opts());
+            prop_assert!(check_limits(&m).is_ok(), "{:?}", check_limits(&m));
+            let blocks = m["blocks"].as_array().unwrap();
+            let shown = blocks.iter().filter(|b| b["type"] == "context").count();
+            let counted = blocks
+                .last()
+                .and_then(|b| b["text"]["text"].as_str())
+                .and_then(|t| t.strip_prefix("…and "))
+                .and_then(|t| t.split(' ').next())
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(0);
+            prop_assert_eq!(shown + counted, size);
+        }
+    }
+}
