@@ -109,6 +109,11 @@ impl Notification {
     /// A one-line subject, without control characters, at most
     /// [`limits::EMAIL_MAX_SUBJECT`] characters.
     pub fn subject(&self) -> String {
+        escape::cut(&self.full_subject(), limits::EMAIL_MAX_SUBJECT)
+    }
+
+    /// The subject before it is cut to an email subject's length.
+    pub fn full_subject(&self) -> String {
         let full = if self.digest {
             format!("[churnwatch] {}", self.digest_heading())
         } else if self.alerts.len() == 1 {
@@ -145,7 +150,7 @@ impl Notification {
                 }
             )
         };
-        escape::cut(&escape::plain(&full), limits::EMAIL_MAX_SUBJECT)
+        escape::plain(&full)
     }
 
     /// The alerts, most important first: firing before resolved, critical before

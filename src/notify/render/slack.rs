@@ -77,7 +77,7 @@ pub fn slack(n: &Notification, opts: &SlackOptions) -> Value {
         blocks.push(section(summary(&overflow, &line, opts.inbox_url)));
     }
     debug_assert!(blocks.len() <= SLACK_MAX_BLOCKS);
-    let fallback = escape::cut(&escape::slack(&n.subject()), SLACK_MAX_FALLBACK_TEXT);
+    let fallback = cut_markup(&escape::slack(&n.full_subject()), SLACK_MAX_FALLBACK_TEXT);
     json!({"text": fallback, "blocks": blocks})
 }
 
