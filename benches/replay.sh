@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Whole-replay benchmark: generate a stream, replay it pinned to one core, print
 # events/s and peak RSS. Then the memory benchmark (1,000,000 accounts with full
-# windows). Figures go in the README's "Performance" section.
+# windows). Figures go in docs/performance.md.
 #
 #   benches/replay.sh                 # ~5.5M events (3500 accounts x 150 days)
 #   ACCOUNTS=20000 DAYS=120 benches/replay.sh

@@ -1,6 +1,8 @@
 //! The determinism contract: for input where no event arrives more than
 //! `allowed_lateness` behind the newest one before it, the set of alert records is the
-//! same for any reordering within that bound and any number of partitions (shards).
+//! same for any reordering within that bound and any number of partitions (shards),
+//! and across a crash restored from the changelog. Two negative tests show that the
+//! bound matters: events later than it do change the alerts.
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -154,6 +156,82 @@ fn random_streams_exercise_every_rule() {
     ] {
         assert!(kinds.contains(k), "no {k} in {kinds:?}");
     }
+}
+
+/// The bound is what the guarantee rests on. An event that arrives two days behind the
+/// newest one (far beyond the 10 minutes allowed) comes after the watermark has run the
+/// `inactive` check it would have prevented: the alert fires, and the late event then
+/// resolves it. Applied in time order, the same events raise nothing.
+#[test]
+fn an_event_later_than_the_bound_changes_the_alerts() {
+    let t0: Millis = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+    let ev = |name: &'static str, ts: Millis| Ev {
+        account: "acct-late".into(),
+        name,
+        ts,
+        user: Some("u1".into()),
+    };
+    let created = ev("account.created", t0 + 3_600_000);
+    let day0 = ev("page.viewed", t0 + 2 * 3_600_000);
+    // Second active day: activated; `inactive` due 3 days after this.
+    let day1 = ev("page.viewed", t0 + DAY + 2 * 3_600_000);
+    let day3 = ev("page.viewed", t0 + 3 * DAY);
+    let day5 = ev("page.viewed", t0 + 5 * DAY);
+    let until = day5.ts;
+
+    let in_order = run(1, &[&created, &day0, &day1, &day3, &day5], until);
+    assert!(
+        in_order.iter().all(|r| !r.contains("\"inactive\"")),
+        "{in_order:?}"
+    );
+
+    // Within the bound, the day-3 event may come after the day-5 one only if they are
+    // less than 10 minutes apart; here it comes 2 days late.
+    let late = run(1, &[&created, &day0, &day1, &day5, &day3], until);
+    assert_ne!(late, in_order);
+    let inactive: Vec<serde_json::Value> = late
+        .iter()
+        .map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap())
+        .filter(|v| v["kind"] == "inactive")
+        .collect();
+    assert_eq!(inactive.len(), 2, "{late:?}");
+    assert_eq!(inactive[0]["id"], "acct-late/inactive/2026-01-02");
+    assert_eq!(inactive[0]["status"], "firing");
+    assert_eq!(inactive[0]["event_time"], "2026-01-05T02:00:00.000Z");
+    assert_eq!(inactive[1]["status"], "resolved");
+    assert_eq!(inactive[1]["evidence"]["reason"], "activity_resumed");
+    // Applied at the watermark (the day-5 event minus the lateness), not at its own time.
+    assert_eq!(inactive[1]["event_time"], "2026-01-05T23:50:00.000Z");
+}
+
+/// The same holds for the random streams of the property above: with arrival delays up
+/// to three days instead of below the lateness, some streams give other alerts. So the
+/// property's check can fail, and its delays are what keeps it passing.
+#[test]
+fn random_streams_break_when_delays_exceed_the_bound() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let delays = proptest::collection::vec(0i64..3 * DAY, 400);
+    let cases = 40;
+    let mut differing = 0;
+    for _ in 0..cases {
+        let evs = events().new_tree(&mut runner).unwrap().current();
+        let d = delays.new_tree(&mut runner).unwrap().current();
+        let until = evs.last().unwrap().ts + 3 * DAY;
+        let in_order: Vec<&Ev> = evs.iter().collect();
+        let mut arrivals: Vec<(Millis, &Ev)> =
+            evs.iter().zip(&d).map(|(e, d)| (e.ts + d, e)).collect();
+        arrivals.sort_by_key(|(k, _)| *k);
+        let late: Vec<&Ev> = arrivals.into_iter().map(|(_, e)| e).collect();
+        if run(1, &late, until) != run(1, &in_order, until) {
+            differing += 1;
+        }
+    }
+    assert!(
+        differing >= cases / 4,
+        "only {differing} of {cases} streams changed with delays beyond the bound"
+    );
 }
 
 /// A crash anywhere, with state restored from the last checkpoint (changelog records of

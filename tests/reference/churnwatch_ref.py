@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Naive reference implementation of the churnwatch detection contract (oracle).
 
-Written independently from the Rust code, from /work/shared/spec.md plus the
-decisions listed in tests/reference/README.md. Clarity over speed.
+Written independently from the Rust code, from the detection contract
+(docs/detection.md) plus the decisions listed in tests/reference/README.md.
+Clarity over speed.
 
 Usage:
   python3 churnwatch_ref.py --config F --input F [--until T] [--output F]

@@ -1,8 +1,8 @@
 """Tests of the reference oracle itself, on the hand-made scenarios.
 
-Every expected record below was derived by hand from /work/shared/spec.md and the
-decisions in README.md (comments show the arithmetic); p-values are recomputed with
-closed-form stdlib sums, independently of mpmath.
+Every expected record below was derived by hand from the contract in
+docs/detection.md and the decisions in README.md (comments show the arithmetic);
+p-values are recomputed with closed-form stdlib sums, independently of mpmath.
 """
 import gzip
 import json
