@@ -114,6 +114,8 @@ pub struct NotifyConfig {
     /// Where a CSM sees all their accounts (the inbox); messages that summarise what
     /// did not fit link there. Empty: the summary names the accounts instead.
     pub inbox_url: String,
+    /// Domains an owner's address may have for mail to go to it (empty: any).
+    pub owner_email_domains: Vec<String>,
     pub send_resolved: bool,
     pub group_wait: Duration,
     pub group_interval: Duration,
@@ -132,6 +134,9 @@ pub struct NotifyConfig {
     pub accounts_topic: String,
     /// Notifications delivered at the same time, at most (to different owners).
     pub max_concurrent_deliveries: u32,
+    /// Longest a wave of deliveries may take, retries and rate limits included; what
+    /// did not go out by then is tried again later (the alerts consumer keeps polling).
+    pub delivery_deadline: Duration,
     pub receivers: Vec<ReceiverConfig>,
     pub route: RouteConfig,
 }
@@ -178,6 +183,17 @@ pub struct ReceiverConfig {
     /// Messages per second at most (0: no limit; Slack defaults to 1).
     #[serde(default)]
     pub rate_limit_per_sec: Option<f64>,
+}
+
+/// librdkafka settings that hold secrets: accepted only through `[kafka.client_env]`,
+/// so that a config file (or a ConfigMap) never carries them.
+fn is_secret_setting(key: &str) -> bool {
+    key.contains("password")
+        || key.contains("secret")
+        || matches!(
+            key,
+            "ssl.key.pem" | "ssl_key" | "sasl.oauthbearer.config" | "sasl.kerberos.keytab"
+        )
 }
 
 fn yes() -> bool {
@@ -738,6 +754,14 @@ impl Config {
                 ));
             }
         }
+        if let Some(key) = k.client.keys().find(|key| is_secret_setting(key)) {
+            return Err(invalid(
+                "kafka.client",
+                format!(
+                    "{key:?} is a secret: put the name of an environment variable holding it in [kafka.client_env] instead (e.g. \"{key}\" = \"KAFKA_SECRET\")"
+                ),
+            ));
+        }
         if d.recovery <= 1.0 - d.min_drop {
             return Err(invalid(
                 "rules.activity_drop.recovery",
@@ -763,7 +787,16 @@ impl Config {
                 ));
             }
             match r.kind.as_str() {
-                "slack" if r.url_env.is_empty() && r.url.is_empty() => {
+                "slack" if !r.url.is_empty() => {
+                    return Err(invalid(
+                        "notify.receivers",
+                        format!(
+                            "slack receiver {:?}: an incoming-webhook URL is a secret; put it in an environment variable and name it in url_env",
+                            r.name
+                        ),
+                    ))
+                }
+                "slack" if r.url_env.is_empty() => {
                     return Err(invalid(
                         "notify.receivers",
                         format!(
@@ -883,6 +916,15 @@ impl Config {
             return Err(invalid(
                 "notify.max_concurrent_deliveries",
                 "must be at least 1",
+            ));
+        }
+        if n.delivery_deadline.0 < 1000 || n.delivery_deadline.0 > 4 * 60_000 {
+            return Err(invalid(
+                "notify.delivery_deadline",
+                format!(
+                    "{} is out of range; use 1s to 4m (the alerts consumer must poll within 5 minutes)",
+                    n.delivery_deadline
+                ),
             ));
         }
         if !n.crm_url_template.is_empty()

@@ -207,7 +207,7 @@ fn routes_batches_signs_retries_and_delivers_by_slack_webhook_and_email() {
             ])
             .args(extra)
             .env("CW_TEST_SLACK_URL", format!("http://{http}/slack"))
-            .env("CW_TEST_HMAC", "s3cret-key")
+            .env("CW_TEST_HMAC", "s3cret-key-of-the-notify-test-0123456789")
             .output()
             .unwrap()
     };
@@ -326,7 +326,10 @@ fn routes_batches_signs_retries_and_delivers_by_slack_webhook_and_email() {
         assert!(same.iter().all(|r| r.body == failed.body));
     }
     for h in &hooks {
-        assert!(verify_signature(h, b"s3cret-key"), "bad signature");
+        assert!(
+            verify_signature(h, b"s3cret-key-of-the-notify-test-0123456789"),
+            "bad signature"
+        );
         let v: serde_json::Value = serde_json::from_str(&h.body).unwrap();
         for a in v["alerts"].as_array().unwrap() {
             assert!(critical.contains(a["id"].as_str().unwrap()));

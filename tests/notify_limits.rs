@@ -25,6 +25,7 @@ fn warning(i: usize) -> Value {
 }
 
 fn sender(http: &str, extra: &str) -> Sender {
+    std::env::set_var("CW_LIMITS_TEST_SLACK_URL", format!("http://{http}/slack"));
     let cfg = Config::from_toml_str(
         &format!(
             r#"
@@ -34,7 +35,7 @@ max_attempts = 2
 [[notify.receivers]]
 name = "slack"
 type = "slack"
-url = "http://{http}/slack"
+url_env = "CW_LIMITS_TEST_SLACK_URL"
 rate_limit_per_sec = 100
 [[notify.receivers]]
 name = "hook"

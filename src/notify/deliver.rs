@@ -29,6 +29,9 @@ pub enum DeliveryError {
     Exhausted { attempts: u32, last: String },
     #[error("receiver is not usable: {0}")]
     Config(String),
+    /// Not (fully) delivered before `notify.delivery_deadline`; to be tried again.
+    #[error("not delivered within notify.delivery_deadline; will be tried again")]
+    Deferred,
 }
 
 /// One attempt's failure.
@@ -58,20 +61,45 @@ pub struct Sender {
     receivers: HashMap<String, Receiver>,
     crm_template: String,
     inbox_url: String,
+    /// `notify.owner_email_domains`: the only domains mail may go to (empty: any).
+    owner_domains: Vec<String>,
     max_attempts: u32,
     retry_initial: Duration,
     retry_max: Duration,
     /// Requests in flight, at most `notify.max_concurrent_deliveries`.
     in_flight: Semaphore,
+    /// `notify.delivery_deadline`: the longest a call of `deliver_all` takes.
+    deadline: Duration,
 }
 
+/// Shortest HMAC key accepted: 32 bytes, the output size of SHA-256 (RFC 2104 advises
+/// keys no shorter than the hash output).
+pub const MIN_HMAC_KEY_BYTES: usize = 32;
+/// Bytes of a receiver's error answer kept for the log and the dead letter.
+const MAX_ERROR_BODY: usize = 2048;
+
+/// A secret from the environment, trimmed of the surrounding whitespace a secret
+/// mounted from a file usually carries.
 fn env_secret(var: &str, what: &str) -> Result<Option<String>, DeliveryError> {
     if var.is_empty() {
         return Ok(None);
     }
-    std::env::var(var).map(Some).map_err(|_| {
+    let v = std::env::var(var).map_err(|_| {
         DeliveryError::Config(format!("environment variable {var} ({what}) is not set"))
-    })
+    })?;
+    let v = v.trim().to_string();
+    if v.is_empty() {
+        return Err(DeliveryError::Config(format!(
+            "environment variable {var} ({what}) is empty"
+        )));
+    }
+    Ok(Some(v))
+}
+
+/// Checks that every receiver's secrets are present and usable, without sending
+/// anything and without printing them (for `notify --dry-run` and start-up).
+pub fn check_secrets(cfg: &NotifyConfig) -> Result<(), DeliveryError> {
+    Sender::new(cfg).map(|_| ())
 }
 
 fn ms(d: crate::config::Duration) -> Duration {
@@ -84,6 +112,9 @@ impl Sender {
         let timeout = ms(cfg.timeout);
         let http = reqwest::Client::builder()
             .timeout(timeout)
+            // A receiver answering with a redirect could send the payload (and the
+            // signature) anywhere; redirects are answers, not followed.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("churnwatch/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| DeliveryError::Config(e.to_string()))?;
@@ -93,9 +124,28 @@ impl Sender {
                 Some(u) => Some(u),
                 None => (!r.url.is_empty()).then(|| r.url.clone()),
             };
+            if let Some(u) = &url {
+                match url::Url::parse(u) {
+                    Ok(p) if matches!(p.scheme(), "http" | "https") && p.host_str().is_some() => {}
+                    _ => {
+                        return Err(DeliveryError::Config(format!(
+                            "receiver {}: its URL is not an http(s) URL",
+                            r.name
+                        )))
+                    }
+                }
+            }
             let hmac_key =
                 env_secret(&r.hmac_key_env, &format!("HMAC key of receiver {}", r.name))?
                     .map(String::into_bytes);
+            if let Some(k) = &hmac_key {
+                if k.len() < MIN_HMAC_KEY_BYTES {
+                    return Err(DeliveryError::Config(format!(
+                        "receiver {}: the HMAC key in {} is {} bytes; use at least {MIN_HMAC_KEY_BYTES} random bytes (e.g. `openssl rand -hex 32`)",
+                        r.name, r.hmac_key_env, k.len()
+                    )));
+                }
+            }
             let smtp = if r.kind == "email" {
                 let builder = match r.smtp_tls.as_str() {
                     "none" => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&r.smtp_host),
@@ -109,6 +159,12 @@ impl Sender {
                     &r.smtp_password_env,
                     &format!("SMTP password of receiver {}", r.name),
                 )? {
+                    if r.smtp_tls == "none" {
+                        return Err(DeliveryError::Config(format!(
+                            "receiver {}: SMTP credentials over smtp_tls = \"none\" would go in clear; use starttls or tls",
+                            r.name
+                        )));
+                    }
                     builder = builder.credentials(Credentials::new(r.smtp_username.clone(), pass));
                 }
                 Some(builder.build())
@@ -141,17 +197,22 @@ impl Sender {
             receivers,
             crm_template: cfg.crm_url_template.clone(),
             inbox_url: cfg.inbox_url.clone(),
+            owner_domains: cfg.owner_email_domains.clone(),
             max_attempts: cfg.max_attempts,
             retry_initial: ms(cfg.retry_initial),
             retry_max: ms(cfg.retry_max),
             in_flight: Semaphore::new(cfg.max_concurrent_deliveries.max(1) as usize),
+            deadline: ms(cfg.delivery_deadline),
         })
     }
 
     /// Delivers notifications concurrently, at most `notify.max_concurrent_deliveries`
     /// requests at a time; the notifications of one (receiver, owner) go one after
-    /// another, in their order. Results are in the order of `notes`.
+    /// another, in their order. Results are in the order of `notes`. Returns within
+    /// `notify.delivery_deadline`: a notification not delivered by then is
+    /// [`DeliveryError::Deferred`], so one slow receiver holds up nobody for longer.
     pub async fn deliver_all(&self, notes: &[Notification]) -> Vec<Result<u32, DeliveryError>> {
+        let end = Instant::now() + self.deadline;
         let mut groups: Vec<((&str, &str), Vec<usize>)> = Vec::new();
         for (i, n) in notes.iter().enumerate() {
             let key = (n.receiver.as_str(), n.owner.as_str());
@@ -164,7 +225,17 @@ impl Sender {
             futures_util::future::join_all(groups.into_iter().map(|(_, idx)| async move {
                 let mut out = Vec::with_capacity(idx.len());
                 for i in idx {
-                    out.push((i, self.deliver(&notes[i]).await));
+                    let r = match tokio::time::timeout_at(end, self.deliver(&notes[i])).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            METRICS
+                                .notifications
+                                .with_label_values(&[&notes[i].receiver, "deferred"])
+                                .inc();
+                            Err(DeliveryError::Deferred)
+                        }
+                    };
+                    out.push((i, r));
                 }
                 out
             }))
@@ -310,7 +381,7 @@ impl Sender {
                 .header("X-Churnwatch-Signature", sign(key, ts, &body));
         }
         let resp = req.body(body).send().await.map_err(|e| Attempt::Retry {
-            msg: format!("request failed: {}", redact(&e.to_string(), url)),
+            msg: format!("request failed: {}", error_kind(&e)),
             after: None,
         })?;
         let status = resp.status();
@@ -322,14 +393,8 @@ impl Sender {
             .get("Retry-After")
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let text: String = resp
-            .text()
-            .await
-            .unwrap_or_default()
-            .chars()
-            .take(200)
-            .collect();
-        let msg = format!("HTTP {status}: {text}");
+        let text = bounded_text(resp, MAX_ERROR_BODY).await;
+        let msg = format!("HTTP {status}: {text:?}");
         if status.as_u16() == 429 || status.as_u16() == 408 || status.is_server_error() {
             Err(Attempt::Retry { msg, after })
         } else {
@@ -345,6 +410,25 @@ impl Sender {
                 r.cfg.to
             )));
         }
+        if !super::meta::is_bare_address(&to) {
+            return Err(Attempt::Fatal(
+                "the recipient is not one bare address".into(),
+            ));
+        }
+        let to: lettre::Address = to
+            .parse()
+            .map_err(|e| Attempt::Fatal(format!("recipient: {e}")))?;
+        if !self.owner_domains.is_empty()
+            && !self
+                .owner_domains
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(to.domain()))
+        {
+            return Err(Attempt::Fatal(format!(
+                "recipient domain {:?} is not in notify.owner_email_domains",
+                render::escape::cut(to.domain(), 80)
+            )));
+        }
         let (subject, text, html) = render::email(n, &self.crm_template, &self.inbox_url);
         let msg = Message::builder()
             .from(
@@ -353,9 +437,7 @@ impl Sender {
                     .parse()
                     .map_err(|e| Attempt::Fatal(format!("from address: {e}")))?,
             )
-            .to(to
-                .parse()
-                .map_err(|e| Attempt::Fatal(format!("recipient {to:?}: {e}")))?)
+            .to(lettre::message::Mailbox::new(None, to))
             .subject(subject)
             .raw_header(lettre::message::header::HeaderValue::new(
                 lettre::message::header::HeaderName::new_from_ascii_str(
@@ -428,9 +510,51 @@ fn httpdate_to_unix(v: &str) -> Option<u64> {
     u64::try_from(days * 86_400 + (hms[0] * 3600 + hms[1] * 60 + hms[2]) as i64).ok()
 }
 
-/// Removes a secret URL from an error message.
-fn redact(msg: &str, url: &str) -> String {
-    msg.replace(url, "<receiver url>")
+/// What went wrong with a request, in words that never hold its URL: the kind
+/// (timeout, connect, ...) and the underlying causes (connection refused, TLS, DNS).
+pub fn error_kind(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_redirect() {
+        "redirect refused"
+    } else if e.is_body() || e.is_decode() {
+        "bad response body"
+    } else if e.is_request() {
+        "request error"
+    } else {
+        "error"
+    };
+    let mut causes = Vec::new();
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        let t = c.to_string();
+        // Causes below reqwest are hyper's and the OS's; none of them carries the URL,
+        // but the check stays cheap insurance.
+        if !t.contains("://") && !causes.contains(&t) {
+            causes.push(t);
+        }
+        src = c.source();
+    }
+    if causes.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {}", causes.join(": "))
+    }
+}
+
+/// At most `max` bytes of a response body, read no further, as text with control
+/// characters escaped (a receiver cannot forge log lines or fill memory).
+async fn bounded_text(mut resp: reqwest::Response, max: usize) -> String {
+    let mut buf: Vec<u8> = Vec::new();
+    while buf.len() < max {
+        match resp.chunk().await {
+            Ok(Some(c)) => buf.extend_from_slice(&c[..c.len().min(max - buf.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 #[cfg(test)]

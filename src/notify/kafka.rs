@@ -151,6 +151,16 @@ fn restore_log(
     Ok((n, batches.into_values().collect()))
 }
 
+/// What became of one notification of a wave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Delivered,
+    DeadLettered,
+    /// Not delivered within `notify.delivery_deadline`: its alerts wait for the
+    /// group's next batch.
+    Deferred,
+}
+
 /// Where the notifier reads the time (the wall clock, or a test's).
 pub type Clock = Arc<dyn Fn() -> crate::time::Millis + Send + Sync>;
 
@@ -167,8 +177,8 @@ struct Io<'a> {
 impl Io<'_> {
     /// Logs the batches ahead, delivers them (concurrently, up to
     /// `notify.max_concurrent_deliveries`; one receiver and owner's in order), records
-    /// each outcome; true for each one delivered.
-    fn deliver(&self, notes: &[Notification]) -> anyhow::Result<Vec<bool>> {
+    /// each outcome.
+    fn deliver(&self, notes: &[Notification]) -> anyhow::Result<Vec<Outcome>> {
         if notes.is_empty() {
             return Ok(Vec::new());
         }
@@ -183,13 +193,17 @@ impl Io<'_> {
                 BaseRecord::to(self.log_topic)
                     .key(batch_key.as_bytes())
                     .payload(&body),
-            );
+            )?;
         }
         crate::kafka::client::drain(self.producer, Duration::from_secs(30))?;
         let results = self.rt.block_on(self.sender.deliver_all(notes));
         let mut out = Vec::with_capacity(notes.len());
         for ((note, batch_key), result) in notes.iter().zip(&batch_keys).zip(results) {
-            let delivered = match result {
+            let outcome = match result {
+                Err(super::deliver::DeliveryError::Deferred) => {
+                    warn!(receiver = %note.receiver, alerts = note.alerts.len(), "notification not delivered within notify.delivery_deadline; trying again later");
+                    Outcome::Deferred
+                }
                 Ok(_) => {
                     let now = (self.clock)();
                     for a in &note.alerts {
@@ -205,9 +219,9 @@ impl Io<'_> {
                             BaseRecord::to(self.log_topic)
                                 .key(key.as_bytes())
                                 .payload(value.as_bytes()),
-                        );
+                        )?;
                     }
-                    true
+                    Outcome::Delivered
                 }
                 Err(e) => {
                     warn!(receiver = %note.receiver, error = %e, "notification failed for good; dead-lettered");
@@ -223,16 +237,17 @@ impl Io<'_> {
                         BaseRecord::to(self.dlq_topic)
                             .key(note.receiver.as_bytes())
                             .payload(value.as_bytes()),
-                    );
-                    false
+                    )?;
+                    Outcome::DeadLettered
                 }
             };
-            // The batch is settled: a tombstone takes it out of the log.
+            // The batch is settled (a deferred one is batched again, perhaps with
+            // more): a tombstone takes it out of the log.
             send(
                 self.producer,
                 BaseRecord::<[u8], [u8]>::to(self.log_topic).key(batch_key.as_bytes()),
-            );
-            out.push(delivered);
+            )?;
+            out.push(outcome);
         }
         Ok(out)
     }
@@ -294,6 +309,11 @@ pub fn run_with_clock(
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "cooperative-sticky")
+        // A wave of deliveries lasts at most notify.delivery_deadline (<= 4 min).
+        .set(
+            "max.poll.interval.ms",
+            (n.delivery_deadline.0 + 60_000).max(300_000).to_string(),
+        )
         .create_with_context(LogContext)?;
     consumer.subscribe(&[&k.alerts_topic])?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -319,9 +339,11 @@ pub fn run_with_clock(
             );
         }
     }
-    for (note, ok) in unsettled.iter().zip(io.deliver(&unsettled)?) {
-        if ok {
-            grouper.delivered(note, now);
+    for (note, outcome) in unsettled.iter().zip(io.deliver(&unsettled)?) {
+        match outcome {
+            Outcome::Delivered => grouper.delivered(note, now),
+            Outcome::DeadLettered => {}
+            Outcome::Deferred => requeue(&mut grouper, note, now),
         }
     }
     let mut outstanding = Outstanding::default();
@@ -418,16 +440,22 @@ pub fn run_with_clock(
                         BaseRecord::to(&log_topic)
                             .key(key.as_bytes())
                             .payload(value.as_bytes()),
-                    );
+                    )?;
                     outstanding.close(&note.receiver, id, status);
                 }
                 if !note.alerts.is_empty() {
                     wave.push(note);
                 }
             }
-            for (note, ok) in wave.iter().zip(io.deliver(&wave)?) {
-                if ok {
-                    grouper.delivered(note, clock());
+            for (note, outcome) in wave.iter().zip(io.deliver(&wave)?) {
+                match outcome {
+                    Outcome::Delivered => grouper.delivered(note, clock()),
+                    Outcome::DeadLettered => {}
+                    Outcome::Deferred => {
+                        // Still outstanding: the offsets stay behind these records.
+                        requeue(&mut grouper, note, clock());
+                        continue;
+                    }
                 }
                 for a in &note.alerts {
                     outstanding.close(
@@ -450,13 +478,46 @@ pub fn run_with_clock(
     Ok(())
 }
 
-fn send(producer: &ThreadedProducer<LogContext>, mut rec: BaseRecord<'_, [u8], [u8]>) {
+/// Puts a deferred notification's alerts back into their group's next batch.
+fn requeue(grouper: &mut Grouper, note: &Notification, now: crate::time::Millis) {
+    for a in &note.alerts {
+        grouper.add(
+            now,
+            &note.receiver,
+            &note.owner,
+            note.owner_chat.clone(),
+            a.clone(),
+        );
+    }
+}
+
+/// Longest a record waits for room in the producer's queue before that is an error.
+const SEND_QUEUE_WAIT: Duration = Duration::from_secs(30);
+
+/// Queues a record; waits while the producer's queue is full (backpressure), fails on
+/// any other error (a record too large, an unknown topic...) instead of retrying it
+/// forever. Delivery failures surface in `drain`.
+fn send(
+    producer: &ThreadedProducer<LogContext>,
+    mut rec: BaseRecord<'_, [u8], [u8]>,
+) -> anyhow::Result<()> {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+    let started = Instant::now();
     loop {
         match producer.send(rec) {
-            Ok(()) => return,
-            Err((_, r)) => {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                if started.elapsed() < SEND_QUEUE_WAIT =>
+            {
                 std::thread::sleep(Duration::from_millis(5));
                 rec = r;
+            }
+            Err((e, r)) => {
+                anyhow::bail!(
+                    "cannot write to {} ({} bytes): {e}",
+                    r.topic,
+                    r.payload.map_or(0, <[u8]>::len)
+                )
             }
         }
     }

@@ -34,7 +34,78 @@ pub struct AccountMeta {
     pub crm_url: Option<String>,
 }
 
+/// Longest account id, name, plan or time zone accepted from metadata.
+pub const MAX_META_TEXT: usize = 256;
+/// Longest CRM link accepted from metadata.
+pub const MAX_META_URL: usize = 2048;
+
+/// Whether `addr` is one bare email address (`ana@example.com`): no display name, no
+/// angle brackets, no list, no whitespace; a CRM value like `CSM <x@evil.example>`
+/// or `a@x.com, b@y.com` is refused rather than guessed at.
+pub fn is_bare_address(addr: &str) -> bool {
+    !addr.is_empty()
+        && addr.len() <= 254
+        && !addr
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "<>,;\"()[]\\".contains(c))
+        && addr.parse::<lettre::Address>().is_ok()
+}
+
 impl AccountMeta {
+    /// Checks the fields a person or a mail server will see: bounded lengths, no
+    /// control characters, a bare owner address, a Slack member id as chat handle, a
+    /// finite non-negative MRR.
+    pub fn validate(&self) -> Result<(), String> {
+        let text = |field: &str, v: &str, max: usize| -> Result<(), String> {
+            if v.chars().count() > max {
+                return Err(format!("{field} is longer than {max} characters"));
+            }
+            if v.chars().any(char::is_control) {
+                return Err(format!("{field} contains a control character"));
+            }
+            Ok(())
+        };
+        text("account_id", &self.account_id, MAX_META_TEXT)?;
+        for (field, v) in [
+            ("name", &self.name),
+            ("plan", &self.plan),
+            ("timezone", &self.timezone),
+        ] {
+            if let Some(v) = v {
+                text(field, v, MAX_META_TEXT)?;
+            }
+        }
+        if let Some(u) = &self.crm_url {
+            text("crm_url", u, MAX_META_URL)?;
+        }
+        if let Some(e) = self.owner_email.as_deref().filter(|e| !e.is_empty()) {
+            if !is_bare_address(e) {
+                return Err(format!(
+                    "owner_email {:?} is not one bare address like ana@example.com",
+                    crate::notify::render::escape::cut(e, 80)
+                ));
+            }
+        }
+        if let Some(c) = self.owner_chat.as_deref().filter(|c| !c.is_empty()) {
+            if c.len() > 32
+                || !c
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+            {
+                return Err(format!(
+                    "owner_chat {:?} is not a Slack member id like U024BE7LH",
+                    crate::notify::render::escape::cut(c, 40)
+                ));
+            }
+        }
+        if let Some(m) = self.mrr {
+            if !m.is_finite() || m < 0.0 {
+                return Err(format!("mrr {m} is not a non-negative number"));
+            }
+        }
+        Ok(())
+    }
+
     /// The record's `account` object: the metadata without the id.
     pub fn to_json(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).expect("metadata serializes");
@@ -156,6 +227,7 @@ impl MetaStore {
             if m.account_id.is_empty() {
                 return Err(rec_err(i + 1, "account_id is empty".into()));
             }
+            m.validate().map_err(|e| rec_err(i + 1, e))?;
             store.upsert(m);
         }
         Ok(store)
@@ -267,12 +339,53 @@ pub fn parse_topic_record(
         }
     }
     let m: AccountMeta = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    m.validate()?;
     Ok((id, Some(m)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_metadata_is_refused_with_the_record_named() {
+        let dir = tempfile::tempdir().unwrap();
+        for (line, want) in [
+            (
+                r#"{"account_id":"a","owner_email":"CSM <attacker@evil.example>"}"#,
+                "bare address",
+            ),
+            (
+                r#"{"account_id":"a","owner_email":"ana@example.com, x@evil.example"}"#,
+                "bare address",
+            ),
+            (
+                r#"{"account_id":"a","owner_email":"ana@example.com\r\nBcc: x@evil.example"}"#,
+                "bare address",
+            ),
+            (
+                r#"{"account_id":"a","owner_chat":"!channel"}"#,
+                "Slack member id",
+            ),
+            (
+                r#"{"account_id":"a","name":"line\nforged"}"#,
+                "control character",
+            ),
+            (r#"{"account_id":"a","mrr":-5}"#, "non-negative"),
+        ] {
+            let p = dir.path().join("m.ndjson");
+            std::fs::write(&p, format!("{{\"account_id\":\"ok\"}}\n{line}\n")).unwrap();
+            let e = MetaStore::load(&p).unwrap_err().to_string();
+            assert!(e.contains("record 2") && e.contains(want), "{line}: {e}");
+            let topic = parse_topic_record(Some(b"a"), Some(line.as_bytes()));
+            assert!(topic.unwrap_err().contains(want));
+        }
+        let long = format!(r#"{{"account_id":"a","name":"{}"}}"#, "x".repeat(300));
+        assert!(parse_topic_record(Some(b"a"), Some(long.as_bytes()))
+            .unwrap_err()
+            .contains("longer than"));
+        assert!(is_bare_address("ana.m+csm@example.co.uk"));
+    }
 
     #[test]
     fn loads_csv_json_and_ndjson_alike() {
