@@ -80,7 +80,8 @@ fn slack_refusal(body: &str) -> Option<&'static str> {
 }
 
 /// Paths starting with `slack` check the body like Slack does (400 `invalid_blocks`
-/// over its limits); `/ok` answers 200; `/flaky` 503 twice then 200; `/limited` 429 with Retry-After: 1
+/// over its limits); `/redirect` answers 302 to `/ok`; `/huge` a 1 GiB 400 streamed
+/// (starting with a forged log line); `/stall` 200 after 30 s; `/ok` answers 200; `/flaky` 503 twice then 200; `/limited` 429 with Retry-After: 1
 /// once then 200; `/bad` always 400; `/slow...` (any path that starts so) 200 after
 /// 100 ms.
 async fn handle(
@@ -124,6 +125,25 @@ async fn handle(
         )
             .into_response(),
         ("bad", _) => (StatusCode::BAD_REQUEST, "invalid_payload").into_response(),
+        ("redirect", _) => (StatusCode::FOUND, [("Location", "/ok")], "moved").into_response(),
+        // A 1 GiB error answer, generated as it is read, with a forged log line first.
+        ("huge", _) => {
+            let head = futures_util::stream::once(async {
+                Ok::<_, std::io::Error>(axum::body::Bytes::from_static(
+                    b"line one\nERROR forged log line\n",
+                ))
+            });
+            let chunk = axum::body::Bytes::from(vec![b'x'; 1 << 20]);
+            let tail = futures_util::stream::iter(
+                (0..1024).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+            );
+            let body = axum::body::Body::from_stream(futures_util::StreamExt::chain(head, tail));
+            (StatusCode::BAD_REQUEST, body).into_response()
+        }
+        ("stall", _) => {
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            (StatusCode::OK, "late").into_response()
+        }
         (p, _) if p.starts_with("slow") => {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             (StatusCode::OK, "ok").into_response()
