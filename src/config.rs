@@ -137,6 +137,9 @@ pub struct NotifyConfig {
     /// Longest a wave of deliveries may take, retries and rate limits included; what
     /// did not go out by then is tried again later (the alerts consumer keeps polling).
     pub delivery_deadline: Duration,
+    /// How long a delivery is remembered (notification log) to keep a re-read alert
+    /// from going out twice; older entries are removed from the log.
+    pub log_retention: Duration,
     pub receivers: Vec<ReceiverConfig>,
     pub route: RouteConfig,
 }
@@ -916,6 +919,12 @@ impl Config {
             return Err(invalid(
                 "notify.max_concurrent_deliveries",
                 "must be at least 1",
+            ));
+        }
+        if n.log_retention.0 < DAY {
+            return Err(invalid(
+                "notify.log_retention",
+                "must be at least 1d (and longer than the alerts topic is ever re-read)",
             ));
         }
         if n.delivery_deadline.0 < 1000 || n.delivery_deadline.0 > 4 * 60_000 {

@@ -16,6 +16,36 @@ use crate::time::Millis;
 
 const HOUR: Millis = 3_600_000;
 
+/// Alerts in one notification, at most; a larger batch goes as several.
+pub const MAX_BATCH_ALERTS: usize = 500;
+/// Serialized size of one notification's alerts, at most: its write-ahead record in
+/// the notification log must stay under the producer's `message.max.bytes` (1 MB).
+pub const MAX_BATCH_BYTES: usize = 512 * 1024;
+/// Firing alerts a group remembers for repeats; past it the least recently notified
+/// is forgotten (it repeats no more until it fires again).
+pub const MAX_FIRING_PER_GROUP: usize = 10_000;
+
+/// Cuts a batch into notifications within [`MAX_BATCH_ALERTS`] and
+/// [`MAX_BATCH_BYTES`], in order. A record larger than the byte cap goes alone.
+fn split_batch(alerts: Vec<Value>) -> Vec<Vec<Value>> {
+    let mut out: Vec<Vec<Value>> = Vec::new();
+    let mut size = 0;
+    for a in alerts {
+        let len = serde_json::to_string(&a).map_or(0, |t| t.len());
+        match out.last_mut() {
+            Some(cur) if cur.len() < MAX_BATCH_ALERTS && size + len <= MAX_BATCH_BYTES => {
+                size += len;
+                cur.push(a);
+            }
+            _ => {
+                size = len;
+                out.push(vec![a]);
+            }
+        }
+    }
+    out
+}
+
 /// Timing of the batches.
 #[derive(Debug, Clone)]
 pub struct Timing {
@@ -214,6 +244,17 @@ impl Grouper {
         match status.as_str() {
             "firing" => {
                 g.firing.insert(id.clone(), (record.clone(), None));
+                if g.firing.len() > MAX_FIRING_PER_GROUP {
+                    let oldest = g
+                        .firing
+                        .iter()
+                        .filter(|(k, _)| **k != id)
+                        .min_by_key(|(_, (_, last))| last.unwrap_or(Millis::MAX))
+                        .map(|(k, _)| k.clone());
+                    if let Some(k) = oldest {
+                        g.firing.remove(&k);
+                    }
+                }
             }
             _ => {
                 g.firing.remove(&id);
@@ -299,13 +340,15 @@ impl Grouper {
                                 }
                             }
                         }
-                        out.push(Notification {
-                            receiver: receiver.clone(),
-                            owner: owner.clone(),
-                            owner_chat: g.owner_chat.clone(),
-                            alerts: std::mem::take(&mut g.held),
-                            digest: true,
-                        });
+                        for alerts in split_batch(std::mem::take(&mut g.held)) {
+                            out.push(Notification {
+                                receiver: receiver.clone(),
+                                owner: owner.clone(),
+                                owner_chat: g.owner_chat.clone(),
+                                alerts,
+                                digest: true,
+                            });
+                        }
                     }
                 }
                 _ => {}
@@ -321,21 +364,45 @@ impl Grouper {
                             }
                         }
                     }
-                    out.push(Notification {
-                        receiver: receiver.clone(),
-                        owner: owner.clone(),
-                        owner_chat: g.owner_chat.clone(),
-                        alerts: std::mem::take(&mut g.pending),
-                        digest: false,
-                    });
+                    for alerts in split_batch(std::mem::take(&mut g.pending)) {
+                        out.push(Notification {
+                            receiver: receiver.clone(),
+                            owner: owner.clone(),
+                            owner_chat: g.owner_chat.clone(),
+                            alerts,
+                            digest: false,
+                        });
+                    }
                     g.last_flush = Some(now);
                     g.next_flush = None;
                 }
                 _ => {}
             }
         }
+        // A group with nothing waiting, held or firing is forgotten.
+        groups.retain(|_, g| !(g.pending.is_empty() && g.held.is_empty() && g.firing.is_empty()));
         self.groups = groups;
         out
+    }
+
+    /// Forgets deliveries older than `retention` (their alerts are long past any
+    /// re-read of the alerts topic); returns them, so that the caller can take them out
+    /// of the notification log.
+    pub fn prune(&mut self, now: Millis, retention: Millis) -> Vec<(String, String)> {
+        let mut gone = Vec::new();
+        self.sent.retain(|k, at| {
+            let keep = *at >= now - retention;
+            if !keep {
+                gone.push(k.clone());
+            }
+            keep
+        });
+        gone
+    }
+
+    /// Deliveries remembered, and groups kept.
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.sent.len(), self.groups.len())
     }
 
     /// Records a delivered notification in the notification log.
@@ -388,6 +455,7 @@ impl Grouper {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::DAY;
     use serde_json::json;
 
     const S: Millis = 1000;
@@ -415,6 +483,51 @@ mod tests {
                     .collect()
             })
             .collect()
+    }
+
+    #[test]
+    fn batches_are_bounded_and_old_deliveries_pruned() {
+        let mut g = Grouper::new(timing());
+        for i in 0..1_234 {
+            assert!(g.add(
+                0,
+                "csm",
+                "ana",
+                None,
+                rec(&format!("a{i}"), "firing", "warning")
+            ));
+        }
+        let due = g.due(60 * S);
+        assert_eq!(
+            due.iter().map(|n| n.alerts.len()).collect::<Vec<_>>(),
+            vec![500, 500, 234]
+        );
+        let ids: Vec<String> = due
+            .iter()
+            .flat_map(|n| {
+                n.alerts
+                    .iter()
+                    .map(|a| a["id"].as_str().unwrap().to_string())
+            })
+            .collect();
+        assert_eq!(ids[0], "a0");
+        assert_eq!(ids[1_233], "a1233");
+        let big: Vec<Value> = (0..100)
+            .map(|i| json!({"id": format!("b{i}"), "pad": "x".repeat(20_000)}))
+            .collect();
+        let parts = split_batch(big);
+        assert!(parts.len() > 3);
+        assert!(parts
+            .iter()
+            .all(|p| serde_json::to_string(p).unwrap().len() <= MAX_BATCH_BYTES + 2));
+        for n in &due {
+            g.delivered(n, 60 * S);
+        }
+        assert_eq!(g.sizes().0, 1_234);
+        g.remember("old", "firing", 0);
+        let gone = g.prune(40 * DAY, 30 * DAY);
+        assert_eq!(gone.len(), 1_235);
+        assert_eq!(g.sizes().0, 0);
     }
 
     #[test]

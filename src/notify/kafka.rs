@@ -350,6 +350,7 @@ pub fn run_with_clock(
     let mut positions: BTreeMap<i32, i64> = BTreeMap::new();
     let mut last_commit = Instant::now();
     let mut last_due = Instant::now();
+    let mut last_prune = Instant::now();
     // Commits past every record fully dealt with (delivered, silenced, dead-lettered
     // or skipped); the log must hold what was delivered before the offsets move past it.
     let commit =
@@ -465,6 +466,24 @@ pub fn run_with_clock(
                     );
                 }
             }
+        }
+        if last_prune.elapsed() >= Duration::from_secs(3600) {
+            last_prune = Instant::now();
+            let gone = grouper.prune(clock(), n.log_retention.0);
+            for (id, status) in &gone {
+                let key = format!("{id}{KEY_SEP}{status}");
+                send(
+                    &producer,
+                    BaseRecord::<[u8], [u8]>::to(&log_topic).key(key.as_bytes()),
+                )?;
+            }
+            let (sent, groups) = grouper.sizes();
+            info!(
+                pruned = gone.len(),
+                remembered = sent,
+                groups,
+                "notification log pruned"
+            );
         }
         if last_commit.elapsed() >= Duration::from_secs(1) {
             last_commit = Instant::now();
