@@ -287,12 +287,21 @@ fn run_services(cfg: Config, detector: bool, notifier: bool) -> Result<()> {
         tracing::error!("graceful stop took too long; exiting");
         std::process::exit(1);
     });
-    let health = Arc::new(churnwatch::server::Health::default());
-    if !detector {
-        health.update(|h| h.phase = churnwatch::server::Phase::Running);
+    // Health reflects the components this process runs, and only them.
+    let health = Arc::new(churnwatch::server::Health::new(
+        std::time::Duration::from_millis(cfg.server.liveness_timeout.0 as u64),
+    ));
+    if detector {
+        health.detector(|_| {});
+    }
+    if notifier {
+        health.notifier(|_| {});
     }
     let silences = if notifier {
-        Some(churnwatch::notify::silence::start(&cfg, shutdown.clone()).context("silences")?)
+        Some(
+            churnwatch::notify::silence::start(&cfg, shutdown.clone(), health.clone())
+                .context("silences")?,
+        )
     } else {
         None
     };
@@ -303,9 +312,9 @@ fn run_services(cfg: Config, detector: bool, notifier: bool) -> Result<()> {
             .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
     }
     let notifier_thread = silences.map(|(store, _)| {
-        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
+        let (cfg, shutdown, health) = (cfg.clone(), shutdown.clone(), health.clone());
         std::thread::spawn(move || {
-            let r = churnwatch::notify::kafka::run(cfg, shutdown.clone(), store);
+            let r = churnwatch::notify::kafka::run(cfg, shutdown.clone(), store, health);
             if r.is_err() {
                 // The notifier failing ends the process (the orchestrator restarts it).
                 shutdown.store(true, Ordering::Relaxed);

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -115,12 +116,14 @@ impl Silences {
     }
 }
 
-/// Keeps `store` in step with the silences topic until `stop` is set.
+/// Keeps `store` in step with the silences topic until `stop` is set; `beat` is called
+/// at every turn (liveness).
 pub fn follow(
     consumer: BaseConsumer<LogContext>,
     topic: &str,
     store: Arc<Silences>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    beat: impl Fn(),
 ) -> anyhow::Result<()> {
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let parts = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
@@ -130,6 +133,7 @@ pub fn follow(
     }
     consumer.assign(&tpl)?;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        beat();
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             match m.payload().map(serde_json::from_slice::<Silence>) {
                 Some(Ok(s)) => store.apply(s),
@@ -184,7 +188,34 @@ impl Api {
     }
 }
 
-async fn create(State(api): State<Arc<Api>>, Json(body): Json<NewSilence>) -> Response {
+/// What a create request must look like, for error messages.
+const NEW_SILENCE_SHAPE: &str = "send a JSON object (Content-Type: application/json) with \
+     `until` (RFC 3339, in the future) and `author` (required), `account_id` and/or `kind`, \
+     and optionally `reason`";
+
+/// A body that cannot be read as a silence gets a JSON error, like every other error of
+/// the API, with the status axum chose (415 without the JSON content type, 400 for bad
+/// JSON, 422 for a missing or mistyped field).
+fn rejected(r: JsonRejection) -> Response {
+    let detail = match &r {
+        JsonRejection::MissingJsonContentType(_) => "missing Content-Type: application/json".to_string(),
+        _ => r.body_text(),
+    };
+    (
+        r.status(),
+        Json(json!({"error": format!("{detail}: {NEW_SILENCE_SHAPE}")})),
+    )
+        .into_response()
+}
+
+async fn create(
+    State(api): State<Arc<Api>>,
+    body: Result<Json<NewSilence>, JsonRejection>,
+) -> Response {
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(r) => return rejected(r),
+    };
     let now = wall_clock_ms();
     if body.account_id.as_deref().unwrap_or("").is_empty()
         && body.kind.as_deref().unwrap_or("").is_empty()
@@ -275,6 +306,7 @@ async fn expire(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response
 pub fn start(
     cfg: &crate::config::Config,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    health: Arc<crate::server::Health>,
 ) -> anyhow::Result<(Arc<Silences>, Router)> {
     use crate::kafka::client::base_config;
     let topic = format!("{}-silences", cfg.notify.group_id);
@@ -293,8 +325,11 @@ pub fn start(
         .set("linger.ms", "0")
         .create_with_context(LogContext)?;
     let (s2, t2) = (store.clone(), topic.clone());
+    health.beat(crate::server::Loop::Silences);
     std::thread::spawn(move || {
-        if let Err(e) = follow(consumer, &t2, s2, stop) {
+        let beat = || health.beat(crate::server::Loop::Silences);
+        // A follower that fails stops turning: liveness reports it.
+        if let Err(e) = follow(consumer, &t2, s2, stop, beat) {
             tracing::error!(error = %e, "following the silences topic failed");
         }
     });
