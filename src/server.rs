@@ -189,12 +189,7 @@ impl Health {
             .iter()
             .map(|(l, at)| (l.to_string(), round_ms(at.elapsed())))
             .collect();
-        let oldest = s
-            .beats
-            .values()
-            .min()
-            .unwrap_or(&s.started)
-            .elapsed();
+        let oldest = s.beats.values().min().unwrap_or(&s.started).elapsed();
         let alive = stuck.is_empty();
         (
             alive,
@@ -243,8 +238,9 @@ impl Health {
         }
         if let Some(n) = &s.notifier {
             match n.phase {
-                Phase::Starting => reasons
-                    .push("notifier starting: reading the notification log back".into()),
+                Phase::Starting => {
+                    reasons.push("notifier starting: reading the notification log back".into())
+                }
                 Phase::Stopping => reasons.push("notifier stopping".into()),
                 Phase::Running => {}
             }
@@ -339,7 +335,6 @@ pub async fn serve(listen: &str, app: Router) -> std::io::Result<SocketAddr> {
     Ok(addr)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,7 +377,10 @@ mod tests {
         assert!(ready, "{body}");
         assert_eq!(body["notes"], json!([]));
         assert!(body.get("assigned_partitions").is_none(), "{body}");
-        assert_eq!(body["components"], json!({"detector": false, "notifier": true}));
+        assert_eq!(
+            body["components"],
+            json!({"detector": false, "notifier": true})
+        );
     }
 
     #[test]

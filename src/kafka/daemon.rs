@@ -307,10 +307,17 @@ impl Ctx {
             }
         });
         if first {
-            info!(partition = p, offset = end, "partition caught up: its input is processed to the end");
+            info!(
+                partition = p,
+                offset = end,
+                "partition caught up: its input is processed to the end"
+            );
         }
         if let Some(n) = all {
-            info!(partitions = n, "caught up on every assigned partition; following the input live");
+            info!(
+                partitions = n,
+                "caught up on every assigned partition; following the input live"
+            );
         }
     }
 }

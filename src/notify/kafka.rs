@@ -313,9 +313,8 @@ pub fn run_with(
         .unwrap_or_default();
     let sender = Sender::new(n).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut grouper = Grouper::new(Timing::from_config(n));
-    let (restored, unsettled) =
-        restore_log(&cfg, &log_topic, &mut grouper, &health)
-            .context("restoring the notification log")?;
+    let (restored, unsettled) = restore_log(&cfg, &log_topic, &mut grouper, &health)
+        .context("restoring the notification log")?;
     info!(entries = restored, unsettled = unsettled.len(), topic = %log_topic, "notification log restored");
     let producer: ThreadedProducer<LogContext> = base_config(k, "notify-producer")?
         .set("enable.idempotence", "true")

@@ -198,7 +198,9 @@ const NEW_SILENCE_SHAPE: &str = "send a JSON object (Content-Type: application/j
 /// JSON, 422 for a missing or mistyped field).
 fn rejected(r: JsonRejection) -> Response {
     let detail = match &r {
-        JsonRejection::MissingJsonContentType(_) => "missing Content-Type: application/json".to_string(),
+        JsonRejection::MissingJsonContentType(_) => {
+            "missing Content-Type: application/json".to_string()
+        }
         _ => r.body_text(),
     };
     (
