@@ -281,7 +281,7 @@ impl Sender {
                 .header("X-Churnwatch-Signature", sign(key, ts, &body));
         }
         let resp = req.body(body).send().await.map_err(|e| Attempt::Retry {
-            msg: format!("request failed: {}", redact(&e.to_string(), url)),
+            msg: format!("request failed: {}", redact(&causes(e), url)),
             after: None,
         })?;
         let status = resp.status();
@@ -400,6 +400,23 @@ fn httpdate_to_unix(v: &str) -> Option<u64> {
 }
 
 /// Removes a secret URL from an error message.
+/// A request error with its causes (connection refused, TLS, timeout, ...), which
+/// reqwest's own message leaves out, and without the URL (a secret for Slack).
+fn causes(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = cause.source();
+    }
+    msg
+}
+
 fn redact(msg: &str, url: &str) -> String {
     msg.replace(url, "<receiver url>")
 }
