@@ -355,6 +355,79 @@ pub fn router(api: Arc<Api>) -> Router {
 mod tests {
     use super::*;
 
+    /// Every refused request gets a JSON body saying what is wrong; none reaches Kafka
+    /// (the producer points nowhere).
+    #[tokio::test]
+    async fn refusals_are_json_and_say_what_is_missing() {
+        let producer: ThreadedProducer<LogContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create_with_context(LogContext)
+            .unwrap();
+        let api = Arc::new(Api {
+            store: Arc::new(Silences::default()),
+            producer,
+            topic: "t".into(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(api)).await });
+        let url = format!("http://{addr}/api/v1/silences");
+        let client = reqwest::Client::new();
+        let until = format_rfc3339(wall_clock_ms() + 86_400_000);
+        let cases: [(&str, Option<&str>, String, u16, &str); 5] = [
+            (
+                "no content type",
+                None,
+                json!({"account_id": "a", "until": until, "author": "ana"}).to_string(),
+                415,
+                "Content-Type: application/json",
+            ),
+            (
+                "no author",
+                Some("application/json"),
+                json!({"account_id": "a", "until": until}).to_string(),
+                422,
+                "author",
+            ),
+            (
+                "not JSON",
+                Some("application/json"),
+                "{until:".to_string(),
+                400,
+                "Failed to parse",
+            ),
+            (
+                "past",
+                Some("application/json"),
+                json!({"account_id": "a", "until": "2020-01-01T00:00:00Z", "author": "ana"})
+                    .to_string(),
+                400,
+                "in the past",
+            ),
+            (
+                "neither account nor kind",
+                Some("application/json"),
+                json!({"until": until, "author": "ana"}).to_string(),
+                400,
+                "account_id, kind, or both",
+            ),
+        ];
+        for (what, ctype, body, status, needle) in cases {
+            let mut req = client.post(&url).body(body);
+            if let Some(c) = ctype {
+                req = req.header("Content-Type", c);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), status, "{what}");
+            let v: Value = resp
+                .json()
+                .await
+                .unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
+            let msg = v["error"].as_str().unwrap_or_default();
+            assert!(msg.contains(needle), "{what}: {msg}");
+        }
+    }
+
     #[test]
     fn matching() {
         let s = Silence {
