@@ -27,7 +27,7 @@
 # Environment: KAFKA_VERSION (default 4.4.0), CHURNWATCH_CACHE, KAFKA_START_TIMEOUT (s, 60),
 #   KAFKA_STOP_TIMEOUT (s, 30), KAFKA_SERVER_PROPS (extra server.properties lines, e.g.
 #   "log.retention.ms=1000"; a later line wins), KAFKA_HEAP_OPTS (-Xms256m -Xmx512m),
-#   KAFKA_TOOL_OPTS.
+#   KAFKA_TOOL_OPTS, KAFKA_STARTED_DIR (where `start` records brokers for `stop`).
 # The broker keeps Kafka's production default group.initial.rebalance.delay.ms (3 s): a
 # new consumer group waits that long for more members before its first assignment, so
 # `churnwatch run`'s stream threads share the partitions from the start instead of one
@@ -39,7 +39,7 @@ KAFKA_VERSION=${KAFKA_VERSION:-4.4.0}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/kafka
 CACHE=${CHURNWATCH_CACHE:-$HOME/.cache/churnwatch}/kafka-$KAFKA_VERSION
 # Data dirs of brokers started without --watch-pid, one file each, for `stop` without --dir.
-STARTED=${CHURNWATCH_CACHE:-$HOME/.cache/churnwatch}/kafka-started
+STARTED=${KAFKA_STARTED_DIR:-${CHURNWATCH_CACHE:-$HOME/.cache/churnwatch}/kafka-started}
 LIBS=$CACHE/libs
 START_TIMEOUT=${KAFKA_START_TIMEOUT:-60}
 STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-30}
