@@ -9,14 +9,15 @@
 #   eval "$(scripts/kafka.sh start [--dir D])"
 #                                            format + start a broker on free ports (installs
 #                                            first if needed); prints KAFKA_BOOTSTRAP=127.0.0.1:P,
-#                                            KAFKA_DIR=<data dir>, KAFKA_PID=<pid> (not exported:
-#                                            `set -a; eval ...; set +a` lets `stop` find KAFKA_DIR)
+#                                            KAFKA_DIR=<data dir>, KAFKA_PID=<pid> (shell variables,
+#                                            not exported; `set -a; eval ...; set +a` exports them)
 #   eval "$(scripts/kafka.sh start --watch-pid PID)"
 #                                            also stop the broker (and delete its temp dir)
 #                                            once process PID is gone: test suites pass
 #                                            their own pid, so no broker outlives them
-#   scripts/kafka.sh stop [--dir D] [--keep] stop it (default dir: $KAFKA_DIR) and delete
-#                                            the dir unless --keep
+#   scripts/kafka.sh stop [--dir D] [--keep] stop it and delete the dir unless --keep; without
+#                                            --dir: $KAFKA_DIR if exported, else the one broker
+#                                            that `start` (without --watch-pid) left running
 #   scripts/kafka.sh restart-broker --dir D  stop and start the broker again, same ports + data
 #   scripts/kafka.sh tool CLASS ARGS...      run a Kafka tool class on the cached classpath, e.g.
 #       tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$KAFKA_BOOTSTRAP" --list
@@ -25,13 +26,20 @@
 #
 # Environment: KAFKA_VERSION (default 4.4.0), CHURNWATCH_CACHE, KAFKA_START_TIMEOUT (s, 60),
 #   KAFKA_STOP_TIMEOUT (s, 30), KAFKA_SERVER_PROPS (extra server.properties lines, e.g.
-#   "log.retention.ms=1000"), KAFKA_HEAP_OPTS (-Xms256m -Xmx512m), KAFKA_TOOL_OPTS.
+#   "log.retention.ms=1000"; a later line wins), KAFKA_HEAP_OPTS (-Xms256m -Xmx512m),
+#   KAFKA_TOOL_OPTS, KAFKA_STARTED_DIR (where `start` records brokers for `stop`).
+# The broker keeps Kafka's production default group.initial.rebalance.delay.ms (3 s): a
+# new consumer group waits that long for more members before its first assignment, so
+# `churnwatch run`'s stream threads share the partitions from the start instead of one
+# taking (and restoring) them all and handing half back.
 # Broker log: <data dir>/logs/server.log (JVM stdout/stderr: <data dir>/kafka.out).
 set -euo pipefail
 
 KAFKA_VERSION=${KAFKA_VERSION:-4.4.0}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/kafka
 CACHE=${CHURNWATCH_CACHE:-$HOME/.cache/churnwatch}/kafka-$KAFKA_VERSION
+# Data dirs of brokers started without --watch-pid, one file each, for `stop` without --dir.
+STARTED=${KAFKA_STARTED_DIR:-${CHURNWATCH_CACHE:-$HOME/.cache/churnwatch}/kafka-started}
 LIBS=$CACHE/libs
 START_TIMEOUT=${KAFKA_START_TIMEOUT:-60}
 STOP_TIMEOUT=${KAFKA_STOP_TIMEOUT:-30}
@@ -113,7 +121,6 @@ transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
-group.initial.rebalance.delay.ms=0
 log.segment.bytes=1048576
 log.retention.ms=3600000
 log.retention.bytes=104857600
@@ -206,7 +213,8 @@ start() {  # dir (empty: new temp dir)
     launch "$dir"
     if wait_ready "$dir"; then
       trap - INT TERM
-      [[ -z $watch_pid ]] || watchdog "$dir" "$watch_pid" "$made"
+      if [[ -n $watch_pid ]]; then watchdog "$dir" "$watch_pid" "$made"
+      else mkdir -p "$STARTED" && echo "$dir" >"$STARTED/$(<"$dir/kafka.pid")"; fi
       print_env "$dir"
       return 0
     fi
@@ -234,10 +242,31 @@ check_dir() {
   [[ -f $1/server.properties && -f $1/ports ]] || die "$1 is not a kafka.sh data dir"
 }
 
+started_dirs() {  # data dirs of brokers `start` left running (forgets the others)
+  local f d; [[ -d $STARTED ]] || return 0
+  for f in "$STARTED"/*; do
+    [[ -f $f ]] || continue; d=$(<"$f")
+    if broker_pid "$d" >/dev/null; then echo "$d"; else rm -f "$f"; fi
+  done
+}
+
+find_started() {  # the one running broker `start` left, else explain
+  local dirs; mapfile -t dirs < <(started_dirs)
+  case ${#dirs[@]} in
+    1) echo "${dirs[0]}" ;;
+    0) die "no broker started by '$0 start' is running (pass --dir D to stop another)" ;;
+    *) die "several brokers are running; pass --dir with one of: ${dirs[*]}" ;;
+  esac
+}
+
 stop() {  # dir keep
-  local dir; check_dir "$1"; dir=$(cd "$1" && pwd)
+  local dir f; check_dir "$1"; dir=$(cd "$1" && pwd)
   stop_java "$dir"
+  if [[ -d $STARTED ]]; then
+    for f in "$STARTED"/*; do [[ -f $f && $(<"$f") == "$dir" ]] && rm -f "$f"; done
+  fi
   if [[ -z $2 ]]; then rm -rf "$dir"; fi
+  log "broker stopped${2:+ (data kept in $dir)}"
 }
 
 restart_broker() {  # dir
@@ -265,7 +294,10 @@ case $cmd in
   install) install; log "Kafka $KAFKA_VERSION ready in $LIBS" ;;
   env) install; printf 'KAFKA_LIBS=%q\nKAFKA_VERSION=%q\n' "$LIBS" "$KAFKA_VERSION" ;;
   start) install; start "$dir" ;;
-  stop) stop "${dir:-${KAFKA_DIR:-}}" "$keep" ;;
+  stop)
+    dir=${dir:-${KAFKA_DIR:-}}
+    [[ -n $dir ]] || dir=$(find_started)
+    stop "$dir" "$keep" ;;
   restart-broker) restart_broker "$dir" ;;
   tool)
     [[ $# -ge 1 ]] || die "usage: $0 tool CLASS [ARGS...]"

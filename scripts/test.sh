@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what it needs (scripts/setup.sh), then:
-# formatting, lints, unit + integration tests, and the reference oracle's own tests.
+# formatting, lints, unit + integration tests, the README's commands (scripts/check-readme.sh),
+# and the reference oracle's own tests.
 # Tests that need servers start them themselves and stop them when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,8 @@ echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --all-targets --quiet
+echo "== README: fences, shell blocks, churnwatch options; Try it and the Kafka quick start run"
+scripts/check-readme.sh --kafka
 echo "== reference oracle tests"
 "$CHURNWATCH_PYTHON" -m pytest tests/reference -q -p no:cacheprovider
 echo "== deployment kit: hadolint, kubeconform, helm lint, promtool rules and tests, dashboard, compose"

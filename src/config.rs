@@ -19,7 +19,7 @@ pub const ENV_PREFIX: &str = "CHURNWATCH_";
 /// A configuration problem, with the option it concerns and what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: String,
         source: std::io::Error,
@@ -245,6 +245,8 @@ pub struct RouteConfig {
 pub struct ServerConfig {
     /// Address to listen on; empty disables the server.
     pub listen: String,
+    /// `/healthz` fails once a loop of the process has not turned for this long.
+    pub liveness_timeout: Duration,
 }
 
 /// Log format and level.
@@ -716,6 +718,9 @@ impl Config {
                 "server.listen",
                 "must be host:port, e.g. \"0.0.0.0:9464\", or empty",
             ));
+        }
+        if self.server.liveness_timeout.0 < 1000 {
+            return Err(invalid("server.liveness_timeout", "must be at least 1s"));
         }
         self.validate_notify()?;
         if !matches!(self.log.format.as_str(), "text" | "json") {

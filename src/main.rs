@@ -46,7 +46,8 @@ enum Command {
         /// newest event time.
         #[arg(long, value_parser = parse_cli_time)]
         until: Option<Millis>,
-        /// Do not print the summary on stderr.
+        /// Print neither the summary nor (without --rejects) the rejected lines on
+        /// stderr; only a one-line count of rejects, if any.
         #[arg(long, short)]
         quiet: bool,
         /// Account metadata (CSV or JSON) to attach to records under `account`.
@@ -188,6 +189,7 @@ fn cmd_replay(
     let mut out = open_output(&output)?;
     let mut reject_out: Box<dyn Write> = match &rejects {
         Some(p) => open_output(p)?,
+        None if quiet => Box::new(io::sink()),
         None => Box::new(io::stderr()),
     };
     let source = input.display().to_string();
@@ -235,6 +237,13 @@ fn cmd_replay(
     reject_out.flush().context("writing rejects")?;
     if !quiet {
         eprint!("{}", summary.render(&source));
+    } else if rejects.is_none() && summary.rejected() > 0 {
+        // Quiet, but not silent about input that was not used.
+        eprintln!(
+            "{}: {} line(s) rejected (not shown with -q; --rejects F writes them out)",
+            source,
+            summary.rejected()
+        );
     }
     Ok(())
 }
@@ -287,12 +296,21 @@ fn run_services(cfg: Config, detector: bool, notifier: bool) -> Result<()> {
         tracing::error!("graceful stop took too long; exiting");
         std::process::exit(1);
     });
-    let health = Arc::new(churnwatch::server::Health::default());
-    if !detector {
-        health.update(|h| h.phase = churnwatch::server::Phase::Running);
+    // Health reflects the components this process runs, and only them.
+    let health = Arc::new(churnwatch::server::Health::new(
+        std::time::Duration::from_millis(cfg.server.liveness_timeout.0 as u64),
+    ));
+    if detector {
+        health.detector(|_| {});
+    }
+    if notifier {
+        health.notifier(|_| {});
     }
     let silences = if notifier {
-        Some(churnwatch::notify::silence::start(&cfg, shutdown.clone()).context("silences")?)
+        Some(
+            churnwatch::notify::silence::start(&cfg, shutdown.clone(), health.clone())
+                .context("silences")?,
+        )
     } else {
         None
     };
@@ -303,9 +321,9 @@ fn run_services(cfg: Config, detector: bool, notifier: bool) -> Result<()> {
             .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
     }
     let notifier_thread = silences.map(|(store, _)| {
-        let (cfg, shutdown) = (cfg.clone(), shutdown.clone());
+        let (cfg, shutdown, health) = (cfg.clone(), shutdown.clone(), health.clone());
         std::thread::spawn(move || {
-            let r = churnwatch::notify::kafka::run(cfg, shutdown.clone(), store);
+            let r = churnwatch::notify::kafka::run(cfg, shutdown.clone(), store, health);
             if r.is_err() {
                 // The notifier failing ends the process (the orchestrator restarts it).
                 shutdown.store(true, Ordering::Relaxed);
@@ -428,7 +446,32 @@ fn cmd_notify(
             "no receivers configured: add [[notify.receivers]] and [notify.route] to the config"
         );
     }
+    // Secrets are read now, in a dry run too, so that a missing one fails here and not
+    // only when sending (their values are never printed).
+    let sender = Sender::new(&cfg.notify).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}{}",
+            if dry_run {
+                " (a real run would fail: set it before sending)"
+            } else {
+                ""
+            }
+        )
+    })?;
     let notes = plan(&cfg.notify, records, &meta);
+    let no_owner: std::collections::BTreeSet<&str> = notes
+        .iter()
+        .filter(|n| n.owner.is_empty())
+        .flat_map(|n| n.alerts.iter().filter_map(|a| a["id"].as_str()))
+        .collect();
+    if !no_owner.is_empty() {
+        eprintln!(
+            "warning: {} alert(s) carry no owner (no account metadata for their accounts): each \
+             receiver gets them in one \"(no owner)\" message; give the owners with --accounts F \
+             (CSV or JSON) or notify.accounts_file",
+            no_owner.len()
+        );
+    }
     let kinds: std::collections::HashMap<&str, &str> = cfg
         .notify
         .receivers
@@ -480,7 +523,6 @@ fn cmd_notify(
         eprintln!("{} notification(s) would be sent", notes.len());
         return Ok(());
     }
-    let sender = Sender::new(&cfg.notify)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -596,12 +638,22 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::CheckConfig { config } => load_config(config.as_deref()).map(|cfg| {
+            let what = match &config {
+                Some(p) => format!("config {} OK", p.display()),
+                None => "no --config given (nor CHURNWATCH_CONFIG): the built-in defaults, with \
+                         environment overrides, are OK"
+                    .to_string(),
+            };
+            let metric = match cfg.rules.activity_drop.metric {
+                churnwatch::config::DropMetric::Events => "events",
+                churnwatch::config::DropMetric::ActiveUsers => "active_users",
+            };
             println!(
-                "config OK: allowed_lateness {}, deadlines {:?}, inactive after {} days, activity_drop {:?} over {}+{} days",
+                "{what}: allowed_lateness {}, deadlines {:?}, inactive after {} days, activity_drop of {} over {}+{} days",
                 cfg.time.allowed_lateness,
                 cfg.rules.not_activated.deadlines.iter().map(|d| d.after_days).collect::<Vec<_>>(),
                 cfg.rules.inactive.after_days,
-                cfg.rules.activity_drop.metric,
+                metric,
                 cfg.rules.activity_drop.recent_days,
                 cfg.rules.activity_drop.baseline_days,
             );

@@ -253,7 +253,7 @@ impl ClientContext for Ctx {
         warn!(error = %error, reason, "Kafka consumer error");
         if matches!(error, KafkaError::Global(RDKafkaErrorCode::AllBrokersDown)) {
             self.health
-                .update(|h| h.problem = Some("all brokers are down".into()));
+                .detector(|h| h.problem = Some("all brokers are down".into()));
         }
     }
 
@@ -276,6 +276,48 @@ impl ClientContext for Ctx {
                     .with_label_values(&[&p.to_string()])
                     .set((end - part.app_offset).max(0));
             }
+            // Read to the end: handed everything to the application, or (nothing
+            // handed yet) fetched to the end with nothing waiting.
+            let at_end = part.app_offset >= end
+                || (part.app_offset < 0 && part.next_offset >= end && part.fetchq_cnt == 0);
+            if *p >= 0 && part.desired && end >= 0 && at_end {
+                self.caught_up(*p, end);
+            }
+        }
+    }
+}
+
+impl Ctx {
+    /// Logs, once per assignment, that partition `p` (of this stream thread) was read
+    /// up to `end`, and when every partition assigned to the process has, so that a
+    /// person watching the log knows the backlog is processed.
+    fn caught_up(&self, p: i32, end: i64) {
+        let owned = lock(&self.state)
+            .as_ref()
+            .is_some_and(|st| st.parts.contains_key(&p));
+        if !owned {
+            return;
+        }
+        let mut first = false;
+        let mut all = None;
+        self.health.detector(|h| {
+            first = h.caught_up.insert(p);
+            if first && h.assigned.iter().all(|a| h.caught_up.contains(a)) {
+                all = Some(h.assigned.len());
+            }
+        });
+        if first {
+            info!(
+                partition = p,
+                offset = end,
+                "partition caught up: its input is processed to the end"
+            );
+        }
+        if let Some(n) = all {
+            info!(
+                partitions = n,
+                "caught up on every assigned partition; following the input live"
+            );
         }
     }
 }
@@ -314,14 +356,15 @@ impl ConsumerContext for Ctx {
             ] {
                 let _ = g.remove_label_values(&[&label]);
             }
-            st.health.update(|h| {
+            st.health.detector(|h| {
                 h.assigned.remove(&p);
                 h.stalled.remove(&p);
+                h.caught_up.remove(&p);
             });
         }
         // Of the whole process: every stream thread's partitions.
         st.health
-            .update(|h| METRICS.assigned_partitions.set(h.assigned.len() as i64));
+            .detector(|h| METRICS.assigned_partitions.set(h.assigned.len() as i64));
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -333,7 +376,7 @@ impl ConsumerContext for Ctx {
         let assigned: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         info!(partitions = ?assigned, "partitions assigned; restoring state");
         METRICS.rebalances.with_label_values(&["assign"]).inc();
-        st.health.update(|h| {
+        st.health.detector(|h| {
             h.restoring.extend(assigned.iter().copied());
             h.assigned.extend(assigned.iter().copied());
         });
@@ -341,11 +384,11 @@ impl ConsumerContext for Ctx {
             if let Err(e) = st.restore(consumer, p, false) {
                 st.failed.get_or_insert(e);
             }
-            st.health.update(|h| {
+            st.health.detector(|h| {
                 h.restoring.remove(&p);
             });
         }
-        st.health.update(|h| {
+        st.health.detector(|h| {
             // Of the whole process: every stream thread's partitions.
             METRICS.assigned_partitions.set(h.assigned.len() as i64);
             h.phase = Phase::Running;
@@ -426,7 +469,7 @@ impl State {
                 .input_stalled
                 .with_label_values(&[&p.to_string()])
                 .set(0);
-            self.health.update(|h| {
+            self.health.detector(|h| {
                 h.stalled.remove(&p);
             });
         }
@@ -495,14 +538,21 @@ impl State {
             let cap = part.shard.newest().saturating_add(max_idle);
             let stalled = target > cap;
             if stalled && !part.stalled {
-                warn!(partition = p, "input stalled: no events for longer than max_idle_advance; absence alerts paused");
+                warn!(
+                    partition = p,
+                    newest_event_time = %crate::time::format_rfc3339(part.shard.newest()),
+                    max_idle_advance = %self.cfg.time.max_idle_advance,
+                    "input stalled: the newest event time is older than max_idle_advance, so \
+                     absence alerts (inactive, not_activated) are paused until newer events \
+                     arrive (expected after loading historical data)"
+                );
             }
             part.stalled = stalled;
             METRICS
                 .input_stalled
                 .with_label_values(&[&p.to_string()])
                 .set(stalled as i64);
-            self.health.update(|h| {
+            self.health.detector(|h| {
                 if stalled {
                     h.stalled.insert(p);
                 } else {
@@ -1076,7 +1126,7 @@ fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStats, DaemonEr
         if last_idle_check.elapsed() >= Duration::from_secs(1) {
             last_idle_check = Instant::now();
             health.beat_thread(thread);
-            health.update(|h| {
+            health.detector(|h| {
                 h.problem = None;
                 // Members with nothing assigned are ready too, once settled in.
                 if h.phase == Phase::Starting && started.elapsed() > Duration::from_secs(15) {
@@ -1103,7 +1153,7 @@ fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStats, DaemonEr
         return result.map(|_| DaemonStats::default());
     }
     // Graceful stop: commit what was done, then leave the group.
-    health.update(|h| h.phase = Phase::Stopping);
+    health.detector(|h| h.phase = Phase::Stopping);
     let deadline = Instant::now() + Duration::from_millis(k.shutdown_timeout.0 as u64);
     {
         let mut guard = lock(&consumer.context().state);

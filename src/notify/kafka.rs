@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::kafka::client::{base_config, LogContext};
 use crate::metrics::METRICS;
 use crate::replay::wall_clock_ms;
+use crate::server::{Health, Loop, Phase};
 
 /// Separates id and status in notification-log keys.
 const KEY_SEP: char = '\u{1f}';
@@ -87,6 +88,7 @@ fn restore_log(
     cfg: &Config,
     topic: &str,
     grouper: &mut Grouper,
+    health: &Health,
 ) -> anyhow::Result<(usize, Vec<Notification>)> {
     let mut batches: BTreeMap<String, Notification> = BTreeMap::new();
     let c: BaseConsumer<LogContext> = base_config(&cfg.kafka, "notify-log")?
@@ -108,6 +110,7 @@ fn restore_log(
     let mut n = 0;
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
+        health.beat(Loop::Notifier);
         let pos = c.position()?;
         let done = (0..parts).all(|p| {
             pos.find_partition(topic, p)
@@ -172,6 +175,7 @@ struct Io<'a> {
     rt: &'a tokio::runtime::Runtime,
     log_topic: &'a str,
     dlq_topic: &'a str,
+    health: &'a Health,
 }
 
 impl Io<'_> {
@@ -196,7 +200,19 @@ impl Io<'_> {
             )?;
         }
         crate::kafka::client::drain(self.producer, Duration::from_secs(30))?;
-        let results = self.rt.block_on(self.sender.deliver_all(notes));
+        // Deliveries can take a while (retries, rate limits): the loop is alive as long
+        // as they go on.
+        let results = self.rt.block_on(async {
+            let all = self.sender.deliver_all(notes);
+            tokio::pin!(all);
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    r = &mut all => break r,
+                    _ = tick.tick() => self.health.beat(Loop::Notifier),
+                }
+            }
+        });
         let mut out = Vec::with_capacity(notes.len());
         for ((note, batch_key), result) in notes.iter().zip(&batch_keys).zip(results) {
             let outcome = match result {
@@ -253,13 +269,15 @@ impl Io<'_> {
     }
 }
 
-/// Runs the notifier until `shutdown` is set.
+/// Runs the notifier until `shutdown` is set, reporting its state and loop turns to
+/// `health`.
 pub fn run(
     cfg: Arc<Config>,
     shutdown: Arc<AtomicBool>,
     silences: Arc<super::silence::Silences>,
+    health: Arc<Health>,
 ) -> anyhow::Result<()> {
-    run_with_clock(cfg, shutdown, silences, Arc::new(wall_clock_ms))
+    run_with(cfg, shutdown, silences, Arc::new(wall_clock_ms), health)
 }
 
 /// `run` with the time taken from `clock` (batch windows, digests, repeats and the
@@ -270,7 +288,20 @@ pub fn run_with_clock(
     silences: Arc<super::silence::Silences>,
     clock: Clock,
 ) -> anyhow::Result<()> {
+    run_with(cfg, shutdown, silences, clock, Arc::new(Health::default()))
+}
+
+/// `run` with the time taken from `clock`.
+pub fn run_with(
+    cfg: Arc<Config>,
+    shutdown: Arc<AtomicBool>,
+    silences: Arc<super::silence::Silences>,
+    clock: Clock,
+    health: Arc<Health>,
+) -> anyhow::Result<()> {
     use anyhow::Context;
+    health.notifier(|h| h.phase = Phase::Starting);
+    health.beat(Loop::Notifier);
     let k = &cfg.kafka;
     let n = &cfg.notify;
     let log_topic = format!("{}-log", n.group_id);
@@ -283,6 +314,7 @@ pub fn run_with_clock(
             Ok(()) => break,
             Err(e) if tries < 60 && e.to_string().contains("does not exist yet") => {
                 tries += 1;
+                health.beat(Loop::Notifier);
                 if shutdown.load(Ordering::Relaxed) {
                     return Ok(());
                 }
@@ -296,8 +328,8 @@ pub fn run_with_clock(
         .unwrap_or_default();
     let sender = Sender::new(n).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut grouper = Grouper::new(Timing::from_config(n));
-    let (restored, unsettled) =
-        restore_log(&cfg, &log_topic, &mut grouper).context("restoring the notification log")?;
+    let (restored, unsettled) = restore_log(&cfg, &log_topic, &mut grouper, &health)
+        .context("restoring the notification log")?;
     info!(entries = restored, unsettled = unsettled.len(), topic = %log_topic, "notification log restored");
     let producer: ThreadedProducer<LogContext> = base_config(k, "notify-producer")?
         .set("enable.idempotence", "true")
@@ -326,6 +358,7 @@ pub fn run_with_clock(
         rt: &rt,
         log_topic: &log_topic,
         dlq_topic: &dlq_topic,
+        health: &health,
     };
     // Batches that were about to go out when the last run stopped go again, as they
     // were (same alerts, same idempotency key), before anything new.
@@ -372,6 +405,7 @@ pub fn run_with_clock(
             }
             Ok(())
         };
+    health.notifier(|h| h.phase = Phase::Running);
     while !shutdown.load(Ordering::Relaxed) {
         if let Some(res) = consumer.poll(Duration::from_millis(50)) {
             let m = match res {
@@ -413,6 +447,7 @@ pub fn run_with_clock(
         }
         if last_due.elapsed() >= Duration::from_millis(100) {
             last_due = Instant::now();
+            health.beat(Loop::Notifier);
             let mut wave = Vec::new();
             for mut note in grouper.due(clock()) {
                 // Silenced alerts are recorded (log, metrics) but not delivered.
@@ -491,6 +526,7 @@ pub fn run_with_clock(
         }
     }
     // A graceful stop leaves the group's offsets where the work stopped.
+    health.notifier(|h| h.phase = Phase::Stopping);
     commit(&positions, &outstanding)?;
     producer.flush(Duration::from_secs(30))?;
     info!("notifier stopped");

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -115,12 +116,14 @@ impl Silences {
     }
 }
 
-/// Keeps `store` in step with the silences topic until `stop` is set.
+/// Keeps `store` in step with the silences topic until `stop` is set; `beat` is called
+/// at every turn (liveness).
 pub fn follow(
     consumer: BaseConsumer<LogContext>,
     topic: &str,
     store: Arc<Silences>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    beat: impl Fn(),
 ) -> anyhow::Result<()> {
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let parts = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
@@ -130,6 +133,7 @@ pub fn follow(
     }
     consumer.assign(&tpl)?;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        beat();
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             match m.payload().map(serde_json::from_slice::<Silence>) {
                 Some(Ok(s)) => store.apply(s),
@@ -184,7 +188,36 @@ impl Api {
     }
 }
 
-async fn create(State(api): State<Arc<Api>>, Json(body): Json<NewSilence>) -> Response {
+/// What a create request must look like, for error messages.
+const NEW_SILENCE_SHAPE: &str = "send a JSON object (Content-Type: application/json) with \
+     `until` (RFC 3339, in the future) and `author` (required), `account_id` and/or `kind`, \
+     and optionally `reason`";
+
+/// A body that cannot be read as a silence gets a JSON error, like every other error of
+/// the API, with the status axum chose (415 without the JSON content type, 400 for bad
+/// JSON, 422 for a missing or mistyped field).
+fn rejected(r: JsonRejection) -> Response {
+    let detail = match &r {
+        JsonRejection::MissingJsonContentType(_) => {
+            "missing Content-Type: application/json".to_string()
+        }
+        _ => r.body_text(),
+    };
+    (
+        r.status(),
+        Json(json!({"error": format!("{detail}: {NEW_SILENCE_SHAPE}")})),
+    )
+        .into_response()
+}
+
+async fn create(
+    State(api): State<Arc<Api>>,
+    body: Result<Json<NewSilence>, JsonRejection>,
+) -> Response {
+    let body = match body {
+        Ok(Json(b)) => b,
+        Err(r) => return rejected(r),
+    };
     let now = wall_clock_ms();
     if body.account_id.as_deref().unwrap_or("").is_empty()
         && body.kind.as_deref().unwrap_or("").is_empty()
@@ -275,6 +308,7 @@ async fn expire(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response
 pub fn start(
     cfg: &crate::config::Config,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    health: Arc<crate::server::Health>,
 ) -> anyhow::Result<(Arc<Silences>, Router)> {
     use crate::kafka::client::base_config;
     let topic = format!("{}-silences", cfg.notify.group_id);
@@ -293,8 +327,11 @@ pub fn start(
         .set("linger.ms", "0")
         .create_with_context(LogContext)?;
     let (s2, t2) = (store.clone(), topic.clone());
+    health.beat(crate::server::Loop::Silences);
     std::thread::spawn(move || {
-        if let Err(e) = follow(consumer, &t2, s2, stop) {
+        let beat = || health.beat(crate::server::Loop::Silences);
+        // A follower that fails stops turning: liveness reports it.
+        if let Err(e) = follow(consumer, &t2, s2, stop, beat) {
             tracing::error!(error = %e, "following the silences topic failed");
         }
     });
@@ -317,6 +354,79 @@ pub fn router(api: Arc<Api>) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every refused request gets a JSON body saying what is wrong; none reaches Kafka
+    /// (the producer points nowhere).
+    #[tokio::test]
+    async fn refusals_are_json_and_say_what_is_missing() {
+        let producer: ThreadedProducer<LogContext> = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create_with_context(LogContext)
+            .unwrap();
+        let api = Arc::new(Api {
+            store: Arc::new(Silences::default()),
+            producer,
+            topic: "t".into(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(api)).await });
+        let url = format!("http://{addr}/api/v1/silences");
+        let client = reqwest::Client::new();
+        let until = format_rfc3339(wall_clock_ms() + 86_400_000);
+        let cases: [(&str, Option<&str>, String, u16, &str); 5] = [
+            (
+                "no content type",
+                None,
+                json!({"account_id": "a", "until": until, "author": "ana"}).to_string(),
+                415,
+                "Content-Type: application/json",
+            ),
+            (
+                "no author",
+                Some("application/json"),
+                json!({"account_id": "a", "until": until}).to_string(),
+                422,
+                "author",
+            ),
+            (
+                "not JSON",
+                Some("application/json"),
+                "{until:".to_string(),
+                400,
+                "Failed to parse",
+            ),
+            (
+                "past",
+                Some("application/json"),
+                json!({"account_id": "a", "until": "2020-01-01T00:00:00Z", "author": "ana"})
+                    .to_string(),
+                400,
+                "in the past",
+            ),
+            (
+                "neither account nor kind",
+                Some("application/json"),
+                json!({"until": until, "author": "ana"}).to_string(),
+                400,
+                "account_id, kind, or both",
+            ),
+        ];
+        for (what, ctype, body, status, needle) in cases {
+            let mut req = client.post(&url).body(body);
+            if let Some(c) = ctype {
+                req = req.header("Content-Type", c);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), status, "{what}");
+            let v: Value = resp
+                .json()
+                .await
+                .unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
+            let msg = v["error"].as_str().unwrap_or_default();
+            assert!(msg.contains(needle), "{what}: {msg}");
+        }
+    }
 
     #[test]
     fn matching() {
