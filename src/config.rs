@@ -140,6 +140,8 @@ pub struct NotifyConfig {
     /// How long a delivery is remembered (notification log) to keep a re-read alert
     /// from going out twice; older entries are removed from the log.
     pub log_retention: Duration,
+    /// Furthest ahead a silence may end.
+    pub max_silence: Duration,
     pub receivers: Vec<ReceiverConfig>,
     pub route: RouteConfig,
 }
@@ -247,6 +249,9 @@ pub struct ServerConfig {
     pub listen: String,
     /// `/healthz` fails once a loop of the process has not turned for this long.
     pub liveness_timeout: Duration,
+    /// Environment variable holding the API token (`Authorization: Bearer`); the API
+    /// refuses every request while it is unset.
+    pub api_token_env: String,
 }
 
 /// Log format and level.
@@ -718,6 +723,9 @@ impl Config {
                 "server.listen",
                 "must be host:port, e.g. \"0.0.0.0:9464\", or empty",
             ));
+        }
+        if self.notify.max_silence.0 < crate::time::DAY {
+            return Err(invalid("notify.max_silence", "must be at least 1d"));
         }
         if self.server.liveness_timeout.0 < 1000 {
             return Err(invalid("server.liveness_timeout", "must be at least 1s"));

@@ -931,12 +931,15 @@ fn notifier_delivers_every_alert_once_across_a_kill_9() {
 }
 
 /// An HTTP request with a JSON body on loopback: (status, body).
+/// The API token of the notifiers these tests start.
+const API_TOKEN: &str = "kafka-test-api-token-0123456789";
+
 fn http_json(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAuthorization: Bearer {API_TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -977,6 +980,7 @@ fn silences_are_shared_through_kafka_and_mute_delivery() {
             .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
             .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", &alerts_topic)
             .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
+            .env("CHURNWATCH_API_TOKEN", API_TOKEN)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -1009,11 +1013,16 @@ fn silences_are_shared_through_kafka_and_mute_delivery() {
     assert_eq!(code, 400);
 
     // Silence acme on instance A; instance B learns it from the topic.
+    let until = churnwatch::time::format_rfc3339(
+        churnwatch::replay::wall_clock_ms() + 7 * churnwatch::time::DAY,
+    );
     let (code, body) = http_json(
         &addr_a,
         "POST",
         "/api/v1/silences",
-        r#"{"account_id":"acme","until":"2099-01-01T00:00:00Z","author":"ana@example.com","reason":"renewal call on Friday"}"#,
+        &format!(
+            r#"{{"account_id":"acme","until":"{until}","author":"ana@example.com","reason":"renewal call on Friday"}}"#
+        ),
     );
     assert_eq!(code, 201, "{body}");
     let created: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -8,6 +8,7 @@ pub mod meta;
 pub mod render;
 pub mod route;
 pub mod silence;
+pub mod silence_api;
 
 use std::collections::HashSet;
 

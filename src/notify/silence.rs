@@ -7,22 +7,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Router;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::kafka::client::LogContext;
 use crate::replay::wall_clock_ms;
-use crate::time::{format_rfc3339, parse_rfc3339, Millis};
+use crate::time::{format_rfc3339, Millis};
 
 /// One silence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,7 +54,7 @@ impl Silence {
                 .is_none_or(|k| field("kind") == Some(k))
     }
 
-    fn to_api(&self) -> Value {
+    pub fn to_api(&self) -> Value {
         let mut v = serde_json::to_value(self).expect("silence serializes");
         v["until"] = format_rfc3339(self.until_ms).into();
         v["created_at"] = format_rfc3339(self.created_at_ms).into();
@@ -82,6 +77,24 @@ impl Silences {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(s.id.clone(), s);
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.by_id
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Ids of the silences that ended (expired or ran out) before `t`.
+    pub fn ended_before(&self, t: Millis) -> Vec<String> {
+        self.by_id
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|s| s.expired_at_ms.unwrap_or(s.until_ms).min(s.until_ms) < t)
+            .map(|s| s.id.clone())
+            .collect()
     }
 
     pub fn get(&self, id: &str) -> Option<Silence> {
@@ -118,8 +131,13 @@ impl Silences {
 
 /// Keeps `store` in step with the silences topic until `stop` is set; `beat` is called
 /// at every turn (liveness).
+///
+/// Once an hour it also deletes (tombstones) the silences that ended more than
+/// [`KEEP_ENDED`] ago, so the compacted topic does not grow forever; every instance may
+/// do so, deleting twice is harmless.
 pub fn follow(
     consumer: BaseConsumer<LogContext>,
+    producer: FutureProducer<LogContext>,
     topic: &str,
     store: Arc<Silences>,
     stop: Arc<std::sync::atomic::AtomicBool>,
@@ -132,176 +150,33 @@ pub fn follow(
         tpl.add_partition_offset(topic, p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
+    let mut last_cleanup: Option<std::time::Instant> = None;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         beat();
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
             match m.payload().map(serde_json::from_slice::<Silence>) {
                 Some(Ok(s)) => store.apply(s),
                 Some(Err(e)) => tracing::warn!(error = %e, "unreadable silence record skipped"),
-                None => {}
+                None => {
+                    if let Some(id) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                        store.remove(id);
+                    }
+                }
+            }
+        } else if last_cleanup.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+            // Idle: the topic is read to its end, the store is complete.
+            last_cleanup = Some(std::time::Instant::now());
+            for id in store.ended_before(wall_clock_ms() - KEEP_ENDED) {
+                let _ = producer.send_result(FutureRecord::<str, [u8]>::to(topic).key(&id));
             }
         }
     }
     Ok(())
 }
 
-/// State of the HTTP API.
-pub struct Api {
-    pub store: Arc<Silences>,
-    pub producer: ThreadedProducer<LogContext>,
-    pub topic: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewSilence {
-    #[serde(default)]
-    account_id: Option<String>,
-    #[serde(default)]
-    kind: Option<String>,
-    /// RFC 3339.
-    until: String,
-    author: String,
-    #[serde(default)]
-    reason: String,
-}
-
-fn bad(msg: impl Into<String>) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({"error": msg.into()}))).into_response()
-}
-
-impl Api {
-    fn store_durably(&self, s: &Silence) -> Result<(), String> {
-        let value = serde_json::to_vec(s).expect("silence serializes");
-        self.producer
-            .send(
-                BaseRecord::to(&self.topic)
-                    .key(s.id.as_bytes())
-                    .payload(&value),
-            )
-            .map_err(|(e, _)| e.to_string())?;
-        self.producer
-            .flush(Duration::from_secs(10))
-            .map_err(|e| e.to_string())?;
-        self.store.apply(s.clone());
-        Ok(())
-    }
-}
-
-/// What a create request must look like, for error messages.
-const NEW_SILENCE_SHAPE: &str = "send a JSON object (Content-Type: application/json) with \
-     `until` (RFC 3339, in the future) and `author` (required), `account_id` and/or `kind`, \
-     and optionally `reason`";
-
-/// A body that cannot be read as a silence gets a JSON error, like every other error of
-/// the API, with the status axum chose (415 without the JSON content type, 400 for bad
-/// JSON, 422 for a missing or mistyped field).
-fn rejected(r: JsonRejection) -> Response {
-    let detail = match &r {
-        JsonRejection::MissingJsonContentType(_) => {
-            "missing Content-Type: application/json".to_string()
-        }
-        _ => r.body_text(),
-    };
-    (
-        r.status(),
-        Json(json!({"error": format!("{detail}: {NEW_SILENCE_SHAPE}")})),
-    )
-        .into_response()
-}
-
-async fn create(
-    State(api): State<Arc<Api>>,
-    body: Result<Json<NewSilence>, JsonRejection>,
-) -> Response {
-    let body = match body {
-        Ok(Json(b)) => b,
-        Err(r) => return rejected(r),
-    };
-    let now = wall_clock_ms();
-    if body.account_id.as_deref().unwrap_or("").is_empty()
-        && body.kind.as_deref().unwrap_or("").is_empty()
-    {
-        return bad("give account_id, kind, or both: a silence must not mute everything");
-    }
-    if let Some(k) = &body.kind {
-        if !["not_activated", "inactive", "activity_drop"].contains(&k.as_str()) {
-            return bad(format!(
-                "kind {k:?} is not one of not_activated, inactive, activity_drop"
-            ));
-        }
-    }
-    let until = match parse_rfc3339(&body.until) {
-        Ok(t) if t > now => t,
-        Ok(_) => return bad("until is in the past"),
-        Err(e) => return bad(format!("until: {e}")),
-    };
-    if body.author.trim().is_empty() {
-        return bad("author is required");
-    }
-    let s = Silence {
-        id: format!("sil-{now:x}-{:04x}", rand::random::<u16>()),
-        account_id: body.account_id.filter(|a| !a.is_empty()),
-        kind: body.kind.filter(|k| !k.is_empty()),
-        until_ms: until,
-        author: body.author,
-        reason: body.reason,
-        created_at_ms: now,
-        expired_at_ms: None,
-    };
-    let api2 = api.clone();
-    let s2 = s.clone();
-    match tokio::task::spawn_blocking(move || api2.store_durably(&s2)).await {
-        Ok(Ok(())) => (StatusCode::CREATED, Json(s.to_api())).into_response(),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "could not store a silence");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": "could not store the silence"})),
-            )
-                .into_response()
-        }
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"error": "internal error"})),
-        )
-            .into_response(),
-    }
-}
-
-async fn list(State(api): State<Arc<Api>>) -> Response {
-    let v: Vec<Value> = api
-        .store
-        .list(wall_clock_ms(), false)
-        .iter()
-        .map(Silence::to_api)
-        .collect();
-    Json(json!({"silences": v})).into_response()
-}
-
-async fn expire(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
-    let Some(mut s) = api.store.get(&id) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": format!("no silence {id}")})),
-        )
-            .into_response();
-    };
-    if s.expired_at_ms.is_none() {
-        s.expired_at_ms = Some(wall_clock_ms());
-        let api2 = api.clone();
-        let s2 = s.clone();
-        let stored = tokio::task::spawn_blocking(move || api2.store_durably(&s2)).await;
-        if !matches!(stored, Ok(Ok(()))) {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": "could not store the change"})),
-            )
-                .into_response();
-        }
-    }
-    Json(s.to_api()).into_response()
-}
+/// How long an ended silence stays listed (with `include_expired`) before it is
+/// deleted from the topic.
+pub const KEEP_ENDED: Millis = 7 * crate::time::DAY;
 
 /// Creates the silences topic if missing, starts following it, and returns the store
 /// and the HTTP routes.
@@ -322,111 +197,38 @@ pub fn start(
         .set("enable.auto.commit", "false")
         .set("fetch.wait.max.ms", "100")
         .create_with_context(LogContext)?;
-    let producer: ThreadedProducer<LogContext> = base_config(&cfg.kafka, "silences-producer")?
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "0")
-        .create_with_context(LogContext)?;
-    let (s2, t2) = (store.clone(), topic.clone());
+    let producer: rdkafka::producer::FutureProducer<LogContext> =
+        base_config(&cfg.kafka, "silences-producer")?
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "0")
+            .create_with_context(LogContext)?;
+    let (s2, t2, p2) = (store.clone(), topic.clone(), producer.clone());
     health.beat(crate::server::Loop::Silences);
     std::thread::spawn(move || {
         let beat = || health.beat(crate::server::Loop::Silences);
         // A follower that fails stops turning: liveness reports it.
-        if let Err(e) = follow(consumer, &t2, s2, stop, beat) {
+        if let Err(e) = follow(consumer, p2, &t2, s2, stop, beat) {
             tracing::error!(error = %e, "following the silences topic failed");
         }
     });
-    let api = Arc::new(Api {
+    let token = crate::server::auth::ApiToken::from_env(&cfg.server.api_token_env)
+        .map_err(|e| anyhow::anyhow!("server.api_token_env: {e}"))?;
+    if !token.is_set() {
+        tracing::warn!(var = %cfg.server.api_token_env, "no API token in the environment: the silences API refuses every request");
+    }
+    let api = Arc::new(super::silence_api::Api {
         store: store.clone(),
         producer,
         topic,
+        max_silence: cfg.notify.max_silence.0,
     });
-    Ok((store, router(api)))
-}
-
-/// `/api/v1/silences` routes.
-pub fn router(api: Arc<Api>) -> Router {
-    Router::new()
-        .route("/api/v1/silences", get(list).post(create))
-        .route("/api/v1/silences/{id}", delete(expire))
-        .with_state(api)
+    Ok((store, super::silence_api::router(api, token)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every refused request gets a JSON body saying what is wrong; none reaches Kafka
-    /// (the producer points nowhere).
-    #[tokio::test]
-    async fn refusals_are_json_and_say_what_is_missing() {
-        let producer: ThreadedProducer<LogContext> = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", "127.0.0.1:1")
-            .create_with_context(LogContext)
-            .unwrap();
-        let api = Arc::new(Api {
-            store: Arc::new(Silences::default()),
-            producer,
-            topic: "t".into(),
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router(api)).await });
-        let url = format!("http://{addr}/api/v1/silences");
-        let client = reqwest::Client::new();
-        let until = format_rfc3339(wall_clock_ms() + 86_400_000);
-        let cases: [(&str, Option<&str>, String, u16, &str); 5] = [
-            (
-                "no content type",
-                None,
-                json!({"account_id": "a", "until": until, "author": "ana"}).to_string(),
-                415,
-                "Content-Type: application/json",
-            ),
-            (
-                "no author",
-                Some("application/json"),
-                json!({"account_id": "a", "until": until}).to_string(),
-                422,
-                "author",
-            ),
-            (
-                "not JSON",
-                Some("application/json"),
-                "{until:".to_string(),
-                400,
-                "Failed to parse",
-            ),
-            (
-                "past",
-                Some("application/json"),
-                json!({"account_id": "a", "until": "2020-01-01T00:00:00Z", "author": "ana"})
-                    .to_string(),
-                400,
-                "in the past",
-            ),
-            (
-                "neither account nor kind",
-                Some("application/json"),
-                json!({"until": until, "author": "ana"}).to_string(),
-                400,
-                "account_id, kind, or both",
-            ),
-        ];
-        for (what, ctype, body, status, needle) in cases {
-            let mut req = client.post(&url).body(body);
-            if let Some(c) = ctype {
-                req = req.header("Content-Type", c);
-            }
-            let resp = req.send().await.unwrap();
-            assert_eq!(resp.status().as_u16(), status, "{what}");
-            let v: Value = resp
-                .json()
-                .await
-                .unwrap_or_else(|e| panic!("{what}: not JSON: {e}"));
-            let msg = v["error"].as_str().unwrap_or_default();
-            assert!(msg.contains(needle), "{what}: {msg}");
-        }
-    }
+    use serde_json::json;
 
     #[test]
     fn matching() {
@@ -453,8 +255,18 @@ mod tests {
         assert!(!kind_only.matches(&acme, 0));
         let expired = Silence {
             expired_at_ms: Some(5),
-            ..s
+            ..s.clone()
         };
         assert!(!expired.matches(&acme, 0));
+        let store = Silences::default();
+        store.apply(expired);
+        store.apply(Silence {
+            id: "later".into(),
+            until_ms: 10_000,
+            ..s.clone()
+        });
+        assert_eq!(store.ended_before(6), vec!["s".to_string()]);
+        store.remove("s");
+        assert!(store.get("s").is_none() && store.get("later").is_some());
     }
 }

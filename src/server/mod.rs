@@ -4,9 +4,12 @@
 //! notifier and the topic followers each report their own state and loop turns into it,
 //! so a process is judged only by the parts it actually runs.
 
+pub mod auth;
+mod listen;
+pub use listen::serve;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -320,19 +323,6 @@ pub fn router(health: Arc<Health>, extra: Option<Router>) -> Router {
         Some(e) => base.merge(e),
         None => base,
     }
-}
-
-/// Binds `listen` and serves until the runtime stops; returns the bound address.
-pub async fn serve(listen: &str, app: Router) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, "http server listening (/metrics, /healthz, /readyz)");
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "http server stopped");
-        }
-    });
-    Ok(addr)
 }
 
 #[cfg(test)]
