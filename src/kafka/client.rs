@@ -95,7 +95,14 @@ impl rdkafka::consumer::ConsumerContext for LogContext {}
 
 impl rdkafka::producer::ProducerContext for LogContext {
     type DeliveryOpaque = ();
-    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+    /// A record librdkafka gave up on (after its own retries; the producers that use
+    /// this context are idempotent) is lost: said loudly, without its payload.
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, _: ()) {
+        if let Err((e, m)) = result {
+            use rdkafka::message::Message;
+            tracing::error!(topic = m.topic(), partition = m.partition(), error = %e, "a record was not delivered to Kafka");
+        }
+    }
 }
 
 #[cfg(test)]
