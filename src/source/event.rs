@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use super::json::{Node, Val};
 use crate::config::InputConfig;
-use crate::time::{parse_rfc3339, Millis, MAX_TS, MIN_TS};
+use crate::time::{format_rfc3339, parse_rfc3339, Millis, MAX_TS, MIN_TS};
 
 /// Longest accepted account id or event name, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
@@ -56,6 +56,18 @@ pub enum RejectReason {
     EmptyField(&'static str),
     #[error("field {0} is {1} bytes, above the limit of 256")]
     FieldTooLong(&'static str, usize),
+    #[error("field {0} contains control character U+{1:04X} at byte {2}")]
+    InvalidId(&'static str, u8, usize),
+    #[error("ts {ts} is more than {max_future} after the clock ({now})")]
+    FutureTimestamp {
+        ts: String,
+        now: String,
+        max_future: String,
+    },
+    #[error("a new account, and this shard already tracks its limit of {0} accounts (engine.max_accounts_per_partition)")]
+    AccountLimit(usize),
+    #[error("the account has no account metadata (engine.known_accounts_only)")]
+    UnknownAccount,
 }
 
 impl RejectReason {
@@ -71,11 +83,15 @@ impl RejectReason {
             RejectReason::BadTimestamp(_) => "bad_timestamp",
             RejectReason::EmptyField(_) => "empty_field",
             RejectReason::FieldTooLong(..) => "field_too_long",
+            RejectReason::InvalidId(..) => "invalid_id",
+            RejectReason::FutureTimestamp { .. } => "future_timestamp",
+            RejectReason::AccountLimit(_) => "account_limit",
+            RejectReason::UnknownAccount => "unknown_account",
         }
     }
 
     /// Every label, for pre-registering metrics and summaries.
-    pub const LABELS: [&'static str; 9] = [
+    pub const LABELS: [&'static str; 13] = [
         "oversized",
         "invalid_utf8",
         "invalid_json",
@@ -85,6 +101,10 @@ impl RejectReason {
         "bad_timestamp",
         "empty_field",
         "field_too_long",
+        "invalid_id",
+        "future_timestamp",
+        "account_limit",
+        "unknown_account",
     ];
 }
 
@@ -104,6 +124,7 @@ pub struct EventParser {
     root: Node,
     pointers: [String; 4],
     max_bytes: usize,
+    max_future: Millis,
 }
 
 fn unescape(seg: &str) -> String {
@@ -150,10 +171,26 @@ impl EventParser {
             root,
             pointers,
             max_bytes: cfg.max_event_bytes,
+            max_future: cfg.max_future.0,
         })
     }
 
-    /// Parses one message.
+    /// Parses one message read when the clock said `now` (epoch ms): [`Self::parse`],
+    /// then rejects an event dated more than `input.max_future` after `now`.
+    pub fn parse_at<'a>(&self, msg: &'a [u8], now: Millis) -> Result<RawEvent<'a>, RejectReason> {
+        let ev = self.parse(msg)?;
+        if ev.ts > now.saturating_add(self.max_future) {
+            return Err(RejectReason::FutureTimestamp {
+                ts: format_rfc3339(ev.ts),
+                now: format_rfc3339(now.clamp(MIN_TS, MAX_TS)),
+                max_future: crate::config::Duration(self.max_future).to_string(),
+            });
+        }
+        Ok(ev)
+    }
+
+    /// Parses one message, with no clock: everything but the `future_timestamp` check
+    /// (see [`Self::parse_at`]).
     pub fn parse<'a>(&self, msg: &'a [u8]) -> Result<RawEvent<'a>, RejectReason> {
         if msg.len() > self.max_bytes {
             return Err(RejectReason::Oversized {
@@ -204,6 +241,10 @@ impl EventParser {
             }
             Some(Val::Other(got)) => return Err(RejectReason::WrongType("user_id", "string", got)),
         };
+        check_id(Field::AccountId, &account_id)?;
+        if let Some(u) = &user_id {
+            check_id(Field::UserId, u)?;
+        }
         Ok(RawEvent {
             account_id,
             event,
@@ -237,6 +278,16 @@ impl EventParser {
     /// All fields with their pointers.
     pub fn fields(&self) -> impl Iterator<Item = (Field, &str)> {
         Field::ALL.iter().map(|&f| (f, self.pointer(f)))
+    }
+}
+
+/// Rejects an id holding a C0 control character or DEL: ids end up in keys, logs,
+/// links and messages, where such characters break lines or hide text.
+#[inline]
+fn check_id(f: Field, id: &str) -> Result<(), RejectReason> {
+    match id.bytes().position(|b| b < 0x20 || b == 0x7f) {
+        None => Ok(()),
+        Some(at) => Err(RejectReason::InvalidId(f.name(), id.as_bytes()[at], at)),
     }
 }
 
