@@ -976,6 +976,24 @@ mod tests {
     }
 
     #[test]
+    fn input_and_engine_bounds_have_sane_defaults() {
+        let c = Config::default();
+        assert_eq!(c.input.max_future.0, DAY);
+        assert_eq!(c.engine.max_accounts_per_partition, 1_000_000);
+        assert!(!c.engine.known_accounts_only);
+        let c = Config::from_toml_str(
+            "",
+            env(&[
+                ("CHURNWATCH_INPUT__MAX_FUTURE", "2h"),
+                ("CHURNWATCH_ENGINE__KNOWN_ACCOUNTS_ONLY", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.input.max_future.0, 2 * 3_600_000);
+        assert!(c.engine.known_accounts_only);
+    }
+
+    #[test]
     fn unknown_options_are_named() {
         let e = Config::from_toml_str("[rules.inactive]\nafter_dayz = 3\n", []).unwrap_err();
         assert!(e.to_string().contains("after_dayz"), "{e}");
@@ -991,6 +1009,13 @@ mod tests {
     fn validation_names_option_and_fix() {
         let cases = [
             ("[input]\nts = \"timestamp\"\n", "input.ts"),
+            ("[input]\nmax_event_bytes = 100000000\n", "16 MiB"),
+            ("[input]\nmax_future = \"soon\"\n", "max_future"),
+            (
+                "[engine]\nmax_accounts_per_partition = 0\n",
+                "engine.max_accounts_per_partition",
+            ),
+            ("[engine]\nknown_accounts = true\n", "known_accounts"),
             ("[time]\nallowed_lateness = \"10\"\n", "no unit"),
             (
                 "[rules.activity_drop]\nbaseline_days = 1\n",

@@ -25,7 +25,7 @@ pub fn run(cfg: &Config, opts: &GenOptions) -> anyhow::Result<String> {
     let replay_opts = ReplayOptions {
         until: None,
         now: Some(opts.start + opts.days as i64 * DAY),
-        known: Some(crate::engine::shard::Admit(std::sync::Arc::new(
+        known: Some(crate::engine::Admit(std::sync::Arc::new(
             move |id: &str| ids.contains(id),
         ))),
     };

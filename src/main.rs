@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use churnwatch::config::Config;
-use churnwatch::engine::shard::Admit;
+use churnwatch::engine::Admit;
 use churnwatch::gen::{generate, GenOptions};
 use churnwatch::replay::{replay, wall_clock_ms, ReplayOptions};
 use churnwatch::sink::{record, reject};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Config;
-use crate::engine::shard::Admit;
+use crate::engine::Admit;
 use crate::engine::{Alert, AlertKind, EngineConfig, Shard, ShardStats, Status};
 use crate::source::event::{EventParser, RejectReason};
 use crate::source::file::{is_blank, Line, LineReader};

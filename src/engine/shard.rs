@@ -52,18 +52,7 @@ pub struct EngineConfig {
     /// Most accounts a shard tracks (`engine.max_accounts_per_partition`).
     pub max_accounts: usize,
     /// Which new accounts may be tracked (`engine.known_accounts_only`); None: all.
-    pub admit: Option<Admit>,
-}
-
-/// A predicate over account ids, injected by the driver (the engine does no lookups of
-/// its own): asked once per account, when its first event arrives.
-#[derive(Clone)]
-pub struct Admit(pub Arc<dyn Fn(&str) -> bool + Send + Sync>);
-
-impl std::fmt::Debug for Admit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Admit(..)")
-    }
+    pub admit: Option<super::limits::Admit>,
 }
 
 impl EngineConfig {
@@ -110,7 +99,7 @@ impl EngineConfig {
 
     /// Tracks only the accounts for which `known` holds.
     pub fn with_admit(mut self, known: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
-        self.admit = Some(Admit(Arc::new(known)));
+        self.admit = Some(super::limits::Admit(Arc::new(known)));
         self
     }
 
@@ -320,33 +309,6 @@ impl Shard {
                 (accounts.len() - 1) as u32
             })
             .get()
-    }
-
-    /// The slot of a tracked account, or of a new one if the limits let it in.
-    fn admit(&mut self, id: &str) -> Result<u32, RejectReason> {
-        let h = self.hasher.hash_one(id);
-        let accounts = &mut self.accounts;
-        let hasher = &self.hasher;
-        let cfg = &self.cfg;
-        match self.index.entry(
-            h,
-            |&i| &*accounts[i as usize].id == id,
-            |&i| hasher.hash_one(&*accounts[i as usize].id),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(e) => Ok(*e.get()),
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                if accounts.len() >= cfg.max_accounts {
-                    return Err(RejectReason::AccountLimit(cfg.max_accounts));
-                }
-                if cfg.admit.as_ref().is_some_and(|a| !(a.0)(id)) {
-                    return Err(RejectReason::UnknownAccount);
-                }
-                accounts.push(Account::new(id));
-                let slot = (accounts.len() - 1) as u32;
-                v.insert(slot);
-                Ok(slot)
-            }
-        }
     }
 
     /// Hands one event to the shard; applies whatever the watermark now allows. An
