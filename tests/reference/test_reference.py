@@ -466,3 +466,20 @@ def test_account_limit_rejects_new_accounts_in_file_order(tmp_path):
     # acct-0..4 each have four events, in account order: the first two stay.
     assert {e.account for e in events} == {"acct-0", "acct-1"}
     assert rejects == {"account_limit": 12}
+
+
+def test_s15_hostile_input_on_a_fixed_clock():
+    # --now 2026-02-10: 2026-02-11T00:00:00Z is exactly now + 1d (accepted, acct-b's
+    # activity), 1 ms later is not; the 9999 event and two ids with control characters
+    # are rejected. acct-a: active 01-05, 01-06, 01-07 (activated; its line with user
+    # "u\x7f" is rejected, the day still counts through another event), goes dark at
+    # 01-07T10:00 + 14 d. acct-b: one active day then the 02-11 event: not activated
+    # at 01-05T11:00 + 30 d.
+    cfg = os.path.join(SCEN, "default.toml")
+    path = os.path.join(SCEN, "s15_hostile_input.ndjson")
+    records, stderr = cli(cfg, path, "--now", "2026-02-10T00:00:00Z")
+    assert "5 events accepted, 4 rejected: future_timestamp=2 invalid_id=2" in stderr
+    assert [(r["id"], r["status"], r["event_time"]) for r in records] == [
+        ("acct-a/inactive/2026-01-07", "firing", "2026-01-21T10:00:00.000Z"),
+        ("acct-b/not_activated/2026-01-05+30d", "firing", "2026-02-04T11:00:00.000Z"),
+    ]
