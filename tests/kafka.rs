@@ -816,6 +816,113 @@ fn hostile_events_are_dead_lettered_and_change_no_alert() {
         .any(|(l, r)| l == &poison[1] && r == "invalid_id"));
 }
 
+/// `engine.known_accounts_only` on the daemon: with metadata for half of the accounts
+/// (`notify.accounts_file`), the others' events are dead-lettered as `unknown_account`
+/// and the alerts are exactly `replay --accounts` under the same config.
+#[test]
+fn known_accounts_only_tracks_the_accounts_with_metadata() {
+    let broker = Broker::shared();
+    let case = Case::new(broker, "known", 2, 80, 140, 35);
+    let parser =
+        churnwatch::source::event::EventParser::new(&churnwatch::config::Config::default().input)
+            .unwrap();
+    let text = std::fs::read_to_string(&case.input).unwrap();
+    let mut ids = BTreeSet::new();
+    let mut newest = i64::MIN;
+    for l in text.lines() {
+        if let Ok(e) = parser.parse(l.as_bytes()) {
+            newest = newest.max(e.ts);
+            ids.insert(e.account_id.into_owned());
+        }
+    }
+    // Every other account, and the end markers (so every partition's watermark still
+    // reaches the end).
+    let known: BTreeSet<String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, id)| i % 2 == 0 || id.starts_with("zz-end-"))
+        .map(|(_, id)| id.clone())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = dir.path().join("accounts.csv");
+    let csv: String = known
+        .iter()
+        .map(|id| format!("{id},Name of {id}\n"))
+        .collect();
+    std::fs::write(&accounts, format!("account_id,name\n{csv}")).unwrap();
+    let config = dir.path().join("known.toml");
+    std::fs::write(&config, "[engine]\nknown_accounts_only = true\n").unwrap();
+    let until = newest + 6 * 3_600_000;
+    let out = churnwatch(&[
+        "replay",
+        "-q",
+        "--config",
+        config.to_str().unwrap(),
+        "--accounts",
+        accounts.to_str().unwrap(),
+        "--input",
+        case.input.to_str().unwrap(),
+        "--rejects",
+        "/dev/null",
+        "--until",
+        &until.to_string(),
+    ]);
+    let expected = normalize(
+        out.stdout
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec),
+    );
+    assert!(
+        expected.len() > 10 && expected.len() < case.expected.len(),
+        "{} of {} alerts",
+        expected.len(),
+        case.expected.len()
+    );
+    assert!(expected
+        .iter()
+        .all(|r| known.contains(r["account_id"].as_str().unwrap())));
+
+    case.produce(broker);
+    let mut d = Daemon::spawn_with(
+        broker,
+        &case.name,
+        "a",
+        &[
+            ("CHURNWATCH_ENGINE__KNOWN_ACCOUNTS_ONLY", "true".to_string()),
+            (
+                "CHURNWATCH_NOTIFY__ACCOUNTS_FILE",
+                accounts.to_str().unwrap().to_string(),
+            ),
+        ],
+    );
+    let unknown_events = text
+        .lines()
+        .filter_map(|l| parser.parse(l.as_bytes()).ok())
+        .filter(|e| !known.contains(e.account_id.as_ref()))
+        .count();
+    let dlq_topic = format!("{}-dlq", case.name);
+    wait_for("alerts and dead letters", Duration::from_secs(240), || {
+        d.assert_alive();
+        broker.count(&case.alerts_topic()) >= expected.len()
+            && broker.count(&dlq_topic) >= case.bad_lines + unknown_events
+    });
+    d.stop();
+    let got = normalize(
+        broker
+            .read_all(&case.alerts_topic())
+            .into_iter()
+            .map(|(_, v, _)| v),
+    );
+    assert_eq!(got, expected);
+    let unknown = broker
+        .read_all(&dlq_topic)
+        .iter()
+        .filter(|(_, _, h)| h["churnwatch.reason"] == "unknown_account")
+        .count();
+    assert_eq!(unknown, unknown_events);
+}
+
 #[test]
 fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     let broker = Broker::shared();
