@@ -96,7 +96,7 @@ fn engine(c: &mut Criterion) {
                 || Shard::new(cfg.clone()),
                 |mut shard| {
                     for e in &events {
-                        shard.push(e);
+                        shard.push(e).expect("within the account limits");
                         shard.drain_alerts().for_each(drop);
                     }
                     shard.finish(None);

@@ -29,7 +29,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if test_mode { 2_000 } else { 1_000_000 });
-    let cfg = Config::default();
+    let mut cfg = Config::default();
+    // The bench measures the engine's memory per account, not the cap.
+    cfg.engine.max_accounts_per_partition =
+        cfg.engine.max_accounts_per_partition.max(accounts as usize);
     let days =
         (cfg.rules.activity_drop.recent_days + cfg.rules.activity_drop.baseline_days + 1) as i64;
     let mut shard = Shard::new(Arc::new(EngineConfig::new(&cfg)));
@@ -41,12 +44,14 @@ fn main() {
     let mut alerts = 0usize;
     for d in 0..days {
         for (i, id) in ids.iter().enumerate() {
-            shard.push(&RawEvent {
-                account_id: id.as_str().into(),
-                event: "page.viewed".into(),
-                ts: start + d * DAY + i as i64 * step,
-                user_id: Some("u1".into()),
-            });
+            shard
+                .push(&RawEvent {
+                    account_id: id.as_str().into(),
+                    event: "page.viewed".into(),
+                    ts: start + d * DAY + i as i64 * step,
+                    user_id: Some("u1".into()),
+                })
+                .expect("within the account limits");
             alerts += shard.drain_alerts().count();
         }
     }

@@ -87,6 +87,8 @@ pub struct Config {
     pub input: InputConfig,
     /// Watermark settings.
     pub time: TimeConfig,
+    /// Bounds on tracked accounts.
+    pub engine: EngineLimits,
     /// Which events start and end an account's lifecycle.
     pub lifecycle: LifecycleConfig,
     /// When an account counts as activated.
@@ -361,8 +363,23 @@ pub struct InputConfig {
     pub ts: String,
     /// Pointer to the acting user (optional string).
     pub user_id: String,
-    /// Larger messages are rejected as `oversized`.
+    /// Larger messages are rejected as `oversized`; file lines past it are not buffered.
     pub max_event_bytes: usize,
+    /// Events dated more than this after the wall clock (or `replay --now`) when read
+    /// are rejected as `future_timestamp`, so one wrong date cannot drag the watermark.
+    pub max_future: Duration,
+}
+
+/// Bounds on the engine's state, against input that invents accounts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineLimits {
+    /// Accounts one shard (a Kafka partition, or a whole replay) tracks at most; events
+    /// of further new accounts are rejected as `account_limit`.
+    pub max_accounts_per_partition: usize,
+    /// Track only accounts that have account metadata (`notify.accounts_file` or
+    /// `_topic`, `replay --accounts`); events of others are rejected as `unknown_account`.
+    pub known_accounts_only: bool,
 }
 
 /// Watermark settings.
@@ -591,6 +608,27 @@ impl Config {
         }
         if i.max_event_bytes < 64 {
             return Err(invalid("input.max_event_bytes", "must be at least 64"));
+        }
+        if i.max_event_bytes > 16 << 20 {
+            return Err(invalid(
+                "input.max_event_bytes",
+                "must be at most 16777216 (16 MiB): a line is held in memory whole",
+            ));
+        }
+        if i.max_future.0 < 0 {
+            return Err(invalid("input.max_future", "must not be negative"));
+        }
+        if self.engine.max_accounts_per_partition == 0 {
+            return Err(invalid(
+                "engine.max_accounts_per_partition",
+                "must be at least 1",
+            ));
+        }
+        if self.engine.max_accounts_per_partition > u32::MAX as usize {
+            return Err(invalid(
+                "engine.max_accounts_per_partition",
+                "must be at most 4294967295",
+            ));
         }
         let t = &self.time;
         if t.allowed_lateness.0 < 0 || t.allowed_lateness.0 > 7 * DAY {
@@ -1040,6 +1078,24 @@ mod tests {
     }
 
     #[test]
+    fn input_and_engine_bounds_have_sane_defaults() {
+        let c = Config::default();
+        assert_eq!(c.input.max_future.0, DAY);
+        assert_eq!(c.engine.max_accounts_per_partition, 1_000_000);
+        assert!(!c.engine.known_accounts_only);
+        let c = Config::from_toml_str(
+            "",
+            env(&[
+                ("CHURNWATCH_INPUT__MAX_FUTURE", "2h"),
+                ("CHURNWATCH_ENGINE__KNOWN_ACCOUNTS_ONLY", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.input.max_future.0, 2 * 3_600_000);
+        assert!(c.engine.known_accounts_only);
+    }
+
+    #[test]
     fn unknown_options_are_named() {
         let e = Config::from_toml_str("[rules.inactive]\nafter_dayz = 3\n", []).unwrap_err();
         assert!(e.to_string().contains("after_dayz"), "{e}");
@@ -1055,6 +1111,13 @@ mod tests {
     fn validation_names_option_and_fix() {
         let cases = [
             ("[input]\nts = \"timestamp\"\n", "input.ts"),
+            ("[input]\nmax_event_bytes = 100000000\n", "16 MiB"),
+            ("[input]\nmax_future = \"soon\"\n", "max_future"),
+            (
+                "[engine]\nmax_accounts_per_partition = 0\n",
+                "engine.max_accounts_per_partition",
+            ),
+            ("[engine]\nknown_accounts = true\n", "known_accounts"),
             ("[time]\nallowed_lateness = \"10\"\n", "no unit"),
             (
                 "[rules.activity_drop]\nbaseline_days = 1\n",

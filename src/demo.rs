@@ -8,7 +8,7 @@ use std::io::Cursor;
 use crate::config::{Config, Severity};
 use crate::engine::{Alert, AlertKind, Status};
 use crate::gen::{generate, owner_of, profiles, GenOptions, Persona};
-use crate::replay::replay;
+use crate::replay::{replay, ReplayOptions};
 use crate::sink::record::summary;
 use crate::source::file::LineReader;
 use crate::time::{day_of, format_day, format_rfc3339, DAY};
@@ -19,15 +19,25 @@ pub fn run(cfg: &Config, opts: &GenOptions) -> anyhow::Result<String> {
     let gen_stats = generate(opts, &mut data)?;
     let mut reader = LineReader::from_reader(Box::new(Cursor::new(data)));
     let mut alerts: Vec<Alert> = Vec::new();
+    // The generated stream's own clock (its dates may lie anywhere relative to today),
+    // and its population as the accounts with metadata.
+    let ids: std::collections::HashSet<String> = profiles(opts).into_iter().map(|p| p.id).collect();
+    let replay_opts = ReplayOptions {
+        until: None,
+        now: Some(opts.start + opts.days as i64 * DAY),
+        known: Some(crate::engine::Admit(std::sync::Arc::new(
+            move |id: &str| ids.contains(id),
+        ))),
+    };
     let summary_stats = replay(
         cfg,
         &mut reader,
-        None,
+        &replay_opts,
         |a| {
             alerts.push(a);
             Ok(())
         },
-        |_, _, _| Ok(()),
+        |_, _, _, _| Ok(()),
         |_| {},
     )?;
     let people = profiles(opts);

@@ -9,8 +9,9 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use churnwatch::config::Config;
+use churnwatch::engine::Admit;
 use churnwatch::gen::{generate, GenOptions};
-use churnwatch::replay::{replay, wall_clock_ms};
+use churnwatch::replay::{replay, wall_clock_ms, ReplayOptions};
 use churnwatch::sink::{record, reject};
 use churnwatch::source::file::LineReader;
 use churnwatch::time::{parse_cli_time, parse_duration, Millis};
@@ -46,6 +47,11 @@ enum Command {
         /// newest event time.
         #[arg(long, value_parser = parse_cli_time)]
         until: Option<Millis>,
+        /// Stands for the wall clock in the future-timestamp check (events more than
+        /// input.max_future after it are rejected): RFC 3339, YYYY-MM-DD or epoch ms.
+        /// Default: the clock.
+        #[arg(long, value_parser = parse_cli_time)]
+        now: Option<Millis>,
         /// Print neither the summary nor (without --rejects) the rejected lines on
         /// stderr; only a one-line count of rejects, if any.
         #[arg(long, short)]
@@ -176,14 +182,22 @@ fn cmd_replay(
     input: PathBuf,
     output: PathBuf,
     rejects: Option<PathBuf>,
-    until: Option<Millis>,
+    mut opts: ReplayOptions,
     quiet: bool,
     accounts: Option<PathBuf>,
 ) -> Result<()> {
     let cfg = load_config(config.as_deref())?;
     let meta = accounts
-        .map(|p| churnwatch::notify::meta::MetaStore::load(&p))
+        .map(|p| churnwatch::notify::meta::MetaStore::load(&p).map(std::sync::Arc::new))
         .transpose()?;
+    if cfg.engine.known_accounts_only {
+        let m = meta.clone().context(
+            "engine.known_accounts_only is set: give the account metadata with --accounts F",
+        )?;
+        opts.known = Some(Admit(std::sync::Arc::new(move |id: &str| {
+            m.get(id).is_some()
+        })));
+    }
     let mut reader =
         LineReader::open(&input).with_context(|| format!("cannot open {}", input.display()))?;
     let mut out = open_output(&output)?;
@@ -210,15 +224,15 @@ fn cmd_replay(
     let summary = replay(
         &cfg,
         &mut reader,
-        until,
+        &opts,
         |alert| {
             out.write_all(
-                record::to_json_line_with(&alert, wall_clock_ms(), meta.as_ref()).as_bytes(),
+                record::to_json_line_with(&alert, wall_clock_ms(), meta.as_deref()).as_bytes(),
             )?;
             out.write_all(b"\n")
         },
-        |line, reason, raw| {
-            let rec = reject::file_reject(&source, line, reason, raw);
+        |line, reason, raw, len| {
+            let rec = reject::file_reject(&source, line, reason, raw, len);
             reject_out.write_all(rec.to_string().as_bytes())?;
             reject_out.write_all(b"\n")
         },
@@ -403,6 +417,12 @@ fn cmd_produce(
         "produced {} messages to {topic} in {:.2} s ({} keyed by account, {} unparseable without a key)",
         s.lines, s.elapsed_secs, s.keyed, s.unkeyed
     );
+    if s.too_long > 0 {
+        eprintln!(
+            "skipped {} lines longer than input.max_event_bytes ({} bytes)",
+            s.too_long, cfg.input.max_event_bytes
+        );
+    }
     Ok(())
 }
 
@@ -575,9 +595,22 @@ fn main() -> ExitCode {
             output,
             rejects,
             until,
+            now,
             quiet,
             accounts,
-        } => cmd_replay(config, input, output, rejects, until, quiet, accounts),
+        } => cmd_replay(
+            config,
+            input,
+            output,
+            rejects,
+            ReplayOptions {
+                until,
+                now,
+                known: None,
+            },
+            quiet,
+            accounts,
+        ),
         Command::Notify {
             config,
             input,

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub watermark_lag_seconds: IntGaugeVec,
     pub consumer_lag: IntGaugeVec,
     pub accounts_tracked: IntGaugeVec,
+    pub accounts_limit: IntGauge,
     pub timers_pending: IntGaugeVec,
     pub held_events: IntGaugeVec,
     pub assigned_partitions: IntGauge,
@@ -100,6 +101,14 @@ impl Metrics {
             accounts_tracked: reg(
                 &r,
                 IntGaugeVec::new(Opts::new("accounts_tracked", "Accounts held in memory"), &["partition"]).unwrap(),
+            ),
+            accounts_limit: reg(
+                &r,
+                IntGauge::new(
+                    "accounts_limit",
+                    "Most accounts one partition tracks (engine.max_accounts_per_partition); events of further new accounts are rejected as account_limit",
+                )
+                .unwrap(),
             ),
             timers_pending: reg(
                 &r,

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::Config;
+use crate::engine::Admit;
 use crate::engine::{Alert, AlertKind, EngineConfig, Shard, ShardStats, Status};
 use crate::source::event::{EventParser, RejectReason};
-use crate::source::file::{is_blank, LineReader};
+use crate::source::file::{is_blank, Line, LineReader};
 use crate::time::Millis;
 
 /// What a replay did, for the summary on stderr and for tests.
@@ -90,20 +91,48 @@ impl Summary {
     }
 }
 
+/// How a replay runs, beyond the config.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayOptions {
+    /// End of the evaluation horizon (`--until`); default: the newest event time.
+    pub until: Option<Millis>,
+    /// Stands for the wall clock in the `future_timestamp` check (`--now`), so that a
+    /// replay over data that is not in the past is reproducible; default: the clock.
+    pub now: Option<Millis>,
+    /// The accounts to track when `engine.known_accounts_only` is set (those with
+    /// account metadata).
+    pub known: Option<Admit>,
+}
+
+/// Lines between two readings of the wall clock (for the `future_timestamp` check).
+const CLOCK_EVERY: u64 = 1 << 16;
+
 /// Reads every line of `input`, feeding accepted events to one shard; calls `on_alert`
 /// for each alert transition (in processing order) and `on_reject` for each rejected
-/// line (line number, reason, raw bytes). At the end, runs everything due by `until`.
+/// line (line number, reason, raw bytes, the line's length: more than the raw bytes
+/// when only a prefix of a line too long to hold was kept). At the end, runs everything
+/// due by `opts.until`.
 pub fn replay(
     cfg: &Config,
     input: &mut LineReader,
-    until: Option<Millis>,
+    opts: &ReplayOptions,
     mut on_alert: impl FnMut(Alert) -> io::Result<()>,
-    mut on_reject: impl FnMut(u64, &RejectReason, &[u8]) -> io::Result<()>,
+    mut on_reject: impl FnMut(u64, &RejectReason, &[u8], u64) -> io::Result<()>,
     mut on_progress: impl FnMut(u64),
 ) -> io::Result<Summary> {
     let started = Instant::now();
     let parser = EventParser::new(&cfg.input).map_err(io::Error::other)?;
-    let mut shard = Shard::new(Arc::new(EngineConfig::new(cfg)));
+    let mut engine = EngineConfig::new(cfg);
+    if cfg.engine.known_accounts_only {
+        engine.admit = Some(opts.known.clone().ok_or_else(|| {
+            io::Error::other(
+                "engine.known_accounts_only is set but no account metadata was given \
+                 (replay --accounts F)",
+            )
+        })?);
+    }
+    let mut shard = Shard::new(Arc::new(engine));
+    input.set_max_line(cfg.input.max_event_bytes);
     let mut summary = Summary::default();
     let mut buf = Vec::with_capacity(4096);
     let mut flush = |shard: &mut Shard, summary: &mut Summary| -> io::Result<()> {
@@ -113,31 +142,45 @@ pub fn replay(
         }
         Ok(())
     };
-    while input.next_line(&mut buf)? {
+    let mut now = opts.now.unwrap_or_else(wall_clock_ms);
+    while let Some(line) = input.next_line(&mut buf)? {
         summary.lines += 1;
-        if summary.lines & 0xffff == 0 {
+        if summary.lines % CLOCK_EVERY == 0 {
             on_progress(summary.lines);
+            if opts.now.is_none() {
+                now = wall_clock_ms();
+            }
         }
-        if is_blank(&buf) {
-            summary.blank_lines += 1;
-            continue;
-        }
-        match parser.parse(&buf) {
-            Ok(ev) => {
+        let len = match line {
+            Line::Whole => buf.len() as u64,
+            Line::TooLong { len } => len,
+        };
+        let parsed = match line {
+            Line::TooLong { len } => Err(RejectReason::Oversized {
+                size: usize::try_from(len).unwrap_or(usize::MAX),
+                limit: cfg.input.max_event_bytes,
+            }),
+            Line::Whole if is_blank(&buf) => {
+                summary.blank_lines += 1;
+                continue;
+            }
+            Line::Whole => parser.parse_at(&buf, now),
+        };
+        match parsed.and_then(|ev| shard.push(&ev)) {
+            Ok(()) => {
                 summary.events += 1;
-                shard.push(&ev);
                 if shard.alerts_ready() > 0 {
                     flush(&mut shard, &mut summary)?;
                 }
             }
             Err(reason) => {
                 *summary.rejects.entry(reason.as_str()).or_default() += 1;
-                on_reject(input.line_no, &reason, &buf)?;
+                on_reject(input.line_no, &reason, &buf, len)?;
             }
         }
     }
     summary.newest = (shard.newest() != Millis::MIN).then_some(shard.newest());
-    shard.finish(until);
+    shard.finish(opts.until);
     flush(&mut shard, &mut summary)?;
     summary.engine = shard.stats.clone();
     summary.accounts = shard.accounts();

@@ -87,7 +87,8 @@ fn run(shards: usize, arrivals: &[&Ev], until: Millis) -> Vec<String> {
             event: e.name.into(),
             ts: e.ts,
             user_id: e.user.as_deref().map(Into::into),
-        });
+        })
+        .expect("within the account limits");
         out.extend(s.drain_alerts().map(|a| {
             let mut r = to_record(&a, 0);
             r.as_object_mut().unwrap().remove("emitted_at");
@@ -258,6 +259,7 @@ fn run_with_crashes(
             ts: e.ts,
             user_id: e.user.as_deref().map(Into::into),
         })
+        .expect("within the account limits")
     };
     let mut changelog: HashMap<String, Vec<u8>> = HashMap::new();
     let mut committed: Vec<String> = Vec::new();
@@ -336,12 +338,14 @@ fn account_records_are_compact() {
     let start = 1_767_225_600_000i64;
     for d in 0..60 {
         for k in 0..(5 + d % 7) {
-            shard.push(&RawEvent {
-                account_id: "acct-000042".into(),
-                event: "page.viewed".into(),
-                ts: start + d * DAY + k * 60_000,
-                user_id: Some(format!("u{k}").into()),
-            });
+            shard
+                .push(&RawEvent {
+                    account_id: "acct-000042".into(),
+                    event: "page.viewed".into(),
+                    ts: start + d * DAY + k * 60_000,
+                    user_id: Some(format!("u{k}").into()),
+                })
+                .expect("within the account limits");
         }
     }
     let slot = shard.take_dirty()[0];

@@ -28,6 +28,17 @@ fn require_python() {
 
 /// Runs the oracle and churnwatch on the same input and compares the outputs.
 fn compare(dir: &Path, config: &Path, input: &Path, until: Option<&str>) -> String {
+    compare_at(dir, config, input, until, None)
+}
+
+/// `compare` with a clock for the future-timestamp check (`--now` to both).
+fn compare_at(
+    dir: &Path,
+    config: &Path,
+    input: &Path,
+    until: Option<&str>,
+    now: Option<&str>,
+) -> String {
     let refs = dir.join("ref.ndjson");
     let ours = dir.join("ours.ndjson");
     let mut r = Command::new(python());
@@ -50,6 +61,10 @@ fn compare(dir: &Path, config: &Path, input: &Path, until: Option<&str>) -> Stri
     if let Some(u) = until {
         r.args(["--until", u]);
         c.args(["--until", u]);
+    }
+    if let Some(n) = now {
+        r.args(["--now", n]);
+        c.args(["--now", n]);
     }
     let ro = r.output().expect("run the reference");
     assert!(
@@ -119,6 +134,16 @@ fn hand_made_scenarios_match_reference() {
         }
     }
     assert!(nonempty >= 12, "most scenarios must produce alerts");
+    // Contract version 2 rejections (an event dated 9999, control characters in ids,
+    // one event just past --now + max_future and one exactly at it), on a fixed clock.
+    let text = compare_at(
+        dir.path(),
+        &scen.join("default.toml"),
+        &scen.join("s15_hostile_input.ndjson"),
+        None,
+        Some("2026-02-10T00:00:00Z"),
+    );
+    assert!(text.starts_with("2 records"), "{text}");
 }
 
 /// Generated populations (every persona, jitter, malformed lines) under configs that

@@ -658,6 +658,271 @@ fn end_to_end_alerts_equal_replay_and_poison_goes_to_dead_letters() {
     case.assert_alerts_equal_replay(broker);
 }
 
+/// Contract version 2 on the daemon: an event dated 9999, an id with a control
+/// character and events of new accounts past `engine.max_accounts_per_partition` are
+/// dead-lettered with their reasons, and the alerts are exactly `replay` of the input
+/// without them (the 9999 event would otherwise close every window of its partition).
+#[test]
+fn hostile_events_are_dead_lettered_and_change_no_alert() {
+    let broker = Broker::shared();
+    let partitions = 3u32;
+    let case = Case::new(broker, "hostile", partitions as i32, 60, 120, 33);
+    let parser =
+        churnwatch::source::event::EventParser::new(&churnwatch::config::Config::default().input)
+            .unwrap();
+    let text = std::fs::read_to_string(&case.input).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    // Accounts per partition: the cap is the largest partition's count, so that one
+    // is full once all its accounts have been seen, and the others never are.
+    let mut per_part: BTreeMap<u32, BTreeSet<String>> = BTreeMap::new();
+    for l in &lines {
+        if let Ok(e) = parser.parse(l.as_bytes()) {
+            per_part
+                .entry(murmur2_partition(e.account_id.as_bytes(), partitions))
+                .or_default()
+                .insert(e.account_id.into_owned());
+        }
+    }
+    let (&full, ids) = per_part.iter().max_by_key(|(_, ids)| ids.len()).unwrap();
+    let cap = ids.len();
+    // The 9999 event in the middle of the stream, for an account whose partition has
+    // events after it; the control-character id next to it.
+    let mid = lines.len() / 2;
+    let account = (mid..)
+        .find_map(|i| parser.parse(lines[i].as_bytes()).ok())
+        .map(|e| e.account_id.into_owned())
+        .unwrap();
+    let poison = [
+        format!(
+            r#"{{"account_id":"{account}","event":"page.viewed","ts":"9999-12-31T00:00:00Z"}}"#
+        ),
+        r#"{"account_id":"acct\u0000evil","event":"page.viewed","ts":"2026-03-01T00:00:00Z"}"#
+            .to_string(),
+    ];
+    lines.splice(mid..mid, poison.iter().cloned());
+    // Invented accounts on the full partition, at the end (their ts is the last one).
+    let last_ts = parser.parse(lines.last().unwrap().as_bytes()).unwrap().ts;
+    let end = churnwatch::time::format_rfc3339(last_ts);
+    let flood: Vec<String> = (0..)
+        .map(|i| format!("invented-{i}"))
+        .filter(|id| murmur2_partition(id.as_bytes(), partitions) == full)
+        .take(25)
+        .map(|id| format!(r#"{{"account_id":"{id}","event":"page.viewed","ts":"{end}"}}"#))
+        .collect();
+    lines.extend(flood.iter().cloned());
+    std::fs::write(&case.input, lines.join("\n") + "\n").unwrap();
+
+    // replay rejects the 9999 event as well (one shard, the default cap takes the
+    // invented accounts, which are too new to raise anything): the same alerts.
+    let until = last_ts + 6 * 3_600_000;
+    let out = churnwatch(&[
+        "replay",
+        "-q",
+        "--input",
+        case.input.to_str().unwrap(),
+        "--rejects",
+        "/dev/null",
+        "--until",
+        &until.to_string(),
+    ]);
+    let replayed = normalize(
+        out.stdout
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec),
+    );
+    assert_eq!(replayed, case.expected, "replay of the poisoned input");
+
+    case.produce(broker);
+    let mut d = Daemon::spawn_with(
+        broker,
+        &case.name,
+        "a",
+        &[(
+            "CHURNWATCH_ENGINE__MAX_ACCOUNTS_PER_PARTITION",
+            cap.to_string(),
+        )],
+    );
+    case.await_alerts(broker, &mut [&mut d], Duration::from_secs(240));
+    let addr = d.http_addr();
+    let dead_letters = case.bad_lines + poison.len() + flood.len();
+    let dlq_topic = format!("{}-dlq", case.name);
+    wait_for("every dead letter", Duration::from_secs(60), || {
+        broker.count(&dlq_topic) >= dead_letters
+    });
+    let metrics = http_get(&addr, "/metrics").1;
+    let value = |series: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{series} not in the metrics"))
+    };
+    assert_eq!(
+        value("churnwatch_events_rejected_total{reason=\"future_timestamp\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("churnwatch_events_rejected_total{reason=\"invalid_id\"}"),
+        1.0
+    );
+    assert_eq!(
+        value("churnwatch_events_rejected_total{reason=\"account_limit\"}"),
+        flood.len() as f64
+    );
+    assert_eq!(value("churnwatch_accounts_limit"), cap as f64);
+    assert_eq!(
+        value(&format!(
+            "churnwatch_accounts_tracked{{partition=\"{full}\"}}"
+        )),
+        cap as f64
+    );
+    d.stop();
+    case.assert_alerts_equal_replay(broker);
+
+    // The dead letters are the generator's malformed lines and ours, with reasons.
+    let now = churnwatch::replay::wall_clock_ms();
+    let mut expected: Vec<(String, String)> = lines
+        .iter()
+        .filter_map(|l| {
+            parser
+                .parse_at(l.as_bytes(), now)
+                .err()
+                .map(|r| (l.clone(), r.as_str().to_string()))
+        })
+        .chain(
+            flood
+                .iter()
+                .map(|l| (l.clone(), "account_limit".to_string())),
+        )
+        .collect();
+    let mut got: Vec<(String, String)> = broker
+        .read_all(&dlq_topic)
+        .iter()
+        .map(|(_, v, h)| {
+            (
+                String::from_utf8(v.clone()).unwrap(),
+                h["churnwatch.reason"].clone(),
+            )
+        })
+        .collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+    assert!(got
+        .iter()
+        .any(|(l, r)| l == &poison[0] && r == "future_timestamp"));
+    assert!(got
+        .iter()
+        .any(|(l, r)| l == &poison[1] && r == "invalid_id"));
+}
+
+/// `engine.known_accounts_only` on the daemon: with metadata for half of the accounts
+/// (`notify.accounts_file`), the others' events are dead-lettered as `unknown_account`
+/// and the alerts are exactly `replay --accounts` under the same config.
+#[test]
+fn known_accounts_only_tracks_the_accounts_with_metadata() {
+    let broker = Broker::shared();
+    let case = Case::new(broker, "known", 2, 80, 140, 35);
+    let parser =
+        churnwatch::source::event::EventParser::new(&churnwatch::config::Config::default().input)
+            .unwrap();
+    let text = std::fs::read_to_string(&case.input).unwrap();
+    let mut ids = BTreeSet::new();
+    let mut newest = i64::MIN;
+    for l in text.lines() {
+        if let Ok(e) = parser.parse(l.as_bytes()) {
+            newest = newest.max(e.ts);
+            ids.insert(e.account_id.into_owned());
+        }
+    }
+    // Every other account, and the end markers (so every partition's watermark still
+    // reaches the end).
+    let known: BTreeSet<String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, id)| i % 2 == 0 || id.starts_with("zz-end-"))
+        .map(|(_, id)| id.clone())
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = dir.path().join("accounts.csv");
+    let csv: String = known
+        .iter()
+        .map(|id| format!("{id},Name of {id}\n"))
+        .collect();
+    std::fs::write(&accounts, format!("account_id,name\n{csv}")).unwrap();
+    let config = dir.path().join("known.toml");
+    std::fs::write(&config, "[engine]\nknown_accounts_only = true\n").unwrap();
+    let until = newest + 6 * 3_600_000;
+    let out = churnwatch(&[
+        "replay",
+        "-q",
+        "--config",
+        config.to_str().unwrap(),
+        "--accounts",
+        accounts.to_str().unwrap(),
+        "--input",
+        case.input.to_str().unwrap(),
+        "--rejects",
+        "/dev/null",
+        "--until",
+        &until.to_string(),
+    ]);
+    let expected = normalize(
+        out.stdout
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec),
+    );
+    assert!(
+        expected.len() > 10 && expected.len() < case.expected.len(),
+        "{} of {} alerts",
+        expected.len(),
+        case.expected.len()
+    );
+    assert!(expected
+        .iter()
+        .all(|r| known.contains(r["account_id"].as_str().unwrap())));
+
+    case.produce(broker);
+    let mut d = Daemon::spawn_with(
+        broker,
+        &case.name,
+        "a",
+        &[
+            ("CHURNWATCH_ENGINE__KNOWN_ACCOUNTS_ONLY", "true".to_string()),
+            (
+                "CHURNWATCH_NOTIFY__ACCOUNTS_FILE",
+                accounts.to_str().unwrap().to_string(),
+            ),
+        ],
+    );
+    let unknown_events = text
+        .lines()
+        .filter_map(|l| parser.parse(l.as_bytes()).ok())
+        .filter(|e| !known.contains(e.account_id.as_ref()))
+        .count();
+    let dlq_topic = format!("{}-dlq", case.name);
+    wait_for("alerts and dead letters", Duration::from_secs(240), || {
+        d.assert_alive();
+        broker.count(&case.alerts_topic()) >= expected.len()
+            && broker.count(&dlq_topic) >= case.bad_lines + unknown_events
+    });
+    d.stop();
+    let got = normalize(
+        broker
+            .read_all(&case.alerts_topic())
+            .into_iter()
+            .map(|(_, v, _)| v),
+    );
+    assert_eq!(got, expected);
+    let unknown = broker
+        .read_all(&dlq_topic)
+        .iter()
+        .filter(|(_, _, h)| h["churnwatch.reason"] == "unknown_account")
+        .count();
+    assert_eq!(unknown, unknown_events);
+}
+
 #[test]
 fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     let broker = Broker::shared();

@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod alert;
+pub mod limits;
 mod pending;
 pub mod ring;
 pub mod shard;
@@ -10,4 +11,5 @@ pub mod snapshot;
 pub mod stats;
 
 pub use alert::{Alert, AlertKind, Evidence, ResolveReason, Status};
+pub use limits::Admit;
 pub use shard::{EngineConfig, Shard, ShardStats};

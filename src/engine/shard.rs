@@ -22,7 +22,7 @@ use super::pending::Pending;
 use super::ring::{ring_add, Ring, RingArena, NO_RING};
 use super::stats;
 use crate::config::{ActivityDropConfig, Config, Deadline, DropMetric, InactiveConfig};
-use crate::source::event::RawEvent;
+use crate::source::event::{RawEvent, RejectReason};
 use crate::time::{day_of, format_day, Millis, DAY};
 
 /// What an event name means to the lifecycle.
@@ -49,6 +49,10 @@ pub struct EngineConfig {
     pub deadlines: Vec<Deadline>,
     pub inactive: Option<InactiveConfig>,
     pub drop: Option<ActivityDropConfig>,
+    /// Most accounts a shard tracks (`engine.max_accounts_per_partition`).
+    pub max_accounts: usize,
+    /// Which new accounts may be tracked (`engine.known_accounts_only`); None: all.
+    pub admit: Option<super::limits::Admit>,
 }
 
 impl EngineConfig {
@@ -88,7 +92,15 @@ impl EngineConfig {
                 .activity_drop
                 .enabled
                 .then(|| rules.activity_drop.clone()),
+            max_accounts: cfg.engine.max_accounts_per_partition,
+            admit: None,
         }
+    }
+
+    /// Tracks only the accounts for which `known` holds.
+    pub fn with_admit(mut self, known: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+        self.admit = Some(super::limits::Admit(Arc::new(known)));
+        self
     }
 
     fn classify(&self, name: &str) -> Class {
@@ -299,17 +311,18 @@ impl Shard {
             .get()
     }
 
-    /// Hands one event to the shard; applies whatever the watermark now allows.
-    pub fn push(&mut self, ev: &RawEvent<'_>) {
+    /// Hands one event to the shard; applies whatever the watermark now allows. An
+    /// event of a new account past the limits is refused (and changes nothing).
+    pub fn push(&mut self, ev: &RawEvent<'_>) -> Result<(), RejectReason> {
         let seq = self.seq;
-        self.push_with_seq(ev, seq);
+        self.push_with_seq(ev, seq)
     }
 
     /// Like `push`, with the arrival sequence number given by the caller (the Kafka
     /// offset): events with equal times apply in sequence order, and
     /// `min_pending_seq` tells the oldest event not yet applied.
-    pub fn push_with_seq(&mut self, ev: &RawEvent<'_>, seq: u64) {
-        let account = self.intern(&ev.account_id);
+    pub fn push_with_seq(&mut self, ev: &RawEvent<'_>, seq: u64) -> Result<(), RejectReason> {
+        let account = self.admit(&ev.account_id)?;
         let held = Held {
             ts: ev.ts,
             seq,
@@ -334,6 +347,7 @@ impl Shard {
                 self.run(w);
             }
         }
+        Ok(())
     }
 
     /// Moves the watermark forward (live mode: wall-clock advance of a quiet

@@ -880,8 +880,22 @@ pub fn run(
         topic: k.input_topic.clone(),
         msg,
     })?;
+    let mut engine = EngineConfig::new(&cfg);
+    if cfg.engine.known_accounts_only {
+        let known = meta.clone().ok_or_else(|| {
+            DaemonError::Fatal(
+                "engine.known_accounts_only is set but there is no account metadata: set \
+                 notify.accounts_file or notify.accounts_topic"
+                    .into(),
+            )
+        })?;
+        engine = engine.with_admit(move |id| known.get(id).is_some());
+    }
+    METRICS
+        .accounts_limit
+        .set(cfg.engine.max_accounts_per_partition as i64);
     let shared = Arc::new(Shared {
-        engine: Arc::new(EngineConfig::new(&cfg)),
+        engine: Arc::new(engine),
         cfg: cfg.clone(),
         parser,
         meta,
@@ -1076,7 +1090,7 @@ fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStats, DaemonEr
                 };
                 let mut fx = Effects::default();
                 if let Some(part) = st.parts.get_mut(&m.partition) {
-                    part.handle(&shared.parser, &m, 0, &mut fx);
+                    part.handle(&shared.parser, &m, 0, wall_clock_ms(), &mut fx);
                 }
                 if let Err(e) = st.emit(fx, |_| m).or_else(|e| st.recover(&consumer, e)) {
                     break Err(e);
@@ -1108,7 +1122,8 @@ fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStats, DaemonEr
                 warn!(partition = m.partition, error = %code, "consumer error");
                 false
             };
-            let fx = process(&shared.parser, &mut st.parts, &batch, ok);
+            // One clock reading per batch for the future-timestamp check.
+            let fx = process(&shared.parser, &mut st.parts, &batch, wall_clock_ms(), ok);
             handled += fx.consumed as usize;
             // On an error, rolled back: the rest of the batch is stale (cleared below).
             if let Err(e) = st

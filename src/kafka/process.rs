@@ -70,8 +70,16 @@ impl Part {
         }
     }
 
-    /// Parses message `m` (index `idx` of its batch) and applies it.
-    pub fn handle(&mut self, parser: &EventParser, m: &In<'_>, idx: usize, fx: &mut Effects) {
+    /// Parses message `m` (index `idx` of its batch), read when the clock said `now`,
+    /// and applies it.
+    pub fn handle(
+        &mut self,
+        parser: &EventParser,
+        m: &In<'_>,
+        idx: usize,
+        now: Millis,
+        fx: &mut Effects,
+    ) {
         let off = m.offset;
         self.next_offset = Some(off + 1);
         self.changed = true;
@@ -82,17 +90,25 @@ impl Part {
             fx.unstalled.push(m.partition);
         }
         let replay = off < self.replay_below;
-        match parser.parse(m.payload) {
+        match parser.parse_at(m.payload, now) {
             Ok(ev) => {
                 if replay && ev.ts < self.restored_watermark {
                     fx.replay_skipped += 1;
                     return;
                 }
-                fx.events += 1;
-                self.shard.push_with_seq(&ev, off as u64);
-                fx.out.extend(self.shard.drain_alerts().map(Out::Alert));
+                // A refusal (account limits) is dead-lettered even when read again:
+                // the count of accounts after a restore can differ from the original
+                // read's, so a second dead letter is possible, a lost event is not.
+                match self.shard.push_with_seq(&ev, off as u64) {
+                    Ok(()) => {
+                        fx.events += 1;
+                        fx.out.extend(self.shard.drain_alerts().map(Out::Alert));
+                    }
+                    Err(reason) => fx.out.push(Out::Reject(idx, reason)),
+                }
             }
-            // Rejects read again were dead-lettered before the restore.
+            // Rejects read again were dead-lettered before the restore (a message
+            // dated too far ahead then was so at every earlier moment too).
             Err(_) if replay => fx.replay_skipped += 1,
             Err(reason) => fx.out.push(Out::Reject(idx, reason)),
         }
@@ -100,12 +116,14 @@ impl Part {
 }
 
 /// Handles the messages of `batch` (consume errors excluded by the caller through
-/// `valid`) in order; a rejected message is known in [`Effects`] by its index in the
-/// batch. Messages of partitions not in `parts` (revoked) are dropped.
+/// `valid`) in order, read at wall-clock time `now`; a rejected message is known in
+/// [`Effects`] by its index in the batch. Messages of partitions not in `parts`
+/// (revoked) are dropped.
 pub(super) fn process(
     parser: &EventParser,
     parts: &mut BTreeMap<i32, Part>,
     batch: &Batch,
+    now: Millis,
     valid: impl Fn(&In<'_>) -> bool,
 ) -> Effects {
     let mut fx = Effects::default();
@@ -120,7 +138,7 @@ pub(super) fn process(
             current = parts.get_mut(&m.partition).map(|part| (m.partition, part));
         }
         if let Some((_, part)) = current.as_mut() {
-            part.handle(parser, &m, i, &mut fx);
+            part.handle(parser, &m, i, now, &mut fx);
         }
     }
     fx

@@ -17,7 +17,7 @@ use super::client::base_config;
 use super::KafkaSetupError;
 use crate::config::Config;
 use crate::source::event::EventParser;
-use crate::source::file::{is_blank, LineReader};
+use crate::source::file::{is_blank, Line, LineReader};
 
 /// Counts deliveries.
 #[derive(Default)]
@@ -53,6 +53,9 @@ pub struct ProduceSummary {
     pub lines: u64,
     pub keyed: u64,
     pub unkeyed: u64,
+    /// Lines longer than `input.max_event_bytes`, not produced (the daemon would only
+    /// reject them; the broker would refuse most).
+    pub too_long: u64,
     pub elapsed_secs: f64,
 }
 
@@ -77,11 +80,22 @@ pub fn produce(
         .set("queue.buffering.max.messages", "1000000")
         .create_with_context(Ctx(delivery.clone()))
         .map_err(KafkaSetupError::Client)?;
-    let mut reader =
-        LineReader::open(input).with_context(|| format!("cannot open {}", input.display()))?;
+    let mut reader = LineReader::open(input)
+        .with_context(|| format!("cannot open {}", input.display()))?
+        .with_max_line(cfg.input.max_event_bytes);
     let mut buf = Vec::new();
     let mut s = ProduceSummary::default();
-    while reader.next_line(&mut buf)? {
+    while let Some(line) = reader.next_line(&mut buf)? {
+        if let Line::TooLong { len } = line {
+            tracing::warn!(
+                line = reader.line_no,
+                bytes = len,
+                limit = cfg.input.max_event_bytes,
+                "line longer than input.max_event_bytes: not produced"
+            );
+            s.too_long += 1;
+            continue;
+        }
         if is_blank(&buf) {
             continue;
         }
@@ -130,6 +144,9 @@ pub fn produce(
     Ok(s)
 }
 
+/// Longest line of a keyed file (account metadata) when `input.max_event_bytes` is less.
+const KEYED_MAX_LINE: usize = 1 << 20;
+
 /// Produces every non-blank line of `input`, a JSON object, to `topic` keyed by its
 /// string field `key_field` (for a compacted topic such as `notify.accounts_topic`),
 /// or with `tombstones`, a tombstone (null value) for each line's key. The whole file
@@ -144,11 +161,20 @@ pub fn produce_keyed(
 ) -> anyhow::Result<ProduceSummary> {
     use anyhow::Context;
     let started = Instant::now();
-    let mut reader =
-        LineReader::open(input).with_context(|| format!("cannot open {}", input.display()))?;
+    let limit = cfg.input.max_event_bytes.max(KEYED_MAX_LINE);
+    let mut reader = LineReader::open(input)
+        .with_context(|| format!("cannot open {}", input.display()))?
+        .with_max_line(limit);
     let mut buf = Vec::new();
     let mut records: Vec<(String, Vec<u8>)> = Vec::new();
-    while reader.next_line(&mut buf)? {
+    while let Some(line) = reader.next_line(&mut buf)? {
+        if let Line::TooLong { len } = line {
+            anyhow::bail!(
+                "{} line {}: {len} bytes, above the limit of {limit}; nothing was produced",
+                input.display(),
+                reader.line_no
+            );
+        }
         if is_blank(&buf) {
             continue;
         }

@@ -1,5 +1,6 @@
 //! Dead-letter records for rejected input: the reason, where it came from, and the
-//! original bytes (as text when they are UTF-8, else base64), so nothing is lost.
+//! original bytes (as text when they are UTF-8, else base64), so nothing is lost. A
+//! line too long to hold keeps its first KiB and its length (`raw_length`).
 
 use serde_json::{json, Value};
 
@@ -28,14 +29,25 @@ pub fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// A reject record for a line of a file.
-pub fn file_reject(source: &str, line: u64, reason: &RejectReason, raw: &[u8]) -> Value {
+/// A reject record for a line of a file; `raw` is the line, or its first bytes when
+/// `length` (the line's length) is larger.
+pub fn file_reject(
+    source: &str,
+    line: u64,
+    reason: &RejectReason,
+    raw: &[u8],
+    length: u64,
+) -> Value {
     let mut v = json!({
         "reason": reason.as_str(),
         "error": reason.to_string(),
         "source": source,
         "line": line,
     });
+    if length > raw.len() as u64 {
+        v["raw_truncated"] = true.into();
+        v["raw_length"] = length.into();
+    }
     match std::str::from_utf8(raw) {
         Ok(s) => v["raw"] = s.into(),
         Err(_) => v["raw_base64"] = base64(raw).into(),
@@ -62,11 +74,20 @@ mod tests {
 
     #[test]
     fn keeps_raw_bytes() {
-        let r = file_reject("in.ndjson", 7, &RejectReason::InvalidUtf8(1), b"a\xffb");
+        let r = file_reject("in.ndjson", 7, &RejectReason::InvalidUtf8(1), b"a\xffb", 3);
         assert_eq!(r["raw_base64"], "Yf9i");
         assert_eq!(r["reason"], "invalid_utf8");
         assert_eq!(r["line"], 7);
-        let r = file_reject("in.ndjson", 8, &RejectReason::NotObject, b"[1]");
+        let r = file_reject("in.ndjson", 8, &RejectReason::NotObject, b"[1]", 3);
         assert_eq!(r["raw"], "[1]");
+        assert!(r.get("raw_truncated").is_none());
+        let reason = RejectReason::Oversized {
+            size: 1 << 30,
+            limit: 65536,
+        };
+        let r = file_reject("in.ndjson", 9, &reason, b"{\"account_id\"", 1 << 30);
+        assert_eq!(r["raw"], "{\"account_id\"");
+        assert_eq!(r["raw_truncated"], true);
+        assert_eq!(r["raw_length"], 1u64 << 30);
     }
 }

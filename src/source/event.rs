@@ -8,7 +8,7 @@ use std::borrow::Cow;
 
 use super::json::{Node, Val};
 use crate::config::InputConfig;
-use crate::time::{parse_rfc3339, Millis, MAX_TS, MIN_TS};
+use crate::time::{format_rfc3339, parse_rfc3339, Millis, MAX_TS, MIN_TS};
 
 /// Longest accepted account id or event name, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
@@ -56,6 +56,18 @@ pub enum RejectReason {
     EmptyField(&'static str),
     #[error("field {0} is {1} bytes, above the limit of 256")]
     FieldTooLong(&'static str, usize),
+    #[error("field {0} contains control character U+{1:04X} at byte {2}")]
+    InvalidId(&'static str, u8, usize),
+    #[error("ts {ts} is more than {max_future} after the clock ({now})")]
+    FutureTimestamp {
+        ts: String,
+        now: String,
+        max_future: String,
+    },
+    #[error("a new account, and this shard already tracks its limit of {0} accounts (engine.max_accounts_per_partition)")]
+    AccountLimit(usize),
+    #[error("the account has no account metadata (engine.known_accounts_only)")]
+    UnknownAccount,
 }
 
 impl RejectReason {
@@ -71,11 +83,15 @@ impl RejectReason {
             RejectReason::BadTimestamp(_) => "bad_timestamp",
             RejectReason::EmptyField(_) => "empty_field",
             RejectReason::FieldTooLong(..) => "field_too_long",
+            RejectReason::InvalidId(..) => "invalid_id",
+            RejectReason::FutureTimestamp { .. } => "future_timestamp",
+            RejectReason::AccountLimit(_) => "account_limit",
+            RejectReason::UnknownAccount => "unknown_account",
         }
     }
 
     /// Every label, for pre-registering metrics and summaries.
-    pub const LABELS: [&'static str; 9] = [
+    pub const LABELS: [&'static str; 13] = [
         "oversized",
         "invalid_utf8",
         "invalid_json",
@@ -85,6 +101,10 @@ impl RejectReason {
         "bad_timestamp",
         "empty_field",
         "field_too_long",
+        "invalid_id",
+        "future_timestamp",
+        "account_limit",
+        "unknown_account",
     ];
 }
 
@@ -104,6 +124,7 @@ pub struct EventParser {
     root: Node,
     pointers: [String; 4],
     max_bytes: usize,
+    max_future: Millis,
 }
 
 fn unescape(seg: &str) -> String {
@@ -150,10 +171,26 @@ impl EventParser {
             root,
             pointers,
             max_bytes: cfg.max_event_bytes,
+            max_future: cfg.max_future.0,
         })
     }
 
-    /// Parses one message.
+    /// Parses one message read when the clock said `now` (epoch ms): [`Self::parse`],
+    /// then rejects an event dated more than `input.max_future` after `now`.
+    pub fn parse_at<'a>(&self, msg: &'a [u8], now: Millis) -> Result<RawEvent<'a>, RejectReason> {
+        let ev = self.parse(msg)?;
+        if ev.ts > now.saturating_add(self.max_future) {
+            return Err(RejectReason::FutureTimestamp {
+                ts: format_rfc3339(ev.ts),
+                now: format_rfc3339(now.clamp(MIN_TS, MAX_TS)),
+                max_future: crate::config::Duration(self.max_future).to_string(),
+            });
+        }
+        Ok(ev)
+    }
+
+    /// Parses one message, with no clock: everything but the `future_timestamp` check
+    /// (see [`Self::parse_at`]).
     pub fn parse<'a>(&self, msg: &'a [u8]) -> Result<RawEvent<'a>, RejectReason> {
         if msg.len() > self.max_bytes {
             return Err(RejectReason::Oversized {
@@ -204,6 +241,10 @@ impl EventParser {
             }
             Some(Val::Other(got)) => return Err(RejectReason::WrongType("user_id", "string", got)),
         };
+        check_id(Field::AccountId, &account_id)?;
+        if let Some(u) = &user_id {
+            check_id(Field::UserId, u)?;
+        }
         Ok(RawEvent {
             account_id,
             event,
@@ -237,6 +278,16 @@ impl EventParser {
     /// All fields with their pointers.
     pub fn fields(&self) -> impl Iterator<Item = (Field, &str)> {
         Field::ALL.iter().map(|&f| (f, self.pointer(f)))
+    }
+}
+
+/// Rejects an id holding a C0 control character or DEL: ids end up in keys, logs,
+/// links and messages, where such characters break lines or hide text.
+#[inline]
+fn check_id(f: Field, id: &str) -> Result<(), RejectReason> {
+    match id.bytes().position(|b| b < 0x20 || b == 0x7f) {
+        None => Ok(()),
+        Some(at) => Err(RejectReason::InvalidId(f.name(), id.as_bytes()[at], at)),
     }
 }
 
@@ -462,6 +513,7 @@ mod serde_reference {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::time::DAY;
 
     fn default_parser() -> EventParser {
         EventParser::new(&Config::default().input).unwrap()
@@ -662,6 +714,160 @@ mod tests {
         let r = p_big.parse(too_long.as_bytes()).unwrap_err();
         assert_eq!(r.as_str(), "field_too_long");
         assert!(RejectReason::LABELS.contains(&r.as_str()));
+    }
+
+    #[test]
+    fn control_characters_in_ids_are_invalid_id() {
+        let p = default_parser();
+        for (line, field, byte) in [
+            (
+                r#"{"account_id":"a\u0000b","event":"x","ts":0}"#,
+                "account_id",
+                0u8,
+            ),
+            (
+                r#"{"account_id":"acme\n","event":"x","ts":0}"#,
+                "account_id",
+                b'\n',
+            ),
+            (
+                "{\"account_id\":\"\u{7f}acme\",\"event\":\"x\",\"ts\":0}",
+                "account_id",
+                0x7f,
+            ),
+            (
+                r#"{"account_id":"a","event":"x","ts":0,"user_id":"u\u001b[31m"}"#,
+                "user_id",
+                0x1b,
+            ),
+            (
+                r#"{"account_id":"a","event":"x","ts":0,"user_id":"\t"}"#,
+                "user_id",
+                b'\t',
+            ),
+        ] {
+            let r = p.parse(line.as_bytes()).expect_err(line);
+            assert_eq!(r.as_str(), "invalid_id", "{line}");
+            assert!(r.to_string().contains(field), "{r}");
+            assert!(r.to_string().contains(&format!("U+{byte:04X}")), "{r}");
+        }
+        // Not control characters: C1 controls, NBSP, line separator; event names are
+        // not ids.
+        for line in [
+            r#"{"account_id":"a\u0080\u00a0\u2028é","event":"x","ts":0}"#,
+            r#"{"account_id":"a","event":"tab\there","ts":0,"user_id":"u~"}"#,
+        ] {
+            assert!(p.parse(line.as_bytes()).is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn future_timestamps_are_rejected_against_the_given_clock() {
+        let p = default_parser();
+        let now = crate::time::parse_rfc3339("2026-12-02T08:00:00Z").unwrap();
+        let at = |ts: Millis| format!(r#"{{"account_id":"a","event":"x","ts":{ts}}}"#);
+        // The bound is inclusive: exactly now + 1d is fine.
+        assert!(p.parse_at(at(now + DAY).as_bytes(), now).is_ok());
+        let r = p.parse_at(at(now + DAY + 1).as_bytes(), now).unwrap_err();
+        assert_eq!(r.as_str(), "future_timestamp");
+        assert_eq!(
+            r.to_string(),
+            "ts 2026-12-03T08:00:00.001Z is more than 1d after the clock (2026-12-02T08:00:00.000Z)"
+        );
+        let far = br#"{"account_id":"zz","event":"x","ts":"9999-12-31T00:00:00Z"}"#;
+        assert_eq!(
+            p.parse_at(far, now).unwrap_err().as_str(),
+            "future_timestamp"
+        );
+        // A clock of its own (replay --now) accepts it; so does plain parse.
+        assert!(p.parse_at(far, MAX_TS).is_ok());
+        assert!(p.parse(far).is_ok());
+        // Past events are never future, however old; other rejections come first.
+        assert!(p.parse_at(at(0).as_bytes(), now).is_ok());
+        let bad = br#"{"account_id":"a\u0001","event":"x","ts":"9999-12-31T00:00:00Z"}"#;
+        assert_eq!(p.parse_at(bad, now).unwrap_err().as_str(), "invalid_id");
+        let mut c = Config::default().input;
+        c.max_future = crate::config::Duration(0);
+        let strict = EventParser::new(&c).unwrap();
+        assert!(strict.parse_at(at(now).as_bytes(), now).is_ok());
+        assert!(strict.parse_at(at(now + 1).as_bytes(), now).is_err());
+    }
+
+    mod ids {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A JSON string literal for `s`, escaping what JSON requires and, at random,
+        /// some other characters too (`\u` escapes).
+        fn literal(s: &str, escape_all: bool) -> String {
+            let mut out = String::from("\"");
+            for c in s.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    c if (c as u32) < 0x20 || (escape_all && (c as u32) < 0x10000) => {
+                        out.push_str(&format!("\\u{:04x}", c as u32))
+                    }
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        }
+
+        fn id() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[a-z0-9-]{1,20}",
+                prop::collection::vec(any::<char>(), 1..20).prop_map(|v| v.into_iter().collect()),
+                prop::collection::vec(0u8..0x80, 1..20)
+                    .prop_map(|v| v.into_iter().map(char::from).collect()),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+            /// Any id, however written, is accepted exactly when it has no control
+            /// character (and fits), and comes back as it was.
+            #[test]
+            fn ids_with_any_characters(account in id(), user in id(), esc in any::<bool>()) {
+                let line = format!(
+                    r#"{{"account_id":{},"event":"x","ts":5,"user_id":{}}}"#,
+                    literal(&account, esc),
+                    literal(&user, !esc)
+                );
+                let control = |s: &str| s.bytes().any(|b| b < 0x20 || b == 0x7f);
+                match default_parser().parse(line.as_bytes()) {
+                    Ok(e) => {
+                        prop_assert!(!control(&account) && !control(&user));
+                        prop_assert_eq!(e.account_id.as_ref(), account.as_str());
+                        prop_assert_eq!(e.user_id.as_deref(), Some(user.as_str()));
+                    }
+                    Err(RejectReason::InvalidId(field, byte, at)) => {
+                        let s = if field == "account_id" { &account } else { &user };
+                        prop_assert_eq!(s.as_bytes()[at], byte);
+                        prop_assert!(byte < 0x20 || byte == 0x7f);
+                        if field == "user_id" {
+                            prop_assert!(!control(&account));
+                        }
+                    }
+                    Err(RejectReason::FieldTooLong(..)) => prop_assert!(account.len() > MAX_ID_BYTES),
+                    Err(e) => prop_assert!(false, "{} for {}", e, line),
+                }
+            }
+
+            /// Raw bytes as an id: never a panic, and every accepted id is clean UTF-8
+            /// without control characters.
+            #[test]
+            fn raw_bytes_never_pass_as_a_dirty_id(bytes in prop::collection::vec(any::<u8>(), 0..40)) {
+                let mut line = br#"{"account_id":""#.to_vec();
+                line.extend_from_slice(&bytes);
+                line.extend_from_slice(br#"","event":"x","ts":5}"#);
+                if let Ok(e) = default_parser().parse(&line) {
+                    prop_assert!(!e.account_id.bytes().any(|b| b < 0x20 || b == 0x7f));
+                    prop_assert!(!e.account_id.is_empty());
+                }
+            }
+        }
     }
 
     mod differential {

@@ -50,12 +50,14 @@ pub fn run_engine(config_toml: &str, events: &[Ev], until: Option<&str>) -> Vec<
     let mut shard = Shard::new(Arc::new(EngineConfig::new(&cfg)));
     let mut out = Vec::new();
     for (a, e, t, u) in events {
-        shard.push(&RawEvent {
-            account_id: (*a).into(),
-            event: (*e).into(),
-            ts: ts(t),
-            user_id: u.map(Into::into),
-        });
+        shard
+            .push(&RawEvent {
+                account_id: (*a).into(),
+                event: (*e).into(),
+                ts: ts(t),
+                user_id: u.map(Into::into),
+            })
+            .expect("within the account limits");
         out.extend(shard.drain_alerts().map(|a| strip(to_record(&a, 0))));
     }
     shard.finish(until.map(ts));

@@ -6,7 +6,7 @@ Written independently from the Rust code, from the detection contract
 Clarity over speed.
 
 Usage:
-  python3 churnwatch_ref.py --config F --input F [--until T] [--output F]
+  python3 churnwatch_ref.py --config F --input F [--until T] [--now T] [--output F]
 
 Input: NDJSON events (plain or gzip). Output: NDJSON alert records sorted by
 (event_time, id, status). Rejected lines are counted by reason on stderr.
@@ -20,6 +20,7 @@ import itertools
 import json
 import re
 import sys
+import time
 import tomllib
 from collections import Counter, namedtuple
 
@@ -33,7 +34,8 @@ MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 DEFAULT_CONFIG = {
     "input": {"account_id": "/account_id", "event": "/event", "ts": "/ts",
-              "user_id": "/user_id", "max_event_bytes": 65536},
+              "user_id": "/user_id", "max_event_bytes": 65536, "max_future": "1d"},
+    "engine": {"max_accounts_per_partition": 1_000_000, "known_accounts_only": False},
     "time": {"allowed_lateness": "10m", "max_idle_advance": "6h"},
     "lifecycle": {"start_events": ["account.created", "subscription.started"],
                   "end_events": ["subscription.cancelled", "account.deleted"],
@@ -186,8 +188,14 @@ def bounded_string(value):
     return 1 <= n <= 256
 
 
-def parse_line(raw, cfg, seq):
-    """Return (Event, None) or (None, reason). raw: one line, without newline."""
+def has_control(text):
+    """True if text holds a C0 control character or DEL (U+0000-U+001F, U+007F)."""
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in text)
+
+
+def parse_line(raw, cfg, seq, now=None):
+    """Return (Event, None) or (None, reason). raw: one line, without newline.
+    now: the clock (epoch ms) for the future-timestamp check; None skips it."""
     inp = cfg["input"]
     if len(raw) > inp["max_event_bytes"]:
         return None, "oversized"
@@ -225,21 +233,33 @@ def parse_line(raw, cfg, seq):
         user = None
     elif not isinstance(user, str):
         return None, "invalid_user_id"
+    if has_control(fields["account_id"]) or (user is not None and has_control(user)):
+        return None, "invalid_id"
+    if now is not None and ts > now + parse_duration(inp["max_future"]):
+        return None, "future_timestamp"
     return Event(fields["account_id"], fields["event"], ts, user, seq), None
 
 
-def read_events(path, cfg):
+def read_events(path, cfg, now=None):
+    """Parse every line; `now` as in parse_line. New accounts past
+    engine.max_accounts_per_partition (in file order) are rejected as account_limit."""
     with open(path, "rb") as f:
         data = f.read()
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
     events, rejects = [], Counter()
+    accounts, cap = set(), cfg["engine"]["max_accounts_per_partition"]
     for seq, raw in enumerate(data.split(b"\n")):
         if raw.endswith(b"\r"):
             raw = raw[:-1]
         if raw.strip() == b"":
             continue
-        event, reason = parse_line(raw, cfg, seq)
+        event, reason = parse_line(raw, cfg, seq, now)
+        if event is not None and event.account not in accounts:
+            if len(accounts) >= cap:
+                event, reason = None, "account_limit"
+            else:
+                accounts.add(event.account)
         if event is None:
             rejects[reason] += 1
         else:
@@ -503,11 +523,14 @@ def main(argv=None):
     ap.add_argument("--config", required=True)
     ap.add_argument("--input", required=True)
     ap.add_argument("--until", help="RFC 3339 or epoch ms; default: newest event ts")
+    ap.add_argument("--now", help="RFC 3339 or epoch ms: the clock for the future-timestamp "
+                                  "check (input.max_future); default: the wall clock")
     ap.add_argument("--output", help="default: stdout")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     until = parse_until(args.until) if args.until is not None else None
-    events, rejects = read_events(args.input, cfg)
+    now = parse_until(args.now) if args.now is not None else int(time.time() * 1000)
+    events, rejects = read_events(args.input, cfg, now)
     records = run(cfg, events, until)
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     if args.output:

@@ -385,3 +385,101 @@ def test_compare_tool(tmp_path):
     assert "evidence.expected" in out.stdout and "missing from actual" in out.stdout
     assert compare.differences({"observed": 2}, {"observed": 2.0}) == []
     assert compare.differences({"p_value": 1e-13}, {"p_value": 5e-13}) == []
+
+
+# ---------------------------------------------------------- contract version 2 rejections
+
+@pytest.mark.parametrize("doc", [
+    {"account_id": "a\u0000b", "event": "e", "ts": 0},
+    {"account_id": "a\u001f", "event": "e", "ts": 0},
+    {"account_id": "\u007facme", "event": "e", "ts": 0},
+    {"account_id": "a", "event": "e", "ts": 0, "user_id": "u\n1"},
+    {"account_id": "a", "event": "e", "ts": 0, "user_id": "\u001b[31mred"},
+])
+def test_control_characters_in_ids_are_invalid_id(doc):
+    event, why = ref.parse_line(json.dumps(doc).encode(), ref.DEFAULT_CONFIG, 0)
+    assert event is None and why == "invalid_id"
+
+
+def test_other_characters_and_event_names_are_not_invalid_id():
+    cfg = ref.DEFAULT_CONFIG
+    for doc in ({"account_id": "a\u0080b\u00a0 é\u2028", "event": "e", "ts": 0},
+                {"account_id": "a", "event": "tab\there", "ts": 0, "user_id": "u~"}):
+        event, why = ref.parse_line(json.dumps(doc).encode(), cfg, 0)
+        assert why is None and event.account == doc["account_id"]
+
+
+def test_future_timestamp_bound_is_inclusive():
+    cfg = ref.DEFAULT_CONFIG
+    now = 1_790_000_000_000
+    line = lambda ts: json.dumps({"account_id": "a", "event": "e", "ts": ts}).encode()
+    assert ref.parse_line(line(now + ref.DAY), cfg, 0, now)[1] is None
+    assert ref.parse_line(line(now + ref.DAY + 1), cfg, 0, now) == (None, "future_timestamp")
+    assert ref.parse_line(line("9999-12-31T00:00:00Z"), cfg, 0, now)[1] == "future_timestamp"
+    # No clock (unit use): no check.
+    assert ref.parse_line(line("9999-12-31T00:00:00Z"), cfg, 0)[1] is None
+
+
+def twenty_events_and_one_from_9999(tmp_path):
+    """The issue's repro: twenty normal events over five activated accounts, plus one."""
+    lines = []
+    for a in range(5):
+        for d in range(4):
+            lines.append({"account_id": f"acct-{a}", "event": "report.created",
+                          "ts": f"2026-03-0{d + 1}T10:00:00Z", "user_id": "u1"})
+    clean = tmp_path / "clean.ndjson"
+    clean.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    lines.insert(10, {"account_id": "zz", "event": "x", "ts": "9999-12-31T00:00:00Z"})
+    poisoned = tmp_path / "poisoned.ndjson"
+    poisoned.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return clean, poisoned
+
+
+def cli(config, input_path, *extra):
+    proc = subprocess.run([sys.executable, REF, "--config", config, "--input", str(input_path),
+                           *extra], capture_output=True, text=True, check=True)
+    return [json.loads(line) for line in proc.stdout.splitlines()], proc.stderr
+
+
+def test_one_event_dated_9999_is_rejected_and_changes_nothing(tmp_path):
+    clean, poisoned = twenty_events_and_one_from_9999(tmp_path)
+    cfg = os.path.join(SCEN, "default.toml")
+    expected, _ = cli(cfg, clean, "--now", "2026-03-05T00:00:00Z")
+    got, stderr = cli(cfg, poisoned, "--now", "2026-03-05T00:00:00Z")
+    assert got == expected
+    assert "future_timestamp=1" in stderr
+    # The wall clock (2026 or later) rejects it just the same.
+    assert cli(cfg, poisoned)[0] == expected
+    # What the check prevents: with a clock past 9999 the event is accepted, the horizon
+    # jumps to 9999 and every activated account goes "inactive" for ~2.9 million days.
+    got, _ = cli(cfg, poisoned, "--now", "9999-12-31T00:00:00Z")
+    inactive = [r for r in got if r["kind"] == "inactive" and r["status"] == "firing"]
+    assert len(inactive) == 5
+    assert inactive[0]["evidence"]["idle_days"] == 14
+
+
+def test_account_limit_rejects_new_accounts_in_file_order(tmp_path):
+    clean, _ = twenty_events_and_one_from_9999(tmp_path)
+    cfg = tmp_path / "cap.toml"
+    cfg.write_text("[engine]\nmax_accounts_per_partition = 2\n")
+    events, rejects = ref.read_events(str(clean), ref.load_config(str(cfg)))
+    # acct-0..4 each have four events, in account order: the first two stay.
+    assert {e.account for e in events} == {"acct-0", "acct-1"}
+    assert rejects == {"account_limit": 12}
+
+
+def test_s15_hostile_input_on_a_fixed_clock():
+    # --now 2026-02-10: 2026-02-11T00:00:00Z is exactly now + 1d (accepted, acct-b's
+    # activity), 1 ms later is not; the 9999 event and two ids with control characters
+    # are rejected. acct-a: active 01-05, 01-06, 01-07 (activated; its line with user
+    # "u\x7f" is rejected, the day still counts through another event), goes dark at
+    # 01-07T10:00 + 14 d. acct-b: one active day then the 02-11 event: not activated
+    # at 01-05T11:00 + 30 d.
+    cfg = os.path.join(SCEN, "default.toml")
+    path = os.path.join(SCEN, "s15_hostile_input.ndjson")
+    records, stderr = cli(cfg, path, "--now", "2026-02-10T00:00:00Z")
+    assert "5 events accepted, 4 rejected: future_timestamp=2 invalid_id=2" in stderr
+    assert [(r["id"], r["status"], r["event_time"]) for r in records] == [
+        ("acct-a/inactive/2026-01-07", "firing", "2026-01-21T10:00:00.000Z"),
+        ("acct-b/not_activated/2026-01-05+30d", "firing", "2026-02-04T11:00:00.000Z"),
+    ]
