@@ -103,6 +103,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// CSM notifications.
     pub notify: NotifyConfig,
+    /// What is at stake: the weights of the priority score.
+    pub priority: crate::priority::PriorityConfig,
 }
 
 /// Notifications.
@@ -769,6 +771,9 @@ impl Config {
             return Err(invalid("server.liveness_timeout", "must be at least 1s"));
         }
         self.validate_notify()?;
+        if let Some(p) = self.priority.problem() {
+            return Err(invalid("priority", p));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be \"text\" or \"json\""));
         }
@@ -923,10 +928,11 @@ impl Config {
                         | "plan"
                         | "name"
                         | "timezone"
+                        | "segment"
                 ) {
                     return Err(invalid(
                         "notify.route",
-                        format!("cannot match on {key:?}; use kind, severity, status, account_id, owner, plan, name or timezone"),
+                        format!("cannot match on {key:?}; use kind, severity, status, account_id, owner, plan, name, timezone or segment"),
                     ));
                 }
             }

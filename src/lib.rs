@@ -10,6 +10,7 @@ pub mod gen;
 pub mod kafka;
 pub mod metrics;
 pub mod notify;
+pub mod priority;
 pub mod replay;
 pub mod server;
 pub mod sink;

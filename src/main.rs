@@ -477,7 +477,8 @@ fn cmd_notify(
                 ""
             }
         )
-    })?;
+    })?
+    .with_priority(cfg.priority.clone());
     let notes = plan(&cfg.notify, records, &meta);
     let no_owner: std::collections::BTreeSet<&str> = notes
         .iter()
@@ -515,7 +516,12 @@ fn cmd_notify(
             match kind {
                 "email" => {
                     let (subject, body, _) =
-                        render::email(n, &cfg.notify.crm_url_template, &cfg.notify.inbox_url);
+                        render::email(
+                        n,
+                        &cfg.notify.crm_url_template,
+                        &cfg.notify.inbox_url,
+                        &cfg.priority,
+                    );
                     println!("Subject: {subject}\n\n{body}");
                 }
                 "slack" => {
@@ -532,6 +538,7 @@ fn cmd_notify(
                                 crm_template: &cfg.notify.crm_url_template,
                                 inbox_url: &cfg.notify.inbox_url,
                                 mention_owner: mention,
+                                priority: cfg.priority.clone(),
                             }
                         ))?
                     );

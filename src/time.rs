@@ -188,6 +188,14 @@ pub fn format_day(day: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// Parses a calendar date `YYYY-MM-DD` to its midnight UTC.
+pub fn parse_date(s: &str) -> Result<Millis, String> {
+    if s.len() != 10 || s.as_bytes()[4] != b'-' || s.as_bytes()[7] != b'-' {
+        return Err(format!("{s:?} is not a date; use YYYY-MM-DD"));
+    }
+    parse_rfc3339(&format!("{s}T00:00:00Z")).map_err(|e| format!("{s:?}: {e}; use YYYY-MM-DD"))
+}
+
 /// Parses a timestamp given on a command line: RFC 3339, a plain date (midnight UTC),
 /// or integer epoch milliseconds.
 pub fn parse_cli_time(s: &str) -> Result<Millis, String> {

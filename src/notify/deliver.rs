@@ -63,6 +63,8 @@ pub struct Sender {
     inbox_url: String,
     /// `notify.owner_email_domains`: the only domains mail may go to (empty: any).
     owner_domains: Vec<String>,
+    /// `[priority]`: the order of alerts within a message.
+    priority: crate::priority::PriorityConfig,
     max_attempts: u32,
     retry_initial: Duration,
     retry_max: Duration,
@@ -198,12 +200,20 @@ impl Sender {
             crm_template: cfg.crm_url_template.clone(),
             inbox_url: cfg.inbox_url.clone(),
             owner_domains: cfg.owner_email_domains.clone(),
+            priority: Default::default(),
             max_attempts: cfg.max_attempts,
             retry_initial: ms(cfg.retry_initial),
             retry_max: ms(cfg.retry_max),
             in_flight: Semaphore::new(cfg.max_concurrent_deliveries.max(1) as usize),
             deadline: ms(cfg.delivery_deadline),
         })
+    }
+
+    /// Orders alerts within messages by these weights (default: `[priority]`'s
+    /// defaults).
+    pub fn with_priority(mut self, p: crate::priority::PriorityConfig) -> Sender {
+        self.priority = p;
+        self
     }
 
     /// Delivers notifications concurrently, at most `notify.max_concurrent_deliveries`
@@ -260,6 +270,7 @@ impl Sender {
                     crm_template: &self.crm_template,
                     inbox_url: &self.inbox_url,
                     mention_owner: r.cfg.mention_owner,
+                    priority: self.priority.clone(),
                 };
                 Some(vec![WebhookPart {
                     key: n.idempotency_key(),
@@ -429,7 +440,7 @@ impl Sender {
                 render::escape::cut(to.domain(), 80)
             )));
         }
-        let (subject, text, html) = render::email(n, &self.crm_template, &self.inbox_url);
+        let (subject, text, html) = render::email(n, &self.crm_template, &self.inbox_url, &self.priority);
         let msg = Message::builder()
             .from(
                 r.cfg

@@ -326,7 +326,9 @@ pub fn run_with(
     let meta = super::accounts::load(&cfg, shutdown.clone())
         .context("account metadata")?
         .unwrap_or_default();
-    let sender = Sender::new(n).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sender = Sender::new(n)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_priority(cfg.priority.clone());
     let mut grouper = Grouper::new(Timing::from_config(n));
     let (restored, unsettled) = restore_log(&cfg, &log_topic, &mut grouper, &health)
         .context("restoring the notification log")?;

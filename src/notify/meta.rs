@@ -32,6 +32,18 @@ pub struct AccountMeta {
     /// Link to the account in the CRM (else built from `notify.crm_url_template`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crm_url: Option<String>,
+    /// Next renewal, `YYYY-MM-DD` (the closer, the higher the priority).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_date: Option<String>,
+    /// Annual recurring revenue (else 12 x `mrr` where revenue matters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arr: Option<f64>,
+    /// Seats bought.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seats: Option<u64>,
+    /// Customer segment (`smb`, `mid-market`, `enterprise`, ...): a filter and a route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<String>,
 }
 
 /// Longest account id, name, plan or time zone accepted from metadata.
@@ -70,6 +82,7 @@ impl AccountMeta {
             ("name", &self.name),
             ("plan", &self.plan),
             ("timezone", &self.timezone),
+            ("segment", &self.segment),
         ] {
             if let Some(v) = v {
                 text(field, v, MAX_META_TEXT)?;
@@ -98,10 +111,18 @@ impl AccountMeta {
                 ));
             }
         }
-        if let Some(m) = self.mrr {
-            if !m.is_finite() || m < 0.0 {
-                return Err(format!("mrr {m} is not a non-negative number"));
+        for (field, v) in [("mrr", self.mrr), ("arr", self.arr)] {
+            if let Some(m) = v {
+                if !m.is_finite() || m < 0.0 {
+                    return Err(format!("{field} {m} is not a non-negative number"));
+                }
             }
+        }
+        if let Some(d) = &self.renewal_date {
+            crate::time::parse_date(d).map_err(|e| format!("renewal_date {e}"))?;
+        }
+        if self.seats.is_some_and(|n| n > 100_000_000) {
+            return Err("seats is not a plausible number (over 100 million)".into());
         }
         Ok(())
     }
@@ -122,6 +143,10 @@ impl AccountMeta {
             "name" => self.name.clone(),
             "timezone" => self.timezone.clone(),
             "mrr" => self.mrr.map(|m| m.to_string()),
+            "arr" => self.arr.map(|m| m.to_string()),
+            "seats" => self.seats.map(|m| m.to_string()),
+            "segment" => self.segment.clone(),
+            "renewal_date" => self.renewal_date.clone(),
             _ => None,
         }
         .filter(|v| !v.is_empty())
@@ -198,14 +223,15 @@ impl MetaStore {
                     if v.is_empty() {
                         continue;
                     }
-                    let value =
-                        if h == "mrr" {
-                            serde_json::Value::from(v.parse::<f64>().map_err(|_| {
-                                rec_err(i + 1, format!("mrr {v:?} is not a number"))
-                            })?)
-                        } else {
-                            serde_json::Value::from(v)
-                        };
+                    let value = match h {
+                        "mrr" | "arr" => serde_json::Value::from(v.parse::<f64>().map_err(|_| {
+                            rec_err(i + 1, format!("{h} {v:?} is not a number"))
+                        })?),
+                        "seats" => serde_json::Value::from(v.parse::<u64>().map_err(|_| {
+                            rec_err(i + 1, format!("seats {v:?} is not a whole number"))
+                        })?),
+                        _ => serde_json::Value::from(v),
+                    };
                     obj.insert(h.to_string(), value);
                 }
                 out.push(
@@ -385,6 +411,28 @@ mod tests {
             .unwrap_err()
             .contains("longer than"));
         assert!(is_bare_address("ana.m+csm@example.co.uk"));
+        for (line, want) in [
+            (r#"{"account_id":"a","renewal_date":"next spring"}"#, "renewal_date"),
+            (r#"{"account_id":"a","arr":-1}"#, "arr"),
+            (r#"{"account_id":"a","seats":1000000000}"#, "seats"),
+        ] {
+            let e = parse_topic_record(Some(b"a"), Some(line.as_bytes())).unwrap_err();
+            assert!(e.contains(want), "{line}: {e}");
+        }
+        let csv = dir.path().join("m.csv");
+        std::fs::write(
+            &csv,
+            "account_id,arr,seats,segment,renewal_date\nacme,120000,40,enterprise,2027-01-31\n",
+        )
+        .unwrap();
+        let m = MetaStore::load(&csv).unwrap();
+        let a = m.get("acme").unwrap();
+        assert_eq!((a.arr, a.seats), (Some(120000.0), Some(40)));
+        assert_eq!(a.label("segment").as_deref(), Some("enterprise"));
+        assert_eq!(a.renewal_date.as_deref(), Some("2027-01-31"));
+        let bad = dir.path().join("b.csv");
+        std::fs::write(&bad, "account_id,seats\nacme,many\n").unwrap();
+        assert!(MetaStore::load(&bad).unwrap_err().to_string().contains("record 1"));
     }
 
     #[test]

@@ -3,12 +3,18 @@
 //! closing paragraph. Every value is escaped for HTML, links are `https:` only.
 
 use super::escape;
+use crate::priority::PriorityConfig;
 use super::limits::EMAIL_MAX_ALERTS;
 use super::{account_facts, crm_link, headline, id_line, plain_evidence, s, shown_name};
 use super::{Notification, Overflow};
 
 /// An email for one notification: (subject, plain text, HTML).
-pub fn email(n: &Notification, crm_template: &str, inbox_url: &str) -> (String, String, String) {
+pub fn email(
+    n: &Notification,
+    crm_template: &str,
+    inbox_url: &str,
+    priority: &PriorityConfig,
+) -> (String, String, String) {
     let opening = n.opening();
     let intro = if n.digest {
         format!(
@@ -23,7 +29,7 @@ pub fn email(n: &Notification, crm_template: &str, inbox_url: &str) -> (String, 
         "<html><body style=\"font-family:sans-serif\"><p>{}</p><ul>",
         escape::html(&intro)
     );
-    let ordered = n.ordered();
+    let ordered = n.ordered(priority);
     let shown = ordered.len().min(EMAIL_MAX_ALERTS);
     for a in &ordered[..shown] {
         let link = crm_link(a, crm_template);
@@ -126,7 +132,7 @@ mod tests {
     #[test]
     fn a_long_batch_is_summarised_and_links_are_safe() {
         let alerts: Vec<_> = (0..130).map(|i| alert(i, &format!("Acct {i}"))).collect();
-        let (subject, text, html) = email(&note(alerts), "", "https://cw.example/inbox");
+        let (subject, text, html) = email(&note(alerts), "", "https://cw.example/inbox", &PriorityConfig::default());
         assert!(subject.chars().count() <= EMAIL_MAX_SUBJECT, "{subject}");
         assert!(
             text.starts_with("130 of your accounts need a look:"),
@@ -141,7 +147,7 @@ mod tests {
 
     #[test]
     fn one_alert_reads_as_english() {
-        let (subject, text, _) = email(&note(vec![alert(1, "Acme")]), "", "");
+        let (subject, text, _) = email(&note(vec![alert(1, "Acme")]), "", "", &PriorityConfig::default());
         assert_eq!(subject, "[churnwatch] Acme: went dark");
         assert!(
             text.starts_with("1 of your accounts needs a look:"),
@@ -154,7 +160,7 @@ mod tests {
         #[test]
         fn subjects_and_html_stay_safe(name in any::<String>(), n in 1usize..300) {
             let alerts: Vec<_> = (0..n).map(|i| alert(i, &name)).collect();
-            let (subject, text, html) = email(&note(alerts), "https://crm.example/{account_id}", "");
+            let (subject, text, html) = email(&note(alerts), "https://crm.example/{account_id}", "", &PriorityConfig::default());
             prop_assert!(subject.chars().count() <= EMAIL_MAX_SUBJECT);
             prop_assert!(!subject.chars().any(char::is_control));
             prop_assert!(!html.contains("<script") && !html.contains("javascript:"));

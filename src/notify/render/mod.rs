@@ -17,6 +17,8 @@ pub use webhook::{webhook, webhook_parts, WebhookPart};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::priority::PriorityConfig;
+
 /// One notification: a batch of alert records for one receiver and one owner.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Notification {
@@ -123,7 +125,7 @@ impl Notification {
         } else {
             let firing = self.alerts.iter().filter(|a| is_firing(a)).count();
             let resolved = self.alerts.len() - firing;
-            let ordered = self.ordered();
+            let ordered = self.ordered(&PriorityConfig::default());
             let mut accounts: Vec<&str> = Vec::new();
             for a in &ordered {
                 let name = account_name(a);
@@ -153,20 +155,23 @@ impl Notification {
         escape::plain(&full)
     }
 
-    /// The alerts, most important first: firing before resolved, critical before
-    /// warning, then by the account's yearly revenue when known (largest first), then
-    /// in arrival order.
-    pub fn ordered(&self) -> Vec<&Value> {
-        let mut v: Vec<&Value> = self.alerts.iter().collect();
-        v.sort_by(|a, b| {
-            let key = |x: &Value| (is_firing(x), s(x, "severity") == "critical");
-            key(b).cmp(&key(a)).then_with(|| {
-                revenue(b)
-                    .unwrap_or(-1.0)
-                    .total_cmp(&revenue(a).unwrap_or(-1.0))
-            })
+    /// The alerts, most important first: firing before resolved, then by priority score
+    /// (`crate::priority`: severity, revenue, days to renewal as of the alert), then in
+    /// arrival order.
+    pub fn ordered(&self, p: &PriorityConfig) -> Vec<&Value> {
+        let mut v: Vec<(f64, &Value)> = self
+            .alerts
+            .iter()
+            .map(|a| (p.alert_score_at_event(a), a))
+            .collect();
+        // Stable: equal scores keep their arrival order; firing before resolved even
+        // with weights of 0.
+        v.sort_by(|(sa, a), (sb, b)| {
+            is_firing(b)
+                .cmp(&is_firing(a))
+                .then_with(|| sb.total_cmp(sa))
         });
-        v
+        v.into_iter().map(|(_, a)| a).collect()
     }
 }
 
@@ -221,13 +226,6 @@ fn account_name(a: &Value) -> &str {
 /// [`limits::MAX_SHOWN_FIELD`] characters, control characters removed.
 pub fn shown_name(a: &Value) -> String {
     escape::cut(&escape::plain(account_name(a)), limits::MAX_SHOWN_FIELD)
-}
-
-/// Yearly revenue of the account, when its metadata says (`arr`, else 12 x `mrr`).
-pub fn revenue(a: &Value) -> Option<f64> {
-    let m = a.get("account")?;
-    let num = |k: &str| m.get(k).and_then(Value::as_f64).filter(|x| x.is_finite());
-    num("arr").or_else(|| num("mrr").map(|x| x * 12.0))
 }
 
 /// A short headline per kind.
@@ -446,6 +444,7 @@ mod tests {
                 crm_template: "https://crm.example.com/a/{account_id}",
                 inbox_url: "",
                 mention_owner: true,
+                priority: PriorityConfig::default(),
             },
         );
         let text = m.to_string();
@@ -472,7 +471,7 @@ mod tests {
 
     #[test]
     fn email_has_text_and_html() {
-        let (subject, text, html) = email(&note(vec![drop_alert()]), "", "");
+        let (subject, text, html) = email(&note(vec![drop_alert()]), "", "", &PriorityConfig::default());
         assert_eq!(
             subject,
             "[churnwatch] Acme <Corp>: activity dropped sharply"
@@ -501,7 +500,7 @@ mod tests {
             n.subject(),
             "[churnwatch] Daily digest: 2 accounts at risk, 1 resolved"
         );
-        let (_, text, html) = email(&n, "", "");
+        let (_, text, html) = email(&n, "", "", &PriorityConfig::default());
         assert!(
             text.starts_with("Daily digest: 2 accounts at risk, 1 resolved."),
             "{text}"

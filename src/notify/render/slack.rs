@@ -10,13 +10,14 @@
 use serde_json::{json, Value};
 
 use super::escape::{self, cut_markup};
+use crate::priority::PriorityConfig;
 use super::limits::*;
 use super::{
     account_facts, crm_link, headline, id_line, plain_evidence, s, Notification, Overflow,
 };
 
 /// Where the receiver and the deployment want the message to point.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SlackOptions<'a> {
     /// `notify.crm_url_template`.
     pub crm_template: &'a str,
@@ -24,6 +25,8 @@ pub struct SlackOptions<'a> {
     pub inbox_url: &'a str,
     /// Mention the owner (`<@U...>`) when their chat handle is known.
     pub mention_owner: bool,
+    /// The order of the alerts.
+    pub priority: PriorityConfig,
 }
 
 fn section(text: String) -> Value {
@@ -61,7 +64,7 @@ pub fn slack(n: &Notification, opts: &SlackOptions) -> Value {
             format!("{who} {opening}:")
         }));
     }
-    let ordered = n.ordered();
+    let ordered = n.ordered(&opts.priority);
     let shown = ordered.len().min(SLACK_MAX_ALERTS);
     for a in &ordered[..shown] {
         blocks.push(alert_section(a, opts.crm_template));
@@ -170,6 +173,7 @@ mod tests {
             crm_template: "https://crm.example/a/{account_id}",
             inbox_url: "",
             mention_owner: true,
+            priority: PriorityConfig::default(),
         }
     }
 
