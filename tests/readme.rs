@@ -17,10 +17,7 @@ fn check(files: &[&std::path::Path]) -> Output {
 
 #[test]
 fn the_readmes_pass() {
-    let out = check(&[
-        &repo().join("README.md"),
-        &repo().join("deploy/README.md"),
-    ]);
+    let out = check(&[&repo().join("README.md"), &repo().join("deploy/README.md")]);
     assert!(
         out.status.success(),
         "{}",

@@ -884,7 +884,7 @@ pub fn run(
         input = %k.input_topic, partitions, group = %k.group_id, instance = %k.instance(),
         stream_threads = threads, "starting"
     );
-    let meta = crate::notify::accounts::load(&cfg, shutdown.clone())
+    let meta = crate::notify::accounts::load(&cfg, shutdown.clone(), &health)
         .map_err(|e| DaemonError::Fatal(format!("account metadata: {e:#}")))?;
     let parser = EventParser::new(&cfg.input).map_err(|msg| KafkaSetupError::Topic {
         topic: k.input_topic.clone(),
