@@ -466,9 +466,9 @@ fn cmd_notify(
         .collect();
     if !no_owner.is_empty() {
         eprintln!(
-            "warning: {} alert(s) carry no owner (no account metadata for their accounts): each \
-             receiver gets them in one \"(no owner)\" message; give the owners with --accounts F \
-             (CSV or JSON) or notify.accounts_file",
+            "warning: {} alert(s) carry no owner (their accounts have no metadata, or no \
+             owner_email in it): each receiver gets them in one \"(no owner)\" message; give \
+             the owners with --accounts F (CSV or JSON) or notify.accounts_file",
             no_owner.len()
         );
     }
