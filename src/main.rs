@@ -468,17 +468,18 @@ fn cmd_notify(
     }
     // Secrets are read now, in a dry run too, so that a missing one fails here and not
     // only when sending (their values are never printed).
-    let sender = Sender::new(&cfg.notify).map_err(|e| {
-        anyhow::anyhow!(
-            "{e}{}",
-            if dry_run {
-                " (a real run would fail: set it before sending)"
-            } else {
-                ""
-            }
-        )
-    })?
-    .with_priority(cfg.priority.clone());
+    let sender = Sender::new(&cfg.notify)
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e}{}",
+                if dry_run {
+                    " (a real run would fail: set it before sending)"
+                } else {
+                    ""
+                }
+            )
+        })?
+        .with_priority(cfg.priority.clone());
     let notes = plan(&cfg.notify, records, &meta);
     let no_owner: std::collections::BTreeSet<&str> = notes
         .iter()
@@ -487,9 +488,9 @@ fn cmd_notify(
         .collect();
     if !no_owner.is_empty() {
         eprintln!(
-            "warning: {} alert(s) carry no owner (no account metadata for their accounts): each \
-             receiver gets them in one \"(no owner)\" message; give the owners with --accounts F \
-             (CSV or JSON) or notify.accounts_file",
+            "warning: {} alert(s) carry no owner (their accounts have no metadata, or no \
+             owner_email in it): each receiver gets them in one \"(no owner)\" message; give \
+             the owners with --accounts F (CSV or JSON) or notify.accounts_file",
             no_owner.len()
         );
     }
@@ -515,8 +516,7 @@ fn cmd_notify(
             );
             match kind {
                 "email" => {
-                    let (subject, body, _) =
-                        render::email(
+                    let (subject, body, _) = render::email(
                         n,
                         &cfg.notify.crm_url_template,
                         &cfg.notify.inbox_url,

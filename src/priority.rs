@@ -82,7 +82,9 @@ impl PriorityConfig {
                 .and_then(Value::as_f64)
                 .filter(|x| x.is_finite() && *x >= 0.0)
         };
-        let arr = num("arr").or_else(|| num("mrr").map(|m| m * 12.0)).unwrap_or(0.0);
+        let arr = num("arr")
+            .or_else(|| num("mrr").map(|m| m * 12.0))
+            .unwrap_or(0.0);
         let revenue = 1.0 + (1.0 + arr / self.revenue_unit).ln();
         let renewal = account
             .and_then(|m| m.get("renewal_date"))
@@ -126,10 +128,22 @@ mod tests {
     #[test]
     fn a_critical_alert_on_a_large_account_renewing_soon_comes_first() {
         let p = PriorityConfig::default();
-        let big_soon = alert("critical", json!({"arr": 500000, "renewal_date": "2026-03-31"}));
-        let big_later = alert("critical", json!({"arr": 500000, "renewal_date": "2027-03-01"}));
-        let small_soon = alert("critical", json!({"mrr": 100, "renewal_date": "2026-03-31"}));
-        let warning_big = alert("warning", json!({"arr": 500000, "renewal_date": "2026-03-31"}));
+        let big_soon = alert(
+            "critical",
+            json!({"arr": 500000, "renewal_date": "2026-03-31"}),
+        );
+        let big_later = alert(
+            "critical",
+            json!({"arr": 500000, "renewal_date": "2027-03-01"}),
+        );
+        let small_soon = alert(
+            "critical",
+            json!({"mrr": 100, "renewal_date": "2026-03-31"}),
+        );
+        let warning_big = alert(
+            "warning",
+            json!({"arr": 500000, "renewal_date": "2026-03-31"}),
+        );
         let unknown = alert("critical", json!({}));
         let scores: Vec<f64> = [&big_soon, &big_later, &small_soon, &warning_big, &unknown]
             .iter()

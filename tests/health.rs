@@ -1,6 +1,7 @@
 //! `/healthz` and `/readyz` of each kind of process, against a real Apache Kafka broker
 //! (started by `scripts/kafka.sh`, stopped when this test process exits): `run` (the
-//! detector), `run` with the notifier inside, and `notify` alone. Each is watched for
+//! detector), `run` with the notifier inside (and account metadata from a topic), and
+//! `notify` alone. Each is watched for
 //! several liveness windows (`server.liveness_timeout`, short here) after it is ready:
 //! every probe must answer 200, and the body must name the loops that process runs and
 //! only those.
@@ -290,15 +291,38 @@ fn run_stays_alive_and_ready_past_the_liveness_window_and_logs_when_caught_up() 
 fn run_with_the_notifier_watches_both() {
     let case = Case::new("run-notify");
     case.input(2);
+    // Account metadata from a topic too: its follower is a loop of the process.
+    let accounts_topic = format!("{}-accounts", case.name);
+    create_topic(&accounts_topic, 1);
+    let accounts = case.dir.path().join("accounts.ndjson");
+    std::fs::write(
+        &accounts,
+        "{\"account_id\":\"acct-000001\",\"name\":\"Acme\",\"owner_email\":\"ana@example.com\"}\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .args(["produce", "--input", accounts.to_str().unwrap()])
+        .args(["--topic", &accounts_topic, "--key-field", "account_id"])
+        .env("CHURNWATCH_KAFKA__BROKERS", broker())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (http, rec) = http_server();
     let config = case.config(Some(&http));
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text = text.replace("[notify]\n", "[notify]\nenabled = true\n");
+    text = text.replace(
+        "[notify]\n",
+        &format!("[notify]\nenabled = true\naccounts_topic = \"{accounts_topic}\"\n"),
+    );
     std::fs::write(&config, text).unwrap();
     let mut p = Proc::spawn(&["run"], &config);
     let (live, ready) = p.ready_and_alive();
     let names = loops(&live);
-    for want in ["notifier", "silences follower"] {
+    for want in ["notifier", "silences follower", "accounts follower"] {
         assert!(names.iter().any(|l| l == want), "{want} in {live}");
     }
     assert!(

@@ -649,7 +649,17 @@ impl State {
                                 attempts += 1;
                                 warn!(error = %t, attempts, "transaction abort will be retried");
                             }
-                            Err(e) => return Err(self.out.classify(e)),
+                            // An abort that fails fatally (e.g. the transaction is in an
+                            // invalid state after a broker restart) is a failed producer:
+                            // replaced like any other, not the end of the process.
+                            Err(e) => {
+                                return match self.out.classify(e) {
+                                    failed @ DaemonError::ProducerFailed(_) => {
+                                        self.recover(consumer, failed)
+                                    }
+                                    other => Err(other),
+                                }
+                            }
                         }
                     }
                     self.out.in_txn = false;
@@ -874,7 +884,7 @@ pub fn run(
         input = %k.input_topic, partitions, group = %k.group_id, instance = %k.instance(),
         stream_threads = threads, "starting"
     );
-    let meta = crate::notify::accounts::load(&cfg, shutdown.clone())
+    let meta = crate::notify::accounts::load(&cfg, shutdown.clone(), &health)
         .map_err(|e| DaemonError::Fatal(format!("account metadata: {e:#}")))?;
     let parser = EventParser::new(&cfg.input).map_err(|msg| KafkaSetupError::Topic {
         topic: k.input_topic.clone(),

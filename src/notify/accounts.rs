@@ -3,7 +3,8 @@
 //! the beginning (all partitions assigned, no group membership, read_committed) up to its
 //! end before `load` returns, then followed in the background until `stop` is set.
 //! Records that cannot be used are skipped with a warning that names their topic,
-//! partition and offset.
+//! partition and offset. Reading and following the topic are a loop that liveness
+//! watches (`Loop::Accounts`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,14 +20,20 @@ use super::meta::{parse_topic_record, Accounts, MetaStore};
 use crate::config::Config;
 use crate::kafka::client::{base_config, LogContext};
 use crate::metrics::METRICS;
+use crate::server::{Health, Loop};
 
 /// One store per (brokers, file, topic) in a process: `run` with the notifier inside
 /// reads the topic once for both.
 type Key = (String, String, String);
 static SHARED: Mutex<Option<HashMap<Key, Weak<Accounts>>>> = Mutex::new(None);
 
-/// The account metadata of `cfg`, or None when neither a file nor a topic is set.
-pub fn load(cfg: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Option<Arc<Accounts>>> {
+/// The account metadata of `cfg`, or None when neither a file nor a topic is set. The
+/// topic's reader and follower report their turns to `health`.
+pub fn load(
+    cfg: &Config,
+    stop: Arc<AtomicBool>,
+    health: &Arc<Health>,
+) -> anyhow::Result<Option<Arc<Accounts>>> {
     use anyhow::Context;
     let n = &cfg.notify;
     if n.accounts_file.is_empty() && n.accounts_topic.is_empty() {
@@ -55,14 +62,15 @@ pub fn load(cfg: &Config, stop: Arc<AtomicBool>) -> anyhow::Result<Option<Arc<Ac
     let accounts = Arc::new(Accounts::new(file));
     if !n.accounts_topic.is_empty() {
         let topic = n.accounts_topic.clone();
-        let consumer = read_topic(cfg, &topic, &accounts)
+        let consumer = read_topic(cfg, &topic, &accounts, health)
             .with_context(|| format!("reading the accounts topic {topic}"))?;
         let a2 = accounts.clone();
         let key2 = key.clone();
+        let health = health.clone();
         std::thread::Builder::new()
             .name("accounts-topic".into())
             .spawn(move || {
-                follow(&consumer, &topic, &a2, &stop);
+                follow(&consumer, &topic, &a2, &stop, &health);
                 let mut shared = SHARED.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(m) = shared.as_mut() {
                     m.remove(&key2);
@@ -104,6 +112,7 @@ fn read_topic(
     cfg: &Config,
     topic: &str,
     accounts: &Accounts,
+    health: &Health,
 ) -> anyhow::Result<BaseConsumer<LogContext>> {
     // librdkafka wants a group id for position(), but with assign() and no commits
     // there is no group membership.
@@ -136,6 +145,7 @@ fn read_topic(
     let deadline = started + Duration::from_secs(600);
     let mut records = 0u64;
     loop {
+        health.beat(Loop::Accounts);
         let pos = c.position()?;
         let done = ends.iter().all(|(&p, &end)| {
             end == 0
@@ -172,8 +182,15 @@ fn read_topic(
 }
 
 /// Applies the topic's new records until `stop` is set.
-fn follow(c: &BaseConsumer<LogContext>, topic: &str, accounts: &Accounts, stop: &AtomicBool) {
+fn follow(
+    c: &BaseConsumer<LogContext>,
+    topic: &str,
+    accounts: &Accounts,
+    stop: &AtomicBool,
+    health: &Health,
+) {
     while !stop.load(Ordering::Relaxed) {
+        health.beat(Loop::Accounts);
         match c.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
                 apply(&m, accounts);

@@ -440,7 +440,8 @@ impl Sender {
                 render::escape::cut(to.domain(), 80)
             )));
         }
-        let (subject, text, html) = render::email(n, &self.crm_template, &self.inbox_url, &self.priority);
+        let (subject, text, html) =
+            render::email(n, &self.crm_template, &self.inbox_url, &self.priority);
         let msg = Message::builder()
             .from(
                 r.cfg

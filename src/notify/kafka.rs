@@ -323,7 +323,7 @@ pub fn run_with(
             Err(e) => return Err(e.into()),
         }
     }
-    let meta = super::accounts::load(&cfg, shutdown.clone())
+    let meta = super::accounts::load(&cfg, shutdown.clone(), &health)
         .context("account metadata")?
         .unwrap_or_default();
     let sender = Sender::new(n)

@@ -224,9 +224,11 @@ impl MetaStore {
                         continue;
                     }
                     let value = match h {
-                        "mrr" | "arr" => serde_json::Value::from(v.parse::<f64>().map_err(|_| {
-                            rec_err(i + 1, format!("{h} {v:?} is not a number"))
-                        })?),
+                        "mrr" | "arr" => {
+                            serde_json::Value::from(v.parse::<f64>().map_err(|_| {
+                                rec_err(i + 1, format!("{h} {v:?} is not a number"))
+                            })?)
+                        }
                         "seats" => serde_json::Value::from(v.parse::<u64>().map_err(|_| {
                             rec_err(i + 1, format!("seats {v:?} is not a whole number"))
                         })?),
@@ -412,7 +414,10 @@ mod tests {
             .contains("longer than"));
         assert!(is_bare_address("ana.m+csm@example.co.uk"));
         for (line, want) in [
-            (r#"{"account_id":"a","renewal_date":"next spring"}"#, "renewal_date"),
+            (
+                r#"{"account_id":"a","renewal_date":"next spring"}"#,
+                "renewal_date",
+            ),
             (r#"{"account_id":"a","arr":-1}"#, "arr"),
             (r#"{"account_id":"a","seats":1000000000}"#, "seats"),
         ] {
@@ -432,7 +437,10 @@ mod tests {
         assert_eq!(a.renewal_date.as_deref(), Some("2027-01-31"));
         let bad = dir.path().join("b.csv");
         std::fs::write(&bad, "account_id,seats\nacme,many\n").unwrap();
-        assert!(MetaStore::load(&bad).unwrap_err().to_string().contains("record 1"));
+        assert!(MetaStore::load(&bad)
+            .unwrap_err()
+            .to_string()
+            .contains("record 1"));
     }
 
     #[test]

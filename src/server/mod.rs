@@ -39,6 +39,8 @@ pub enum Loop {
     Notifier,
     /// The follower of the silences topic (what the silences API reads).
     Silences,
+    /// The reader and follower of the account metadata topic (`notify.accounts_topic`).
+    Accounts,
 }
 
 impl fmt::Display for Loop {
@@ -47,6 +49,7 @@ impl fmt::Display for Loop {
             Loop::Stream(t) => write!(f, "detector stream thread {t}"),
             Loop::Notifier => f.write_str("notifier"),
             Loop::Silences => f.write_str("silences follower"),
+            Loop::Accounts => f.write_str("accounts follower"),
         }
     }
 }

@@ -3,10 +3,10 @@
 //! closing paragraph. Every value is escaped for HTML, links are `https:` only.
 
 use super::escape;
-use crate::priority::PriorityConfig;
 use super::limits::EMAIL_MAX_ALERTS;
 use super::{account_facts, crm_link, headline, id_line, plain_evidence, s, shown_name};
 use super::{Notification, Overflow};
+use crate::priority::PriorityConfig;
 
 /// An email for one notification: (subject, plain text, HTML).
 pub fn email(
@@ -132,7 +132,12 @@ mod tests {
     #[test]
     fn a_long_batch_is_summarised_and_links_are_safe() {
         let alerts: Vec<_> = (0..130).map(|i| alert(i, &format!("Acct {i}"))).collect();
-        let (subject, text, html) = email(&note(alerts), "", "https://cw.example/inbox", &PriorityConfig::default());
+        let (subject, text, html) = email(
+            &note(alerts),
+            "",
+            "https://cw.example/inbox",
+            &PriorityConfig::default(),
+        );
         assert!(subject.chars().count() <= EMAIL_MAX_SUBJECT, "{subject}");
         assert!(
             text.starts_with("130 of your accounts need a look:"),
@@ -147,7 +152,12 @@ mod tests {
 
     #[test]
     fn one_alert_reads_as_english() {
-        let (subject, text, _) = email(&note(vec![alert(1, "Acme")]), "", "", &PriorityConfig::default());
+        let (subject, text, _) = email(
+            &note(vec![alert(1, "Acme")]),
+            "",
+            "",
+            &PriorityConfig::default(),
+        );
         assert_eq!(subject, "[churnwatch] Acme: went dark");
         assert!(
             text.starts_with("1 of your accounts needs a look:"),

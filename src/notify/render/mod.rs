@@ -471,7 +471,12 @@ mod tests {
 
     #[test]
     fn email_has_text_and_html() {
-        let (subject, text, html) = email(&note(vec![drop_alert()]), "", "", &PriorityConfig::default());
+        let (subject, text, html) = email(
+            &note(vec![drop_alert()]),
+            "",
+            "",
+            &PriorityConfig::default(),
+        );
         assert_eq!(
             subject,
             "[churnwatch] Acme <Corp>: activity dropped sharply"

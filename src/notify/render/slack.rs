@@ -10,11 +10,11 @@
 use serde_json::{json, Value};
 
 use super::escape::{self, cut_markup};
-use crate::priority::PriorityConfig;
 use super::limits::*;
 use super::{
     account_facts, crm_link, headline, id_line, plain_evidence, s, Notification, Overflow,
 };
+use crate::priority::PriorityConfig;
 
 /// Where the receiver and the deployment want the message to point.
 #[derive(Debug, Clone, Default)]
