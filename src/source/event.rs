@@ -313,15 +313,12 @@ fn has_control(b: &[u8]) -> bool {
         let del = y.wrapping_sub(ONES) & !y & HIGH;
         below_space | del != 0
     };
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
-        if word(u64::from_le_bytes(c.try_into().expect("8 bytes"))) {
-            return true;
-        }
+    if b.len() < 8 {
+        return b.iter().any(|&x| is_control(x));
     }
-    let mut last = [b'a'; 8];
-    last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    word(u64::from_le_bytes(last))
+    let load = |c: &[u8]| u64::from_le_bytes(c.try_into().expect("8 bytes"));
+    // Whole words, then the last eight bytes (overlapping the last word).
+    b.chunks_exact(8).any(|c| word(load(c))) || word(load(&b[b.len() - 8..]))
 }
 
 fn clip(s: &str) -> String {
