@@ -1,7 +1,9 @@
 //! Which accounts a shard takes on: at most `engine.max_accounts_per_partition`, and
 //! with `engine.known_accounts_only` only those an injected predicate knows (the
 //! driver's account metadata). Input can invent any number of ids; these bounds keep
-//! the state, and the alerts about accounts that do not exist, finite.
+//! the state, and the alerts about accounts that do not exist, finite. They apply to
+//! new accounts only: state restored from the changelog is taken back whole (a lowered
+//! limit or removed metadata does not drop accounts already tracked).
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
