@@ -104,6 +104,7 @@ pub fn replay(
     let started = Instant::now();
     let parser = EventParser::new(&cfg.input).map_err(io::Error::other)?;
     let mut shard = Shard::new(Arc::new(EngineConfig::new(cfg)));
+    let mut as_of = crate::asof::AsOf::new(until);
     let mut summary = Summary::default();
     let mut buf = Vec::with_capacity(4096);
     let mut flush = |shard: &mut Shard, summary: &mut Summary| -> io::Result<()> {
@@ -125,6 +126,9 @@ pub fn replay(
         match parser.parse(&buf) {
             Ok(ev) => {
                 summary.events += 1;
+                if !as_of.admits(ev.ts) {
+                    continue;
+                }
                 shard.push(&ev);
                 if shard.alerts_ready() > 0 {
                     flush(&mut shard, &mut summary)?;
@@ -137,7 +141,7 @@ pub fn replay(
         }
     }
     summary.newest = (shard.newest() != Millis::MIN).then_some(shard.newest());
-    shard.finish(until);
+    as_of.finish(&mut shard);
     flush(&mut shard, &mut summary)?;
     summary.engine = shard.stats.clone();
     summary.accounts = shard.accounts();
