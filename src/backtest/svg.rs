@@ -67,7 +67,7 @@ pub fn nice_max(v: f64) -> f64 {
 fn open(out: &mut String, label: &str) {
     let _ = write!(
         out,
-        r#"<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{}">"#,
+        r#"<svg class="chart" viewBox="0 0 {W} {H}" width="{W}" height="{H}" role="img" aria-label="{}">"#,
         esc(label)
     );
 }
