@@ -33,7 +33,10 @@ fn main() {
     // Under `cargo test --benches` only prove it runs.
     let test_mode = !std::env::args().any(|a| a == "--bench");
     let opts = GenOptions {
-        accounts: env_or("CHURNWATCH_BENCH_ACCOUNTS", if test_mode { 60 } else { 1900 }),
+        accounts: env_or(
+            "CHURNWATCH_BENCH_ACCOUNTS",
+            if test_mode { 60 } else { 1900 },
+        ),
         days: env_or("CHURNWATCH_BENCH_DAYS", if test_mode { 60 } else { 150 }),
         seed: 1,
         ..GenOptions::default()

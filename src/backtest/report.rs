@@ -162,7 +162,7 @@ fn one_run(h: &mut String, inputs: &Inputs<'_>, r: &Run, nweeks: f64) {
     }
     h.push_str("</table>");
     h.push_str("<h2>Lead time: how long before the churn the first alert came</h2><p>Each dot is a caught churn; the box spans the 25th to 75th percentile, the bar is the median.</p>");
-    let rows: Vec<(String, Vec<f64>, [Option<f64>; 3])> = kinds
+    let rows: Vec<svg::Strip> = kinds
         .iter()
         .map(|(k, s)| {
             let q = [s.lead_days.p25, s.lead_days.p50, s.lead_days.p75];

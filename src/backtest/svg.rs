@@ -306,14 +306,12 @@ pub fn lines(
     out
 }
 
+/// One row of a strip plot: its name, its values, and their p25, p50 and p75.
+pub type Strip = (String, Vec<f64>, [Option<f64>; 3]);
+
 /// One row per category: every value as a dot, and a box from p25 to p75 with a mark
 /// at p50. The x axis runs from 0 to `x_max`.
-pub fn strips(
-    label: &str,
-    rows: &[(String, Vec<f64>, [Option<f64>; 3])],
-    x_title: &str,
-    x_max: f64,
-) -> String {
+pub fn strips(label: &str, rows: &[Strip], x_title: &str, x_max: f64) -> String {
     let mut out = String::new();
     open(&mut out, label);
     let x = Scale {
