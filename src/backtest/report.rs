@@ -241,3 +241,57 @@ fn load(h: &mut String, r: &Run) {
     }
     h.push_str("</table>");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backtest::churns::Churns;
+    use crate::backtest::history::History;
+    use crate::backtest::score::{Owners, Window};
+    use crate::backtest::sweep::plan;
+    use crate::backtest::{run_all, Inputs};
+    use crate::config::Config;
+    use crate::source::file::LineReader;
+
+    #[test]
+    fn owner_names_from_metadata_are_escaped() {
+        let text = concat!(
+            "{\"account_id\":\"a\",\"event\":\"account.created\",\"ts\":\"2026-01-01T00:00:00Z\"}\n",
+            "{\"account_id\":\"a\",\"event\":\"subscription.cancelled\",\"ts\":\"2026-02-05T00:00:00Z\"}\n",
+            "{\"account_id\":\"b\",\"event\":\"login\",\"ts\":\"2026-03-01T00:00:00Z\"}\n",
+        );
+        let cfg = Config::default();
+        let mut r = LineReader::from_reader(Box::new(std::io::Cursor::new(text.as_bytes())));
+        let h = History::read(&cfg, &mut r, None, |_| {}).unwrap();
+        let churns = Churns::from_end_events(&h, &cfg);
+        let owners = Owners::build(
+            h.known_accounts(),
+            |_| Some("<script>alert(1)</script>".into()),
+            |a| h.is_active(a),
+        );
+        let (start, end) = h.window().unwrap();
+        let inputs = Inputs {
+            history: &h,
+            churns: &churns,
+            owners: &owners,
+            window: Window {
+                start,
+                end,
+                horizon: 10 * DAY,
+            },
+        };
+        let specs = plan(
+            "",
+            vec![],
+            &[crate::backtest::sweep::parse_set("rules.inactive.after_days=7,14").unwrap()],
+        )
+        .unwrap();
+        let runs = run_all(&inputs, specs, 2, || {});
+        // a's 30-day alert (01-31) precedes its churn (02-05): one hit per run.
+        assert_eq!(runs[0].score.kind("any").unwrap().hits, 1);
+        let html = render(&inputs, &runs);
+        assert!(!html.contains("<script"), "{html}");
+        assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert_eq!(html.matches("<svg").count(), 4);
+    }
+}
