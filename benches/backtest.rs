@@ -2,7 +2,8 @@
 //! about 3 million events, against one `replay` of the same file, measured in one run.
 //! Both read the file from the page cache; the sweep parses it once and runs the 16
 //! configs on all cores. Prints both times and the ratio (target: at most 4x).
-//! `cargo bench --bench backtest` (CHURNWATCH_BENCH_ACCOUNTS, _DAYS to change the size).
+//! `cargo bench --bench backtest` (CHURNWATCH_BENCH_ACCOUNTS, _DAYS to change the size,
+//! _THREADS the threads of the sweep).
 
 use std::io::Write;
 use std::time::Instant;
@@ -78,7 +79,10 @@ fn main() {
         summary.alerts_total()
     );
 
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = std::env::var("CHURNWATCH_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let t = Instant::now();
     let sets = [
         parse_set("rules.inactive.after_days=7,10,14,21").unwrap(),

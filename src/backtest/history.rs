@@ -3,7 +3,9 @@
 //! events without reading or parsing the file again.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
 use std::io;
 use std::sync::Arc;
 
