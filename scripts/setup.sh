@@ -5,6 +5,7 @@
 #   - make, g++, pkg-config, OpenSSL headers: rdkafka's bundled librdkafka build
 #   - Java 17 + Maven for the Apache Kafka broker used by the Kafka tests (the broker's
 #     jars come from Maven Central through scripts/kafka.sh, cached in ~/.cache)
+#   - Debian's chromium + chromium-driver: the backtest report's browser test (headless)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,8 @@ pkg-config --exists openssl 2>/dev/null || apt_install libssl-dev
 command -v python3 >/dev/null || apt_install python3 python3-venv
 command -v java >/dev/null || apt_install openjdk-17-jre-headless
 command -v mvn >/dev/null || apt_install maven
+{ command -v chromium >/dev/null && command -v chromedriver >/dev/null; } ||
+  apt_install chromium chromium-driver
 
 venv=target/pyenv
 if ! "$venv/bin/python" -c 'import mpmath, pytest' 2>/dev/null; then

@@ -17,7 +17,7 @@ use crate::time::{day_of, format_day, format_rfc3339, DAY};
 pub fn run(cfg: &Config, opts: &GenOptions) -> anyhow::Result<String> {
     let mut data = Vec::new();
     let gen_stats = generate(opts, &mut data)?;
-    let mut reader = LineReader::from_reader(Box::new(Cursor::new(data)));
+    let mut reader = LineReader::from_reader(Box::new(Cursor::new(data.clone())));
     let mut alerts: Vec<Alert> = Vec::new();
     // The generated stream's own clock (its dates may lie anywhere relative to today),
     // and its population as the accounts with metadata.
@@ -197,10 +197,82 @@ pub fn run(cfg: &Config, opts: &GenOptions) -> anyhow::Result<String> {
             count(AlertKind::ActivityDrop)
         );
     }
+    backtest(
+        &mut r,
+        cfg,
+        data,
+        &alerts,
+        opts.start + opts.days as i64 * DAY,
+    )?;
     let _ = writeln!(
         r,
         "\n(Accounts that start late in the period have not reached their deadlines or a full\n\
          35-day window yet, so not every scripted risk can fire. Try --days 240.)"
     );
     Ok(r)
+}
+
+/// The backtest of the demo's alerts against the cancellations the generator scripted
+/// (docs/backtest.md; horizon 90 days, owners as in `gen --accounts-file`).
+fn backtest(
+    r: &mut String,
+    cfg: &Config,
+    data: Vec<u8>,
+    alerts: &[Alert],
+    now: crate::time::Millis,
+) -> anyhow::Result<()> {
+    use crate::backtest::{churns::Churns, history::History, score, sweep::RunSpec, table, Run};
+    let mut reader = LineReader::from_reader(Box::new(Cursor::new(data)));
+    let h = History::read_at(cfg, &mut reader, None, Some(now), |_| {})?;
+    let Some((start, end)) = h.window() else {
+        return Ok(());
+    };
+    let churns = Churns::from_end_events(&h, cfg);
+    let owners = score::Owners::build(
+        h.known_accounts(),
+        |a| {
+            let id = h.account_id(a);
+            let i: u32 = id.strip_prefix("acct-")?.parse().ok()?;
+            (i % 10 != 9).then(|| owner_of(i))
+        },
+        |a| h.is_active(a),
+    );
+    let firings: Vec<score::Firing> = alerts
+        .iter()
+        .filter(|a| a.status == Status::Firing)
+        .filter_map(|a| {
+            Some(score::Firing {
+                account: h.account_index(&a.account_id)?,
+                kind: a.kind,
+                t: a.event_time,
+            })
+        })
+        .collect();
+    let w = score::Window {
+        start,
+        end,
+        horizon: 90 * DAY,
+    };
+    let run = Run {
+        spec: RunSpec {
+            settings: Vec::new(),
+            config: cfg.clone(),
+            current: true,
+        },
+        score: score::score(
+            &firings,
+            &churns,
+            &w,
+            &crate::backtest::kinds_enabled(cfg),
+            &owners,
+        ),
+    };
+    let _ = writeln!(
+        r,
+        "\nBacktest: would these alerts have caught the accounts that cancelled? (horizon 90 days)"
+    );
+    for line in table::render(&h, &churns, &w, std::slice::from_ref(&run)).lines() {
+        let _ = writeln!(r, "  {line}");
+    }
+    Ok(())
 }

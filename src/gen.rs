@@ -3,6 +3,22 @@
 //! seasonality and over-dispersed volumes, sharp drops with or without recovery, going
 //! dark, cancelling and re-subscribing), plus a few malformed lines.
 //!
+//! Outcomes: risky personas may later cancel (`subscription.cancelled`), so that a
+//! backtest on generated data has churns worth scoring. Each account's chance and delay
+//! come from their own seeded stream (`seed`, account index), drawn once per account:
+//!
+//! | persona | cancels with probability | on day (relative to its start) |
+//! |---|---|---|
+//! | never activates | 0.55 | 35..=110 (after the 30-day deadline) |
+//! | goes dark (and does not come back) | 0.5 | dark day + 20..=80 |
+//! | sharp drop (and does not recover) | 0.45 | drop day + 10..=70 |
+//! | activates late | 0.15 | 40..=150 |
+//! | healthy, low volume | 0.03 | 30..=200 (churn with no warning sign) |
+//!
+//! (The `churns` persona cancels without warning on its turn day, as before.) After a
+//! cancellation the account is silent for good; a cancellation past the last day is
+//! not written.
+//!
 //! Output is time-ordered up to a bounded jitter (events may arrive up to `jitter`
 //! behind newer ones, as real pipelines deliver them), so it stays within the default
 //! `allowed_lateness` and replays exactly.
@@ -96,6 +112,22 @@ pub struct Profile {
     pub return_day: Option<u32>,
     /// Volume multiplier after the turn (drop personas).
     pub drop_factor: f64,
+    /// Day (relative to start_day) when the account cancels for good (outcome), if ever.
+    pub cancel_day: Option<u32>,
+}
+
+/// Draws whether and when an account of `persona` cancels (module docs: the table).
+fn draw_cancel(seed: u64, index: u32, p: &Profile) -> Option<u32> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_c4a2_ce11_0000 ^ u64::from(index) << 20);
+    let (prob, lo, hi) = match p.persona {
+        Persona::NeverActivates => (0.55, 35, 110),
+        Persona::GoesDark if p.return_day.is_none() => (0.5, p.turn_day + 20, p.turn_day + 80),
+        Persona::SharpDrop if p.return_day.is_none() => (0.45, p.turn_day + 10, p.turn_day + 70),
+        Persona::LateActivation => (0.15, 40, 150),
+        Persona::Healthy | Persona::LowVolume => (0.03, 30, 200),
+        _ => return None,
+    };
+    rng.random_bool(prob).then(|| rng.random_range(lo..=hi))
 }
 
 /// Writes account metadata for the generated population as CSV: owner CSM, name,
@@ -222,7 +254,7 @@ pub fn profiles(opts: &GenOptions) -> Vec<Profile> {
                 Persona::LateActivation => (rng.random_range(31..80), None, 1.0),
                 _ => (0, None, 1.0),
             };
-            Profile {
+            let mut p = Profile {
                 id: format!("acct-{i:06}"),
                 persona,
                 start_day,
@@ -233,7 +265,10 @@ pub fn profiles(opts: &GenOptions) -> Vec<Profile> {
                 turn_day,
                 return_day,
                 drop_factor,
-            }
+                cancel_day: None,
+            };
+            p.cancel_day = draw_cancel(opts.seed, i, &p);
+            p
         })
         .collect()
 }
@@ -393,6 +428,21 @@ pub fn generate(opts: &GenOptions, out: &mut dyn Write) -> io::Result<GenStats> 
                     None,
                 );
             }
+            if p.cancel_day == Some(rel) {
+                let ts = rand_ts(&mut rng);
+                push_event(
+                    &mut lines,
+                    &mut rng,
+                    opts,
+                    p,
+                    ts,
+                    "subscription.cancelled",
+                    None,
+                );
+            }
+            if p.cancel_day.is_some_and(|c| rel >= c) {
+                continue;
+            }
             let mean = day_rate(p, rel, wd);
             if mean <= 0.0 {
                 continue;
@@ -498,5 +548,54 @@ mod tests {
         }
         assert_eq!((ok, bad), (stats.events, stats.bad_lines));
         assert!(stats.bad_lines > 0 && stats.events > 10_000, "{stats:?}");
+    }
+
+    #[test]
+    fn risky_personas_cancel_and_go_silent() {
+        let opts = GenOptions {
+            accounts: 400,
+            days: 200,
+            bad_line_rate: 0.0,
+            ..small()
+        };
+        let people = profiles(&opts);
+        let cancelling: Vec<&Profile> = people
+            .iter()
+            .filter(|p| p.cancel_day.is_some_and(|c| p.start_day + c < opts.days))
+            .collect();
+        let risky = |p: &&Profile| {
+            matches!(
+                p.persona,
+                Persona::NeverActivates | Persona::GoesDark | Persona::SharpDrop
+            )
+        };
+        let share = |sel: &dyn Fn(&&Profile) -> bool| {
+            let all = people.iter().filter(|p| sel(p)).count() as f64;
+            cancelling.iter().filter(|p| sel(p)).count() as f64 / all
+        };
+        assert!(share(&risky) > 0.25, "risky personas cancel");
+        assert!(share(&|p| p.persona == Persona::Healthy) < 0.1);
+        let mut buf = Vec::new();
+        generate(&opts, &mut buf).unwrap();
+        let parser = EventParser::new(&Config::default().input).unwrap();
+        let mut cancelled_at = std::collections::HashMap::new();
+        let mut last = std::collections::HashMap::new();
+        for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let e = parser.parse(line).unwrap();
+            if e.event == "subscription.cancelled" {
+                cancelled_at.insert(e.account_id.to_string(), e.ts);
+            } else {
+                let t = last.entry(e.account_id.to_string()).or_insert(e.ts);
+                *t = (*t).max(e.ts);
+            }
+        }
+        for p in &cancelling {
+            let c = cancelled_at[&p.id];
+            assert_eq!(
+                crate::time::day_of(c - opts.start) as u32,
+                p.start_day + p.cancel_day.unwrap()
+            );
+            assert!(last.get(&p.id).is_none_or(|&t| t <= c + DAY), "{}", p.id);
+        }
     }
 }

@@ -3,6 +3,8 @@
 //! Data flows `source` (files, Kafka) -> `engine` (pure state and rules) -> `sink`
 //! (alert records, notifications).
 
+pub mod asof;
+pub mod backtest;
 pub mod config;
 pub mod demo;
 pub mod engine;

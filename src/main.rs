@@ -43,9 +43,10 @@ enum Command {
         /// Rejected lines with their reasons, as NDJSON. Without it they go to stderr.
         #[arg(long)]
         rejects: Option<PathBuf>,
-        /// Evaluate up to this time (RFC 3339, YYYY-MM-DD or epoch ms); default: the
-        /// newest event time.
-        #[arg(long, value_parser = parse_cli_time)]
+        /// Evaluate as of this time (RFC 3339, YYYY-MM-DD or epoch ms): later events
+        /// are not applied (counted), the watermark ends here; default: the newest
+        /// event time.
+        #[arg(long, visible_alias = "as-of", value_parser = parse_cli_time)]
         until: Option<Millis>,
         /// Stands for the wall clock in the future-timestamp check (events more than
         /// input.max_future after it are rejected): RFC 3339, YYYY-MM-DD or epoch ms.
@@ -144,6 +145,9 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Score the alerts replay would write against the churns of an event history, for
+    /// the config or a sweep of settings (docs/backtest.md).
+    Backtest(churnwatch::backtest::cli::Args),
     /// Validate a config file (with environment overrides) and print the result.
     CheckConfig {
         #[arg(long, env = "CHURNWATCH_CONFIG")]
@@ -677,6 +681,7 @@ fn main() -> ExitCode {
             print!("{report}");
             Ok(())
         }),
+        Command::Backtest(args) => churnwatch::backtest::cli::run(args),
         Command::CheckConfig { config } => load_config(config.as_deref()).map(|cfg| {
             let what = match &config {
                 Some(p) => format!("config {} OK", p.display()),

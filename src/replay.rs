@@ -133,6 +133,7 @@ pub fn replay(
     }
     let mut shard = Shard::new(Arc::new(engine));
     input.set_max_line(cfg.input.max_event_bytes);
+    let mut as_of = crate::asof::AsOf::new(opts.until);
     let mut summary = Summary::default();
     let mut buf = Vec::with_capacity(4096);
     let mut flush = |shard: &mut Shard, summary: &mut Summary| -> io::Result<()> {
@@ -166,9 +167,20 @@ pub fn replay(
             }
             Line::Whole => parser.parse_at(&buf, now),
         };
-        match parsed.and_then(|ev| shard.push(&ev)) {
-            Ok(()) => {
+        // Events after --until (as of) are accepted and counted, not applied.
+        let applied = parsed.and_then(|ev| {
+            if as_of.admits(ev.ts) {
+                shard.push(&ev).map(|()| true)
+            } else {
+                Ok(false)
+            }
+        });
+        match applied {
+            Ok(applied) => {
                 summary.events += 1;
+                if !applied {
+                    continue;
+                }
                 if shard.alerts_ready() > 0 {
                     flush(&mut shard, &mut summary)?;
                 }
@@ -180,7 +192,7 @@ pub fn replay(
         }
     }
     summary.newest = (shard.newest() != Millis::MIN).then_some(shard.newest());
-    shard.finish(opts.until);
+    as_of.finish(&mut shard);
     flush(&mut shard, &mut summary)?;
     summary.engine = shard.stats.clone();
     summary.accounts = shard.accounts();
@@ -188,10 +200,4 @@ pub fn replay(
     Ok(summary)
 }
 
-/// Wall-clock now in epoch milliseconds (for `emitted_at`).
-pub fn wall_clock_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
+pub use crate::time::wall_clock_ms;

@@ -188,6 +188,15 @@ pub fn format_day(day: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// Wall-clock now in epoch milliseconds: the one place churnwatch reads the clock
+/// (`emitted_at`, the future-timestamp check, the notifier); the engine never does.
+pub fn wall_clock_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
 /// Parses a calendar date `YYYY-MM-DD` to its midnight UTC.
 pub fn parse_date(s: &str) -> Result<Millis, String> {
     if s.len() != 10 || s.as_bytes()[4] != b'-' || s.as_bytes()[7] != b'-' {

@@ -1,0 +1,98 @@
+//! `churnwatch backtest`: scores the alerts `replay` would write for an event history
+//! against the churns that really happened (docs/backtest.md), for one config or a
+//! sweep of settings. The history is parsed once (`history`); each run replays it
+//! through the engine and is scored (`score`); `sweep` expands `--set` flags and runs
+//! them on all cores; `output`, `table` and `report` present the result.
+
+pub mod churns;
+pub mod cli;
+pub mod history;
+pub mod outcomes;
+pub mod output;
+pub mod report;
+pub mod score;
+pub mod svg;
+pub mod sweep;
+pub mod table;
+
+use crate::config::Config;
+use crate::engine::{AlertKind, Status};
+
+use churns::Churns;
+use history::History;
+use score::{Firing, Owners, RunScore, Window};
+use sweep::RunSpec;
+
+/// What every run of a backtest shares.
+pub struct Inputs<'a> {
+    pub history: &'a History,
+    pub churns: &'a Churns,
+    pub owners: &'a Owners,
+    pub window: Window,
+}
+
+/// One scored run.
+pub struct Run {
+    pub spec: RunSpec,
+    pub score: RunScore,
+}
+
+/// The kinds a config enables, in config order.
+pub fn kinds_enabled(cfg: &Config) -> Vec<AlertKind> {
+    let r = &cfg.rules;
+    AlertKind::ALL
+        .into_iter()
+        .filter(|k| match k {
+            AlertKind::NotActivated => {
+                r.not_activated.enabled && !r.not_activated.deadlines.is_empty()
+            }
+            AlertKind::Inactive => r.inactive.enabled,
+            AlertKind::ActivityDrop => r.activity_drop.enabled,
+        })
+        .collect()
+}
+
+/// The firing records of one run of the history with `cfg`.
+pub fn firings(h: &History, cfg: &Config) -> Vec<Firing> {
+    let mut out = Vec::new();
+    h.run(cfg, |a| {
+        if a.status == Status::Firing {
+            let account = h
+                .account_index(&a.account_id)
+                .expect("alerts come from the history's accounts");
+            out.push(Firing {
+                account,
+                kind: a.kind,
+                t: a.event_time,
+            });
+        }
+    });
+    out
+}
+
+/// Runs and scores one config.
+pub fn run_one(inputs: &Inputs<'_>, cfg: &Config) -> RunScore {
+    let f = firings(inputs.history, cfg);
+    score::score(
+        &f,
+        inputs.churns,
+        &inputs.window,
+        &kinds_enabled(cfg),
+        inputs.owners,
+    )
+}
+
+/// Runs every spec over the same inputs on `threads` threads, in spec order.
+pub fn run_all(
+    inputs: &Inputs<'_>,
+    specs: Vec<RunSpec>,
+    threads: usize,
+    on_done: impl Fn() + Sync,
+) -> Vec<Run> {
+    let scores = sweep::run_parallel(&specs, threads, |s| run_one(inputs, &s.config), on_done);
+    specs
+        .into_iter()
+        .zip(scores)
+        .map(|(spec, score)| Run { spec, score })
+        .collect()
+}
