@@ -1312,18 +1312,21 @@ fn digest_goes_out_at_each_owners_local_hour_and_once_across_a_restart() {
     });
     assert_eq!(mentions("globex"), 0);
     first.stop();
-    // Held records are not committed: the group's offset stays at globex's (1).
+    // Held records are not committed: the group's offset on the repartition topic
+    // (one partition, like the alerts topic; records in the same order) stays at
+    // globex's (1).
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &broker.bootstrap)
         .set("group.id", format!("{name}-notifier"))
         .create()
         .unwrap();
+    let by_owner = format!("{name}-notifier-by-owner");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(&alerts_topic, 0);
+    tpl.add_partition(&by_owner, 0);
     let committed = c
         .committed_offsets(tpl, Duration::from_secs(10))
         .unwrap()
-        .find_partition(&alerts_topic, 0)
+        .find_partition(&by_owner, 0)
         .unwrap()
         .offset();
     assert_eq!(committed, Offset::Offset(1), "committed {committed:?}");
