@@ -155,4 +155,3 @@ impl Broker {
         self.read_all(topic).len()
     }
 }
-
