@@ -169,6 +169,18 @@ mod tests {
             assert_eq!(*p, partition_of(&x.receiver, "ben@x.io", 6));
             assert!((0..6).contains(p));
         }
+        // The owner changed in the metadata: the account's next alert goes to the new
+        // owner's partition, with the new owner on it.
+        let mut moved = MetaStore::default();
+        moved.upsert(crate::notify::meta::AccountMeta {
+            account_id: "a7".into(),
+            owner_email: Some("ben@x.io".into()),
+            ..Default::default()
+        });
+        let r = route(&n, &moved, rec("a7", "warning", "ana@x.io").as_bytes(), 6).unwrap();
+        assert_eq!(r[0].2.owner, "ben@x.io");
+        assert_eq!(r[0].0, partition_of("hook", "ben@x.io", 6));
+        assert_eq!(r[0].2.alert["account"]["owner_email"], "ben@x.io");
         assert!(route(&n, &meta, b"not json", 6).is_err());
         assert!(route(&n, &meta, b"[1]", 6).is_err());
     }
