@@ -363,19 +363,28 @@ fn one_two_or_three_instances_send_the_same_messages_per_owner() {
         let mut w = World::new(&format!("owners{n}"), false);
         let mut live: Vec<Instance> = (0..n).map(|_| w.spawn()).collect();
         // Started first, on an empty topic, as in the report: every instance in the
-        // group before the alerts come.
+        // group before the alerts come, the repartition topic spread over them.
         w.settle(
             "the group to form",
             &mut live.iter_mut().collect::<Vec<_>>(),
             |_, _| true,
         );
-        if n > 1 {
-            let spread = live
-                .iter()
-                .filter(|i| !i.status().assigned.is_empty())
-                .count();
-            assert!(spread > 1, "the repartition topic's partitions are spread");
-        }
+        wait_for(
+            "the repartition topic spread over the instances",
+            Duration::from_secs(60),
+            || {
+                let owning = live
+                    .iter()
+                    .filter(|i| !i.status().assigned.is_empty())
+                    .count();
+                owning == n.min(PARTITIONS as usize)
+            },
+        );
+        w.settle(
+            "the group to settle",
+            &mut live.iter_mut().collect::<Vec<_>>(),
+            |_, _| true,
+        );
         let total = w.produce(&KINDS, 0..60);
         // All routed and batched (the clock stands still: nothing is due yet).
         w.settle(
