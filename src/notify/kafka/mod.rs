@@ -214,7 +214,7 @@ pub fn run_probed(
             (n.delivery_deadline.0 + 60_000).max(300_000).to_string(),
         )
         .create_with_context(Ctx {
-            state: Mutex::new(Some(state)),
+            state: Mutex::new(state),
         })?;
     consumer.subscribe(&[&topics.alerts, &topics.by_owner])?;
     info!(alerts = %topics.alerts, by_owner = %topics.by_owner, partitions, "notifier subscribed");
@@ -238,7 +238,7 @@ pub fn run_probed(
         // Rebalance callbacks run inside `poll`: the state is not held across it.
         let polled = consumer.poll(Duration::from_millis(50));
         let mut guard = lock(&consumer.context().state);
-        let st = guard.as_mut().expect("the notifier's state");
+        let st = &mut *guard;
         if let Some(e) = st.failed.take() {
             return Err(e);
         }
@@ -263,12 +263,7 @@ pub fn run_probed(
     }
     // A graceful stop leaves the group's offsets where the work stopped.
     health.notifier(|h| h.phase = Phase::Stopping);
-    {
-        let mut guard = lock(&consumer.context().state);
-        if let Some(st) = guard.as_mut() {
-            st.commit(&consumer)?;
-        }
-    }
+    lock(&consumer.context().state).commit(&consumer)?;
     producer.flush(Duration::from_secs(30))?;
     info!("notifier stopped");
     Ok(())

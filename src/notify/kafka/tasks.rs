@@ -176,7 +176,7 @@ impl State {
 
 /// The notifier consumer's context: logs, and rebalance callbacks over [`State`].
 pub struct Ctx {
-    pub state: Mutex<Option<State>>,
+    pub state: Mutex<State>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -198,7 +198,7 @@ impl ConsumerContext for Ctx {
             return;
         };
         let mut guard = lock(&self.state);
-        let Some(st) = guard.as_mut() else { return };
+        let st = &mut *guard;
         // Commit while the partitions are still ours: the next owner starts where this
         // one stopped, and finds in the log everything this one delivered.
         if let Err(e) = st.commit(consumer) {
@@ -227,7 +227,7 @@ impl ConsumerContext for Ctx {
             return;
         };
         let mut guard = lock(&self.state);
-        let Some(st) = guard.as_mut() else { return };
+        let st = &mut *guard;
         crate::metrics::METRICS
             .rebalances
             .with_label_values(&["assign"])
