@@ -166,6 +166,11 @@ impl World {
     /// Owner `csm<i % 6>` for account `acct-<i>`; `digest`: the daily digest at 09:00
     /// and the owners' time zones (half New York, half Berlin).
     fn new(tag: &str, digest: bool) -> World {
+        World::with_hook(tag, digest, "hook")
+    }
+
+    /// `new`, with the `hook` receiver's requests going to path `hook_path`.
+    fn with_hook(tag: &str, digest: bool, hook_path: &str) -> World {
         let broker = Broker::shared();
         let name = format!("{tag}-{}", std::process::id());
         let dir = tempfile::tempdir().unwrap();
@@ -198,8 +203,8 @@ impl World {
                 "[kafka]\nbrokers = \"{}\"\nalerts_topic = \"{alerts_topic}\"\n\
                  [kafka.client]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\
                  [notify]\ngroup_id = \"{name}-notifier\"\ngroup_wait = \"10s\"\ngroup_interval = \"10s\"\n\
-                 repeat_interval = \"24h\"\naccounts_file = \"{}\"\n{digest}\
-                 [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{http}/hook\"\n\
+                 repeat_interval = \"24h\"\ntimeout = \"60s\"\nmax_concurrent_deliveries = 8\naccounts_file = \"{}\"\n{digest}\
+                 [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{http}/{hook_path}\"\n\
                  [[notify.receivers]]\nname = \"drops\"\ntype = \"webhook\"\nurl = \"http://{http}/drops\"\n\
                  [notify.route]\nreceiver = \"hook\"\n\
                  [[notify.route.routes]]\nmatch = {{ kind = \"activity_drop\" }}\nreceiver = \"drops\"\ncontinue = true\n\
@@ -520,6 +525,80 @@ fn kill_9_of_the_owning_instance_moves_the_held_digest_intact() {
             "{}",
             m.owner
         );
+    }
+    survivor.stop();
+}
+
+#[test]
+fn kill_9_mid_delivery_leaves_the_batches_to_the_new_owner_with_their_keys() {
+    // The receiver answers after 30 s: the victim dies with its batches in flight.
+    let mut w = World::with_hook("owners-resend", false, "stall");
+    let mut a = w.spawn();
+    let mut b = w.spawn();
+    w.settle("a and b", &mut [&mut a, &mut b], |_, _| true);
+    wait_for(
+        "both instances owning partitions",
+        Duration::from_secs(60),
+        || !a.status().assigned.is_empty() && !b.status().assigned.is_empty(),
+    );
+    w.settle("a and b", &mut [&mut a, &mut b], |_, _| true);
+    let total = w.produce(&["inactive"], 0..60);
+    w.settle(
+        "every alert in a batch",
+        &mut [&mut a, &mut b],
+        |waiting, _| waiting == total,
+    );
+    let p = churnwatch::notify::kafka::partition_of("hook", &owner_of(0), PARTITIONS);
+    let (victim, mut survivor) = if a.status().assigned.contains(&p) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let theirs = victim.status().assigned;
+    let victim_owners: BTreeSet<String> = (0..OWNERS)
+        .map(owner_of)
+        .filter(|o| {
+            theirs.contains(&churnwatch::notify::kafka::partition_of(
+                "hook", o, PARTITIONS,
+            ))
+        })
+        .collect();
+    let requests = |w: &World, owner: &str| {
+        w.messages()
+            .into_iter()
+            .filter(|m| m.owner == owner)
+            .count()
+    };
+    w.set_clock("2026-03-07T10:00:11Z");
+    wait_for("the victim's requests", Duration::from_secs(60), || {
+        victim_owners.iter().all(|o| requests(&w, o) >= 1)
+    });
+    victim.kill9();
+    wait_for("its batches sent again", Duration::from_secs(240), || {
+        survivor.assert_alive();
+        victim_owners.iter().all(|o| requests(&w, o) >= 2)
+    });
+    w.settle(
+        "everything delivered",
+        &mut [&mut survivor],
+        |waiting, _| waiting == 0,
+    );
+    let want = expected(&["inactive"], 0..60);
+    let mut keys: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for m in w.messages() {
+        assert_eq!(
+            m.alerts,
+            want[&("hook".to_string(), m.owner.clone())],
+            "{}",
+            m.owner
+        );
+        keys.entry(m.owner.clone())
+            .or_default()
+            .insert(m.key.clone());
+    }
+    assert_eq!(keys.len(), OWNERS);
+    for (owner, k) in &keys {
+        assert_eq!(k.len(), 1, "{owner}: one batch, one key: {k:?}");
     }
     survivor.stop();
 }
