@@ -10,157 +10,14 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use common::{bin, churnwatch, repo};
-
-/// One record read back: key, value, headers.
-type Record = (Option<Vec<u8>>, Vec<u8>, BTreeMap<String, String>);
-
-/// A broker started by scripts/kafka.sh.
-struct Broker {
-    bootstrap: String,
-    dir: String,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let out = Command::new(repo().join("scripts/kafka.sh"))
-            .args(["start", "--watch-pid", &std::process::id().to_string()])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/kafka.sh");
-        assert!(out.status.success(), "kafka broker failed to start");
-        let env: BTreeMap<String, String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        Broker {
-            bootstrap: env["KAFKA_BOOTSTRAP"].clone(),
-            dir: env["KAFKA_DIR"].clone(),
-        }
-    }
-
-    /// The broker shared by the tests of this process.
-    fn shared() -> &'static Broker {
-        static B: OnceLock<Broker> = OnceLock::new();
-        B.get_or_init(Broker::start)
-    }
-
-    fn restart(&self) {
-        let out = Command::new(repo().join("scripts/kafka.sh"))
-            .args(["restart-broker", "--dir", &self.dir])
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "broker restart failed");
-    }
-
-    fn create_topic(&self, name: &str, partitions: i32) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .create()
-            .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let res = rt
-            .block_on(admin.create_topics(
-                &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-            ))
-            .unwrap();
-        for r in res {
-            r.unwrap_or_else(|(t, e)| panic!("create {t}: {e}"));
-        }
-    }
-
-    /// Reads a whole topic (read_committed) up to its end.
-    fn read_all(&self, topic: &str) -> Vec<Record> {
-        let c: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
-            .set("group.id", format!("reader-{topic}"))
-            .set("isolation.level", "read_committed")
-            .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", "50")
-            .create()
-            .unwrap();
-        let md = c
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .unwrap();
-        let parts = match md.topics().first() {
-            Some(t) if t.error().is_none() => t.partitions().len() as i32,
-            _ => return Vec::new(), // not created yet
-        };
-        let mut tpl = TopicPartitionList::new();
-        let mut ends = BTreeMap::new();
-        for p in 0..parts {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .unwrap();
-            let high = (0..50)
-                .find_map(|_| c.fetch_watermarks(topic, p, Duration::from_secs(5)).ok())
-                .expect("partition end offsets")
-                .1;
-            ends.insert(p, high);
-        }
-        c.assign(&tpl).unwrap();
-        let mut out = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        // Done when every partition's position reached its end offset (transaction
-        // markers included).
-        loop {
-            let pos = c.position().unwrap();
-            let done = (0..parts).all(|p| {
-                let at = pos
-                    .find_partition(topic, p)
-                    .and_then(|e| e.offset().to_raw())
-                    .unwrap_or(-1);
-                at >= ends[&p]
-            });
-            if done {
-                break;
-            }
-            assert!(Instant::now() < deadline, "reading {topic} did not finish");
-            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|x| {
-                                (
-                                    x.key.to_string(),
-                                    String::from_utf8_lossy(x.value.unwrap_or_default())
-                                        .to_string(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push((
-                    m.key().map(<[u8]>::to_vec),
-                    m.payload().unwrap_or_default().to_vec(),
-                    headers,
-                ));
-            }
-        }
-        out
-    }
-
-    /// Committed record count of a topic (read_committed), without keeping them.
-    fn count(&self, topic: &str) -> usize {
-        self.read_all(topic).len()
-    }
-}
+use common::broker::Broker;
+use common::{bin, churnwatch, repo, wait_for};
 
 /// Java's murmur2 partitioner (what `partitioner=murmur2_random` uses for keyed records).
 fn murmur2_partition(key: &[u8], partitions: u32) -> u32 {
@@ -531,14 +388,6 @@ fn metric_sum(text: &str, name: &str) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]
@@ -1586,18 +1435,21 @@ fn digest_goes_out_at_each_owners_local_hour_and_once_across_a_restart() {
     });
     assert_eq!(mentions("globex"), 0);
     first.stop();
-    // Held records are not committed: the group's offset stays at globex's (1).
+    // Held records are not committed: the group's offset on the repartition topic
+    // (one partition, like the alerts topic; records in the same order) stays at
+    // globex's (1).
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &broker.bootstrap)
         .set("group.id", format!("{name}-notifier"))
         .create()
         .unwrap();
+    let by_owner = format!("{name}-notifier-by-owner");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(&alerts_topic, 0);
+    tpl.add_partition(&by_owner, 0);
     let committed = c
         .committed_offsets(tpl, Duration::from_secs(10))
         .unwrap()
-        .find_partition(&alerts_topic, 0)
+        .find_partition(&by_owner, 0)
         .unwrap()
         .offset();
     assert_eq!(committed, Offset::Offset(1), "committed {committed:?}");

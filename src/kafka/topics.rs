@@ -171,34 +171,40 @@ pub fn ensure_compacted(
     create_topic(k, topic, partitions_wanted, true)
 }
 
-/// Topics of the notifier: the alerts topic must exist; its notification log
-/// (compacted) and dead-letter topic are created if missing, with the alerts topic's
-/// partition count.
+/// Topics of the notifier: the alerts topic must exist; the repartition topic, the
+/// notification log (compacted) and the dead-letter topic are created if missing.
+/// The repartition topic and the log are co-partitioned (partition `p` of the log
+/// records what the owner of partition `p` decided): both get the log's partition count
+/// if it exists, else the alerts topic's, and must match. Returns that count.
 pub fn ensure_notify_topics(
     k: &KafkaConfig,
     alerts: &str,
+    by_owner: &str,
     log: &str,
     dlq: &str,
-) -> Result<(), KafkaSetupError> {
+) -> Result<i32, KafkaSetupError> {
     let consumer: BaseConsumer = base_config(k, "admin")?
         .create()
         .map_err(KafkaSetupError::Client)?;
-    let n = partitions(&consumer, alerts)
-        .map_err(|msg| KafkaSetupError::Topic {
-            topic: alerts.to_string(),
-            msg,
-        })?
-        .ok_or_else(|| KafkaSetupError::Topic {
-            topic: alerts.to_string(),
-            msg: "the alerts topic does not exist yet (start `churnwatch run` first, or create it)"
-                .into(),
-        })?;
-    for (topic, compacted) in [(log, true), (dlq, false)] {
-        let exists = partitions(&consumer, topic).map_err(|msg| KafkaSetupError::Topic {
+    let count = |topic: &str| {
+        partitions(&consumer, topic).map_err(|msg| KafkaSetupError::Topic {
             topic: topic.to_string(),
             msg,
-        })?;
-        if exists.is_some() {
+        })
+    };
+    let n = count(alerts)?.ok_or_else(|| KafkaSetupError::Topic {
+        topic: alerts.to_string(),
+        msg: "the alerts topic does not exist yet (start `churnwatch run` first, or create it)"
+            .into(),
+    })?;
+    let (existing_log, existing_by_owner) = (count(log)?, count(by_owner)?);
+    let wanted = existing_log.or(existing_by_owner).unwrap_or(n);
+    for (topic, compacted, parts, exists) in [
+        (by_owner, false, wanted, existing_by_owner.is_some()),
+        (log, true, wanted, existing_log.is_some()),
+        (dlq, false, n, count(dlq)?.is_some()),
+    ] {
+        if exists {
             continue;
         }
         if !k.create_topics {
@@ -207,7 +213,18 @@ pub fn ensure_notify_topics(
                 msg: "does not exist and kafka.create_topics = false".into(),
             });
         }
-        create_topic(k, topic, n as i32, compacted)?;
+        create_topic(k, topic, parts as i32, compacted)?;
     }
-    Ok(())
+    if let (Some(a), Some(b)) = (existing_log, existing_by_owner) {
+        if a != b {
+            return Err(KafkaSetupError::Topic {
+                topic: by_owner.to_string(),
+                msg: format!(
+                    "has {b} partitions but the notification log {log:?} has {a}; they must \
+                     match (partition p of the log belongs to partition p of {by_owner:?})"
+                ),
+            });
+        }
+    }
+    Ok(wanted as i32)
 }

@@ -142,8 +142,10 @@ struct Group {
 pub struct Grouper {
     timing: Timing,
     groups: BTreeMap<(String, String), Group>,
-    /// The notification log: (alert id, status) -> when it was delivered.
-    sent: HashMap<(String, String), Millis>,
+    /// The notification log: (receiver, alert id, status) -> when it was delivered.
+    /// Per receiver: one alert routed to two receivers is two deliveries, which may
+    /// be decided at different times (and by different instances).
+    sent: HashMap<(String, String, String), Millis>,
     /// Records dropped from a batch before it left (a firing superseded by its
     /// resolution), per receiver: (receiver, id, status).
     superseded: Vec<(String, String, String)>,
@@ -205,15 +207,19 @@ impl Grouper {
             .clone()
     }
 
-    /// Remembers an earlier delivery (restored from the notification log).
-    pub fn remember(&mut self, id: &str, status: &str, at: Millis) {
-        self.sent.insert((id.to_string(), status.to_string()), at);
+    /// Remembers an earlier delivery to `receiver` (restored from the notification
+    /// log).
+    pub fn remember(&mut self, receiver: &str, id: &str, status: &str, at: Millis) {
+        self.sent.insert(
+            (receiver.to_string(), id.to_string(), status.to_string()),
+            at,
+        );
     }
 
-    /// Whether this transition was already delivered.
-    pub fn was_sent(&self, id: &str, status: &str) -> bool {
+    /// Whether this transition was already delivered to `receiver`.
+    pub fn was_sent(&self, receiver: &str, id: &str, status: &str) -> bool {
         self.sent
-            .contains_key(&(id.to_string(), status.to_string()))
+            .contains_key(&(receiver.to_string(), id.to_string(), status.to_string()))
     }
 
     /// Adds an alert record routed to `receiver` for `owner`. Returns false when it is
@@ -269,7 +275,9 @@ impl Grouper {
                 }
             }
         }
-        if self.sent.contains_key(&(id.clone(), status.clone()))
+        if self
+            .sent
+            .contains_key(&(receiver.to_string(), id.clone(), status.clone()))
             || (status == "resolved" && !self.timing.send_resolved)
         {
             return false;
@@ -388,7 +396,7 @@ impl Grouper {
     /// Forgets deliveries older than `retention` (their alerts are long past any
     /// re-read of the alerts topic); returns them, so that the caller can take them out
     /// of the notification log.
-    pub fn prune(&mut self, now: Millis, retention: Millis) -> Vec<(String, String)> {
+    pub fn prune(&mut self, now: Millis, retention: Millis) -> Vec<(String, String, String)> {
         let mut gone = Vec::new();
         self.sent.retain(|k, at| {
             let keep = *at >= now - retention;
@@ -409,7 +417,11 @@ impl Grouper {
     pub fn delivered(&mut self, n: &Notification, now: Millis) {
         for a in &n.alerts {
             self.sent.insert(
-                (field(a, "id").to_string(), field(a, "status").to_string()),
+                (
+                    n.receiver.clone(),
+                    field(a, "id").to_string(),
+                    field(a, "status").to_string(),
+                ),
                 now,
             );
         }
@@ -524,7 +536,7 @@ mod tests {
             g.delivered(n, 60 * S);
         }
         assert_eq!(g.sizes().0, 1_234);
-        g.remember("old", "firing", 0);
+        g.remember("csm", "old", "firing", 0);
         let gone = g.prune(40 * DAY, 30 * DAY);
         assert_eq!(gone.len(), 1_235);
         assert_eq!(g.sizes().0, 0);
@@ -670,8 +682,12 @@ mod tests {
     #[test]
     fn the_notification_log_survives_through_remember() {
         let mut g = Grouper::new(timing());
-        g.remember("a/inactive/1", "firing", 0);
-        assert!(g.was_sent("a/inactive/1", "firing"));
+        g.remember("csm", "a/inactive/1", "firing", 0);
+        assert!(g.was_sent("csm", "a/inactive/1", "firing"));
+        assert!(
+            !g.was_sent("team", "a/inactive/1", "firing"),
+            "another receiver's delivery is its own"
+        );
         assert!(!g.add(
             10 * S,
             "csm",
@@ -1013,7 +1029,7 @@ mod tests {
         // log, read back at start, keeps the re-read records from a second digest.
         let mut third = Grouper::new(digest_timing(9));
         for r in &records {
-            third.remember(field(r, "id"), "firing", t("2026-03-08T08:00:01Z"));
+            third.remember("csm", field(r, "id"), "firing", t("2026-03-08T08:00:01Z"));
         }
         for r in &records {
             assert!(!third.add(t("2026-03-08T08:00:05Z"), "csm", "ben", None, r.clone()));

@@ -1,11 +1,13 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod broker;
 pub mod http;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use churnwatch::config::Config;
 use churnwatch::engine::{EngineConfig, Shard};
@@ -83,4 +85,13 @@ pub fn brief(records: &[serde_json::Value]) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Polls `cond` every 200 ms until it holds; panics after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
