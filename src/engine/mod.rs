@@ -3,13 +3,18 @@
 
 pub mod account;
 pub mod alert;
+pub mod config;
+pub mod idle;
 pub mod limits;
 mod pending;
 pub mod ring;
+mod rules;
 pub mod shard;
 pub mod snapshot;
 pub mod stats;
 
 pub use alert::{Alert, AlertKind, Evidence, ResolveReason, Status};
+pub use config::EngineConfig;
+pub use idle::{IdleAdvance, IdlePolicy, IdleWatch};
 pub use limits::Admit;
-pub use shard::{EngineConfig, Shard, ShardStats};
+pub use shard::{Shard, ShardStats};
