@@ -248,21 +248,7 @@ impl State {
                 .send_offsets_to_transaction(&offsets, &group, self.out.txn_timeout)
                 .map_err(|e| self.out.classify(e))?;
         }
-        self.out.drain()?;
-        // A retriable failure (e.g. a broker restarting) leaves the transaction open:
-        // try the commit again; anything else aborts.
-        let mut attempts = 0;
-        loop {
-            match self.out.producer.commit_transaction(self.out.txn_timeout) {
-                Ok(()) => break,
-                Err(KafkaError::Transaction(t)) if t.is_retriable() && attempts < 20 => {
-                    attempts += 1;
-                    warn!(error = %t, attempts, "transaction commit will be retried");
-                }
-                Err(e) => return Err(self.out.classify(e)),
-            }
-        }
-        self.out.in_txn = false;
+        self.out.commit()?;
         self.out.uncommitted.count_committed(&mut self.stats);
         Ok(accounts)
     }

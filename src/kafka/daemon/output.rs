@@ -97,7 +97,7 @@ impl Output {
     /// Waits until every produced record is acknowledged. rust-rdkafka's own flush
     /// polls in 100 ms slices (the background thread of a `ThreadedProducer` takes the
     /// events it waits for), which would add 100 ms to every commit.
-    pub(super) fn drain(&self) -> Result<(), DaemonError> {
+    fn drain(&self) -> Result<(), DaemonError> {
         let ms = self.txn_timeout.as_millis() as i32;
         // SAFETY: the pointer comes from a live client owned by `self.producer`;
         // rd_kafka_flush is thread-safe and only waits for the producer's queue.
@@ -159,6 +159,26 @@ impl Output {
             rec = rec.key(k);
         }
         self.send(rec)
+    }
+
+    /// Commits the open transaction once every record is acknowledged. A retriable
+    /// failure (e.g. a broker restarting) leaves the transaction open: the commit is
+    /// tried again; anything else is returned (and aborts).
+    pub(super) fn commit(&mut self) -> Result<(), DaemonError> {
+        self.drain()?;
+        let mut attempts = 0;
+        loop {
+            match self.producer.commit_transaction(self.txn_timeout) {
+                Ok(()) => break,
+                Err(KafkaError::Transaction(t)) if t.is_retriable() && attempts < 20 => {
+                    attempts += 1;
+                    warn!(error = %t, attempts, "transaction commit will be retried");
+                }
+                Err(e) => return Err(self.classify(e)),
+            }
+        }
+        self.in_txn = false;
+        Ok(())
     }
 
     /// Aborts the open transaction, retrying while the error is retriable.
@@ -225,7 +245,95 @@ pub(super) fn transactional_producer(
 
 #[cfg(test)]
 mod tests {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
     use super::*;
+    use crate::config::{Config, Severity};
+    use crate::engine::{AlertKind, Evidence, Status};
+
+    fn alert(account: &str) -> Alert {
+        Alert {
+            account_id: account.into(),
+            kind: AlertKind::Inactive,
+            status: Status::Firing,
+            severity: Severity::Warning,
+            episode: "2026-01-01".into(),
+            event_time: 0,
+            evidence: Evidence::Inactive {
+                last_activity: 0,
+                idle_days: 14,
+            },
+        }
+    }
+
+    /// Keys of the records a `read_committed` consumer reads from `topic`.
+    fn committed_keys(brokers: &str, topic: &str) -> Vec<String> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "reader")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true")
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Beginning)
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let mut keys = Vec::new();
+        loop {
+            match consumer.poll(Duration::from_secs(30)) {
+                Some(Ok(m)) => keys.push(String::from_utf8_lossy(m.key().unwrap()).into_owned()),
+                Some(Err(KafkaError::PartitionEOF(_))) => return keys,
+                Some(Err(e)) => panic!("{e}"),
+                None => panic!("no end of partition within 30 s"),
+            }
+        }
+    }
+
+    /// librdkafka's mock cluster: what a committed transaction sent is published and
+    /// counted; what an aborted one sent is neither.
+    #[test]
+    fn a_committed_transaction_is_published_and_counted_an_aborted_one_is_not() {
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("alerts", 1, 1).unwrap();
+        let mut cfg = Config::default();
+        cfg.kafka.brokers = mock.bootstrap_servers();
+        let timeout = Duration::from_secs(10);
+        let mut out = Output {
+            producer: transactional_producer(&cfg.kafka, "cw-test", timeout).unwrap(),
+            transactional_id: "cw-test".into(),
+            in_txn: false,
+            alerts_topic: "alerts".into(),
+            dead_letter_topic: "dead-letters".into(),
+            changelog: "changelog".into(),
+            txn_timeout: timeout,
+            meta: None,
+            uncommitted: Uncommitted::default(),
+        };
+        let mut stats = DaemonStats::default();
+        out.send_alert(&alert("a")).unwrap();
+        out.send_alert(&alert("b")).unwrap();
+        assert!(out.in_txn);
+        out.commit().unwrap();
+        assert!(!out.in_txn);
+        out.uncommitted.count_committed(&mut stats);
+        out.send_alert(&alert("c")).unwrap();
+        out.abort().unwrap();
+        assert!(!out.in_txn);
+        out.uncommitted.forget();
+        // The next transaction starts afresh.
+        out.send_alert(&alert("d")).unwrap();
+        out.commit().unwrap();
+        out.uncommitted.count_committed(&mut stats);
+        assert_eq!(stats.alerts, 3);
+        assert_eq!(
+            committed_keys(&cfg.kafka.brokers, "alerts"),
+            ["a", "b", "d"]
+        );
+    }
 
     #[test]
     fn what_a_transaction_held_counts_once_it_commits_and_never_if_it_aborts() {
