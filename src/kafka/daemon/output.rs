@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use tracing::warn;
@@ -166,36 +166,37 @@ impl Output {
     /// tried again; anything else is returned (and aborts).
     pub(super) fn commit(&mut self) -> Result<(), DaemonError> {
         self.drain()?;
-        let mut attempts = 0;
-        loop {
-            match self.producer.commit_transaction(self.txn_timeout) {
-                Ok(()) => break,
-                Err(KafkaError::Transaction(t)) if t.is_retriable() && attempts < 20 => {
-                    attempts += 1;
-                    warn!(error = %t, attempts, "transaction commit will be retried");
-                }
-                Err(e) => return Err(self.classify(e)),
-            }
-        }
+        self.retrying("commit", 20, |p, t| p.commit_transaction(t))?;
         self.in_txn = false;
         Ok(())
     }
 
     /// Aborts the open transaction, retrying while the error is retriable.
     pub(super) fn abort(&mut self) -> Result<(), DaemonError> {
+        self.retrying("abort", 60, |p, t| p.abort_transaction(t))?;
+        self.in_txn = false;
+        Ok(())
+    }
+
+    /// Runs a transaction step, again (up to `max` times) while it fails with a
+    /// retriable error.
+    fn retrying(
+        &self,
+        step: &str,
+        max: u32,
+        op: impl Fn(&ThreadedProducer<LogContext>, Duration) -> KafkaResult<()>,
+    ) -> Result<(), DaemonError> {
         let mut attempts = 0;
         loop {
-            match self.producer.abort_transaction(self.txn_timeout) {
-                Ok(()) => break,
-                Err(KafkaError::Transaction(t)) if t.is_retriable() && attempts < 60 => {
+            match op(&self.producer, self.txn_timeout) {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Transaction(t)) if t.is_retriable() && attempts < max => {
                     attempts += 1;
-                    warn!(error = %t, attempts, "transaction abort will be retried");
+                    warn!(error = %t, attempts, "transaction {step} will be retried");
                 }
                 Err(e) => return Err(self.classify(e)),
             }
         }
-        self.in_txn = false;
-        Ok(())
     }
 
     /// Maps a transactional error: fencing and fatal errors end the process.
