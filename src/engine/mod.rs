@@ -1,5 +1,9 @@
 //! The detection engine: pure code, no I/O, no clock. Drivers (replay, demo, the Kafka
 //! daemon) hand a `Shard` events and watermark advances and drain its alerts.
+//!
+//! `shard` is the time loop, `rules/` the three rules, `idle` the live-mode watermark
+//! of a quiet partition (when the wall clock may move it, how far, and when the input
+//! counts as stalled), `config` the engine's view of the configuration.
 
 pub mod account;
 pub mod alert;

@@ -6,6 +6,11 @@
 //! closes run strictly in time order, events before checks at equal times. While the
 //! stream is live, only items with time `< W` run (an event with `ts == W` may still
 //! arrive); at the end of a replay, `finish` runs everything up to `until` inclusive.
+//!
+//! This file owns the time loop and the lifecycle (start, end, which rule hears of an
+//! activity event, which timer is due); each rule's counting, checks, firing and
+//! resolution are in `rules/`, and every alert leaves through `emit`, which also marks
+//! the account changed for the changelog.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
