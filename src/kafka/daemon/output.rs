@@ -338,16 +338,17 @@ mod tests {
 
     #[test]
     fn what_a_transaction_held_counts_once_it_commits_and_never_if_it_aborts() {
+        // (`not_object`: the metrics test expects no `invalid_json` rejects counted.)
         let mut u = Uncommitted::default();
         let mut stats = DaemonStats::default();
         u.alerts.push(["inactive", "firing", "warning"]);
-        u.rejects.push("invalid_json");
+        u.rejects.push("not_object");
         u.forget();
         u.count_committed(&mut stats);
         assert_eq!((stats.alerts, stats.rejected), (0, 0));
         u.alerts.push(["inactive", "firing", "warning"]);
         u.alerts.push(["inactive", "resolved", "warning"]);
-        u.rejects.push("invalid_json");
+        u.rejects.push("not_object");
         u.count_committed(&mut stats);
         assert_eq!((stats.alerts, stats.rejected), (2, 1));
         // Counted once.
