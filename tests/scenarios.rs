@@ -165,13 +165,19 @@ fn inactive_fires_resolves_and_starts_a_new_episode() {
 
 #[test]
 fn inactive_needs_activation() {
+    let config = "[rules.not_activated]\nenabled = false\n";
+    // Two active days: one short of activation, so 58 silent days raise nothing.
     let evs = daily("a", &["2026-01-01", "2026-01-02"]);
-    let out = run_engine(
-        "[rules.not_activated]\nenabled = false\n",
-        &as_ev(&evs),
-        Some("2026-03-01T00:00:00Z"),
+    let out = run_engine(config, &as_ev(&evs), Some("2026-03-01T00:00:00Z"));
+    assert_eq!(brief(&out), Vec::<String>::new());
+    // The third day activates the account: the same silence then fires, 14 days
+    // after the last activity, so the rule was live all along.
+    let evs = daily("a", &["2026-01-01", "2026-01-02", "2026-01-03"]);
+    let out = run_engine(config, &as_ev(&evs), Some("2026-03-01T00:00:00Z"));
+    assert_eq!(
+        brief(&out),
+        ["firing a/inactive/2026-01-03 @2026-01-17T12:00:00.000Z"]
     );
-    assert!(out.is_empty(), "{out:?}");
 }
 
 /// `n` events per day for every day in `[from, to)` (days since 2026-01-01).

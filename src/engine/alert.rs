@@ -102,6 +102,20 @@ pub enum Evidence {
     },
 }
 
+impl Evidence {
+    /// The evidence of a resolution with no figures; `since` (the lifecycle start, or
+    /// the last activity) is context for the summary.
+    pub fn resolved(reason: ResolveReason, since: Option<Millis>) -> Evidence {
+        Evidence::Resolved {
+            reason,
+            observed: None,
+            expected: None,
+            since,
+            users_metric: false,
+        }
+    }
+}
+
 /// One alert transition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Alert {

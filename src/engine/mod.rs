@@ -1,15 +1,24 @@
 //! The detection engine: pure code, no I/O, no clock. Drivers (replay, demo, the Kafka
 //! daemon) hand a `Shard` events and watermark advances and drain its alerts.
+//!
+//! `shard` is the time loop, `rules/` the three rules, `idle` the live-mode watermark
+//! of a quiet partition (when the wall clock may move it, how far, and when the input
+//! counts as stalled), `config` the engine's view of the configuration.
 
 pub mod account;
 pub mod alert;
+pub mod config;
+pub mod idle;
 pub mod limits;
 mod pending;
 pub mod ring;
+mod rules;
 pub mod shard;
 pub mod snapshot;
 pub mod stats;
 
 pub use alert::{Alert, AlertKind, Evidence, ResolveReason, Status};
+pub use config::EngineConfig;
+pub use idle::{IdleAdvance, IdlePolicy, IdleWatch};
 pub use limits::Admit;
-pub use shard::{EngineConfig, Shard, ShardStats};
+pub use shard::{Shard, ShardStats};

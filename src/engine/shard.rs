@@ -1,11 +1,16 @@
 //! One shard of the engine: the accounts of one partition, their reorder buffer,
 //! timers and daily windows. Pure: time comes only from events and `advance_to`.
 //!
-//! Processing model (see the README): an event is held until the watermark
+//! Processing model (see docs/detection.md): an event is held until the watermark
 //! `W = newest ts - allowed_lateness` passes it; then held events, due timers and day
 //! closes run strictly in time order, events before checks at equal times. While the
 //! stream is live, only items with time `< W` run (an event with `ts == W` may still
 //! arrive); at the end of a replay, `finish` runs everything up to `until` inclusive.
+//!
+//! This file owns the time loop and the lifecycle (start, end, which rule hears of an
+//! activity event, which timer is due); each rule's counting, checks, firing and
+//! resolution are in `rules/`, and every alert leaves through `emit`, which also marks
+//! the account changed for the changelog.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -14,106 +19,13 @@ use std::sync::Arc;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use std::hash::BuildHasher;
 
-use super::account::{
-    insert_sorted, user_hash, Account, DayUsers, Life, Phase, Progress, NEVER, NO_DAY, NO_LIFE,
-};
-use super::alert::{Alert, AlertKind, Evidence, ResolveReason, Status};
+use super::account::{user_hash, Account, Life, NEVER, NO_LIFE};
+use super::alert::{Alert, ResolveReason};
+use super::config::{Class, EngineConfig};
 use super::pending::Pending;
-use super::ring::{ring_add, Ring, RingArena, NO_RING};
-use super::stats;
-use crate::config::{ActivityDropConfig, Config, Deadline, DropMetric, InactiveConfig};
+use super::ring::{RingArena, NO_RING};
 use crate::source::event::{RawEvent, RejectReason};
-use crate::time::{day_of, format_day, Millis, DAY};
-
-/// What an event name means to the lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Class {
-    Start,
-    End,
-    /// An activity event; `Some(i)` if it is the i-th required event.
-    Activity(Option<u8>),
-}
-
-/// The engine's view of the config, prepared for fast lookups.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    pub allowed_lateness: Millis,
-    pub start_on_first_event: bool,
-    names: hashbrown::HashMap<Box<str>, Class>,
-    pub required_events: Vec<String>,
-    required_mask: u64,
-    pub min_active_days: usize,
-    pub min_active_users: usize,
-    pub min_events: u64,
-    /// Empty when the rule is disabled.
-    pub deadlines: Vec<Deadline>,
-    pub inactive: Option<InactiveConfig>,
-    pub drop: Option<ActivityDropConfig>,
-    /// Most accounts a shard tracks (`engine.max_accounts_per_partition`).
-    pub max_accounts: usize,
-    /// Which new accounts may be tracked (`engine.known_accounts_only`); None: all.
-    pub admit: Option<super::limits::Admit>,
-}
-
-impl EngineConfig {
-    pub fn new(cfg: &Config) -> EngineConfig {
-        let mut names = hashbrown::HashMap::new();
-        for n in &cfg.lifecycle.start_events {
-            names.insert(n.as_str().into(), Class::Start);
-        }
-        for n in &cfg.lifecycle.end_events {
-            names.insert(n.as_str().into(), Class::End);
-        }
-        let req = &cfg.activation.required_events;
-        for (i, n) in req.iter().enumerate() {
-            names.insert(n.as_str().into(), Class::Activity(Some(i as u8)));
-        }
-        let rules = &cfg.rules;
-        EngineConfig {
-            allowed_lateness: cfg.time.allowed_lateness.0,
-            start_on_first_event: cfg.lifecycle.start_on_first_event,
-            names,
-            required_events: req.clone(),
-            required_mask: if req.len() >= 64 {
-                u64::MAX
-            } else {
-                (1u64 << req.len()) - 1
-            },
-            min_active_days: cfg.activation.min_active_days as usize,
-            min_active_users: cfg.activation.min_active_users as usize,
-            min_events: cfg.activation.min_events,
-            deadlines: if rules.not_activated.enabled {
-                rules.not_activated.deadlines.clone()
-            } else {
-                Vec::new()
-            },
-            inactive: rules.inactive.enabled.then(|| rules.inactive.clone()),
-            drop: rules
-                .activity_drop
-                .enabled
-                .then(|| rules.activity_drop.clone()),
-            max_accounts: cfg.engine.max_accounts_per_partition,
-            admit: None,
-        }
-    }
-
-    /// Tracks only the accounts for which `known` holds.
-    pub fn with_admit(mut self, known: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
-        self.admit = Some(super::limits::Admit(Arc::new(known)));
-        self
-    }
-
-    fn classify(&self, name: &str) -> Class {
-        self.names
-            .get(name)
-            .copied()
-            .unwrap_or(Class::Activity(None))
-    }
-
-    fn users_metric(&self) -> bool {
-        matches!(&self.drop, Some(d) if d.metric == DropMetric::ActiveUsers)
-    }
-}
+use crate::time::{day_of, Millis, DAY};
 
 /// An event waiting for the watermark. 32 bytes, no allocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -498,96 +410,25 @@ impl Shard {
         self.free_lives.push(slot);
     }
 
+    /// An activity event of an account in a lifecycle, at time `t` (day `day` is the
+    /// event's own day), in the order the rules need: a firing `inactive` alert
+    /// resolves against the previous last activity, then the window and activation
+    /// counters take the event, then an activated account's `inactive` check is armed.
     fn activity(&mut self, idx: u32, t: Millis, day: i64, req: Option<u8>, user: u64) {
-        let cfg = &*self.cfg;
-        let acc = &mut self.accounts[idx as usize];
-        let life = &mut self.lives[acc.life as usize];
-        // Resume from a firing `inactive` alert.
-        if life.inactive_firing {
-            life.inactive_firing = false;
-            let last = life.last_activity;
-            let inactive = cfg
-                .inactive
-                .as_ref()
-                .expect("inactive fired, so it is enabled");
-            self.out.push(Alert {
-                account_id: acc.id.to_string(),
-                kind: AlertKind::Inactive,
-                status: Status::Resolved,
-                severity: inactive.severity,
-                episode: format_day(day_of(last)),
-                event_time: t,
-                evidence: Evidence::Resolved {
-                    reason: ResolveReason::ActivityResumed,
-                    observed: None,
-                    expected: None,
-                    since: Some(last),
-                    users_metric: false,
-                },
-            });
-        }
+        self.resume_from_inactive(idx, t);
+        let life = self.life_mut(idx);
         life.last_activity = life.last_activity.max(t);
-        let day32 = day as i32;
-        // Daily window for the drop test.
-        if cfg.drop.is_some() {
-            let inc = if cfg.users_metric() {
-                if user == 0 {
-                    0
-                } else {
-                    match &mut life.day_users {
-                        Some(du) if du.day == day32 => insert_sorted(&mut du.users, user) as u32,
-                        Some(du) if du.day > day32 => 0, // late: that day's users are gone
-                        du => {
-                            let mut users = smallvec::SmallVec::new();
-                            users.push(user);
-                            *du = Some(Box::new(DayUsers { day: day32, users }));
-                            1
-                        }
-                    }
-                }
-            } else {
-                1
-            };
-            if life.ring == NO_RING {
-                life.ring = self.rings.alloc();
-                life.ring_head = day32;
-            }
-            let mut head = life.ring_head as i64;
-            ring_add(self.rings.slots_mut(life.ring), &mut head, day, inc);
-            life.ring_head = head as i32;
-            if !acc.in_window_list {
-                acc.in_window_list = true;
-                self.window_list.push(idx);
-            }
+        if self.cfg.drop.is_some() {
+            self.count_in_window(idx, day, user);
         }
-        // Activation.
-        if let Phase::Onboarding(p) = &mut life.phase {
-            p.events += 1;
-            p.add_day(day32);
-            if user != 0 {
-                insert_sorted(&mut p.users, user);
-            }
-            if let Some(i) = req {
-                p.required_seen |= 1 << i;
-            }
-            if activation_holds(p, cfg) {
-                life.phase = Phase::Activated {
-                    at: t,
-                    inactive_timer: NEVER,
-                };
-                self.resolve_not_activated(idx, t, ResolveReason::Activated);
-            }
-        }
-        let life = &mut self.lives[self.accounts[idx as usize].life as usize];
-        if let (Phase::Activated { inactive_timer, .. }, Some(inactive)) =
-            (&mut life.phase, &self.cfg.inactive)
-        {
-            if *inactive_timer == NEVER {
-                let at = life.last_activity + inactive.after_days as i64 * DAY;
-                *inactive_timer = at;
-                self.schedule(at, idx, TimerKind::Inactive);
-            }
-        }
+        self.progress_onboarding(idx, t, day, req, user);
+        self.arm_inactive(idx);
+    }
+
+    /// The lifecycle of account `idx`, which must be in one.
+    pub(super) fn life_mut(&mut self, idx: u32) -> &mut Life {
+        let slot = self.accounts[idx as usize].life;
+        &mut self.lives[slot as usize]
     }
 
     /// Notes that an account's state changed (for the changelog).
@@ -599,283 +440,30 @@ impl Shard {
         }
     }
 
+    /// Emits an alert transition of account `idx` and marks the account changed: its
+    /// firing state is part of what the changelog keeps.
+    pub(super) fn emit(&mut self, idx: u32, alert: Alert) {
+        self.out.push(alert);
+        self.mark_dirty(idx);
+    }
+
+    /// A due timer; moot timers (the account's state moved on) do nothing.
     fn fire_timer(&mut self, tm: Timer) {
-        let alerts_before = self.out.len();
-        let timers_before = self.timers.len();
-        self.fire_timer_inner(tm);
-        if self.out.len() != alerts_before || self.timers.len() != timers_before {
-            self.mark_dirty(tm.account);
-        }
-    }
-
-    fn fire_timer_inner(&mut self, tm: Timer) {
-        let cfg = &*self.cfg;
-        let acc = &self.accounts[tm.account as usize];
-        if acc.life == NO_LIFE {
+        if self.accounts[tm.account as usize].life == NO_LIFE {
             return;
         }
-        let life = &mut self.lives[acc.life as usize];
         match tm.kind {
-            TimerKind::Deadline(k) => {
-                let Phase::Onboarding(p) = &life.phase else {
-                    return;
-                };
-                let d = &cfg.deadlines[k as usize];
-                if life.next_deadline != k || life.start + d.after_days as i64 * DAY != tm.at {
-                    return;
-                }
-                let missing = cfg
-                    .required_events
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| p.required_seen & (1 << i) == 0)
-                    .map(|(_, n)| n.clone())
-                    .collect();
-                let evidence = Evidence::NotActivated {
-                    after_days: d.after_days,
-                    start: life.start,
-                    active_days: p.active_days as u64,
-                    active_users: p.users.len() as u64,
-                    events: p.events,
-                    missing_events: missing,
-                };
-                life.not_activated_firing |= 1 << k;
-                life.next_deadline = k + 1;
-                self.out.push(Alert {
-                    account_id: acc.id.to_string(),
-                    kind: AlertKind::NotActivated,
-                    status: Status::Firing,
-                    severity: d.severity,
-                    episode: format!("{}+{}d", format_day(day_of(life.start)), d.after_days),
-                    event_time: tm.at,
-                    evidence,
-                });
-                if let Some(next) = cfg.deadlines.get(k as usize + 1) {
-                    let at = life.start + next.after_days as i64 * DAY;
-                    self.timers.push(Reverse(Timer {
-                        at,
-                        account: tm.account,
-                        kind: TimerKind::Deadline(k + 1),
-                    }));
-                }
-            }
-            TimerKind::Inactive => {
-                let Phase::Activated { inactive_timer, .. } = &mut life.phase else {
-                    return;
-                };
-                if *inactive_timer != tm.at {
-                    return;
-                }
-                let inactive = cfg.inactive.as_ref().expect("timer implies enabled");
-                let last = life.last_activity;
-                let due = last + inactive.after_days as i64 * DAY;
-                if due > tm.at {
-                    *inactive_timer = due;
-                    self.timers.push(Reverse(Timer {
-                        at: due,
-                        account: tm.account,
-                        kind: TimerKind::Inactive,
-                    }));
-                    return;
-                }
-                *inactive_timer = NEVER;
-                life.inactive_firing = true;
-                self.out.push(Alert {
-                    account_id: acc.id.to_string(),
-                    kind: AlertKind::Inactive,
-                    status: Status::Firing,
-                    severity: inactive.severity,
-                    episode: format_day(day_of(last)),
-                    event_time: tm.at,
-                    evidence: Evidence::Inactive {
-                        last_activity: last,
-                        idle_days: inactive.after_days,
-                    },
-                });
-            }
-        }
-    }
-
-    /// Day `d` closes at `(d+1) * DAY`: evaluates `activity_drop` for every account
-    /// holding a window, and releases the windows of accounts silent for a whole window.
-    fn close_day(&mut self, d: i64) {
-        let Some(drop) = self.cfg.drop.as_ref() else {
-            return;
-        };
-        let close_at = (d + 1) * DAY;
-        let span = (drop.recent_days + drop.baseline_days) as i64;
-        let users_metric = drop.metric == DropMetric::ActiveUsers;
-        let mut i = 0;
-        while i < self.window_list.len() {
-            let idx = self.window_list[i];
-            let acc = &mut self.accounts[idx as usize];
-            let keep = acc.life != NO_LIFE && {
-                let life = &mut self.lives[acc.life as usize];
-                // Silent for the whole window: nothing can change until new activity.
-                let live = life.ring != NO_RING && life.ring_head as i64 > d - span;
-                if !live && life.ring != NO_RING {
-                    self.rings.release(life.ring);
-                    life.ring = NO_RING;
-                    life.day_users = None;
-                }
-                live
-            };
-            if !keep {
-                if !acc.dirty {
-                    acc.dirty = true;
-                    self.dirty.push(idx);
-                }
-                acc.in_window_list = false;
-                self.window_list.swap_remove(i);
-                continue;
-            }
-            i += 1;
-            let life = &mut self.lives[acc.life as usize];
-            let activated = life.activated_at().is_some_and(|a| a < close_at);
-            // The spec's `d - recent - baseline + 1 > day(S)`, negated.
-            if !activated || d - span < day_of(life.start) {
-                continue;
-            }
-            let ring = Ring {
-                head: life.ring_head as i64,
-                slots: self.rings.slots(life.ring),
-            };
-            let w = stats::window(&ring, d, drop.recent_days, drop.baseline_days);
-            if life.drop_day != NO_DAY {
-                if w.observed as f64 >= drop.recovery * life.drop_expected {
-                    let episode = format_day(life.drop_day as i64);
-                    life.drop_day = NO_DAY;
-                    if !acc.dirty {
-                        acc.dirty = true;
-                        self.dirty.push(idx);
-                    }
-                    self.out.push(Alert {
-                        account_id: acc.id.to_string(),
-                        kind: AlertKind::ActivityDrop,
-                        status: Status::Resolved,
-                        severity: drop.severity,
-                        episode,
-                        event_time: close_at,
-                        evidence: Evidence::Resolved {
-                            reason: ResolveReason::Recovered,
-                            observed: Some(w.observed),
-                            expected: Some(life.drop_expected),
-                            since: None,
-                            users_metric,
-                        },
-                    });
-                }
-                continue;
-            }
-            if w.expected < drop.min_expected
-                || w.observed as f64 > (1.0 - drop.min_drop) * w.expected
-            {
-                continue;
-            }
-            let v =
-                stats::baseline_variance(&ring, d, drop.recent_days, drop.baseline_days, w.mean);
-            let (model, p) = stats::p_value(w.observed, w.mean, v, drop.recent_days);
-            if p > drop.alpha {
-                continue;
-            }
-            life.drop_day = d as i32;
-            life.drop_expected = w.expected;
-            if !acc.dirty {
-                acc.dirty = true;
-                self.dirty.push(idx);
-            }
-            self.out.push(Alert {
-                account_id: acc.id.to_string(),
-                kind: AlertKind::ActivityDrop,
-                status: Status::Firing,
-                severity: drop.severity,
-                episode: format_day(d),
-                event_time: close_at,
-                evidence: Evidence::ActivityDrop {
-                    observed: w.observed,
-                    expected: w.expected,
-                    drop_pct: 1.0 - w.observed as f64 / w.expected,
-                    p_value: p,
-                    model,
-                    recent_days: drop.recent_days,
-                    baseline_days: drop.baseline_days,
-                    users_metric,
-                },
-            });
-        }
-    }
-
-    fn resolve_not_activated(&mut self, idx: u32, t: Millis, reason: ResolveReason) {
-        let acc = &self.accounts[idx as usize];
-        let life = &mut self.lives[acc.life as usize];
-        let firing = std::mem::take(&mut life.not_activated_firing);
-        for (k, d) in self.cfg.deadlines.iter().enumerate() {
-            if firing & (1 << k) != 0 {
-                self.out.push(Alert {
-                    account_id: acc.id.to_string(),
-                    kind: AlertKind::NotActivated,
-                    status: Status::Resolved,
-                    severity: d.severity,
-                    episode: format!("{}+{}d", format_day(day_of(life.start)), d.after_days),
-                    event_time: t,
-                    evidence: Evidence::Resolved {
-                        reason,
-                        observed: None,
-                        expected: None,
-                        since: Some(life.start),
-                        users_metric: false,
-                    },
-                });
-            }
+            TimerKind::Deadline(k) => self.deadline_due(tm, k),
+            TimerKind::Inactive => self.inactive_due(tm),
         }
     }
 
     /// Resolves every firing alert of the account (end of lifecycle).
     fn resolve_all(&mut self, idx: u32, t: Millis, reason: ResolveReason) {
         self.resolve_not_activated(idx, t, reason);
-        let cfg = &*self.cfg;
-        let acc = &self.accounts[idx as usize];
-        let life = &mut self.lives[acc.life as usize];
-        let resolved = |kind, severity, episode| Alert {
-            account_id: acc.id.to_string(),
-            kind,
-            status: Status::Resolved,
-            severity,
-            episode,
-            event_time: t,
-            evidence: Evidence::Resolved {
-                reason,
-                observed: None,
-                expected: None,
-                since: None,
-                users_metric: false,
-            },
-        };
-        if std::mem::take(&mut life.inactive_firing) {
-            let sev = cfg.inactive.as_ref().expect("enabled").severity;
-            self.out.push(resolved(
-                AlertKind::Inactive,
-                sev,
-                format_day(day_of(life.last_activity)),
-            ));
-        }
-        if life.drop_day != NO_DAY {
-            let sev = cfg.drop.as_ref().expect("enabled").severity;
-            self.out.push(resolved(
-                AlertKind::ActivityDrop,
-                sev,
-                format_day(life.drop_day as i64),
-            ));
-            life.drop_day = NO_DAY;
-        }
+        self.resolve_inactive(idx, t, reason);
+        self.resolve_drop(idx, t, reason);
     }
-}
-
-fn activation_holds(p: &Progress, cfg: &EngineConfig) -> bool {
-    p.required_seen & cfg.required_mask == cfg.required_mask
-        && p.active_days as usize >= cfg.min_active_days
-        && p.users.len() >= cfg.min_active_users
-        && p.events >= cfg.min_events
 }
 
 #[cfg(test)]

@@ -73,6 +73,50 @@ impl ClientContext for RestoreContext {
 
 impl ConsumerContext for RestoreContext {}
 
+/// Builds a partition's shard from its changelog records, read in log order.
+pub struct Rebuild {
+    shard: Shard,
+    meta: Option<PartitionMeta>,
+}
+
+impl Rebuild {
+    pub fn new(engine: Arc<EngineConfig>) -> Rebuild {
+        Rebuild {
+            shard: Shard::new(engine),
+            meta: None,
+        }
+    }
+
+    /// One record. Later records of an account replace earlier ones (compaction may
+    /// not have run yet); an empty value forgets the account.
+    pub fn apply(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
+        if key == META_KEY {
+            self.meta = Some(decode(value).map_err(|e| format!("partition record: {e}"))?);
+        } else if let Some(id) = key.strip_prefix(ACCOUNT_PREFIX) {
+            let id = std::str::from_utf8(id).map_err(|_| "account key is not UTF-8".to_string())?;
+            if value.is_empty() {
+                self.shard.forget_account(id);
+            } else {
+                self.shard
+                    .restore_account_state(id, value)
+                    .map_err(|e| format!("account {id:?}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The shard as of the last partition record (timers built once, here), and that
+    /// record.
+    pub fn finish(mut self) -> (Shard, Option<PartitionMeta>) {
+        self.shard.rebuild_timers();
+        if let Some(m) = &self.meta {
+            self.shard.set_meta(&m.shard);
+        }
+        self.shard.take_dirty();
+        (self.shard, self.meta)
+    }
+}
+
 /// A restored partition.
 pub struct Restored {
     pub shard: Shard,
@@ -97,8 +141,7 @@ pub fn restore_partition(
         partition,
         msg,
     };
-    let mut shard = Shard::new(engine);
-    let mut meta: Option<PartitionMeta> = None;
+    let mut rebuild = Rebuild::new(engine);
     let mut records = 0u64;
     // Read up to the high watermark, or to the end of what is committed (an open
     // transaction of a crashed instance may hold the last stable offset lower).
@@ -140,32 +183,14 @@ pub fn restore_partition(
                     progress();
                 }
                 done = m.offset() + 1 >= high;
-                let key = m.key().unwrap_or_default();
-                let value = m.payload().unwrap_or_default();
-                if key == META_KEY {
-                    meta = Some(decode(value).map_err(|e| err(format!("partition record: {e}")))?);
-                } else if let Some(id) = key.strip_prefix(ACCOUNT_PREFIX) {
-                    // Later records of an account replace earlier ones (compaction may
-                    // not have run yet); timers are built once at the end.
-                    let id = std::str::from_utf8(id)
-                        .map_err(|_| err("account key is not UTF-8".into()))?;
-                    if value.is_empty() {
-                        shard.forget_account(id);
-                    } else {
-                        shard
-                            .restore_account_state(id, value)
-                            .map_err(|e| err(format!("account {id:?}: {e}")))?;
-                    }
-                }
+                rebuild
+                    .apply(m.key().unwrap_or_default(), m.payload().unwrap_or_default())
+                    .map_err(err)?;
             }
         }
     }
     consumer.unassign().map_err(|e| err(e.to_string()))?;
-    shard.rebuild_timers();
-    if let Some(m) = &meta {
-        shard.set_meta(&m.shard);
-    }
-    shard.take_dirty();
+    let (shard, meta) = rebuild.finish();
     Ok(Restored {
         shard,
         meta,

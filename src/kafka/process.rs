@@ -6,10 +6,9 @@
 //! inside the open transaction by the caller.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use super::input::{Batch, In};
-use crate::engine::{Alert, Shard};
+use crate::engine::{Alert, IdleWatch, Shard};
 use crate::source::event::{EventParser, RejectReason};
 use crate::time::Millis;
 
@@ -24,14 +23,8 @@ pub(super) struct Part {
     pub restored_watermark: Millis,
     /// Something to checkpoint for this partition (offsets or clocks moved).
     pub changed: bool,
-    /// Messages read; compared across idle checks to find quiet partitions without
-    /// reading the clock for every message.
-    pub messages: u64,
-    pub messages_at_check: u64,
-    /// Since when the partition has had no messages (as seen by the idle checks).
-    pub quiet_since: Instant,
-    /// The input is stalled: quiet past `max_idle_advance`.
-    pub stalled: bool,
+    /// Quiet tracking for the live-mode watermark (and whether it is stalled).
+    pub idle: IdleWatch,
 }
 
 /// Something to send inside the transaction, in the order it arose.
@@ -56,17 +49,19 @@ pub(super) struct Effects {
 }
 
 impl Part {
-    pub fn new(shard: Shard, next_offset: Option<i64>, restored_watermark: Millis) -> Part {
+    pub fn new(
+        shard: Shard,
+        next_offset: Option<i64>,
+        restored_watermark: Millis,
+        idle: IdleWatch,
+    ) -> Part {
         Part {
             shard,
             next_offset,
             replay_below: next_offset.unwrap_or(0),
             restored_watermark,
             changed: false,
-            messages: 0,
-            messages_at_check: 0,
-            quiet_since: Instant::now(),
-            stalled: false,
+            idle,
         }
     }
 
@@ -83,10 +78,8 @@ impl Part {
         let off = m.offset;
         self.next_offset = Some(off + 1);
         self.changed = true;
-        self.messages += 1;
         fx.consumed += 1;
-        if self.stalled {
-            self.stalled = false;
+        if self.idle.on_message() {
             fx.unstalled.push(m.partition);
         }
         let replay = off < self.replay_below;
@@ -145,4 +138,87 @@ pub(super) fn process(
         }
     }
     fx
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::{EngineConfig, IdlePolicy, IdleWatch};
+    use crate::source::event::EventParser;
+    use crate::time::DAY;
+
+    const T0: Millis = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+    fn msg(offset: i64, payload: &[u8]) -> In<'_> {
+        In {
+            partition: 3,
+            offset,
+            payload,
+            key: None,
+            err: rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
+        }
+    }
+
+    /// A partition restored from a checkpoint taken at offset 10 with watermark
+    /// 2026-01-02.
+    fn restored() -> Part {
+        let cfg = Config::default();
+        let shard = Shard::new(Arc::new(EngineConfig::new(&cfg)));
+        let idle = IdleWatch::new(IdlePolicy::new(&cfg), 0);
+        Part::new(shard, Some(10), T0 + DAY, idle)
+    }
+
+    #[test]
+    fn messages_read_again_after_a_restore_skip_what_was_applied() {
+        let parser = EventParser::new(&Config::default().input).unwrap();
+        let mut p = restored();
+        let mut fx = Effects::default();
+        let before = br#"{"account_id":"a","event":"x","ts":"2026-01-01T12:00:00Z"}"#;
+        let held = br#"{"account_id":"a","event":"x","ts":"2026-01-02T12:00:00Z"}"#;
+        // Below the checkpoint's next offset and its watermark: applied before.
+        p.handle(&parser, &msg(4, before), 0, T0 + 9 * DAY, &mut fx);
+        // Below the next offset, at or past the watermark: was waiting, applies.
+        p.handle(&parser, &msg(5, held), 1, T0 + 9 * DAY, &mut fx);
+        // A reject read again was dead-lettered before.
+        p.handle(&parser, &msg(6, b"not json"), 2, T0 + 9 * DAY, &mut fx);
+        assert_eq!((fx.replay_skipped, fx.events, fx.consumed), (2, 1, 3));
+        assert!(fx.out.is_empty());
+        assert_eq!(p.shard.held_events(), 1);
+        // Past the next offset, everything is new: the same line is applied, the
+        // reject is dead-lettered with its index in the batch.
+        p.handle(&parser, &msg(10, before), 3, T0 + 9 * DAY, &mut fx);
+        p.handle(&parser, &msg(11, b"not json"), 4, T0 + 9 * DAY, &mut fx);
+        assert_eq!((fx.replay_skipped, fx.events, fx.consumed), (2, 2, 5));
+        assert!(matches!(fx.out[..], [Out::Reject(4, _)]));
+        assert_eq!(p.next_offset, Some(12));
+        assert!(p.changed);
+    }
+
+    #[test]
+    fn a_message_of_a_stalled_partition_reports_it_unstalled() {
+        let parser = EventParser::new(&Config::default().input).unwrap();
+        let mut p = restored();
+        p.shard
+            .push(&crate::source::event::RawEvent {
+                account_id: "a".into(),
+                event: "x".into(),
+                ts: T0,
+                user_id: None,
+            })
+            .unwrap();
+        assert!(
+            p.idle
+                .advance(&mut p.shard, T0 + 9 * DAY, true)
+                .unwrap()
+                .stalled
+        );
+        let mut fx = Effects::default();
+        let line = br#"{"account_id":"a","event":"x","ts":"2026-01-03T12:00:00Z"}"#;
+        p.handle(&parser, &msg(10, line), 0, T0 + 9 * DAY, &mut fx);
+        p.handle(&parser, &msg(11, line), 1, T0 + 9 * DAY, &mut fx);
+        assert_eq!(fx.unstalled, [3]);
+    }
 }

@@ -47,6 +47,45 @@ impl ProducerContext for Ctx {
     }
 }
 
+/// Sends one record, waiting while the producer's queue is full.
+fn send(
+    producer: &ThreadedProducer<Ctx>,
+    mut rec: BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), KafkaError> {
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                std::thread::sleep(Duration::from_millis(1));
+                rec = r;
+            }
+            Err((e, _)) => return Err(e),
+        }
+    }
+}
+
+/// Waits until every record is delivered or given up on; an error says how many were
+/// not delivered, and the first reason.
+fn flush(producer: &ThreadedProducer<Ctx>, delivery: &Delivery, topic: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    producer
+        .flush(Duration::from_secs(120))
+        .with_context(|| format!("flushing to {topic}"))?;
+    let failed = delivery.failed.load(Ordering::Relaxed);
+    if failed > 0 {
+        let first = delivery
+            .first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        anyhow::bail!(
+            "{failed} messages were not delivered to {topic}; first error: {}",
+            first.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 /// What `produce` did.
 #[derive(Debug, Clone, Default)]
 pub struct ProduceSummary {
@@ -112,34 +151,11 @@ pub fn produce(
             }
             None => s.unkeyed += 1,
         }
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    std::thread::sleep(Duration::from_millis(1));
-                    rec = r;
-                }
-                Err((e, _)) => {
-                    anyhow::bail!("cannot produce line {} to {topic}: {e}", reader.line_no)
-                }
-            }
+        if let Err(e) = send(&producer, rec) {
+            anyhow::bail!("cannot produce line {} to {topic}: {e}", reader.line_no)
         }
     }
-    producer
-        .flush(Duration::from_secs(120))
-        .with_context(|| format!("flushing to {topic}"))?;
-    let failed = delivery.failed.load(Ordering::Relaxed);
-    if failed > 0 {
-        let first = delivery
-            .first_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        anyhow::bail!(
-            "{failed} messages were not delivered to {topic}; first error: {}",
-            first.unwrap_or_default()
-        );
-    }
+    flush(&producer, &delivery, topic)?;
     s.elapsed_secs = started.elapsed().as_secs_f64();
     Ok(s)
 }
@@ -212,34 +228,13 @@ pub fn produce_keyed(
         if !tombstones {
             rec = rec.payload(value.as_slice());
         }
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    std::thread::sleep(Duration::from_millis(1));
-                    rec = r;
-                }
-                Err((e, _)) => anyhow::bail!("cannot produce to {topic}: {e}"),
-            }
+        if let Err(e) = send(&producer, rec) {
+            anyhow::bail!("cannot produce to {topic}: {e}")
         }
         s.lines += 1;
         s.keyed += 1;
     }
-    producer
-        .flush(Duration::from_secs(120))
-        .with_context(|| format!("flushing to {topic}"))?;
-    let failed = delivery.failed.load(Ordering::Relaxed);
-    if failed > 0 {
-        let first = delivery
-            .first_error
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        anyhow::bail!(
-            "{failed} messages were not delivered to {topic}; first error: {}",
-            first.unwrap_or_default()
-        );
-    }
+    flush(&producer, &delivery, topic)?;
     s.elapsed_secs = started.elapsed().as_secs_f64();
     Ok(s)
 }

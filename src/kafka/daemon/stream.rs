@@ -1,0 +1,263 @@
+//! One stream thread: its clients, and the poll loop.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message;
+use tracing::{error, warn};
+
+use super::output::{transactional_producer, Output, Uncommitted};
+use super::rebalance::Ctx;
+use super::state::State;
+use super::{lock, DaemonError, DaemonStats, Shared};
+use crate::kafka::changelog::RestoreContext;
+use crate::kafka::client::tuned_config;
+use crate::kafka::input::{Batch, In, InputQueue};
+use crate::kafka::process::{process, Effects};
+use crate::kafka::KafkaSetupError;
+use crate::metrics::METRICS;
+use crate::replay::wall_clock_ms;
+use crate::server::Phase;
+
+/// Closes the input queue before the consumer is dropped.
+struct CloseInput<'a>(&'a BaseConsumer<Ctx>);
+
+impl Drop for CloseInput<'_> {
+    fn drop(&mut self) {
+        if let Some(q) = self.0.context().input.get() {
+            q.close();
+        }
+    }
+}
+
+/// One stream thread: a consumer-group member with its own partitions, until the
+/// process stops or it fails.
+pub(super) fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStats, DaemonError> {
+    let cfg = &shared.cfg;
+    let k = &cfg.kafka;
+    let health = &shared.health;
+    let txn_timeout = Duration::from_millis(k.transaction_timeout.0 as u64);
+    let transactional_id = k.transactional_id(thread);
+    let producer = transactional_producer(k, &transactional_id, txn_timeout)?;
+    // librdkafka pauses a partition's fetching for fetch.queue.backoff.ms (default 1 s)
+    // whenever its prefetch queue is full: a consumer that works on every message then
+    // sits idle most of the time. A short backoff keeps the queue flowing.
+    let restore_consumer: BaseConsumer<RestoreContext> = tuned_config(
+        k,
+        &format!("restore-{thread}"),
+        &[("fetch.queue.backoff.ms", "5")],
+    )?
+    .set("group.id", format!("{}-restore", k.group_id))
+    .set("enable.partition.eof", "true")
+    .set("fetch.wait.max.ms", "10")
+    .set("max.partition.fetch.bytes", "16777216")
+    .set("fetch.max.bytes", "67108864")
+    .set("queued.max.messages.kbytes", "262144")
+    .set("enable.auto.commit", "false")
+    .set("isolation.level", "read_committed")
+    .set("auto.offset.reset", "earliest")
+    .create_with_context(RestoreContext::default())
+    .map_err(KafkaSetupError::Client)?;
+    let state = State {
+        cfg: cfg.clone(),
+        engine: shared.engine.clone(),
+        thread,
+        out: Output {
+            producer,
+            transactional_id,
+            in_txn: false,
+            alerts_topic: k.alerts_topic.clone(),
+            dead_letter_topic: k.dead_letter_topic.clone(),
+            changelog: k.changelog(),
+            txn_timeout,
+            meta: shared.meta.clone(),
+            uncommitted: Uncommitted::default(),
+        },
+        restore_consumer,
+        parts: BTreeMap::new(),
+        failed: None,
+        stats: DaemonStats::default(),
+        health: health.clone(),
+        producer_rebuilds: 0,
+    };
+    let ctx = Ctx {
+        state: Mutex::new(Some(state)),
+        input: OnceLock::new(),
+        input_topic: k.input_topic.clone(),
+        health: health.clone(),
+    };
+    let consumer: BaseConsumer<Ctx> = tuned_config(
+        k,
+        &format!("consumer-{thread}"),
+        &[
+            ("fetch.queue.backoff.ms", "5"),
+            // Members learn of a rebalance at their next heartbeat: 1 s instead of
+            // librdkafka's 3 s makes joins, scale-outs and the cooperative protocol's
+            // second round that much quicker.
+            ("heartbeat.interval.ms", "1000"),
+        ],
+    )?
+    .set("group.id", &k.group_id)
+    .set("enable.auto.commit", "false")
+    .set("enable.auto.offset.store", "false")
+    .set("isolation.level", "read_committed")
+    .set("auto.offset.reset", &k.start_from)
+    .set("partition.assignment.strategy", "cooperative-sticky")
+    .set("max.poll.interval.ms", "600000")
+    .set("statistics.interval.ms", "5000")
+    .create_with_context(ctx)
+    .map_err(KafkaSetupError::Client)?;
+    let input = InputQueue::new(&consumer);
+    if consumer.context().input.set(input).is_err() {
+        unreachable!("input queue set once");
+    }
+    // librdkafka cannot shut the consumer down while messages of it are held.
+    let _close_input = CloseInput(&consumer);
+    if !shared.all_set_up() {
+        return Ok(DaemonStats::default());
+    }
+    consumer.subscribe(&[&k.input_topic])?;
+    let interval = Duration::from_millis(k.checkpoint_interval.0 as u64);
+    let max_dirty = k.checkpoint_max_dirty;
+    let mut last_checkpoint = Instant::now();
+    let mut last_idle_check = Instant::now();
+    let started = Instant::now();
+    let mut batch = Batch::default();
+    let mut assigned = false;
+    let result = loop {
+        if shared.stopping() {
+            break Ok(());
+        }
+        // Rebalances, statistics and errors; messages come in batches below (the
+        // consumer's queue only sees one if it was fetched before its partition's
+        // queue was attached). Until something is assigned, wait here.
+        let wait = if assigned {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(50)
+        };
+        let polled = consumer.poll(wait);
+        let mut guard = lock(&consumer.context().state);
+        let st = guard.as_mut().expect("state lives until the end");
+        if let Some(e) = st.failed.take() {
+            break Err(e);
+        }
+        let batch_started = Instant::now();
+        let mut handled = 0usize;
+        match polled {
+            Some(Ok(m)) => {
+                let m = In {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    payload: m.payload().unwrap_or_default(),
+                    key: m.key(),
+                    err: rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR,
+                };
+                let mut fx = Effects::default();
+                if let Some(part) = st.parts.get_mut(&m.partition) {
+                    part.handle(&shared.parser, &m, 0, wall_clock_ms(), &mut fx);
+                }
+                if let Err(e) = st.emit(fx, |_| m).or_else(|e| st.recover(&consumer, e)) {
+                    break Err(e);
+                }
+                handled += 1;
+            }
+            Some(Err(e)) => warn!(error = %e, "consumer error"),
+            None => {}
+        }
+        assigned = !st.parts.is_empty();
+        let n = if assigned {
+            let input = consumer.context().input.get().expect("set above");
+            match input.poll(&mut batch) {
+                0 => {
+                    input.wait(Duration::from_millis(50));
+                    input.poll(&mut batch)
+                }
+                n => n,
+            }
+        } else {
+            0
+        };
+        if n > 0 {
+            let ok = |m: &In<'_>| {
+                if m.err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                    return true;
+                }
+                let code = RDKafkaErrorCode::from(m.err);
+                warn!(partition = m.partition, error = %code, "consumer error");
+                false
+            };
+            // One clock reading per batch for the future-timestamp check.
+            let fx = process(&shared.parser, &mut st.parts, &batch, wall_clock_ms(), ok);
+            handled += fx.consumed as usize;
+            // On an error, rolled back: the rest of the batch is stale (cleared below).
+            if let Err(e) = st
+                .emit(fx, |i| batch.get(i))
+                .or_else(|e| st.recover(&consumer, e))
+            {
+                break Err(e);
+            }
+        }
+        batch.clear();
+        if handled > 0 {
+            let per_message = batch_started.elapsed().as_secs_f64() / handled as f64;
+            METRICS.processing_seconds.observe(per_message);
+        }
+        if last_idle_check.elapsed() >= Duration::from_secs(1) {
+            last_idle_check = Instant::now();
+            health.beat_thread(thread);
+            health.detector(|h| {
+                h.problem = None;
+                // Members with nothing assigned are ready too, once settled in.
+                if h.phase == Phase::Starting && started.elapsed() > Duration::from_secs(15) {
+                    h.phase = Phase::Running;
+                }
+            });
+            st.refresh_gauges();
+            if let Err(e) = st
+                .idle_advance(&consumer)
+                .or_else(|e| st.recover(&consumer, e))
+            {
+                break Err(e);
+            }
+        }
+        if last_checkpoint.elapsed() >= interval || st.dirty_accounts() >= max_dirty {
+            if let Err(e) = st.checkpoint(&consumer) {
+                break Err(e);
+            }
+            last_checkpoint = Instant::now();
+        }
+    };
+    if let Err(e) = &result {
+        error!(error = %e, "stopping");
+        return result.map(|_| DaemonStats::default());
+    }
+    // Graceful stop: commit what was done, then leave the group.
+    health.detector(|h| h.phase = Phase::Stopping);
+    let deadline = Instant::now() + Duration::from_millis(k.shutdown_timeout.0 as u64);
+    {
+        let mut guard = lock(&consumer.context().state);
+        let st = guard.as_mut().expect("state");
+        st.checkpoint(&consumer)?;
+    }
+    consumer.unsubscribe();
+    while Instant::now() < deadline {
+        if consumer.poll(Duration::from_millis(100)).is_none()
+            && consumer
+                .assignment()
+                .map(|a| a.count() == 0)
+                .unwrap_or(true)
+        {
+            break;
+        }
+    }
+    let mut guard = lock(&consumer.context().state);
+    let st = guard.take().expect("state");
+    match st.failed {
+        Some(e) => Err(e),
+        None => Ok(st.stats),
+    }
+}
