@@ -1,14 +1,15 @@
 //! The `churnwatch` command line.
 
-use std::fs::File;
-use std::io::{self, BufWriter, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use churnwatch::config::Config;
+mod cmd;
+use cmd::{load_config, open_output};
+
 use churnwatch::engine::Admit;
 use churnwatch::gen::{generate, GenOptions};
 use churnwatch::replay::{replay, wall_clock_ms, ReplayOptions};
@@ -155,32 +156,6 @@ enum Command {
     },
 }
 
-fn open_output(path: &Path) -> Result<Box<dyn Write>> {
-    if path == Path::new("-") {
-        return Ok(Box::new(BufWriter::with_capacity(
-            1 << 20,
-            io::stdout().lock(),
-        )));
-    }
-    let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-    let w = BufWriter::with_capacity(1 << 20, f);
-    if path.extension().is_some_and(|e| e == "gz") {
-        Ok(Box::new(flate2::write::GzEncoder::new(
-            w,
-            flate2::Compression::fast(),
-        )))
-    } else {
-        Ok(Box::new(w))
-    }
-}
-
-fn load_config(path: Option<&Path>) -> Result<Config> {
-    Config::load(path).with_context(|| match path {
-        Some(p) => format!("config {}", p.display()),
-        None => "built-in config with environment overrides".to_string(),
-    })
-}
-
 fn cmd_replay(
     config: Option<PathBuf>,
     input: PathBuf,
@@ -266,117 +241,6 @@ fn cmd_replay(
     Ok(())
 }
 
-fn init_logging(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal());
-    let _ = if cfg.log.format == "json" {
-        builder.json().flatten_event(true).try_init()
-    } else {
-        builder.try_init()
-    };
-}
-
-fn cmd_run(config: Option<PathBuf>) -> Result<()> {
-    let cfg = load_config(config.as_deref())?;
-    init_logging(&cfg);
-    let notify = cfg.notify.enabled;
-    run_services(cfg, true, notify)
-}
-
-/// Runs the detector and/or the notifier until SIGTERM/SIGINT, with the HTTP endpoints.
-fn run_services(cfg: Config, detector: bool, notifier: bool) -> Result<()> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    let cfg = Arc::new(cfg);
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    let grace = std::time::Duration::from_millis(cfg.kafka.shutdown_timeout.0 as u64);
-    let flag = shutdown.clone();
-    rt.spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!("signal received; committing and leaving the group");
-        flag.store(true, Ordering::Relaxed);
-        // A stop that hangs (e.g. brokers unreachable) must not outlive the grace period.
-        tokio::time::sleep(grace + std::time::Duration::from_secs(5)).await;
-        tracing::error!("graceful stop took too long; exiting");
-        std::process::exit(1);
-    });
-    // Health reflects the components this process runs, and only them.
-    let health = Arc::new(churnwatch::server::Health::new(
-        std::time::Duration::from_millis(cfg.server.liveness_timeout.0 as u64),
-    ));
-    if detector {
-        health.detector(|_| {});
-    }
-    if notifier {
-        health.notifier(|_| {});
-    }
-    let silences = if notifier {
-        Some(
-            churnwatch::notify::silence::start(&cfg, shutdown.clone(), health.clone())
-                .context("silences")?,
-        )
-    } else {
-        None
-    };
-    if !cfg.server.listen.is_empty() {
-        let app =
-            churnwatch::server::router(health.clone(), silences.as_ref().map(|(_, r)| r.clone()));
-        rt.block_on(churnwatch::server::serve(&cfg.server.listen, app))
-            .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
-    }
-    let notifier_thread = silences.map(|(store, _)| {
-        let (cfg, shutdown, health) = (cfg.clone(), shutdown.clone(), health.clone());
-        std::thread::spawn(move || {
-            let r = churnwatch::notify::kafka::run(cfg, shutdown.clone(), store, health);
-            if r.is_err() {
-                // The notifier failing ends the process (the orchestrator restarts it).
-                shutdown.store(true, Ordering::Relaxed);
-            }
-            r
-        })
-    });
-    let detector_result: Result<()> = if detector {
-        let daemon_cfg = cfg.clone();
-        let sd = shutdown.clone();
-        let result = rt.block_on(async move {
-            tokio::task::spawn_blocking(move || {
-                churnwatch::kafka::daemon::run(daemon_cfg, sd, health)
-            })
-            .await
-        });
-        shutdown.store(true, Ordering::Relaxed);
-        match result {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(anyhow::Error::new(e)),
-            Err(e) => Err(anyhow::anyhow!("daemon thread failed: {e}")),
-        }
-    } else {
-        Ok(())
-    };
-    if let Some(t) = notifier_thread {
-        match t.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e.context("notifier")),
-            Err(_) => anyhow::bail!("notifier thread panicked"),
-        }
-    }
-    detector_result
-}
-
 fn cmd_produce(
     config: Option<PathBuf>,
     input: PathBuf,
@@ -385,7 +249,7 @@ fn cmd_produce(
     tombstones: bool,
 ) -> Result<()> {
     let cfg = load_config(config.as_deref())?;
-    init_logging(&cfg);
+    cmd::init_logging(&cfg);
     let topic = topic.unwrap_or_else(|| cfg.kafka.input_topic.clone());
     if let Some(field) = key_field {
         let s =
@@ -430,169 +294,10 @@ fn cmd_produce(
     Ok(())
 }
 
-fn cmd_notify(
-    config: Option<PathBuf>,
-    input: Option<PathBuf>,
-    accounts: Option<PathBuf>,
-    dry_run: bool,
-) -> Result<()> {
-    use churnwatch::notify::{deliver::Sender, meta::MetaStore, plan, render};
-    let mut cfg = load_config(config.as_deref())?;
-    init_logging(&cfg);
-    let Some(input) = input else {
-        anyhow::ensure!(!dry_run, "--dry-run needs --input");
-        if let Some(a) = accounts {
-            cfg.notify.accounts_file = a.display().to_string();
-        }
-        return run_services(cfg, false, true);
-    };
-    let accounts = accounts.or_else(|| {
-        (!cfg.notify.accounts_file.is_empty()).then(|| cfg.notify.accounts_file.clone().into())
-    });
-    let meta = match accounts {
-        Some(p) => MetaStore::load(&p)?,
-        None => MetaStore::default(),
-    };
-    let text = std::fs::read_to_string(&input)
-        .with_context(|| format!("cannot read {}", input.display()))?;
-    let mut records = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{} line {}: not an alert record", input.display(), i + 1))?;
-        records.push(v);
-    }
-    if cfg.notify.receivers.is_empty() {
-        anyhow::bail!(
-            "no receivers configured: add [[notify.receivers]] and [notify.route] to the config"
-        );
-    }
-    // Secrets are read now, in a dry run too, so that a missing one fails here and not
-    // only when sending (their values are never printed).
-    let sender = Sender::new(&cfg.notify)
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "{e}{}",
-                if dry_run {
-                    " (a real run would fail: set it before sending)"
-                } else {
-                    ""
-                }
-            )
-        })?
-        .with_priority(cfg.priority.clone());
-    let notes = plan(&cfg.notify, records, &meta);
-    let no_owner: std::collections::BTreeSet<&str> = notes
-        .iter()
-        .filter(|n| n.owner.is_empty())
-        .flat_map(|n| n.alerts.iter().filter_map(|a| a["id"].as_str()))
-        .collect();
-    if !no_owner.is_empty() {
-        eprintln!(
-            "warning: {} alert(s) carry no owner (their accounts have no metadata, or no \
-             owner_email in it): each receiver gets them in one \"(no owner)\" message; give \
-             the owners with --accounts F (CSV or JSON) or notify.accounts_file",
-            no_owner.len()
-        );
-    }
-    let kinds: std::collections::HashMap<&str, &str> = cfg
-        .notify
-        .receivers
-        .iter()
-        .map(|r| (r.name.as_str(), r.kind.as_str()))
-        .collect();
-    if dry_run {
-        for n in &notes {
-            let kind = kinds.get(n.receiver.as_str()).copied().unwrap_or("?");
-            let to = if n.owner.is_empty() {
-                "(no owner)".to_string()
-            } else {
-                n.owner.clone()
-            };
-            println!(
-                "== {kind} receiver {:?} for {to}: {} alert(s), idempotency key {}",
-                n.receiver,
-                n.alerts.len(),
-                n.idempotency_key()
-            );
-            match kind {
-                "email" => {
-                    let (subject, body, _) = render::email(
-                        n,
-                        &cfg.notify.crm_url_template,
-                        &cfg.notify.inbox_url,
-                        &cfg.priority,
-                    );
-                    println!("Subject: {subject}\n\n{body}");
-                }
-                "slack" => {
-                    let mention = cfg
-                        .notify
-                        .receivers
-                        .iter()
-                        .any(|r| r.name == n.receiver && r.mention_owner);
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&render::slack(
-                            n,
-                            &render::SlackOptions {
-                                crm_template: &cfg.notify.crm_url_template,
-                                inbox_url: &cfg.notify.inbox_url,
-                                mention_owner: mention,
-                                priority: cfg.priority.clone(),
-                            }
-                        ))?
-                    );
-                }
-                _ => println!("{}", serde_json::to_string_pretty(&render::webhook(n))?),
-            }
-            println!();
-        }
-        eprintln!("{} notification(s) would be sent", notes.len());
-        return Ok(());
-    }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
-    let mut failed = 0;
-    let results = rt.block_on(sender.deliver_all(&notes));
-    for (n, result) in notes.iter().zip(results) {
-        let to = if n.owner.is_empty() {
-            "(no owner)"
-        } else {
-            n.owner.as_str()
-        };
-        match result {
-            Ok(attempts) => println!(
-                "delivered to {:?} for {to}: {} alert(s), {attempts} attempt(s)",
-                n.receiver,
-                n.alerts.len()
-            ),
-            Err(e) => {
-                failed += 1;
-                let dead = serde_json::json!({"receiver": n.receiver, "owner": n.owner, "reason": e.to_string(),
-                    "idempotency_key": n.idempotency_key(), "alerts": n.alerts});
-                eprintln!("{dead}");
-            }
-        }
-    }
-    if failed > 0 {
-        anyhow::bail!(
-            "{failed} of {} notification(s) failed (dead letters on stderr)",
-            notes.len()
-        );
-    }
-    Ok(())
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => cmd_run(config),
+        Command::Run { config } => cmd::services::cmd_run(config),
         Command::Produce {
             config,
             input,
@@ -627,7 +332,7 @@ fn main() -> ExitCode {
             input,
             accounts,
             dry_run,
-        } => cmd_notify(config, input, accounts, dry_run),
+        } => cmd::notify::cmd_notify(config, input, accounts, dry_run),
         Command::Gen {
             accounts,
             days,

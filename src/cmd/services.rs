@@ -1,0 +1,106 @@
+//! `run` and `notify` on Kafka: the detector's stream threads, the notifier, the
+//! silences API and the HTTP server in one process, with signal handling.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use churnwatch::config::Config;
+
+use super::{init_logging, load_config};
+
+pub fn cmd_run(config: Option<PathBuf>) -> Result<()> {
+    let cfg = load_config(config.as_deref())?;
+    init_logging(&cfg);
+    let notify = cfg.notify.enabled;
+    run_services(cfg, true, notify)
+}
+
+/// Runs the detector and/or the notifier until SIGTERM/SIGINT, with the HTTP endpoints.
+pub fn run_services(cfg: Config, detector: bool, notifier: bool) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let cfg = Arc::new(cfg);
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let grace = std::time::Duration::from_millis(cfg.kafka.shutdown_timeout.0 as u64);
+    let flag = shutdown.clone();
+    rt.spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("signal received; committing and leaving the group");
+        flag.store(true, Ordering::Relaxed);
+        // A stop that hangs (e.g. brokers unreachable) must not outlive the grace period.
+        tokio::time::sleep(grace + std::time::Duration::from_secs(5)).await;
+        tracing::error!("graceful stop took too long; exiting");
+        std::process::exit(1);
+    });
+    // Health reflects the components this process runs, and only them.
+    let health = Arc::new(churnwatch::server::Health::new(
+        std::time::Duration::from_millis(cfg.server.liveness_timeout.0 as u64),
+    ));
+    if detector {
+        health.detector(|_| {});
+    }
+    if notifier {
+        health.notifier(|_| {});
+    }
+    let silences = if notifier {
+        Some(
+            churnwatch::notify::silence::start(&cfg, shutdown.clone(), health.clone())
+                .context("silences")?,
+        )
+    } else {
+        None
+    };
+    if !cfg.server.listen.is_empty() {
+        let app =
+            churnwatch::server::router(health.clone(), silences.as_ref().map(|(_, r)| r.clone()));
+        rt.block_on(churnwatch::server::serve(&cfg.server.listen, app))
+            .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
+    }
+    let notifier_thread = silences.map(|(store, _)| {
+        let (cfg, shutdown, health) = (cfg.clone(), shutdown.clone(), health.clone());
+        std::thread::spawn(move || {
+            let r = churnwatch::notify::kafka::run(cfg, shutdown.clone(), store, health);
+            if r.is_err() {
+                // The notifier failing ends the process (the orchestrator restarts it).
+                shutdown.store(true, Ordering::Relaxed);
+            }
+            r
+        })
+    });
+    let detector_result: Result<()> = if detector {
+        let daemon_cfg = cfg.clone();
+        let sd = shutdown.clone();
+        let result = rt.block_on(async move {
+            tokio::task::spawn_blocking(move || {
+                churnwatch::kafka::daemon::run(daemon_cfg, sd, health)
+            })
+            .await
+        });
+        shutdown.store(true, Ordering::Relaxed);
+        match result {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::Error::new(e)),
+            Err(e) => Err(anyhow::anyhow!("daemon thread failed: {e}")),
+        }
+    } else {
+        Ok(())
+    };
+    if let Some(t) = notifier_thread {
+        match t.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.context("notifier")),
+            Err(_) => anyhow::bail!("notifier thread panicked"),
+        }
+    }
+    detector_result
+}
