@@ -3,6 +3,7 @@
 //! Data flows `source` (files, Kafka) -> `engine` (pure state and rules) -> `sink`
 //! (alert records, notifications).
 
+pub mod accounts;
 pub mod asof;
 pub mod backtest;
 pub mod config;

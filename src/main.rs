@@ -167,7 +167,7 @@ fn cmd_replay(
 ) -> Result<()> {
     let cfg = load_config(config.as_deref())?;
     let meta = accounts
-        .map(|p| churnwatch::notify::meta::MetaStore::load(&p).map(std::sync::Arc::new))
+        .map(|p| churnwatch::accounts::MetaStore::load(&p).map(std::sync::Arc::new))
         .transpose()?;
     if cfg.engine.known_accounts_only {
         let m = meta.clone().context(

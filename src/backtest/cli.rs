@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use crate::notify::meta::MetaStore;
+use crate::accounts::MetaStore;
 use crate::source::file::LineReader;
 use crate::time::{parse_cli_time, parse_duration, Millis};
 

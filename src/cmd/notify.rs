@@ -14,7 +14,8 @@ pub fn cmd_notify(
     accounts: Option<PathBuf>,
     dry_run: bool,
 ) -> Result<()> {
-    use churnwatch::notify::{deliver::Sender, meta::MetaStore, plan, render};
+    use churnwatch::accounts::MetaStore;
+    use churnwatch::notify::{deliver::Sender, plan, render};
     let mut cfg = load_config(config.as_deref())?;
     init_logging(&cfg);
     let Some(input) = input else {

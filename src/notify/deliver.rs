@@ -421,7 +421,7 @@ impl Sender {
                 r.cfg.to
             )));
         }
-        if !super::meta::is_bare_address(&to) {
+        if !crate::accounts::is_bare_address(&to) {
             return Err(Attempt::Fatal(
                 "the recipient is not one bare address".into(),
             ));

@@ -1,10 +1,8 @@
 //! CSM notifications: account metadata, routing, rendering and delivery.
 
-pub mod accounts;
 pub mod deliver;
 pub mod group;
 pub mod kafka;
-pub mod meta;
 pub mod render;
 pub mod route;
 pub mod silence;
@@ -14,8 +12,8 @@ use std::collections::HashSet;
 
 use serde_json::Value;
 
+use crate::accounts::AccountLookup;
 use crate::config::NotifyConfig;
-use meta::AccountLookup;
 use render::Notification;
 
 /// Routing labels of an alert record (its own fields and its `account` metadata).

@@ -27,7 +27,7 @@ pub fn to_json_line(alert: &Alert, emitted_at: Millis) -> String {
 }
 
 /// The record with the account's metadata under `account`, when known.
-pub fn to_json_line_with<M: crate::notify::meta::AccountLookup + ?Sized>(
+pub fn to_json_line_with<M: crate::accounts::AccountLookup + ?Sized>(
     alert: &Alert,
     emitted_at: Millis,
     meta: Option<&M>,

@@ -100,7 +100,7 @@ struct Shared {
     cfg: Arc<Config>,
     engine: Arc<EngineConfig>,
     parser: EventParser,
-    meta: Option<Arc<crate::notify::meta::Accounts>>,
+    meta: Option<Arc<crate::accounts::Accounts>>,
     health: Arc<Health>,
     /// The process is asked to stop (signal).
     shutdown: Arc<AtomicBool>,
@@ -159,7 +159,7 @@ pub fn run(
         input = %k.input_topic, partitions, group = %k.group_id, instance = %k.instance(),
         stream_threads = threads, "starting"
     );
-    let meta = crate::notify::accounts::load(&cfg, shutdown.clone(), &health)
+    let meta = crate::accounts::load(&cfg, shutdown.clone(), &health)
         .map_err(|e| DaemonError::Fatal(format!("account metadata: {e:#}")))?;
     let parser = EventParser::new(&cfg.input).map_err(|msg| KafkaSetupError::Topic {
         topic: k.input_topic.clone(),

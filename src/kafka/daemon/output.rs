@@ -29,7 +29,7 @@ pub(super) struct Output {
     pub(super) changelog: String,
     pub(super) txn_timeout: Duration,
     /// Account metadata attached to alert records (`notify.accounts_file`, `_topic`).
-    pub(super) meta: Option<Arc<crate::notify::meta::Accounts>>,
+    pub(super) meta: Option<Arc<crate::accounts::Accounts>>,
     /// What the open transaction holds, to count once it commits.
     pub(super) uncommitted: Uncommitted,
 }

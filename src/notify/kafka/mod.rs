@@ -34,9 +34,9 @@ use tracing::{info, warn};
 
 use super::deliver::Sender;
 use super::group::{Grouper, Timing};
-use super::meta::AccountLookup;
 use super::render::Notification;
 use super::silence::Silences;
+use crate::accounts::AccountLookup;
 use crate::config::Config;
 use crate::kafka::client::{base_config, LogContext};
 use crate::metrics::METRICS;
@@ -173,7 +173,7 @@ pub fn run_probed(
             Err(e) => return Err(e.into()),
         }
     };
-    let meta = super::accounts::load(&cfg, shutdown.clone(), &health)
+    let meta = crate::accounts::load(&cfg, shutdown.clone(), &health)
         .context("account metadata")?
         .unwrap_or_default();
     let sender = Sender::new(n)

@@ -12,8 +12,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::super::meta::AccountLookup;
 use super::super::{attach_account, route};
+use crate::accounts::AccountLookup;
 use crate::config::NotifyConfig;
 
 /// Separates the receiver and the owner in a repartition key.
@@ -110,7 +110,7 @@ fn murmur2(key: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::meta::MetaStore;
+    use crate::accounts::MetaStore;
 
     #[test]
     fn murmur2_matches_java_kafka() {
@@ -172,7 +172,7 @@ mod tests {
         // The owner changed in the metadata: the account's next alert goes to the new
         // owner's partition, with the new owner on it.
         let mut moved = MetaStore::default();
-        moved.upsert(crate::notify::meta::AccountMeta {
+        moved.upsert(crate::accounts::AccountMeta {
             account_id: "a7".into(),
             owner_email: Some("ben@x.io".into()),
             ..Default::default()

@@ -1,6 +1,10 @@
-//! Account metadata: who owns an account and what it is worth. Loaded from CSV
+//! Account metadata: who owns an account and what it is worth (used by the detector,
+//! the notifier and the backtest alike; `topic.rs` reads and follows its Kafka topic). Loaded from CSV
 //! (header row) or JSON (an array, or one object per line); attached to alert records
 //! under `account` and used for routing.
+
+mod topic;
+pub use topic::load;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -16,7 +16,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
-use super::meta::{parse_topic_record, Accounts, MetaStore};
+use super::{parse_topic_record, Accounts, MetaStore};
 use crate::config::Config;
 use crate::kafka::client::{base_config, LogContext};
 use crate::metrics::METRICS;
