@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod gen;
+pub mod inbox;
 pub mod kafka;
 pub mod metrics;
 pub mod notify;
