@@ -10,10 +10,12 @@ use serde::{Deserialize, Deserializer};
 
 use crate::time::{format_duration, parse_duration, Millis};
 
+mod auth;
 mod notify;
 mod sections;
 mod validate;
 
+pub use auth::*;
 pub use notify::*;
 pub use sections::*;
 

@@ -18,6 +18,12 @@ pub struct ServerConfig {
     /// Environment variable holding the API token (`Authorization: Bearer`); the API
     /// refuses every request while it is unset.
     pub api_token_env: String,
+    /// Who may call the API and the inbox (`config/auth.rs`).
+    #[serde(default)]
+    pub auth: super::AuthConfig,
+    /// HTTPS without a proxy (`config/auth.rs`).
+    #[serde(default)]
+    pub tls: super::TlsConfig,
 }
 
 /// Log format and level.

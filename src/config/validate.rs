@@ -186,6 +186,8 @@ impl Config {
         if self.server.liveness_timeout.0 < 1000 {
             return Err(invalid("server.liveness_timeout", "must be at least 1s"));
         }
+        self.server.auth.validate()?;
+        self.server.tls.validate()?;
         self.validate_notify()?;
         if let Some(p) = self.priority.problem() {
             return Err(invalid("priority", p));

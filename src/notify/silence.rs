@@ -202,6 +202,7 @@ pub fn start(
             .set("enable.idempotence", "true")
             .set("linger.ms", "0")
             .create_with_context(LogContext)?;
+    let (stop_owners, health_owners) = (stop.clone(), health.clone());
     let (s2, t2, p2) = (store.clone(), topic.clone(), producer.clone());
     health.beat(crate::server::Loop::Silences);
     std::thread::spawn(move || {
@@ -211,18 +212,28 @@ pub fn start(
             tracing::error!(error = %e, "following the silences topic failed");
         }
     });
-    let token = crate::server::auth::ApiToken::from_env(&cfg.server.api_token_env)
-        .map_err(|e| anyhow::anyhow!("server.api_token_env: {e}"))?;
-    if !token.is_set() {
-        tracing::warn!(var = %cfg.server.api_token_env, "no API token in the environment: the silences API refuses every request");
+    let auth = crate::server::auth::Authenticator::from_config(&cfg.server)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !auth.can_sign_in() {
+        tracing::warn!(var = %cfg.server.api_token_env, "no API token and no trusted proxy: the silences API refuses every request");
     }
+    // The owners of accounts, so a CSM may silence their own; the same store the
+    // notifier reads (loaded once per process).
+    let owners = match crate::accounts::load(cfg, stop_owners, &health_owners) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "account metadata unavailable to the silences API: only leads and admins may silence");
+            None
+        }
+    };
     let api = Arc::new(super::silence_api::Api {
         store: store.clone(),
         producer,
         topic,
         max_silence: cfg.notify.max_silence.0,
+        owners,
     });
-    Ok((store, super::silence_api::router(api, token)))
+    Ok((store, super::silence_api::router(api, Arc::new(auth))))
 }
 
 #[cfg(test)]

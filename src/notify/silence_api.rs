@@ -1,13 +1,17 @@
-//! The silences HTTP API (`/api/v1/silences`), behind the API token: create (stored
-//! in the silences topic and acknowledged by Kafka before `201`), list, expire. Inputs
-//! are bounded: a 16 KiB body, field lengths, no control characters, at most
-//! `notify.max_silence` ahead.
+//! The silences HTTP API (`/api/v1/silences`), behind sign-in (`server::auth`): create
+//! (stored in the silences topic and acknowledged by Kafka before `201`), list, expire.
+//! Inputs are bounded: a 16 KiB body, field lengths, no control characters, at most
+//! `notify.max_silence` ahead. A CSM lists, creates and expires silences of the
+//! accounts they own (owner from the account metadata); a lead those of any account; an
+//! admin also silences a kind across every account. The author is the signed-in email
+//! (the body's `author` only for the shared `server.api_token_env` token).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::Extension;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -19,7 +23,9 @@ use serde_json::{json, Value};
 use super::silence::{Silence, Silences};
 use crate::kafka::client::LogContext;
 use crate::replay::wall_clock_ms;
-use crate::server::auth::{require_token, ApiToken};
+use crate::accounts::Accounts;
+use crate::inbox::model::{Principal, Role};
+use crate::server::auth::{forbidden, with_auth, Authenticator, LEGACY_TOKEN_EMAIL};
 use crate::time::{parse_rfc3339, Millis};
 
 /// Largest request body of the API.
@@ -37,6 +43,9 @@ pub struct Api {
     pub topic: String,
     /// `notify.max_silence`: the furthest `until` may be.
     pub max_silence: Millis,
+    /// Account metadata, for the owner of a silenced account; None: owners unknown, so
+    /// only leads and admins may silence.
+    pub owners: Option<Arc<Accounts>>,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +57,8 @@ struct NewSilence {
     kind: Option<String>,
     /// RFC 3339.
     until: String,
+    /// Only read for the shared token (whose holder is not known by name).
+    #[serde(default)]
     author: String,
     #[serde(default)]
     reason: String,
@@ -58,6 +69,32 @@ fn bad(msg: impl Into<String>) -> Response {
 }
 
 impl Api {
+    /// Whether `who` may create, expire or see a silence of `account_id` (None: a
+    /// kind on every account).
+    fn may_act(&self, who: &Principal, account_id: Option<&str>) -> Result<(), String> {
+        let Some(id) = account_id else {
+            return if who.role == Role::Admin {
+                Ok(())
+            } else {
+                Err("only an admin may silence a kind on every account; name an account_id".into())
+            };
+        };
+        if who.sees_all() {
+            return Ok(());
+        }
+        let Some(owners) = &self.owners else {
+            return Err("account owners are unknown here (no notify.accounts_file or \
+                        accounts_topic): only a lead or admin may silence"
+                .into());
+        };
+        let owner = owners.get(id).and_then(|m| m.owner_email);
+        if who.may_see(owner.as_deref()) {
+            Ok(())
+        } else {
+            Err("that account is not yours: only its owner, a lead or an admin may silence it".into())
+        }
+    }
+
     /// Writes the silence to its topic and waits for the broker's acknowledgement
     /// (so a `201` means it is stored), then applies it here at once.
     async fn store_durably(&self, s: &Silence) -> Result<(), String> {
@@ -112,12 +149,16 @@ fn rejected(r: JsonRejection) -> Response {
 
 async fn create(
     State(api): State<Arc<Api>>,
+    Extension(who): Extension<Principal>,
     body: Result<Json<NewSilence>, JsonRejection>,
 ) -> Response {
-    let body = match body {
+    let mut body = match body {
         Ok(Json(b)) => b,
         Err(r) => return rejected(r),
     };
+    if who.email != LEGACY_TOKEN_EMAIL {
+        body.author = who.email.clone();
+    }
     let now = wall_clock_ms();
     if body.account_id.as_deref().unwrap_or("").is_empty()
         && body.kind.as_deref().unwrap_or("").is_empty()
@@ -159,6 +200,10 @@ async fn create(
             return bad(e);
         }
     }
+    let account = body.account_id.as_deref().filter(|a| !a.is_empty());
+    if let Err(why) = api.may_act(&who, account) {
+        return forbidden("/api/", &why);
+    }
     let s = Silence {
         id: format!("sil-{now:x}-{:04x}", rand::random::<u16>()),
         account_id: body.account_id.filter(|a| !a.is_empty()),
@@ -182,17 +227,22 @@ async fn create(
     }
 }
 
-async fn list(State(api): State<Arc<Api>>) -> Response {
+async fn list(State(api): State<Arc<Api>>, Extension(who): Extension<Principal>) -> Response {
     let v: Vec<Value> = api
         .store
         .list(wall_clock_ms(), false)
         .iter()
+        .filter(|s| s.account_id.is_none() || api.may_act(&who, s.account_id.as_deref()).is_ok())
         .map(Silence::to_api)
         .collect();
     Json(json!({"silences": v})).into_response()
 }
 
-async fn expire(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+async fn expire(
+    State(api): State<Arc<Api>>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Response {
     let Some(mut s) = api.store.get(&id) else {
         return (
             StatusCode::NOT_FOUND,
@@ -200,6 +250,9 @@ async fn expire(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response
         )
             .into_response();
     };
+    if let Err(why) = api.may_act(&who, s.account_id.as_deref()) {
+        return forbidden("/api/", &why);
+    }
     if s.expired_at_ms.is_none() {
         s.expired_at_ms = Some(wall_clock_ms());
         if api.store_durably(&s).await.is_err() {
@@ -213,15 +266,14 @@ async fn expire(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response
     Json(s.to_api()).into_response()
 }
 
-/// `/api/v1/silences` routes, behind the API token, bodies at most
-/// [`MAX_BODY_BYTES`].
-pub fn router(api: Arc<Api>, token: ApiToken) -> Router {
-    Router::new()
+/// `/api/v1/silences` routes, behind sign-in, bodies at most [`MAX_BODY_BYTES`].
+pub fn router(api: Arc<Api>, auth: Arc<Authenticator>) -> Router {
+    let routes = Router::new()
         .route("/api/v1/silences", get(list).post(create))
         .route("/api/v1/silences/{id}", delete(expire))
         .with_state(api)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn_with_state(token, require_token))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    with_auth(routes, auth)
 }
 
 #[cfg(test)]
@@ -245,11 +297,17 @@ mod tests {
             producer,
             topic: "t".into(),
             max_silence: 90 * crate::time::DAY,
+            owners: None,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let token = ApiToken::new(TOKEN);
-        tokio::spawn(async move { axum::serve(listener, router(api, token)).await });
+        let auth = Authenticator::new(
+            &crate::config::AuthConfig::default(),
+            &[],
+            Some(crate::server::auth::sha256(TOKEN.as_bytes())),
+        )
+        .unwrap();
+        tokio::spawn(async move { axum::serve(listener, router(api, Arc::new(auth))).await });
         let url = format!("http://{addr}/api/v1/silences");
         let client = reqwest::Client::new();
         let until = format_rfc3339(wall_clock_ms() + 86_400_000);
@@ -265,8 +323,8 @@ mod tests {
                 "no author",
                 Some("application/json"),
                 json!({"account_id": "a", "until": until}).to_string(),
-                422,
-                "author",
+                400,
+                "author is required",
             ),
             (
                 "not JSON",

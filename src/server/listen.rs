@@ -3,15 +3,25 @@
 //! within `HEADER_READ_TIMEOUT` (a slow-loris client is dropped), headers of at most
 //! `MAX_HEADER_BYTES`, and no connection lives past `MAX_CONNECTION_LIFE`. Bodies are
 //! limited per route by the routers themselves (`DefaultBodyLimit`).
+//!
+//! Each request carries its connection's peer address as `ConnectInfo<SocketAddr>` in
+//! its extensions (what authentication trusts a proxy by). With TLS
+//! (`server::tls`), the handshake happens in the connection's own task, within
+//! `HEADER_READ_TIMEOUT`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use axum::Router;
+use hyper::body::Incoming;
+use hyper::service::Service as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -22,23 +32,39 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Longest life of one (keep-alive) connection.
 pub const MAX_CONNECTION_LIFE: Duration = Duration::from_secs(300);
 
-/// Binds `listen` and serves `app` until the runtime stops; returns the bound address.
+/// Binds `listen` and serves `app` over plain HTTP until the runtime stops; returns the
+/// bound address.
 pub async fn serve(listen: &str, app: Router) -> std::io::Result<SocketAddr> {
+    serve_with(listen, app, None).await
+}
+
+/// As [`serve`], over HTTPS when `tls` is given (see `server::tls::load`).
+pub async fn serve_with(
+    listen: &str,
+    app: Router,
+    tls: Option<TlsAcceptor>,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "http server listening (/metrics, /healthz, /readyz)");
-    tokio::spawn(accept_loop(listener, app, MAX_CONNECTIONS));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, "http server listening (/metrics, /healthz, /readyz)");
+    tokio::spawn(accept_loop(listener, app, MAX_CONNECTIONS, tls));
     Ok(addr)
 }
 
-async fn accept_loop(listener: tokio::net::TcpListener, app: Router, max_connections: usize) {
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    max_connections: usize,
+    tls: Option<TlsAcceptor>,
+) {
     let slots = Arc::new(Semaphore::new(max_connections));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        let stream = match listener.accept().await {
-            Ok((s, _)) => s,
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
             Err(e) => {
                 // Out of file descriptors and the like: wait a little, keep serving.
                 tracing::warn!(error = %e, "http accept failed");
@@ -46,17 +72,41 @@ async fn accept_loop(listener: tokio::net::TcpListener, app: Router, max_connect
                 continue;
             }
         };
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(MAX_HEADER_BYTES.max(8192))
-                .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(MAX_CONNECTION_LIFE, conn).await;
+            match tls {
+                None => serve_connection(stream, peer, app).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(s)) => serve_connection(s, peer, app).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
             drop(slot);
         });
     }
+}
+
+/// Serves one connection, each request tagged with the peer address.
+async fn serve_connection<S>(stream: S, peer: SocketAddr, app: Router)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let inner = TowerToHyperService::new(app);
+    let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        inner.call(req)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES.max(8192))
+        .serve_connection(TokioIo::new(stream), service);
+    let _ = tokio::time::timeout(MAX_CONNECTION_LIFE, conn).await;
 }
 
 #[cfg(test)]
@@ -69,7 +119,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = Router::new().route("/", get(|| async { "ok" }));
-        tokio::spawn(accept_loop(listener, app, max));
+        tokio::spawn(accept_loop(listener, app, max, None));
         addr
     }
 

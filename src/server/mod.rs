@@ -6,7 +6,8 @@
 
 pub mod auth;
 mod listen;
-pub use listen::serve;
+pub mod tls;
+pub use listen::{serve, serve_with};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

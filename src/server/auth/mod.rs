@@ -1,16 +1,21 @@
-//! API authentication: a bearer token from the environment (`server.api_token_env`),
-//! compared in constant time. Every route that reveals or changes account data sits
-//! behind [`require_token`]; without a configured token those routes refuse every
-//! request (they are off, not open).
+//! Who is calling: every route that reveals or changes account data (the JSON API, the
+//! inbox pages, the silences API) sits behind [`with_auth`], which resolves the caller
+//! to a [`Principal`](crate::inbox::model::Principal) from an API token or from an
+//! authenticating proxy's header, and refuses the request otherwise. `/metrics`,
+//! `/healthz` and `/readyz` are not wrapped. docs/security.md explains the model.
+//!
+//! - [`resolve`]: the [`Authenticator`] (hashed tokens, trusted proxies, roles).
+//! - [`layer`]: the middleware, the 401/403 answers and the security headers.
+//! - this file: the legacy single token of `server.api_token_env` and the
+//!   constant-time comparison.
+
+mod layer;
+mod resolve;
+
+pub use layer::{forbidden, with_auth, SECURITY_HEADERS};
+pub use resolve::{Authenticator, Denied, LEGACY_TOKEN_EMAIL, MAX_TOKEN_BYTES};
 
 use std::sync::Arc;
-
-use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::json;
 
 /// Shortest token accepted.
 pub const MIN_TOKEN_BYTES: usize = 24;
@@ -54,11 +59,22 @@ impl ApiToken {
         self.0.is_some()
     }
 
+    /// The SHA-256 of the token: all the [`Authenticator`] keeps of it.
+    pub fn sha256(&self) -> Option<[u8; 32]> {
+        self.0.as_deref().map(sha256)
+    }
+
     /// Whether `given` is the token, compared in time independent of where they differ.
     pub fn accepts(&self, given: &[u8]) -> bool {
         let Some(want) = &self.0 else { return false };
         constant_time_eq(want, given)
     }
+}
+
+/// SHA-256 of `b`.
+pub fn sha256(b: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).into()
 }
 
 /// Equality of two byte strings in time that depends only on their lengths.
@@ -67,32 +83,6 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         return false;
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Middleware: lets a request through only with `Authorization: Bearer <token>`.
-pub async fn require_token(State(token): State<ApiToken>, req: Request, next: Next) -> Response {
-    if !token.is_set() {
-        return (
-            StatusCode::FORBIDDEN,
-            Json(json!({"error": "this API is off: set the environment variable named by server.api_token_env to a token"})),
-        )
-            .into_response();
-    }
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match given {
-        Some(t) if token.accepts(t.as_bytes()) => next.run(req).await,
-        _ => (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            Json(json!({"error": "send Authorization: Bearer <API token>"})),
-        )
-            .into_response(),
-    }
 }
 
 #[cfg(test)]
