@@ -2,3 +2,4 @@
 //! alerts topics), the JSON API and the HTML pages that serve it, behind sign-in.
 
 pub mod model;
+pub mod pages;

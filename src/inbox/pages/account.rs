@@ -1,0 +1,247 @@
+//! The account page: who and what is at stake (metadata, CRM link when it is a safe
+//! `https:` URL), the activity chart against the baseline's expectation, the firing
+//! alerts with their evidence, the activation checklist, the alert timeline and the
+//! silences.
+
+use std::fmt::Write;
+
+use super::html::{badge, e, layout, money, renewal, when};
+use super::svg;
+use crate::inbox::model::{AccountDetail, Lifecycle, Principal, ViewStatus};
+use crate::notify::render::escape;
+use crate::time::Millis;
+
+/// Evidence values shown at most this long.
+const MAX_EVIDENCE_VALUE: usize = 200;
+/// Evidence fields shown at most.
+const MAX_EVIDENCE_FIELDS: usize = 30;
+
+/// One evidence value as text: strings as they are, anything else as compact JSON.
+fn evidence_value(v: &serde_json::Value) -> String {
+    let s = match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        other => other.to_string(),
+    };
+    e(&escape::cut(&s, MAX_EVIDENCE_VALUE))
+}
+
+fn evidence(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(m) if !m.is_empty() => {
+            let mut s = String::from("<dl class=\"evidence\">");
+            for (k, v) in m.iter().take(MAX_EVIDENCE_FIELDS) {
+                let _ = write!(
+                    s,
+                    "<dt>{}</dt><dd>{}</dd>",
+                    e(&escape::cut(&k.replace('_', " "), 60)),
+                    evidence_value(v)
+                );
+            }
+            s.push_str("</dl>");
+            s
+        }
+        serde_json::Value::Null => String::new(),
+        other => format!("<p class=\"evidence\">{}</p>", evidence_value(other)),
+    }
+}
+
+/// The account page.
+pub fn account_page(
+    who: &Principal,
+    status: &ViewStatus,
+    a: &AccountDetail,
+    now: Millis,
+) -> String {
+    let s = &a.summary;
+    let name = s.name.as_deref().unwrap_or(&s.account_id);
+    let mut b = format!(
+        "<p class=\"crumbs\"><a href=\"/inbox\">Accounts</a> /</p><h1>{}</h1>\
+         <p class=\"id\">{}</p>",
+        e(name),
+        e(&s.account_id)
+    );
+    let lifecycle = match s.lifecycle {
+        Lifecycle::Unknown => "unknown",
+        Lifecycle::Onboarding => "onboarding",
+        Lifecycle::Activated => "activated",
+    };
+    let _ = write!(
+        b,
+        "<dl class=\"facts\"><div><dt>Owner</dt><dd>{}</dd></div><div><dt>ARR</dt><dd>{}</dd></div>\
+         <div><dt>Renewal</dt><dd>{}</dd></div><div><dt>Segment</dt><dd>{}</dd></div>\
+         <div><dt>Lifecycle</dt><dd>{lifecycle}</dd></div><div><dt>Last activity</dt><dd>{}</dd></div>\
+         <div><dt>Priority</dt><dd>{:.1}</dd></div></dl>",
+        e(s.owner_email.as_deref().unwrap_or("-")),
+        money(s.arr),
+        renewal(s.renewal_date.as_deref(), now),
+        e(s.segment.as_deref().unwrap_or("-")),
+        s.last_activity.as_deref().map_or("-".into(), when),
+        s.priority
+    );
+
+    b.push_str("<section class=\"firing\"><h2>Firing now</h2>");
+    if s.firing.is_empty() {
+        b.push_str("<p class=\"muted\">No alert is firing.</p>");
+    }
+    for f in &s.firing {
+        let _ = write!(
+            b,
+            "<article class=\"alert {}\"><h3>{} {}</h3><p class=\"summary\">{}</p>\
+             <p class=\"since\">since {} <small class=\"id\">{}</small></p>{}</article>",
+            if f.severity == "critical" { "critical" } else { "warning" },
+            badge(&f.severity),
+            e(&f.kind.replace('_', " ")),
+            e(&f.summary),
+            when(&f.since),
+            e(&f.id),
+            evidence(&f.evidence)
+        );
+    }
+    b.push_str("</section>");
+
+    let _ = write!(
+        b,
+        "<section><h2>Activity</h2><p class=\"muted\">Events per day over the kept window{}.</p>{}</section>",
+        match &a.baseline {
+            Some(bl) => format!(
+                "; the shaded last {} days against the {:.1} a day the {} days before lead to expect (dashed line)",
+                bl.recent_days, bl.expected_per_day, bl.baseline_days
+            ),
+            None => String::new(),
+        },
+        svg::activity_chart(&a.series, a.baseline.as_ref())
+    );
+
+    if let Some(act) = &a.activation {
+        let _ = write!(
+            b,
+            "<section><h2>Activation</h2><p>Started {}; deadlines at {} days. {}</p><ul class=\"checklist\">",
+            when(&act.started),
+            act.deadlines_days
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(" and "),
+            match &act.activated_at {
+                Some(t) => format!("Activated {}.", when(t)),
+                None => "Not activated yet.".into(),
+            }
+        );
+        for c in &act.criteria {
+            let _ = write!(
+                b,
+                "<li class=\"{}\"><span class=\"mark\">{}</span> {} <small>{} / {}</small></li>",
+                if c.met { "met" } else { "open" },
+                if c.met { "&#10003;" } else { "&#9675;" },
+                e(&c.name.replace('_', " ")),
+                c.progress,
+                c.target
+            );
+        }
+        b.push_str("</ul></section>");
+    }
+
+    b.push_str("<section><h2>Alert timeline</h2>");
+    if a.history.is_empty() {
+        b.push_str("<p class=\"muted\">No alert yet.</p>");
+    } else {
+        b.push_str("<ol class=\"timeline\">");
+        for h in &a.history {
+            let _ = write!(
+                b,
+                "<li class=\"{}\">{} <span class=\"status\">{}</span> {} {} <span class=\"summary\">{}</span></li>",
+                if h.status == "firing" { "firing" } else { "resolved" },
+                when(&h.event_time),
+                e(&h.status),
+                badge(&h.severity),
+                e(&h.kind.replace('_', " ")),
+                e(&h.summary)
+            );
+        }
+        b.push_str("</ol>");
+    }
+    b.push_str("</section>");
+
+    b.push_str("<section><h2>Silences</h2>");
+    if a.silences.is_empty() {
+        b.push_str("<p class=\"muted\">None.</p>");
+    } else {
+        b.push_str("<ul class=\"silences\">");
+        for si in &a.silences {
+            let _ = write!(
+                b,
+                "<li>{} until {}{}{}</li>",
+                e(si.kind.as_deref().unwrap_or("every kind")),
+                when(&si.until),
+                si.created_by
+                    .as_deref()
+                    .map_or(String::new(), |c| format!(", by {}", e(c))),
+                si.comment
+                    .as_deref()
+                    .map_or(String::new(), |c| format!(": {}", e(c)))
+            );
+        }
+        b.push_str("</ul>");
+    }
+    b.push_str("</section>");
+
+    if let Some(m) = &a.meta {
+        b.push_str("<section><h2>Metadata</h2><dl class=\"meta\">");
+        for key in [
+            "name", "owner_email", "owner_chat", "plan", "segment", "seats", "arr", "mrr",
+            "renewal_date", "timezone",
+        ] {
+            if let Some(v) = m.label(key) {
+                let _ = write!(b, "<dt>{}</dt><dd>{}</dd>", e(&key.replace('_', " ")), e(&v));
+            }
+        }
+        if let Some(raw) = &m.crm_url {
+            let _ = match escape::safe_link(raw) {
+                Some(url) => write!(
+                    b,
+                    "<dt>CRM</dt><dd><a class=\"crm\" href=\"{}\" rel=\"noopener noreferrer\">open in the CRM</a></dd>",
+                    e(&url)
+                ),
+                None => write!(
+                    b,
+                    "<dt>CRM</dt><dd class=\"muted\">link not shown (not an https URL)</dd>"
+                ),
+            };
+        }
+        b.push_str("</dl></section>");
+    }
+    layout(name, who, status, &b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inbox::model::{InboxView, Role};
+    use crate::inbox::pages::fixture::{FixtureView, ANA};
+
+    #[test]
+    fn every_part_is_there_and_markup_is_escaped() {
+        let today = 20_000;
+        let v = FixtureView::sample(today);
+        let who = Principal {
+            email: ANA.into(),
+            role: Role::Csm,
+        };
+        let mut a = v.account("umbrella").unwrap();
+        a.meta.as_mut().unwrap().crm_url = Some("javascript:alert(1)".into());
+        a.summary.firing[0].evidence = serde_json::json!({"note": "<img src=x onerror=alert(1)>"});
+        let html = account_page(&who, &v.status(), &a, today * crate::time::DAY);
+        assert!(!html.contains("<script>alert(1)"), "name not escaped");
+        assert!(html.contains("Umbrella &lt;script&gt;"));
+        assert!(!html.contains("<img src=x"));
+        assert!(!html.contains("javascript:"));
+        assert!(html.contains("not an https URL"));
+        for part in ["class=\"chart activity\"", "class=\"expected\"", "class=\"checklist\"",
+            "class=\"timeline\"", "class=\"evidence\"", "Firing now"] {
+            assert!(html.contains(part), "{part} missing");
+        }
+        let acme = account_page(&who, &v.status(), &v.account("acme").unwrap(), 0);
+        assert!(acme.contains("href=\"https://crm.example.com/accounts/acme\""));
+    }
+}
