@@ -59,12 +59,12 @@ mod tests {
             cert_file: dir.path().join("nope.pem").display().to_string(),
             key_file: empty.display().to_string(),
         };
-        assert!(load(&cfg).unwrap_err().contains("nope.pem"));
+        assert!(load(&cfg).err().unwrap().contains("nope.pem"));
         let cfg = TlsConfig {
             cert_file: empty.display().to_string(),
             key_file: empty.display().to_string(),
         };
-        assert!(load(&cfg).unwrap_err().contains("no PEM certificate"));
+        assert!(load(&cfg).err().unwrap().contains("no PEM certificate"));
         assert!(load(&TlsConfig::default()).unwrap().is_none());
     }
 }
