@@ -196,7 +196,10 @@ impl TokenEntry {
 impl AuthConfig {
     /// The trusted proxies, parsed.
     pub fn proxies(&self) -> Result<Vec<IpNet>, String> {
-        self.trusted_proxies.iter().map(|s| IpNet::parse(s)).collect()
+        self.trusted_proxies
+            .iter()
+            .map(|s| IpNet::parse(s))
+            .collect()
     }
 
     /// Checks what the config alone can tell.
@@ -261,7 +264,13 @@ mod tests {
         assert!(IpNet::parse("0.0.0.0/0")
             .unwrap()
             .contains("8.8.8.8".parse().unwrap()));
-        for bad in ["10.0.0.0/33", "10.0.0/8", "proxy.local", "::/129", "1.2.3.4/x"] {
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "proxy.local",
+            "::/129",
+            "1.2.3.4/x",
+        ] {
             assert!(IpNet::parse(bad).is_err(), "{bad}");
         }
     }

@@ -11,20 +11,20 @@ use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::Extension;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
+use axum::Extension;
 use axum::{Json, Router};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::silence::{Silence, Silences};
-use crate::kafka::client::LogContext;
-use crate::replay::wall_clock_ms;
 use crate::accounts::Accounts;
 use crate::inbox::model::{Principal, Role};
+use crate::kafka::client::LogContext;
+use crate::replay::wall_clock_ms;
 use crate::server::auth::{forbidden, with_auth, Authenticator, LEGACY_TOKEN_EMAIL};
 use crate::time::{parse_rfc3339, Millis};
 
@@ -83,15 +83,20 @@ impl Api {
             return Ok(());
         }
         let Some(owners) = &self.owners else {
-            return Err("account owners are unknown here (no notify.accounts_file or \
+            return Err(
+                "account owners are unknown here (no notify.accounts_file or \
                         accounts_topic): only a lead or admin may silence"
-                .into());
+                    .into(),
+            );
         };
         let owner = owners.get(id).and_then(|m| m.owner_email);
         if who.may_see(owner.as_deref()) {
             Ok(())
         } else {
-            Err("that account is not yours: only its owner, a lead or an admin may silence it".into())
+            Err(
+                "that account is not yours: only its owner, a lead or an admin may silence it"
+                    .into(),
+            )
         }
     }
 

@@ -89,7 +89,11 @@ pub fn account_page(
             b,
             "<article class=\"alert {}\"><h3>{} {}</h3><p class=\"summary\">{}</p>\
              <p class=\"since\">since {} <small class=\"id\">{}</small></p>{}</article>",
-            if f.severity == "critical" { "critical" } else { "warning" },
+            if f.severity == "critical" {
+                "critical"
+            } else {
+                "warning"
+            },
             badge(&f.severity),
             e(&f.kind.replace('_', " ")),
             e(&f.summary),
@@ -189,11 +193,24 @@ pub fn account_page(
     if let Some(m) = &a.meta {
         b.push_str("<section><h2>Metadata</h2><dl class=\"meta\">");
         for key in [
-            "name", "owner_email", "owner_chat", "plan", "segment", "seats", "arr", "mrr",
-            "renewal_date", "timezone",
+            "name",
+            "owner_email",
+            "owner_chat",
+            "plan",
+            "segment",
+            "seats",
+            "arr",
+            "mrr",
+            "renewal_date",
+            "timezone",
         ] {
             if let Some(v) = m.label(key) {
-                let _ = write!(b, "<dt>{}</dt><dd>{}</dd>", e(&key.replace('_', " ")), e(&v));
+                let _ = write!(
+                    b,
+                    "<dt>{}</dt><dd>{}</dd>",
+                    e(&key.replace('_', " ")),
+                    e(&v)
+                );
             }
         }
         if let Some(raw) = &m.crm_url {
@@ -237,8 +254,14 @@ mod tests {
         assert!(!html.contains("<img src=x"));
         assert!(!html.contains("javascript:"));
         assert!(html.contains("not an https URL"));
-        for part in ["class=\"chart activity\"", "class=\"expected\"", "class=\"checklist\"",
-            "class=\"timeline\"", "class=\"evidence\"", "Firing now"] {
+        for part in [
+            "class=\"chart activity\"",
+            "class=\"expected\"",
+            "class=\"checklist\"",
+            "class=\"timeline\"",
+            "class=\"evidence\"",
+            "Firing now",
+        ] {
             assert!(html.contains(part), "{part} missing");
         }
         let acme = account_page(&who, &v.status(), &v.account("acme").unwrap(), 0);

@@ -37,7 +37,11 @@ fn account(
     let series: Vec<DayPoint> = (0..56)
         .map(|i| {
             let day = today - 55 + i;
-            let weekly = if day.rem_euclid(7) >= 5 { level / 3 } else { level };
+            let weekly = if day.rem_euclid(7) >= 5 {
+                level / 3
+            } else {
+                level
+            };
             let events = match () {
                 _ if dark && i >= 40 => 0,
                 _ if drop && i >= 49 => weekly / 5,
@@ -60,7 +64,9 @@ fn account(
             severity: severity.to_string(),
             since: since.clone(),
             summary: match *kind {
-                "activity_drop" => format!("{name}: activity fell 80% (7 days vs the 28 before, p < 0.001)"),
+                "activity_drop" => {
+                    format!("{name}: activity fell 80% (7 days vs the 28 before, p < 0.001)")
+                }
                 "inactive" => format!("{name}: no activity for 16 days"),
                 _ => format!("{name}: not activated 30 days after the start"),
             },
@@ -163,17 +169,75 @@ impl FixtureView {
         let r = |d: i64| format_day(today + d);
         FixtureView {
             accounts: vec![
-                account("acme", "Acme Corp", ANA, 500_000.0, &r(30), "enterprise",
-                    &[("activity_drop", "critical", 0.0)], 400, today),
-                account("initech", "Initech", ANA, 20_000.0, &r(200), "smb",
-                    &[("inactive", "warning", 0.0)], 60, today),
-                account("umbrella", "Umbrella <script>alert(1)</script>", ANA, 90_000.0, &r(75), "mid",
-                    &[("not_activated", "critical", 0.0), ("inactive", "warning", 0.0)], 30, today),
-                account("hooli", "Hooli", ANA, 5_000.0, &r(300), "smb", &[], 80, today),
-                account("globex", "Globex", BEN, 300_000.0, &r(15), "enterprise",
-                    &[("activity_drop", "critical", 0.0)], 300, today),
-                account("soylent", "Soylent", BEN, 10_000.0, &r(120), "smb",
-                    &[("inactive", "warning", 0.0)], 50, today),
+                account(
+                    "acme",
+                    "Acme Corp",
+                    ANA,
+                    500_000.0,
+                    &r(30),
+                    "enterprise",
+                    &[("activity_drop", "critical", 0.0)],
+                    400,
+                    today,
+                ),
+                account(
+                    "initech",
+                    "Initech",
+                    ANA,
+                    20_000.0,
+                    &r(200),
+                    "smb",
+                    &[("inactive", "warning", 0.0)],
+                    60,
+                    today,
+                ),
+                account(
+                    "umbrella",
+                    "Umbrella <script>alert(1)</script>",
+                    ANA,
+                    90_000.0,
+                    &r(75),
+                    "mid",
+                    &[
+                        ("not_activated", "critical", 0.0),
+                        ("inactive", "warning", 0.0),
+                    ],
+                    30,
+                    today,
+                ),
+                account(
+                    "hooli",
+                    "Hooli",
+                    ANA,
+                    5_000.0,
+                    &r(300),
+                    "smb",
+                    &[],
+                    80,
+                    today,
+                ),
+                account(
+                    "globex",
+                    "Globex",
+                    BEN,
+                    300_000.0,
+                    &r(15),
+                    "enterprise",
+                    &[("activity_drop", "critical", 0.0)],
+                    300,
+                    today,
+                ),
+                account(
+                    "soylent",
+                    "Soylent",
+                    BEN,
+                    10_000.0,
+                    &r(120),
+                    "smb",
+                    &[("inactive", "warning", 0.0)],
+                    50,
+                    today,
+                ),
             ],
         }
     }
@@ -198,13 +262,21 @@ impl InboxView for FixtureView {
                 })
             })
             .filter(|s| !q.at_risk || !s.firing.is_empty())
-            .filter(|s| q.kind.as_ref().is_none_or(|k| s.firing.iter().any(|f| &f.kind == k)))
+            .filter(|s| {
+                q.kind
+                    .as_ref()
+                    .is_none_or(|k| s.firing.iter().any(|f| &f.kind == k))
+            })
             .filter(|s| {
                 q.severity
                     .as_ref()
                     .is_none_or(|v| s.firing.iter().any(|f| &f.severity == v))
             })
-            .filter(|s| q.segment.as_ref().is_none_or(|g| s.segment.as_ref() == Some(g)))
+            .filter(|s| {
+                q.segment
+                    .as_ref()
+                    .is_none_or(|g| s.segment.as_ref() == Some(g))
+            })
             .collect();
         rows.sort_by(|a, b| {
             b.priority

@@ -42,7 +42,11 @@ pub fn renewal(date: Option<&str>, now: Millis) -> String {
             } else {
                 format!("{} d ago", -days)
             };
-            let soon = if (0..=30).contains(&days) { " soon" } else { "" };
+            let soon = if (0..=30).contains(&days) {
+                " soon"
+            } else {
+                ""
+            };
             format!(
                 "<span class=\"renewal{soon}\">{} <small>{rel}</small></span>",
                 e(d)
@@ -132,7 +136,11 @@ fn select(name: &str, label: &str, options: &[&str], chosen: Option<&str>) -> St
     let mut s = format!("<label>{label} <select name=\"{name}\"><option value=\"\">any</option>");
     for o in options {
         let sel = if chosen == Some(*o) { " selected" } else { "" };
-        let _ = write!(s, "<option value=\"{o}\"{sel}>{}</option>", o.replace('_', " "));
+        let _ = write!(
+            s,
+            "<option value=\"{o}\"{sel}>{}</option>",
+            o.replace('_', " ")
+        );
     }
     s.push_str("</select></label>");
     s
@@ -253,10 +261,18 @@ pub fn list_page(
     b.push_str("</tbody></table><nav class=\"pages\">");
     if page.offset > 0 {
         let prev = page.offset.saturating_sub(page.limit);
-        let _ = write!(b, "<a rel=\"prev\" href=\"/inbox{}\">Previous</a>", e(&query_string(q, prev)));
+        let _ = write!(
+            b,
+            "<a rel=\"prev\" href=\"/inbox{}\">Previous</a>",
+            e(&query_string(q, prev))
+        );
     }
     if let Some(next) = page.next_offset {
-        let _ = write!(b, "<a rel=\"next\" href=\"/inbox{}\">Next</a>", e(&query_string(q, next)));
+        let _ = write!(
+            b,
+            "<a rel=\"next\" href=\"/inbox{}\">Next</a>",
+            e(&query_string(q, next))
+        );
     }
     b.push_str("</nav>");
     layout(title, who, status, &b)

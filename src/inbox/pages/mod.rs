@@ -115,15 +115,14 @@ fn parse_list(raw: Option<&str>, who: &Principal) -> Result<ListQuery, (StatusCo
                 if let Some(k) = &q.kind {
                     if !["not_activated", "inactive", "activity_drop"].contains(&k.as_str()) {
                         return Err(bad(
-                            "kind must be not_activated, inactive or activity_drop".into(),
+                            "kind must be not_activated, inactive or activity_drop".into()
                         ));
                     }
                 }
             }
             "severity" => {
                 q.severity = opt();
-                if q
-                    .severity
+                if q.severity
                     .as_deref()
                     .is_some_and(|s| s != "warning" && s != "critical")
                 {
@@ -149,12 +148,10 @@ fn parse_list(raw: Option<&str>, who: &Principal) -> Result<ListQuery, (StatusCo
                     return Err(bad(format!("limit must be from 1 to {MAX_PAGE}")));
                 }
             }
-            other => {
-                return Err(bad(format!(
-                    "unknown parameter {:?}: use kind, severity, segment, owner, all, offset, limit",
-                    crate::notify::render::escape::cut(other, 40)
-                )))
-            }
+            other => return Err(bad(format!(
+                "unknown parameter {:?}: use kind, severity, segment, owner, all, offset, limit",
+                crate::notify::render::escape::cut(other, 40)
+            ))),
         }
     }
     if !who.sees_all() {
@@ -265,8 +262,11 @@ mod tests {
     #[test]
     fn list_parameters_are_checked() {
         let ana = csm("ana@x.io");
-        let q = parse_list(Some("kind=inactive&severity=critical&limit=10&offset=20&all=1"), &ana)
-            .unwrap();
+        let q = parse_list(
+            Some("kind=inactive&severity=critical&limit=10&offset=20&all=1"),
+            &ana,
+        )
+        .unwrap();
         assert_eq!(q.kind.as_deref(), Some("inactive"));
         assert_eq!((q.limit, q.offset, q.at_risk), (10, 20, false));
         assert_eq!(parse_list(Some("kind="), &ana).unwrap().kind, None);
@@ -295,7 +295,10 @@ mod tests {
             role: Role::Lead,
         };
         assert_eq!(
-            parse_list(Some("owner=ben%40x.io"), &lead).unwrap().owner.as_deref(),
+            parse_list(Some("owner=ben%40x.io"), &lead)
+                .unwrap()
+                .owner
+                .as_deref(),
             Some("ben@x.io")
         );
     }

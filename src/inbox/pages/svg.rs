@@ -43,7 +43,9 @@ pub fn activity_chart(series: &[DayPoint], baseline: Option<&Baseline>) -> Strin
     let (w, h, left, bottom, top) = (760.0, 220.0, 48.0, 24.0, 10.0);
     let plot_w = w - left - 8.0;
     let plot_h = h - bottom - top;
-    let expected = baseline.map(|b| b.expected_per_day).filter(|e| e.is_finite() && *e >= 0.0);
+    let expected = baseline
+        .map(|b| b.expected_per_day)
+        .filter(|e| e.is_finite() && *e >= 0.0);
     let max = series
         .iter()
         .map(|d| d.events as f64)

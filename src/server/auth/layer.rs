@@ -151,7 +151,11 @@ mod tests {
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-frame-options"], "DENY");
         assert!(r.text().await.unwrap().ends_with("Admin"));
-        let r = c.get(format!("http://{addr}/api/v1/me")).send().await.unwrap();
+        let r = c
+            .get(format!("http://{addr}/api/v1/me"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 401);
         assert_eq!(r.headers()["www-authenticate"], "Bearer");
         let v: serde_json::Value = r.json().await.unwrap();

@@ -91,11 +91,15 @@ impl Authenticator {
         let mut entries: Vec<TokenEntry> = a.tokens.clone();
         if !a.tokens_file.is_empty() {
             let text = std::fs::read_to_string(&a.tokens_file).map_err(|e| {
-                format!("server.auth.tokens_file: cannot read {}: {e}", a.tokens_file)
+                format!(
+                    "server.auth.tokens_file: cannot read {}: {e}",
+                    a.tokens_file
+                )
             })?;
-            entries.extend(parse_token_file(&text).map_err(|e| {
-                format!("server.auth.tokens_file {}: {e}", a.tokens_file)
-            })?);
+            entries.extend(
+                parse_token_file(&text)
+                    .map_err(|e| format!("server.auth.tokens_file {}: {e}", a.tokens_file))?,
+            );
         }
         if !a.tokens_env.is_empty() {
             if let Ok(text) = std::env::var(&a.tokens_env) {
@@ -120,9 +124,18 @@ impl Authenticator {
         for (i, t) in entries.iter().enumerate() {
             let (h, email) = t.checked().map_err(|e| format!("token {}: {e}", i + 1))?;
             if tokens.iter().any(|(o, _)| *o == h) {
-                return Err(format!("token {}: the same hash is configured twice", i + 1));
+                return Err(format!(
+                    "token {}: the same hash is configured twice",
+                    i + 1
+                ));
             }
-            tokens.push((h, Principal { email, role: t.role }));
+            tokens.push((
+                h,
+                Principal {
+                    email,
+                    role: t.role,
+                },
+            ));
         }
         if let Some(h) = legacy {
             tokens.push((
@@ -259,14 +272,29 @@ mod tests {
     fn tokens_resolve_by_their_hash() {
         let a = auth();
         let p = a
-            .resolve(None, &headers(&[("authorization", &format!("Bearer {ANA_TOKEN}"))]))
+            .resolve(
+                None,
+                &headers(&[("authorization", &format!("Bearer {ANA_TOKEN}"))]),
+            )
             .unwrap();
         assert_eq!((p.email.as_str(), p.role), ("ana@x.io", Role::Csm));
         let p = a
-            .resolve(None, &headers(&[("authorization", "bearer legacy-token-0123456789abcdef")]))
+            .resolve(
+                None,
+                &headers(&[("authorization", "bearer legacy-token-0123456789abcdef")]),
+            )
             .unwrap();
-        assert_eq!((p.email.as_str(), p.role), (LEGACY_TOKEN_EMAIL, Role::Admin));
-        for bad in ["Bearer nope", "Basic YW5hOng=", "Bearer ", "Bearer", &format!("Bearer {ANA_TOKEN}x")] {
+        assert_eq!(
+            (p.email.as_str(), p.role),
+            (LEGACY_TOKEN_EMAIL, Role::Admin)
+        );
+        for bad in [
+            "Bearer nope",
+            "Basic YW5hOng=",
+            "Bearer ",
+            "Bearer",
+            &format!("Bearer {ANA_TOKEN}x"),
+        ] {
             assert_eq!(
                 a.resolve(None, &headers(&[("authorization", bad)])),
                 Err(Denied::BadToken),
@@ -278,7 +306,10 @@ mod tests {
         assert_eq!(
             a.resolve(
                 peer,
-                &headers(&[("authorization", "Bearer nope"), ("x-forwarded-email", "ana@x.io")])
+                &headers(&[
+                    ("authorization", "Bearer nope"),
+                    ("x-forwarded-email", "ana@x.io")
+                ])
             ),
             Err(Denied::BadToken)
         );
@@ -300,7 +331,9 @@ mod tests {
         assert_eq!(p.role, Role::Csm);
         let root = headers(&[("x-forwarded-email", "root@x.io")]);
         assert_eq!(
-            a.resolve(Some("10.0.0.1".parse().unwrap()), &root).unwrap().role,
+            a.resolve(Some("10.0.0.1".parse().unwrap()), &root)
+                .unwrap()
+                .role,
             Role::Admin
         );
         let junk = headers(&[("x-forwarded-email", "not an email")]);
@@ -322,7 +355,9 @@ mod tests {
         );
         assert_eq!(parse_token_file(&ok).unwrap().len(), 1);
         let short = "[[tokens]]\nsha256 = \"abcd\"\nemail = \"bot@x.io\"\nrole = \"lead\"\n";
-        assert!(parse_token_file(short).unwrap_err().contains("64 hex digits"));
+        assert!(parse_token_file(short)
+            .unwrap_err()
+            .contains("64 hex digits"));
         let role = ok.replace("lead", "boss");
         assert!(parse_token_file(&role).unwrap_err().contains("boss"));
         let twice = AuthConfig::default();
