@@ -200,3 +200,186 @@ async fn report_loads_cleanly_with_its_charts() {
     std::fs::write(artifacts.join("backtest-report.png"), png).unwrap();
     c.close().await.unwrap();
 }
+
+/// A DevTools command through chromedriver (`POST /session/{id}/goog/cdp/execute`).
+#[derive(Debug)]
+struct Cdp(&'static str, Value);
+
+impl WebDriverCompatibleCommand for Cdp {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(json!({"cmd": self.0, "params": self.1}).to_string()),
+        )
+    }
+}
+
+/// Signs the browser in as `email` the way the authenticating proxy would: every
+/// request from now on carries the proxy's header.
+async fn sign_in_as(c: &Client, email: &str) {
+    c.issue_cmd(Cdp("Network.enable", json!({})))
+        .await
+        .expect("Network.enable");
+    c.issue_cmd(Cdp(
+        "Network.setExtraHTTPHeaders",
+        json!({"headers": {"X-Forwarded-Email": email}}),
+    ))
+    .await
+    .expect("Network.setExtraHTTPHeaders");
+}
+
+/// The inbox in a real browser: a CSM signed in through the proxy header (the server
+/// trusts 127.0.0.1 as its proxy) sees only their accounts, in priority order, with
+/// sparklines; their account page has the activity chart and the evidence; no console
+/// errors, nothing fetched from elsewhere; another CSM gets 403 on that account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_shows_a_csm_their_accounts_and_nobody_elses() {
+    use churnwatch::inbox::pages::fixture::{FixtureView, ANA, BEN};
+    use std::sync::Arc;
+
+    let artifacts = repo().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let today = churnwatch::time::wall_clock_ms().div_euclid(churnwatch::time::DAY);
+    let auth = churnwatch::config::AuthConfig {
+        trusted_proxies: vec!["127.0.0.1".into()],
+        ..Default::default()
+    };
+    let auth = Arc::new(churnwatch::server::auth::Authenticator::new(&auth, &[], None).unwrap());
+    let pages = churnwatch::inbox::pages::router(Arc::new(FixtureView::sample(today)));
+    let app = churnwatch::server::auth::with_auth(pages, auth);
+    let addr = churnwatch::server::serve("127.0.0.1:0", app).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", addr.port());
+
+    let driver = Driver::start();
+    let c = connect(&driver).await;
+    c.set_window_size(1280, 900).await.unwrap();
+    sign_in_as(&c, ANA).await;
+    c.goto(&format!("{base}/inbox")).await.unwrap();
+    assert_eq!(c.title().await.unwrap(), "My accounts at risk - churnwatch");
+    let rows: Value = c
+        .execute(
+            "return [...document.querySelectorAll('tr.account')].map(r => r.dataset.href)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        json!([
+            "/inbox/accounts/acme",
+            "/inbox/accounts/umbrella",
+            "/inbox/accounts/initech"
+        ]),
+        "Ana's accounts at risk, highest priority first, nobody else's"
+    );
+    let sparks = c
+        .find_all(Locator::Css("tr.account svg.spark polyline"))
+        .await
+        .unwrap();
+    assert_eq!(sparks.len(), 3);
+    let who = c
+        .find(Locator::Css("header .who"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(who.contains(ANA), "{who}");
+    let errors = console_errors(&c).await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    let fetched: Value = c
+        .execute(
+            "return performance.getEntriesByType('resource').map(e => e.name)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let fetched = fetched.as_array().unwrap();
+    assert!(
+        fetched.len() >= 2
+            && fetched
+                .iter()
+                .all(|u| u.as_str().unwrap().starts_with(&base)),
+        "fetched from elsewhere (or nothing): {fetched:?}"
+    );
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(artifacts.join("inbox-list.png"), png).unwrap();
+
+    // The whole row opens the account (the enhancement script runs).
+    c.find(Locator::Css("tr.account td.rank"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_url(&url::Url::parse(&format!("{base}/inbox/accounts/acme")).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(c.title().await.unwrap(), "Acme Corp - churnwatch");
+    let count = |sel: &'static str| {
+        let c = c.clone();
+        async move { c.find_all(Locator::Css(sel)).await.unwrap().len() }
+    };
+    assert_eq!(
+        count("svg.chart.activity rect.bar").await,
+        56,
+        "a bar per day"
+    );
+    assert_eq!(count("svg.chart.activity line.expected").await, 1);
+    assert_eq!(count("article.alert.critical dl.evidence dt").await, 4);
+    assert_eq!(count("ul.checklist li").await, 2);
+    assert_eq!(count("a.crm[href^='https://']").await, 1);
+    let size: Value = c
+        .execute(
+            "const r = document.querySelector('svg.chart.activity').getBoundingClientRect(); return [r.width, r.height]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        size[0].as_f64().unwrap() > 400.0 && size[1].as_f64().unwrap() > 100.0,
+        "{size}"
+    );
+    let errors = console_errors(&c).await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    c.set_window_size(1280, 1500).await.unwrap();
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(artifacts.join("inbox-account.png"), png).unwrap();
+
+    // Ben may not open Ana's account.
+    sign_in_as(&c, BEN).await;
+    c.goto(&format!("{base}/inbox/accounts/acme"))
+        .await
+        .unwrap();
+    let h1 = c
+        .find(Locator::Css("h1"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(h1, "Not allowed");
+    let body = c.source().await.unwrap();
+    assert!(!body.contains("Acme Corp"), "the refusal shows the account");
+    let status = reqwest::Client::new()
+        .get(format!("{base}/inbox/accounts/acme"))
+        .header("X-Forwarded-Email", BEN)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 403);
+    c.close().await.unwrap();
+}

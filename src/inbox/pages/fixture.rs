@@ -77,6 +77,8 @@ fn account(
         })
         .collect();
     let priority = firing_priority(&firing, arr);
+    let onboarding = firing.iter().any(|f| f.kind == "not_activated");
+    let started = (today - 120) * DAY;
     let meta = AccountMeta {
         account_id: id.into(),
         name: Some(name.into()),
@@ -118,7 +120,11 @@ fn account(
             segment: Some(segment.into()),
             arr: Some(arr),
             renewal_date: Some(renewal.into()),
-            lifecycle: Lifecycle::Activated,
+            lifecycle: if onboarding {
+                Lifecycle::Onboarding
+            } else {
+                Lifecycle::Activated
+            },
             priority,
             last_activity: Some(format_rfc3339(today * DAY - 3_600_000)),
             firing,
@@ -126,7 +132,7 @@ fn account(
         },
         meta: Some(meta),
         activation: Some(Activation {
-            started: format_rfc3339((today - 120) * DAY),
+            started: format_rfc3339(started),
             deadlines_days: vec![30, 90],
             criteria: vec![
                 Criterion {
@@ -138,11 +144,11 @@ fn account(
                 Criterion {
                     name: "event:report.created".into(),
                     target: 1,
-                    progress: 0,
-                    met: false,
+                    progress: u64::from(!onboarding),
+                    met: !onboarding,
                 },
             ],
-            activated_at: None,
+            activated_at: (!onboarding).then(|| format_rfc3339(started + 9 * DAY)),
         }),
         series,
         baseline: Some(Baseline {

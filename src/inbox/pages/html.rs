@@ -103,6 +103,7 @@ pub fn layout(title: &str, who: &Principal, status: &ViewStatus, body: &str) -> 
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{} - churnwatch</title>\
+         <link rel=\"icon\" href=\"/inbox/assets/favicon.svg\" type=\"image/svg+xml\">\
          <link rel=\"stylesheet\" href=\"/inbox/assets/inbox.css\">\
          <script src=\"/inbox/assets/inbox.js\" defer></script></head>\
          <body><header><a class=\"brand\" href=\"/inbox\">churnwatch</a>\

@@ -29,6 +29,7 @@ use crate::time::wall_clock_ms;
 
 const CSS: &str = include_str!("assets/inbox.css");
 const JS: &str = include_str!("assets/inbox.js");
+const ICON: &str = include_str!("assets/favicon.svg");
 
 /// Longest account id in a path; longest query string value.
 const MAX_ID: usize = 256;
@@ -44,11 +45,16 @@ pub fn router(view: Arc<dyn InboxView>) -> Router {
         .route("/inbox/team", get(team))
         .route("/inbox/assets/inbox.css", get(css))
         .route("/inbox/assets/inbox.js", get(js))
+        .route("/inbox/assets/favicon.svg", get(icon))
         .with_state(view)
 }
 
 async fn css() -> Response {
     asset("text/css; charset=utf-8", CSS)
+}
+
+async fn icon() -> Response {
+    asset("image/svg+xml", ICON)
 }
 
 async fn js() -> Response {
@@ -148,10 +154,12 @@ fn parse_list(raw: Option<&str>, who: &Principal) -> Result<ListQuery, (StatusCo
                     return Err(bad(format!("limit must be from 1 to {MAX_PAGE}")));
                 }
             }
-            other => return Err(bad(format!(
+            other => {
+                return Err(bad(format!(
                 "unknown parameter {:?}: use kind, severity, segment, owner, all, offset, limit",
                 crate::notify::render::escape::cut(other, 40)
-            ))),
+            )))
+            }
         }
     }
     if !who.sees_all() {
