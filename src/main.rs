@@ -387,7 +387,15 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Backtest(args) => churnwatch::backtest::cli::run(args),
-        Command::CheckConfig { config } => load_config(config.as_deref()).map(|cfg| {
+        Command::CheckConfig { config } => load_config(config.as_deref())
+            .and_then(|cfg| {
+                // What is read only at start: token files, the legacy token, TLS files.
+                churnwatch::server::auth::Authenticator::from_config(&cfg.server)
+                    .map_err(anyhow::Error::msg)?;
+                churnwatch::server::tls::load(&cfg.server.tls).map_err(anyhow::Error::msg)?;
+                Ok(cfg)
+            })
+            .map(|cfg| {
             let what = match &config {
                 Some(p) => format!("config {} OK", p.display()),
                 None => "no --config given (nor CHURNWATCH_CONFIG): the built-in defaults, with \

@@ -248,3 +248,85 @@ fn demo_prints_a_readable_report() {
         );
     }
 }
+
+/// `check-config` refuses what sign-in cannot use, naming the option: a bad CIDR, a
+/// token hash that is not a SHA-256, an unknown role, a token file that is missing or
+/// wrong, half a TLS section; a good token file passes.
+#[test]
+fn check_config_checks_the_sign_in_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let hash = "ab".repeat(32);
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        format!("[[tokens]]\nsha256 = \"{hash}\"\nemail = \"bot@x.io\"\nrole = \"lead\"\n"),
+    )
+    .unwrap();
+    let bad_tokens = dir.path().join("bad-tokens.toml");
+    std::fs::write(
+        &bad_tokens,
+        "[[tokens]]\nsha256 = \"abc\"\nemail = \"bot@x.io\"\nrole = \"lead\"\n",
+    )
+    .unwrap();
+    let good = format!(
+        "[server.auth]\ntrusted_proxies = [\"10.0.0.0/24\", \"::1\"]\nleads = [\"lee@x.io\"]\ntokens_file = {:?}\n",
+        tokens.display().to_string()
+    );
+    let cases: Vec<(String, Option<&str>)> = vec![
+        (good, None),
+        (
+            "[server.auth]\ntrusted_proxies = [\"10.0.0.0/33\"]\n".into(),
+            Some("server.auth.trusted_proxies"),
+        ),
+        (
+            "[[server.auth.tokens]]\nsha256 = \"abcd\"\nemail = \"a@x.io\"\nrole = \"csm\"\n"
+                .into(),
+            Some("64 hex digits"),
+        ),
+        (
+            format!("[[server.auth.tokens]]\nsha256 = \"{hash}\"\nemail = \"a@x.io\"\nrole = \"boss\"\n"),
+            Some("unknown variant `boss`"),
+        ),
+        (
+            "[server.auth]\nleads = [\"not an email\"]\n".into(),
+            Some("server.auth.leads"),
+        ),
+        (
+            "[server.auth]\ntokens_file = \"/nonexistent/tokens.toml\"\n".into(),
+            Some("server.auth.tokens_file"),
+        ),
+        (
+            format!(
+                "[server.auth]\ntokens_file = {:?}\n",
+                bad_tokens.display().to_string()
+            ),
+            Some("64 hex digits"),
+        ),
+        (
+            "[server.tls]\ncert_file = \"/x.pem\"\n".into(),
+            Some("set both cert_file and key_file"),
+        ),
+        (
+            "[server.tls]\ncert_file = \"/nonexistent/x.pem\"\nkey_file = \"/nonexistent/y.pem\"\n"
+                .into(),
+            Some("server.tls.cert_file"),
+        ),
+    ];
+    for (i, (text, want)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("c{i}.toml"));
+        std::fs::write(&path, &text).unwrap();
+        let out = Command::new(bin())
+            .args(["check-config", "--config", path.to_str().unwrap()])
+            .env_remove("CHURNWATCH_API_TOKEN")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        match want {
+            None => assert!(out.status.success(), "{text}: {err}"),
+            Some(needle) => {
+                assert_eq!(out.status.code(), Some(1), "{text}");
+                assert!(err.contains(needle), "{text}: {err}");
+            }
+        }
+    }
+}

@@ -63,7 +63,8 @@ pub fn run_services(cfg: Config, detector: bool, notifier: bool) -> Result<()> {
     if !cfg.server.listen.is_empty() {
         let app =
             churnwatch::server::router(health.clone(), silences.as_ref().map(|(_, r)| r.clone()));
-        rt.block_on(churnwatch::server::serve(&cfg.server.listen, app))
+        let tls = churnwatch::server::tls::load(&cfg.server.tls).map_err(anyhow::Error::msg)?;
+        rt.block_on(churnwatch::server::serve_with(&cfg.server.listen, app, tls))
             .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
     }
     let notifier_thread = silences.map(|(store, _)| {
