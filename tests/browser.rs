@@ -253,6 +253,7 @@ async fn inbox_shows_a_csm_their_accounts_and_nobody_elses() {
     let today = churnwatch::time::wall_clock_ms().div_euclid(churnwatch::time::DAY);
     let auth = churnwatch::config::AuthConfig {
         trusted_proxies: vec!["127.0.0.1".into()],
+        leads: vec!["lee@example.com".into()],
         ..Default::default()
     };
     let auth = Arc::new(churnwatch::server::auth::Authenticator::new(&auth, &[], None).unwrap());
@@ -381,5 +382,25 @@ async fn inbox_shows_a_csm_their_accounts_and_nobody_elses() {
         .unwrap()
         .status();
     assert_eq!(status, 403);
+
+    // A lead sees the team: one line per CSM, the busiest first. (The log so far has
+    // the 403 in it.)
+    let _ = console_errors(&c).await;
+    sign_in_as(&c, "lee@example.com").await;
+    c.goto(&format!("{base}/inbox/team")).await.unwrap();
+    let owners: Value = c
+        .execute(
+            "return [...document.querySelectorAll('table.team tbody tr td:first-child')].map(t => t.textContent)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(owners, json!([ANA, BEN]));
+    assert_eq!(count("table.team svg.load rect").await, 2);
+    let errors = console_errors(&c).await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    c.set_window_size(1280, 500).await.unwrap();
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(artifacts.join("inbox-team.png"), png).unwrap();
     c.close().await.unwrap();
 }

@@ -239,6 +239,37 @@ async fn a_csm_sees_and_silences_only_their_own_accounts() {
     );
     assert!(!html.contains("globex") && !html.contains("soylent"));
     assert!(!html.contains("<script>alert(1)"), "a name was not escaped");
+    // Paging keeps the order: one row a page, the second page is the second account.
+    let p1 = get("/inbox?limit=1", ANA_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(p1.contains("/inbox/accounts/acme") && !p1.contains("/inbox/accounts/umbrella"));
+    assert!(
+        p1.contains("href=\"/inbox?limit=1&amp;offset=1\""),
+        "no next link"
+    );
+    let p2 = get("/inbox?limit=1&offset=1", ANA_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(p2.contains("/inbox/accounts/umbrella") && p2.contains("rel=\"prev\""));
+    let critical = get("/inbox?severity=critical&kind=not_activated", ANA_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        critical.contains("/inbox/accounts/umbrella") && !critical.contains("/inbox/accounts/acme")
+    );
     // Another owner's account, the team page, another owner's filter: 403.
     assert_eq!(status(get("/inbox/accounts/acme", ANA_TOKEN)).await, 200);
     assert_eq!(status(get("/inbox/accounts/globex", ANA_TOKEN)).await, 403);

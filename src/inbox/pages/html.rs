@@ -59,7 +59,7 @@ pub fn renewal(date: Option<&str>, now: Millis) -> String {
 /// An RFC 3339 time as `<time>` (`YYYY-MM-DD HH:MM UTC`), or the text as it is.
 pub fn when(ts: &str) -> String {
     match parse_rfc3339(ts) {
-        Ok(_) if ts.len() >= 16 => format!(
+        Ok(_) if ts.len() >= 16 && ts.is_ascii() => format!(
             "<time datetime=\"{}\">{} {} UTC</time>",
             e(ts),
             e(&ts[..10]),

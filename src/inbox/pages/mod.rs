@@ -95,13 +95,15 @@ fn parse_list(raw: Option<&str>, who: &Principal) -> Result<ListQuery, (StatusCo
     let mut q = ListQuery::default();
     let mut seen: Vec<String> = Vec::new();
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        // Named in errors, so at most 40 characters of it.
+        let k: String = crate::notify::render::escape::cut(&k, 40);
         if seen.iter().any(|s| *s == k) {
             return Err(bad(format!("parameter {k:?} is given twice")));
         }
         if seen.len() >= 8 {
             return Err(bad("too many parameters".into()));
         }
-        seen.push(k.to_string());
+        seen.push(k.clone());
         if v.chars().count() > MAX_VALUE || v.chars().any(char::is_control) {
             return Err(bad(format!(
                 "parameter {k:?} is longer than {MAX_VALUE} characters or has control characters"
@@ -115,7 +117,7 @@ fn parse_list(raw: Option<&str>, who: &Principal) -> Result<ListQuery, (StatusCo
                 .filter(|n| *n <= max)
                 .ok_or_else(|| bad(format!("{k} must be a whole number from 0 to {max}")))
         };
-        match k.as_ref() {
+        match k.as_str() {
             "kind" => {
                 q.kind = opt();
                 if let Some(k) = &q.kind {
