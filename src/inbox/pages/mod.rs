@@ -97,7 +97,7 @@ fn parse_list(raw: Option<&str>, who: &Principal) -> Result<ListQuery, (StatusCo
     for (k, v) in url::form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         // Named in errors, so at most 40 characters of it.
         let k: String = crate::notify::render::escape::cut(&k, 40);
-        if seen.iter().any(|s| *s == k) {
+        if seen.contains(&k) {
             return Err(bad(format!("parameter {k:?} is given twice")));
         }
         if seen.len() >= 8 {
