@@ -49,6 +49,12 @@ pub fn router(view: Arc<dyn InboxView>) -> Router {
         .with_state(view)
 }
 
+/// The path of an account's page (`/inbox/accounts/{id}`, the id percent-encoded), for
+/// links in Slack and email messages: prefix it with the inbox's public URL.
+pub fn account_path(account_id: &str) -> String {
+    html::account_href(account_id)
+}
+
 async fn css() -> Response {
     asset("text/css; charset=utf-8", CSS)
 }
@@ -267,6 +273,15 @@ mod tests {
             email: e.into(),
             role: Role::Csm,
         }
+    }
+
+    #[test]
+    fn account_paths_keep_ids_in_their_segment() {
+        assert_eq!(account_path("acme"), "/inbox/accounts/acme");
+        assert_eq!(
+            account_path("a/../b?c#d"),
+            "/inbox/accounts/a%2F..%2Fb%3Fc%23d"
+        );
     }
 
     #[test]

@@ -48,7 +48,9 @@ impl Denied {
                 "the sign-in header is only accepted from the configured proxies \
                  (server.auth.trusted_proxies)"
             }
-            Denied::BadProxyHeader => "the sign-in proxy sent a header that is not an email",
+            Denied::BadProxyHeader => {
+                "the sign-in proxy's header is not one email (or comes more than once)"
+            }
         }
     }
 
@@ -187,6 +189,11 @@ impl Authenticator {
         let trusted = peer.is_some_and(|ip| self.proxies.iter().any(|n| n.contains(ip)));
         if !trusted {
             return Err(Denied::UntrustedProxy);
+        }
+        // Two copies: a client's own and the proxy's, appended. Which one is the
+        // proxy's cannot be told, so neither is believed.
+        if headers.get_all(&self.proxy_header).iter().nth(1).is_some() {
+            return Err(Denied::BadProxyHeader);
         }
         let email = v
             .to_str()
@@ -335,6 +342,12 @@ mod tests {
                 .unwrap()
                 .role,
             Role::Admin
+        );
+        let mut twice = headers(&[("x-forwarded-email", "ben@x.io")]);
+        twice.append("x-forwarded-email", HeaderValue::from_static("root@x.io"));
+        assert_eq!(
+            a.resolve(Some("10.0.0.1".parse().unwrap()), &twice),
+            Err(Denied::BadProxyHeader)
         );
         let junk = headers(&[("x-forwarded-email", "not an email")]);
         assert_eq!(
