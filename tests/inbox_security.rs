@@ -514,6 +514,7 @@ async fn https_with_a_certificate_made_here() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["strict-transport-security"], "max-age=31536000");
     assert!(r.text().await.unwrap().contains("Acme Corp"));
     assert_eq!(status(client.get(&url)).await, 401);
     // Plain HTTP to the TLS port gets no page; a client that does not trust the

@@ -76,10 +76,10 @@ async fn accept_loop(
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(stream, peer, app).await,
+                None => serve_connection(stream, peer, app, false).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => serve_connection(s, peer, app).await,
+                        Ok(Ok(s)) => serve_connection(s, peer, app, true).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -90,15 +90,26 @@ async fn accept_loop(
     }
 }
 
-/// Serves one connection, each request tagged with the peer address.
-async fn serve_connection<S>(stream: S, peer: SocketAddr, app: Router)
+/// Serves one connection, each request tagged with the peer address; over TLS every
+/// answer also tells the browser to come back only over HTTPS (HSTS).
+async fn serve_connection<S>(stream: S, peer: SocketAddr, app: Router, tls: bool)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let inner = TowerToHyperService::new(app);
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
-        inner.call(req)
+        let answer = inner.call(req);
+        async move {
+            let mut resp = answer.await?;
+            if tls {
+                resp.headers_mut().insert(
+                    axum::http::header::STRICT_TRANSPORT_SECURITY,
+                    axum::http::HeaderValue::from_static("max-age=31536000"),
+                );
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
