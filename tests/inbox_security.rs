@@ -325,6 +325,20 @@ async fn a_csm_sees_and_silences_only_their_own_accounts() {
         status(post(ADMIN_TOKEN, silence_of(None, Some("inactive")))).await,
         503
     );
+    // What another site can make a signed-in browser send: a form post, plain text.
+    let trusted_ana = |ctype: &str| {
+        c.post(format!("{base}/api/v1/silences"))
+            .header("x-forwarded-email", ANA)
+            .header("content-type", ctype.to_string())
+            .body(silence_of(Some("acme"), None).to_string())
+    };
+    for ctype in [
+        "application/x-www-form-urlencoded",
+        "text/plain",
+        "multipart/form-data",
+    ] {
+        assert_eq!(status(trusted_ana(ctype)).await, 415, "{ctype}");
+    }
     assert!(s.silences.list(wall_clock_ms(), true).is_empty());
 
     // Ben's silence: Ana neither lists nor expires it.
