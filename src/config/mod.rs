@@ -10,10 +10,12 @@ use serde::{Deserialize, Deserializer};
 
 use crate::time::{format_duration, parse_duration, Millis};
 
+mod inbox;
 mod notify;
 mod sections;
 mod validate;
 
+pub use inbox::InboxConfig;
 pub use notify::*;
 pub use sections::*;
 
@@ -112,6 +114,9 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// What is at stake: the weights of the priority score.
     pub priority: crate::priority::PriorityConfig,
+    /// The CSM inbox in `run`.
+    #[serde(default)]
+    pub inbox: InboxConfig,
 }
 
 impl Default for Config {
