@@ -85,8 +85,13 @@ pub fn cmd_serve(args: ServeArgs) -> Result<()> {
             }
             let fed = feed::replay_into(&cfg, events, args.until, wall_clock_ms(), &view)
                 .with_context(|| format!("replaying {}", events.display()))?;
-            tracing::info!(lines = fed.lines, rejected = fed.rejected, alerts = fed.alerts,
-                accounts = fed.accounts, "inbox view built from the event file");
+            tracing::info!(
+                lines = fed.lines,
+                rejected = fed.rejected,
+                alerts = fed.alerts,
+                accounts = fed.accounts,
+                "inbox view built from the event file"
+            );
             view.set_caught_up(true);
             health.update(|h| h.inbox = Some(Phase::Running));
             // Nothing follows a file: the server itself is the loop liveness watches.

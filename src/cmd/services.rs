@@ -61,7 +61,11 @@ pub fn run_services(cfg: Config, detector: bool, notifier: bool) -> Result<()> {
         None
     };
     let inbox = if cfg.inbox.enabled {
-        Some(super::serve::start_inbox(&cfg, shutdown.clone(), health.clone())?)
+        Some(super::serve::start_inbox(
+            &cfg,
+            shutdown.clone(),
+            health.clone(),
+        )?)
     } else {
         None
     };
