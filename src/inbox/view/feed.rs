@@ -77,6 +77,8 @@ pub fn replay_into(
     let mut buf = Vec::with_capacity(4096);
     let mut fed = Fed::default();
     let mut pending: Vec<String> = Vec::new();
+    // The clock of the future-timestamp check, as `replay` reads it.
+    let now = crate::time::wall_clock_ms();
     let flush = |shard: &mut Shard, pending: &mut Vec<String>, fed: &mut Fed| {
         pending.extend(shard.drain_alerts().map(|a| to_json_line(&a, emitted_at)));
         if pending.len() >= 4096 {
@@ -92,7 +94,7 @@ pub fn replay_into(
         }
         let pushed = match line {
             Line::TooLong { .. } => Err(()),
-            Line::Whole => match parser.parse_at(&buf, emitted_at) {
+            Line::Whole => match parser.parse_at(&buf, now) {
                 Ok(ev) if as_of.admits(ev.ts) => shard.push(&ev).map_err(|_| ()),
                 Ok(_) => Ok(()),
                 Err(_) => Err(()),
