@@ -70,7 +70,8 @@ impl AccountState {
     }
 }
 
-fn pack(days: &[u32]) -> Box<[u8]> {
+/// Packs daily counters as the view keeps them (LEB128 varints).
+pub fn pack(days: &[u32]) -> Box<[u8]> {
     let mut out = Vec::with_capacity(days.len() + 4);
     for &d in days {
         let mut v = d;
