@@ -56,7 +56,13 @@ fn build(view: &View, n: u64) {
     let today = now.div_euclid(DAY);
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let plans = ["starter", "growth", "enterprise"];
-    let zones = ["Europe/Berlin", "America/New_York", "Asia/Tokyo", "UTC", "Europe/Paris"];
+    let zones = [
+        "Europe/Berlin",
+        "America/New_York",
+        "Asia/Tokyo",
+        "UTC",
+        "Europe/Paris",
+    ];
     let segments = ["smb", "mid-market", "enterprise"];
     let mut w = view.write();
     let s = w.store();
@@ -81,7 +87,9 @@ fn build(view: &View, n: u64) {
             }),
         );
         let volume = 1 + rng.below(120) as u32;
-        let days: Vec<u32> = (0..35).map(|_| rng.below(volume as u64 * 2) as u32).collect();
+        let days: Vec<u32> = (0..35)
+            .map(|_| rng.below(volume as u64 * 2) as u32)
+            .collect();
         s.set_state(
             &id,
             (i % 12) as i32,
@@ -108,14 +116,21 @@ fn build(view: &View, n: u64) {
             for (ep, firing) in [("2025-11-01", true), ("2025-11-01", false), (episode, true)] {
                 s.apply_alert(AlertIn {
                     account_id: id.clone(),
-                    kind: if ep == "2025-11-01" { 1 } else if critical { 0 } else { 1 },
+                    kind: if ep == "2025-11-01" {
+                        1
+                    } else if critical {
+                        0
+                    } else {
+                        1
+                    },
                     firing,
                     severity: if critical && ep != "2025-11-01" { 2 } else { 1 },
                     episode: ep.into(),
                     event_time: now - 3 * DAY,
                     emitted_at: now - 3 * DAY,
                     summary: format!("{kind}: No activity for 14 days (last activity 2026-02-01)"),
-                    evidence: r#"{"last_activity":"2026-02-01T10:00:00.000Z","idle_days":14}"#.into(),
+                    evidence: r#"{"last_activity":"2026-02-01T10:00:00.000Z","idle_days":14}"#
+                        .into(),
                 });
             }
         }
@@ -129,7 +144,11 @@ async fn bench_auth(mut req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .map(|v| Principal {
             email: v.into(),
-            role: if v.starts_with("lead") { Role::Lead } else { Role::Csm },
+            role: if v.starts_with("lead") {
+                Role::Lead
+            } else {
+                Role::Csm
+            },
         });
     if let Some(p) = who {
         req.extensions_mut().insert(p);
@@ -156,11 +175,23 @@ fn in_process(label: &str, mut f: impl FnMut(usize)) {
 
 fn oha(bin: &str, url: &str, who: &str, duration: &str, concurrency: &str) -> serde_json::Value {
     let out = Command::new(bin)
-        .args(["--no-tui", "--output-format", "json", "-z", duration, "-c", concurrency])
+        .args([
+            "--no-tui",
+            "--output-format",
+            "json",
+            "-z",
+            duration,
+            "-c",
+            concurrency,
+        ])
         .args(["-H", &format!("x-bench-user: {who}"), url])
         .output()
         .expect("run oha (set OHA, or use benches/inbox.sh)");
-    assert!(out.status.success(), "oha: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "oha: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("oha's JSON report")
 }
 
@@ -187,20 +218,38 @@ fn main() {
         (rss1 - rss0) / 1024,
         (rss1 - rss0) as f64 * 1024.0 / n as f64
     );
-    let lead = Principal { email: "lead@example.com".into(), role: Role::Lead };
-    let csm = Principal { email: owner(7), role: Role::Csm };
+    let lead = Principal {
+        email: "lead@example.com".into(),
+        role: Role::Lead,
+    };
+    let csm = Principal {
+        email: owner(7),
+        role: Role::Csm,
+    };
     let page = view.list(&csm, &ListQuery::default());
-    assert!(page.total > 0 && page.items.len() <= 50, "a CSM has accounts at risk");
+    assert!(
+        page.total > 0 && page.items.len() <= 50,
+        "a CSM has accounts at risk"
+    );
     in_process("one account", |i| {
         let id = format!("acct-{:07}", (i as u64 * 7919) % n);
         assert!(view.account(&id).is_some());
     });
     in_process("CSM list (50 rows)", |i| {
-        let who = Principal { email: owner(i as u64), role: Role::Csm };
+        let who = Principal {
+            email: owner(i as u64),
+            role: Role::Csm,
+        };
         let _ = view.list(&who, &ListQuery::default());
     });
     in_process("lead list at risk (50 rows)", |i| {
-        let _ = view.list(&lead, &ListQuery { offset: (i % 20) * 50, ..ListQuery::default() });
+        let _ = view.list(
+            &lead,
+            &ListQuery {
+                offset: (i % 20) * 50,
+                ..ListQuery::default()
+            },
+        );
     });
     if test_mode {
         return;
@@ -211,15 +260,39 @@ fn main() {
     };
     let duration = env("DURATION", "10s");
     let concurrency = env("CONCURRENCY", "64");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let app = churnwatch::inbox::api::router(view.clone()).layer(axum::middleware::from_fn(bench_auth));
-    let addr = rt.block_on(churnwatch::server::serve("127.0.0.1:0", app)).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let app =
+        churnwatch::inbox::api::router(view.clone()).layer(axum::middleware::from_fn(bench_auth));
+    let addr = rt
+        .block_on(churnwatch::server::serve("127.0.0.1:0", app))
+        .unwrap();
     for (label, path, who) in [
-        ("one account", format!("/api/v1/accounts/acct-{:07}", n / 2), "lead@example.com".to_string()),
-        ("CSM list (50 rows)", "/api/v1/accounts?limit=50".into(), owner(7)),
-        ("lead list at risk (50 rows)", "/api/v1/accounts?limit=50&offset=100".into(), "lead@example.com".into()),
+        (
+            "one account",
+            format!("/api/v1/accounts/acct-{:07}", n / 2),
+            "lead@example.com".to_string(),
+        ),
+        (
+            "CSM list (50 rows)",
+            "/api/v1/accounts?limit=50".into(),
+            owner(7),
+        ),
+        (
+            "lead list at risk (50 rows)",
+            "/api/v1/accounts?limit=50&offset=100".into(),
+            "lead@example.com".into(),
+        ),
     ] {
-        let r = oha(&oha_bin, &format!("http://{addr}{path}"), &who, &duration, &concurrency);
+        let r = oha(
+            &oha_bin,
+            &format!("http://{addr}{path}"),
+            &who,
+            &duration,
+            &concurrency,
+        );
         let ok = r["statusCodeDistribution"]["200"].as_u64().unwrap_or(0);
         let all: u64 = r["statusCodeDistribution"]
             .as_object()

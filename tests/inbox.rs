@@ -62,6 +62,8 @@ fn kafka_env(broker: &Broker, name: &str) -> Vec<(String, String)> {
         ("CHURNWATCH_KAFKA__TRANSACTION_TIMEOUT", "5s".into()),
         ("CHURNWATCH_TIME__MAX_IDLE_ADVANCE", "6h".into()),
         ("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0".into()),
+        // `run` serves the inbox too (`serve` ignores the setting).
+        ("CHURNWATCH_INBOX__ENABLED", "true".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -263,7 +265,7 @@ fn a_view_of_the_topics_answers_what_a_replay_answers_and_follows_new_alerts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _run = Proc::spawn(&["run"], &env, dir.path().join("run.log"));
+    let run = Proc::spawn(&["run"], &env, dir.path().join("run.log"));
 
     // The reference: the same input replayed in-process into a view, up to where the
     // daemon's watermarks end (the newest event plus max_idle_advance).
@@ -386,5 +388,18 @@ fn a_view_of_the_topics_answers_what_a_replay_answers_and_follows_new_alerts() {
         401,
         "no auth layer yet: the header means nothing"
     );
+    // `run` with `[inbox] enabled` holds the same view.
+    let raddr = run.http_addr();
+    wait_for("run ready with its inbox", Duration::from_secs(30), || {
+        let (code, ready) = http_get(&raddr, "/readyz", None);
+        code == 200 && ready.contains("\"inbox\":true")
+    });
+    let want = format!("churnwatch_inbox_accounts {}\n", ids.len());
+    wait_for(
+        "run's view holds every account",
+        Duration::from_secs(30),
+        || http_get(&raddr, "/metrics", None).1.contains(&want),
+    );
+    assert_eq!(http_get(&raddr, "/api/v1/accounts", None).0, 401);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
 }

@@ -69,6 +69,7 @@ pub struct View {
 impl View {
     pub fn new(settings: ViewSettings, clock: Clock) -> Arc<View> {
         let now = clock();
+        METRICS.caught_up.set(0);
         Arc::new(View {
             store: RwLock::new(Store::new(Arc::new(settings), now)),
             clock,
@@ -90,7 +91,11 @@ impl View {
     pub fn write(&self) -> Writer<'_> {
         let mut s = self.store.write().unwrap_or_else(|p| p.into_inner());
         s.set_priority_time(self.now());
-        Writer { s, view: self }
+        Writer {
+            s,
+            view: self,
+            applied: false,
+        }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Store> {
@@ -112,6 +117,8 @@ impl View {
 pub struct Writer<'a> {
     s: RwLockWriteGuard<'a, Store>,
     view: &'a View,
+    /// A record was applied (the view's `last_update_ms` moves).
+    applied: bool,
 }
 
 impl Writer<'_> {
@@ -128,6 +135,7 @@ impl Writer<'_> {
         match self.try_apply(source, partition, key, value) {
             Ok(()) => {
                 METRICS.records.with_label_values(&[source.as_str()]).inc();
+                self.applied = true;
                 true
             }
             Err(e) => {
@@ -181,6 +189,7 @@ impl Writer<'_> {
 
     /// The store itself (for feeding state without Kafka).
     pub fn store(&mut self) -> &mut Store {
+        self.applied = true;
         &mut self.s
     }
 }
@@ -189,9 +198,11 @@ impl Drop for Writer<'_> {
     fn drop(&mut self) {
         METRICS.accounts.set(self.s.entries.len() as i64);
         METRICS.at_risk.set(self.s.at_risk as i64);
-        self.view
-            .last_update_ms
-            .store(wall_clock_ms(), Ordering::Release);
+        if self.applied {
+            self.view
+                .last_update_ms
+                .store(wall_clock_ms(), Ordering::Release);
+        }
     }
 }
 
