@@ -17,8 +17,8 @@ use axum::response::Response;
 use churnwatch::accounts::AccountMeta;
 use churnwatch::config::Config;
 use churnwatch::inbox::model::{InboxView, ListQuery, Principal, Role};
-use churnwatch::inbox::view::records::{pack, AccountState, AlertIn};
-use churnwatch::inbox::view::View;
+use churnwatch::inbox::view::records::AlertIn;
+use churnwatch::inbox::view::{Source, View};
 use churnwatch::time::{wall_clock_ms, DAY};
 
 const OWNERS: u64 = 4_000;
@@ -49,6 +49,51 @@ impl Rng {
 
 fn owner(i: u64) -> String {
     format!("csm-{:04}@example.com", i % OWNERS)
+}
+
+/// Changelog records of 64 accounts with full windows (from a real shard), to be
+/// applied under many ids.
+fn templates(now: i64) -> Vec<Vec<u8>> {
+    use churnwatch::engine::{EngineConfig, Shard};
+    use churnwatch::source::event::RawEvent;
+    let mut shard = Shard::new(std::sync::Arc::new(EngineConfig::new(&Config::default())));
+    let start = now - 40 * DAY;
+    for d in 0..40 {
+        for k in 0..64i64 {
+            for i in 0..(1 + (k * 7 + d) % 60) {
+                let ev = RawEvent {
+                    account_id: format!("t{k}").into(),
+                    event: "page.viewed".into(),
+                    ts: start + d * DAY + k * 1000 + i * 7,
+                    user_id: Some(format!("u{}", i % 5).into()),
+                };
+                shard.push(&ev).unwrap();
+            }
+        }
+    }
+    shard.finish(Some(now));
+    (0..shard.accounts() as u32)
+        .map(|s| shard.encode_account(s))
+        .collect()
+}
+
+/// Applies `n` accounts' changelog records (as the follower does); returns records/s.
+fn apply_state(view: &View, n: u64, now: i64) -> f64 {
+    let t = templates(now);
+    let t0 = Instant::now();
+    let mut w = view.write();
+    for i in 0..n {
+        let key = format!("a:acct-{i:07}");
+        let ok = w.apply(
+            Source::Changelog,
+            (i % 12) as i32,
+            i as i64,
+            Some(key.as_bytes()),
+            Some(&t[(i % 64) as usize]),
+        );
+        assert!(ok);
+    }
+    n as f64 / t0.elapsed().as_secs_f64()
 }
 
 fn build(view: &View, n: u64) {
@@ -84,25 +129,6 @@ fn build(view: &View, n: u64) {
                 arr: None,
                 seats: Some(5 + rng.below(200)),
                 segment: Some(segments[(i % 3) as usize].into()),
-            }),
-        );
-        let volume = 1 + rng.below(120) as u32;
-        let days: Vec<u32> = (0..35)
-            .map(|_| rng.below(volume as u64 * 2) as u32)
-            .collect();
-        s.set_state(
-            &id,
-            (i % 12) as i32,
-            Some(AccountState {
-                start: now - 200 * DAY,
-                last_activity: now - rng.below(3 * DAY as u64) as i64,
-                activated_at: now - 190 * DAY,
-                events: 0,
-                required_seen: 0,
-                active_days: 0,
-                users: 0,
-                window_head: today as i32,
-                window: pack(&days),
             }),
         );
         // 15 % at risk: one firing alert (3 % critical), an older episode resolved.
@@ -206,14 +232,16 @@ fn main() {
         .expect("ACCOUNTS is a number");
     let view = View::from_config(&Config::default());
     let rss0 = rss_kib();
+    let rate = apply_state(&view, n, wall_clock_ms());
     let t0 = Instant::now();
     build(&view, n);
     let built = t0.elapsed();
     let rss1 = rss_kib();
     let status = view.status();
     assert_eq!(status.accounts as u64, n);
+    println!("view: changelog records decoded and applied at {rate:.0} records/s");
     println!(
-        "view: {n} accounts built in {:.1} s; RSS +{} MiB = {:.0} bytes per account",
+        "view: {n} accounts (metadata and alerts added in {:.1} s); RSS +{} MiB = {:.0} bytes per account",
         built.as_secs_f64(),
         (rss1 - rss0) / 1024,
         (rss1 - rss0) as f64 * 1024.0 / n as f64
@@ -222,8 +250,13 @@ fn main() {
         email: "lead@example.com".into(),
         role: Role::Lead,
     };
+    // The CSM of the account at the top: one with accounts at risk.
+    let top = view.list(&lead, &ListQuery::default()).items[0].clone();
     let csm = Principal {
-        email: owner(7),
+        email: top
+            .owner_email
+            .clone()
+            .expect("generated accounts have owners"),
         role: Role::Csm,
     };
     let page = view.list(&csm, &ListQuery::default());
@@ -278,7 +311,7 @@ fn main() {
         (
             "CSM list (50 rows)",
             "/api/v1/accounts?limit=50".into(),
-            owner(7),
+            csm.email.clone(),
         ),
         (
             "lead list at risk (50 rows)",
