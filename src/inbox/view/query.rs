@@ -104,9 +104,15 @@ pub fn list(s: &Store, who: &Principal, q: &ListQuery, now: Millis) -> Page<Acco
                 _ => None,
             };
             let mut seen = 0usize;
+            let mut risk_seen = 0usize;
             let mut page = Vec::with_capacity(limit);
             for &(_, _, slot) in &s.ranked {
+                // Past the last account at risk nothing more can match an at-risk list.
+                if filter.at_risk && risk_seen == s.at_risk {
+                    break;
+                }
                 let e = &s.entries[slot as usize];
+                risk_seen += e.at_risk() as usize;
                 if !filter.keeps(e) {
                     continue;
                 }
