@@ -111,6 +111,8 @@ enum Command {
         #[arg(long, env = "CHURNWATCH_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Serve the CSM inbox API from the changelog and alerts topics (or an event file).
+    Serve(cmd::serve::ServeArgs),
     /// Load an NDJSON file (plain or gzip) into a Kafka topic, keyed by account id.
     Produce {
         #[arg(long, env = "CHURNWATCH_CONFIG")]
@@ -298,6 +300,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => cmd::services::cmd_run(config),
+        Command::Serve(args) => cmd::serve::cmd_serve(args),
         Command::Produce {
             config,
             input,

@@ -192,6 +192,11 @@ impl MetaStore {
         self.by_id.is_empty()
     }
 
+    /// Every account's metadata, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &AccountMeta> {
+        self.by_id.values()
+    }
+
     /// Adds or replaces one account's metadata.
     pub fn upsert(&mut self, m: AccountMeta) {
         self.by_id.insert(m.account_id.clone(), m);

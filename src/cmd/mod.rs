@@ -3,6 +3,7 @@
 //! line and dispatches.
 
 pub mod notify;
+pub mod serve;
 pub mod services;
 
 use std::fs::File;

@@ -60,9 +60,21 @@ pub fn run_services(cfg: Config, detector: bool, notifier: bool) -> Result<()> {
     } else {
         None
     };
+    let inbox = if cfg.inbox.enabled {
+        Some(super::serve::start_inbox(
+            &cfg,
+            shutdown.clone(),
+            health.clone(),
+        )?)
+    } else {
+        None
+    };
     if !cfg.server.listen.is_empty() {
-        let app =
-            churnwatch::server::router(health.clone(), silences.as_ref().map(|(_, r)| r.clone()));
+        let extra = match (silences.as_ref().map(|(_, r)| r.clone()), inbox) {
+            (Some(s), Some(i)) => Some(s.merge(i)),
+            (s, i) => s.or(i),
+        };
+        let app = churnwatch::server::router(health.clone(), extra);
         let tls = churnwatch::server::tls::load(&cfg.server.tls).map_err(anyhow::Error::msg)?;
         rt.block_on(churnwatch::server::serve_with(&cfg.server.listen, app, tls))
             .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;

@@ -11,11 +11,13 @@ use serde::{Deserialize, Deserializer};
 use crate::time::{format_duration, parse_duration, Millis};
 
 mod auth;
+mod inbox;
 mod notify;
 mod sections;
 mod validate;
 
 pub use auth::*;
+pub use inbox::InboxConfig;
 pub use notify::*;
 pub use sections::*;
 
@@ -114,6 +116,9 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// What is at stake: the weights of the priority score.
     pub priority: crate::priority::PriorityConfig,
+    /// The CSM inbox in `run`.
+    #[serde(default)]
+    pub inbox: InboxConfig,
 }
 
 impl Default for Config {

@@ -192,6 +192,9 @@ impl Config {
         if let Some(p) = self.priority.problem() {
             return Err(invalid("priority", p));
         }
+        if let Some(p) = self.inbox.problem() {
+            return Err(invalid("inbox.history_len", p));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "must be \"text\" or \"json\""));
         }

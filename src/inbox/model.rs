@@ -215,6 +215,9 @@ pub struct AccountDetail {
     pub activation: Option<Activation>,
     /// Daily activity over the kept window, oldest first.
     pub series: Vec<DayPoint>,
+    /// What the series counts: `events` (in `events`) or `active_users` (in
+    /// `active_users`, with `events` 0), as the activity-drop rule is configured.
+    pub series_metric: String,
     pub baseline: Option<Baseline>,
     /// Recent alert transitions, newest first (bounded).
     pub history: Vec<HistoryEntry>,

@@ -42,6 +42,8 @@ pub enum Loop {
     Silences,
     /// The reader and follower of the account metadata topic (`notify.accounts_topic`).
     Accounts,
+    /// The inbox view's follower of the changelog and alerts topics.
+    Inbox,
 }
 
 impl fmt::Display for Loop {
@@ -51,6 +53,7 @@ impl fmt::Display for Loop {
             Loop::Notifier => f.write_str("notifier"),
             Loop::Silences => f.write_str("silences follower"),
             Loop::Accounts => f.write_str("accounts follower"),
+            Loop::Inbox => f.write_str("inbox view follower"),
         }
     }
 }
@@ -106,6 +109,8 @@ pub struct HealthState {
     pub detector: Option<DetectorHealth>,
     /// Present when the process runs the notifier.
     pub notifier: Option<NotifierHealth>,
+    /// Present when the process serves the inbox view: starting until caught up.
+    pub inbox: Option<Phase>,
     /// Last turn of each loop the process runs (set when the loop starts).
     beats: BTreeMap<Loop, Instant>,
     started: Instant,
@@ -133,6 +138,7 @@ impl Health {
             state: Mutex::new(HealthState {
                 detector: None,
                 notifier: None,
+                inbox: None,
                 beats: BTreeMap::new(),
                 started: Instant::now(),
             }),
@@ -215,7 +221,7 @@ impl Health {
         let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut reasons: Vec<String> = Vec::new();
         let mut notes: Vec<String> = Vec::new();
-        if s.detector.is_none() && s.notifier.is_none() {
+        if s.detector.is_none() && s.notifier.is_none() && s.inbox.is_none() {
             reasons.push("starting".into());
         }
         if let Some(d) = &s.detector {
@@ -255,6 +261,12 @@ impl Health {
                 reasons.push(format!("notifier: {p}"));
             }
         }
+        match s.inbox {
+            Some(Phase::Starting) => reasons
+                .push("inbox view catching up: reading the changelog and alerts topics".into()),
+            Some(Phase::Stopping) => reasons.push("inbox view stopping".into()),
+            _ => {}
+        }
         for (l, since) in self.stuck(&s) {
             reasons.push(format!(
                 "{l} is not turning (last turn {:.0} s ago)",
@@ -271,6 +283,9 @@ impl Health {
                 "notifier": s.notifier.is_some(),
             },
         });
+        if s.inbox.is_some() {
+            body["components"]["inbox"] = json!(true);
+        }
         if let Some(d) = &s.detector {
             body["assigned_partitions"] = json!(d.assigned);
             body["restoring_partitions"] = json!(d.restoring);

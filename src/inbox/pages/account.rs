@@ -106,7 +106,12 @@ pub fn account_page(
 
     let _ = write!(
         b,
-        "<section><h2>Activity</h2><p class=\"muted\">Events per day over the kept window{}.</p>{}</section>",
+        "<section><h2>Activity</h2><p class=\"muted\">{} per day over the kept window{}.</p>{}</section>",
+        if a.series_metric == "active_users" {
+            "Active users"
+        } else {
+            "Events"
+        },
         match &a.baseline {
             Some(bl) => format!(
                 "; the shaded last {} days against the {:.1} a day the {} days before lead to expect (dashed line)",
@@ -114,7 +119,7 @@ pub fn account_page(
             ),
             None => String::new(),
         },
-        svg::activity_chart(&a.series, a.baseline.as_ref())
+        svg::activity_chart(&a.series, a.baseline.as_ref(), &a.series_metric)
     );
 
     if let Some(act) = &a.activation {

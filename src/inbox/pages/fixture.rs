@@ -151,6 +151,7 @@ fn account(
             activated_at: (!onboarding).then(|| format_rfc3339(started + 9 * DAY)),
         }),
         series,
+        series_metric: "events".into(),
         baseline: Some(Baseline {
             expected_per_day: level as f64 * 0.8,
             baseline_days: 28,

@@ -35,8 +35,19 @@ pub fn sparkline(values: &[u32]) -> String {
 }
 
 /// The account's activity over its window: one bar per day, the baseline's expected
-/// events per day as a dashed line across the recent window (shaded), and axes.
-pub fn activity_chart(series: &[DayPoint], baseline: Option<&Baseline>) -> String {
+/// level per day as a dashed line across the recent window (shaded), and axes.
+/// `metric` is what the series counts (`events`, or `active_users` when the drop rule
+/// watches users).
+pub fn activity_chart(series: &[DayPoint], baseline: Option<&Baseline>, metric: &str) -> String {
+    let users = metric == "active_users";
+    let unit = if users { "active users" } else { "events" };
+    let value = |d: &DayPoint| {
+        if users {
+            d.active_users.unwrap_or(0)
+        } else {
+            d.events
+        }
+    };
     if series.is_empty() {
         return "<p class=\"muted\">No activity recorded in the kept window.</p>".into();
     }
@@ -48,7 +59,7 @@ pub fn activity_chart(series: &[DayPoint], baseline: Option<&Baseline>) -> Strin
         .filter(|e| e.is_finite() && *e >= 0.0);
     let max = series
         .iter()
-        .map(|d| d.events as f64)
+        .map(|d| value(d) as f64)
         .fold(expected.unwrap_or(0.0), f64::max)
         .max(1.0);
     let n = series.len() as f64;
@@ -58,7 +69,7 @@ pub fn activity_chart(series: &[DayPoint], baseline: Option<&Baseline>) -> Strin
     let _ = write!(
         out,
         "<svg class=\"chart activity\" viewBox=\"0 0 {w} {h}\" role=\"img\" \
-         aria-label=\"daily events over {} days\">",
+         aria-label=\"daily {unit} over {} days\">",
         series.len()
     );
     if let Some(b) = baseline {
@@ -88,15 +99,15 @@ pub fn activity_chart(series: &[DayPoint], baseline: Option<&Baseline>) -> Strin
     );
     for (i, d) in series.iter().enumerate() {
         let x = left + i as f64 * bw;
-        let top_y = y(d.events as f64);
+        let top_y = y(value(d) as f64);
         let _ = write!(
             out,
-            "<rect class=\"bar\" x=\"{:.1}\" y=\"{top_y:.1}\" width=\"{:.1}\" height=\"{:.1}\"><title>{}: {} events</title></rect>",
+            "<rect class=\"bar\" x=\"{:.1}\" y=\"{top_y:.1}\" width=\"{:.1}\" height=\"{:.1}\"><title>{}: {} {unit}</title></rect>",
             x + bw * 0.1,
             (bw * 0.8).max(0.5),
             (y(0.0) - top_y).max(0.0),
             escape::html(&d.day),
-            d.events
+            value(d)
         );
     }
     if let (Some(e), Some(b)) = (expected, baseline) {
@@ -105,7 +116,7 @@ pub fn activity_chart(series: &[DayPoint], baseline: Option<&Baseline>) -> Strin
         let _ = write!(
             out,
             "<line class=\"expected\" x1=\"{x0:.1}\" y1=\"{0:.1}\" x2=\"{1:.1}\" y2=\"{0:.1}\">\
-             <title>expected {2:.1} events/day (from the {3} days before)</title></line>",
+             <title>expected {2:.1} {unit}/day (from the {3} days before)</title></line>",
             y(e),
             left + plot_w,
             e,
@@ -166,12 +177,12 @@ mod tests {
             baseline_days: 28,
             recent_days: 7,
         };
-        let c = activity_chart(&series, Some(&b));
+        let c = activity_chart(&series, Some(&b), "events");
         assert_eq!(c.matches("class=\"bar\"").count(), 10);
         assert_eq!(c.matches("class=\"expected\"").count(), 1);
         assert!(c.contains("expected 50.0 events/day"));
         assert!(c.contains("2026-01-01") && c.contains("2026-01-10"));
-        assert!(!activity_chart(&series, None).contains("expected"));
+        assert!(!activity_chart(&series, None, "events").contains("expected"));
         assert!(activity_chart(&[], None).contains("No activity"));
     }
 }
