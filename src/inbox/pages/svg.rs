@@ -183,6 +183,6 @@ mod tests {
         assert!(c.contains("expected 50.0 events/day"));
         assert!(c.contains("2026-01-01") && c.contains("2026-01-10"));
         assert!(!activity_chart(&series, None, "events").contains("expected"));
-        assert!(activity_chart(&[], None).contains("No activity"));
+        assert!(activity_chart(&[], None, "events").contains("No activity"));
     }
 }
