@@ -271,6 +271,8 @@ mod tests {
             "receiver",
             "outcome",
             "version",
+            "source",
+            "route",
             "le",
         ];
         for line in text.lines().filter(|l| !l.starts_with('#')) {
