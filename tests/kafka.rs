@@ -629,7 +629,7 @@ fn hostile_events_are_dead_lettered_and_change_no_alert() {
     case.assert_alerts_equal_replay(broker);
 
     // The dead letters are the generator's malformed lines and ours, with reasons.
-    let now = churnwatch::replay::wall_clock_ms();
+    let now = churnwatch::time::wall_clock_ms();
     let mut expected: Vec<(String, String)> = lines
         .iter()
         .filter_map(|l| {
@@ -1128,7 +1128,7 @@ fn silences_are_shared_through_kafka_and_mute_delivery() {
 
     // Silence acme on instance A; instance B learns it from the topic.
     let until = churnwatch::time::format_rfc3339(
-        churnwatch::replay::wall_clock_ms() + 7 * churnwatch::time::DAY,
+        churnwatch::time::wall_clock_ms() + 7 * churnwatch::time::DAY,
     );
     let (code, body) = http_json(
         &addr_a,

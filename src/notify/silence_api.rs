@@ -18,8 +18,8 @@ use serde_json::{json, Value};
 
 use super::silence::{Silence, Silences};
 use crate::kafka::client::LogContext;
-use crate::replay::wall_clock_ms;
 use crate::server::auth::{require_token, ApiToken};
+use crate::time::wall_clock_ms;
 use crate::time::{parse_rfc3339, Millis};
 
 /// Largest request body of the API.
