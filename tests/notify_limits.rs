@@ -10,18 +10,23 @@ use std::process::Command;
 use churnwatch::config::Config;
 use churnwatch::notify::deliver::Sender;
 use churnwatch::notify::render::Notification;
+use churnwatch::record::AlertRecord;
 use common::http::http_server;
 use common::{bin, churnwatch};
 use serde_json::{json, Value};
 
-fn warning(i: usize) -> Value {
-    json!({"id": format!("acct-{i}/inactive/2026-03-01"), "account_id": format!("acct-{i}"),
+fn warning(i: usize) -> AlertRecord {
+    serde_json::from_value(
+        json!({"id": format!("acct-{i}/inactive/2026-03-01"), "account_id": format!("acct-{i}"),
            "kind": "inactive", "status": "firing", "severity": "warning",
-           "event_time": "2026-03-15T00:00:00.000Z",
+           "event_time": "2026-03-15T00:00:00.000Z", "emitted_at": "2026-03-15T00:00:01.000Z",
+           "summary": "No activity for 14 days",
            "evidence": {"last_activity": "2026-03-01T10:00:00.000Z", "idle_days": 14},
            "account": {"name": format!("Account {i} {}", "with a long CRM name ".repeat(8)),
                        "owner_email": "ana@example.com", "owner_chat": "U024BE7LH",
-                       "plan": "growth", "mrr": (i * 10) as f64}})
+                       "plan": "growth", "mrr": (i * 10) as f64}}),
+    )
+    .unwrap()
 }
 
 fn sender(http: &str, extra: &str) -> Sender {
@@ -145,11 +150,7 @@ fn a_digest_of_120_warnings_reaches_slack_and_a_split_webhook() {
                 .map(|a| a["id"].as_str().unwrap().to_string()),
         );
     }
-    let want: Vec<String> = n
-        .alerts
-        .iter()
-        .map(|a| a["id"].as_str().unwrap().to_string())
-        .collect();
+    let want: Vec<String> = n.alerts.iter().map(|a| a.id.clone()).collect();
     assert_eq!(ids, want);
 }
 

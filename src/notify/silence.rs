@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::kafka::client::LogContext;
-use crate::replay::wall_clock_ms;
+use crate::record::AlertRecord;
+use crate::time::wall_clock_ms;
 use crate::time::{format_rfc3339, Millis};
 
 /// One silence.
@@ -41,17 +42,16 @@ impl Silence {
     }
 
     /// Whether it silences this alert record now.
-    pub fn matches(&self, record: &Value, now: Millis) -> bool {
-        let field = |k: &str| record.get(k).and_then(Value::as_str);
+    pub fn matches(&self, record: &AlertRecord, now: Millis) -> bool {
         self.active(now)
             && self
                 .account_id
                 .as_deref()
-                .is_none_or(|a| field("account_id") == Some(a))
+                .is_none_or(|a| record.account_id == a)
             && self
                 .kind
                 .as_deref()
-                .is_none_or(|k| field("kind") == Some(k))
+                .is_none_or(|k| record.kind.as_str() == k)
     }
 
     pub fn to_api(&self) -> Value {
@@ -106,7 +106,7 @@ impl Silences {
     }
 
     /// The silence that mutes this record now, if any.
-    pub fn muting(&self, record: &Value, now: Millis) -> Option<String> {
+    pub fn muting(&self, record: &AlertRecord, now: Millis) -> Option<String> {
         self.by_id
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -228,7 +228,6 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn matching() {
@@ -242,8 +241,15 @@ mod tests {
             created_at_ms: 0,
             expired_at_ms: None,
         };
-        let acme = json!({"account_id": "acme", "kind": "inactive"});
-        let other = json!({"account_id": "globex", "kind": "inactive"});
+        let firing = |id: &str| {
+            crate::record::AlertRecord::sample(
+                id,
+                crate::engine::Status::Firing,
+                crate::config::Severity::Warning,
+            )
+        };
+        let acme = firing("acme/inactive/1");
+        let other = firing("globex/inactive/1");
         assert!(s.matches(&acme, 999));
         assert!(!s.matches(&acme, 1000));
         assert!(!s.matches(&other, 0));

@@ -1,45 +1,47 @@
-//! The alert record: the JSON object published per alert transition (spec: "Alert
-//! record"), with a one-line human summary.
+//! Builds the alert record ([`crate::record::AlertRecord`]) of an engine alert: its
+//! id, the evidence as published and a one-line human summary.
 
-use serde_json::{json, Map, Value};
-
+use crate::accounts::AccountLookup;
 use crate::engine::{Alert, AlertKind, Evidence, ResolveReason, Status};
-use crate::time::{day_of, format_day, format_rfc3339, Millis, DAY};
+use crate::record::{
+    ActivityDropEvidence, AlertRecord, InactiveEvidence, NotActivatedEvidence, RecordEvidence,
+    ResolvedEvidence,
+};
+use crate::time::{day_of, format_day, Millis, DAY};
 
 /// Builds the record of `alert`, stamped with `emitted_at` (wall clock).
-pub fn to_record(alert: &Alert, emitted_at: Millis) -> Value {
-    let mut m = Map::with_capacity(10);
-    m.insert("id".into(), alert.id().into());
-    m.insert("account_id".into(), alert.account_id.clone().into());
-    m.insert("kind".into(), alert.kind.as_str().into());
-    m.insert("status".into(), alert.status.as_str().into());
-    m.insert("severity".into(), alert.severity.as_str().into());
-    m.insert("event_time".into(), format_rfc3339(alert.event_time).into());
-    m.insert("emitted_at".into(), format_rfc3339(emitted_at).into());
-    m.insert("summary".into(), summary(alert).into());
-    m.insert("evidence".into(), evidence(&alert.evidence));
-    Value::Object(m)
+pub fn to_record(alert: &Alert, emitted_at: Millis) -> AlertRecord {
+    AlertRecord {
+        id: alert.id(),
+        account_id: alert.account_id.clone(),
+        kind: alert.kind,
+        status: alert.status,
+        severity: alert.severity,
+        event_time: alert.event_time,
+        emitted_at,
+        summary: summary(alert),
+        evidence: evidence(&alert.evidence),
+        account: None,
+    }
 }
 
 /// Serializes the record as one JSON line (no trailing newline).
 pub fn to_json_line(alert: &Alert, emitted_at: Millis) -> String {
-    to_record(alert, emitted_at).to_string()
+    serde_json::to_string(&to_record(alert, emitted_at)).expect("a record serializes")
 }
 
 /// The record with the account's metadata under `account`, when known.
-pub fn to_json_line_with<M: crate::accounts::AccountLookup + ?Sized>(
+pub fn to_json_line_with<M: AccountLookup + ?Sized>(
     alert: &Alert,
     emitted_at: Millis,
     meta: Option<&M>,
 ) -> String {
     let mut r = to_record(alert, emitted_at);
-    if let Some(m) = meta.and_then(|m| m.account_json(&alert.account_id)) {
-        r["account"] = m;
-    }
-    r.to_string()
+    r.account = meta.and_then(|m| m.account(&alert.account_id));
+    serde_json::to_string(&r).expect("a record serializes")
 }
 
-fn evidence(e: &Evidence) -> Value {
+fn evidence(e: &Evidence) -> RecordEvidence {
     match e {
         Evidence::NotActivated {
             after_days,
@@ -48,20 +50,20 @@ fn evidence(e: &Evidence) -> Value {
             active_users,
             events,
             missing_events,
-        } => json!({
-            "after_days": after_days,
-            "start": format_rfc3339(*start),
-            "active_days": active_days,
-            "active_users": active_users,
-            "events": events,
-            "missing_events": missing_events,
+        } => RecordEvidence::NotActivated(NotActivatedEvidence {
+            after_days: *after_days,
+            start: *start,
+            active_days: *active_days,
+            active_users: *active_users,
+            events: *events,
+            missing_events: missing_events.clone(),
         }),
         Evidence::Inactive {
             last_activity,
             idle_days,
-        } => json!({
-            "last_activity": format_rfc3339(*last_activity),
-            "idle_days": idle_days,
+        } => RecordEvidence::Inactive(InactiveEvidence {
+            last_activity: *last_activity,
+            idle_days: *idle_days,
         }),
         Evidence::ActivityDrop {
             observed,
@@ -72,16 +74,18 @@ fn evidence(e: &Evidence) -> Value {
             recent_days,
             baseline_days,
             ..
-        } => json!({
-            "observed": observed,
-            "expected": expected,
-            "drop_pct": drop_pct,
-            "p_value": p_value,
-            "model": model.as_str(),
-            "recent_days": recent_days,
-            "baseline_days": baseline_days,
+        } => RecordEvidence::ActivityDrop(ActivityDropEvidence {
+            observed: *observed,
+            expected: *expected,
+            drop_pct: *drop_pct,
+            p_value: *p_value,
+            model: *model,
+            recent_days: *recent_days,
+            baseline_days: *baseline_days,
         }),
-        Evidence::Resolved { reason, .. } => json!({ "reason": reason.as_str() }),
+        Evidence::Resolved { reason, .. } => {
+            RecordEvidence::Resolved(ResolvedEvidence { reason: *reason })
+        }
     }
 }
 
@@ -222,6 +226,7 @@ mod tests {
             },
         };
         let r = to_record(&a, parse_rfc3339("2026-03-05T00:10:02.311Z").unwrap());
+        let r = serde_json::to_value(r).unwrap();
         assert_eq!(r["id"], "acme-42/activity_drop/2026-03-04");
         assert_eq!(r["event_time"], "2026-03-05T00:00:00.000Z");
         assert_eq!(r["emitted_at"], "2026-03-05T00:10:02.311Z");

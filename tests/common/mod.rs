@@ -67,7 +67,9 @@ pub fn run_engine(config_toml: &str, events: &[Ev], until: Option<&str>) -> Vec<
     out
 }
 
-pub fn strip(mut v: serde_json::Value) -> serde_json::Value {
+/// The record (or any JSON object) without its `emitted_at`.
+pub fn strip(r: impl serde::Serialize) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).expect("a JSON object");
     v.as_object_mut().unwrap().remove("emitted_at");
     v
 }

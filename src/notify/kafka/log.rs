@@ -50,10 +50,6 @@ pub fn batch_key(note: &Notification) -> String {
     format!("{BATCH_PREFIX}{}", note.idempotency_key())
 }
 
-fn field<'a>(v: &'a serde_json::Value, k: &str) -> &'a str {
-    v.get(k).and_then(serde_json::Value::as_str).unwrap_or("")
-}
-
 /// What one partition of the log holds.
 #[derive(Debug, Default)]
 pub struct Restored {
@@ -222,7 +218,7 @@ impl Io<'_> {
                 Ok(_) => {
                     let now = (self.clock)();
                     for a in &note.alerts {
-                        let (id, status) = (field(a, "id"), field(a, "status"));
+                        let (id, status) = (a.id.as_str(), a.status.as_str());
                         self.log_delivery(w.partition, &note.receiver, id, status, now, false)?;
                     }
                     Outcome::Delivered
