@@ -8,17 +8,16 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::kafka::client::LogContext;
+use crate::kafka::compacted;
 use crate::record::AlertRecord;
-use crate::time::wall_clock_ms;
-use crate::time::{format_rfc3339, Millis};
+use crate::time::{format_rfc3339, wall_clock_ms, Millis};
 
 /// One silence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,13 +142,8 @@ pub fn follow(
     stop: Arc<std::sync::atomic::AtomicBool>,
     beat: impl Fn(),
 ) -> anyhow::Result<()> {
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let parts = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..parts {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
+    let parts = compacted::partition_count(&consumer, topic)?.unwrap_or(0);
+    compacted::assign_from_beginning(&consumer, topic, 0..parts)?;
     let mut last_cleanup: Option<std::time::Instant> = None;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         beat();
@@ -189,14 +183,12 @@ pub fn start(
     let topic = format!("{}-silences", cfg.notify.group_id);
     crate::kafka::topics::ensure_compacted(&cfg.kafka, &topic, 1)?;
     let store = Arc::new(Silences::default());
-    let consumer: BaseConsumer<LogContext> = base_config(&cfg.kafka, "silences")?
-        .set(
-            "group.id",
-            format!("{}-silences-reader", cfg.notify.group_id),
-        )
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "100")
-        .create_with_context(LogContext)?;
+    let consumer = compacted::reader(
+        &cfg.kafka,
+        "silences",
+        format!("{}-silences-reader", cfg.notify.group_id),
+        false,
+    )?;
     let producer: rdkafka::producer::FutureProducer<LogContext> =
         base_config(&cfg.kafka, "silences-producer")?
             .set("enable.idempotence", "true")
