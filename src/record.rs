@@ -52,64 +52,6 @@ impl AlertRecord {
         self.status == Status::Firing
     }
 
-    /// A record for tests and examples: `id` is `account/kind/episode` (an unknown kind
-    /// reads as `inactive`), with plausible evidence of its kind or status, event time
-    /// 2026-03-05, no account metadata.
-    #[doc(hidden)]
-    pub fn sample(id: &str, status: Status, severity: Severity) -> AlertRecord {
-        let mut parts = id.split('/');
-        let account_id = parts.next().unwrap_or_default().to_string();
-        let kind = match parts.next() {
-            Some("not_activated") => AlertKind::NotActivated,
-            Some("activity_drop") => AlertKind::ActivityDrop,
-            _ => AlertKind::Inactive,
-        };
-        let day = crate::time::DAY;
-        let at = crate::time::days_from_civil(2026, 3, 5) * day;
-        let evidence = match (status, kind) {
-            (Status::Resolved, AlertKind::NotActivated) => ResolveReason::Activated.into(),
-            (Status::Resolved, AlertKind::Inactive) => ResolveReason::ActivityResumed.into(),
-            (Status::Resolved, AlertKind::ActivityDrop) => ResolveReason::Recovered.into(),
-            (Status::Firing, AlertKind::NotActivated) => {
-                RecordEvidence::NotActivated(NotActivatedEvidence {
-                    after_days: 30,
-                    start: at - 30 * day,
-                    active_days: 1,
-                    active_users: 1,
-                    events: 3,
-                    missing_events: vec![],
-                })
-            }
-            (Status::Firing, AlertKind::Inactive) => RecordEvidence::Inactive(InactiveEvidence {
-                last_activity: at - 14 * day,
-                idle_days: 14,
-            }),
-            (Status::Firing, AlertKind::ActivityDrop) => {
-                RecordEvidence::ActivityDrop(ActivityDropEvidence {
-                    observed: 12,
-                    expected: 71.5,
-                    drop_pct: 1.0 - 12.0 / 71.5,
-                    p_value: 2.1e-9,
-                    model: Model::NegativeBinomial,
-                    recent_days: 7,
-                    baseline_days: 28,
-                })
-            }
-        };
-        AlertRecord {
-            id: id.to_string(),
-            account_id,
-            kind,
-            status,
-            severity,
-            event_time: at,
-            emitted_at: at,
-            summary: String::new(),
-            evidence,
-            account: None,
-        }
-    }
-
     /// The account's name, else its id.
     pub fn account_name(&self) -> &str {
         self.account

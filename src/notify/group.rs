@@ -474,6 +474,16 @@ mod tests {
         AlertRecord::sample(id, status, serde_json::from_value(json!(severity)).unwrap())
     }
 
+    /// Adds a firing warning for `owner` to the `csm` receiver.
+    fn fire(g: &mut Grouper, now: Millis, owner: &str, id: &str) -> bool {
+        g.add(now, "csm", owner, None, rec(id, "firing", "warning"))
+    }
+
+    /// Adds the resolution of a warning for `owner` to the `csm` receiver.
+    fn resolve(g: &mut Grouper, now: Millis, owner: &str, id: &str) -> bool {
+        g.add(now, "csm", owner, None, rec(id, "resolved", "warning"))
+    }
+
     fn ids(ns: &[Notification]) -> Vec<Vec<String>> {
         ns.iter()
             .map(|n| {
@@ -489,13 +499,7 @@ mod tests {
     fn batches_are_bounded_and_old_deliveries_pruned() {
         let mut g = Grouper::new(timing());
         for i in 0..1_234 {
-            assert!(g.add(
-                0,
-                "csm",
-                "ana",
-                None,
-                rec(&format!("a{i}"), "firing", "warning")
-            ));
+            assert!(fire(&mut g, 0, "ana", &format!("a{i}")));
         }
         let due = g.due(60 * S);
         assert_eq!(
@@ -533,27 +537,9 @@ mod tests {
     #[test]
     fn waits_for_the_group_then_batches_by_interval() {
         let mut g = Grouper::new(timing());
-        assert!(g.add(
-            0,
-            "csm",
-            "ana",
-            None,
-            rec("a/inactive/1", "firing", "warning")
-        ));
-        assert!(g.add(
-            10 * S,
-            "csm",
-            "ana",
-            None,
-            rec("a/activity_drop/1", "firing", "warning")
-        ));
-        assert!(g.add(
-            10 * S,
-            "csm",
-            "ben",
-            None,
-            rec("b/inactive/1", "firing", "warning")
-        ));
+        assert!(fire(&mut g, 0, "ana", "a/inactive/1"));
+        assert!(fire(&mut g, 10 * S, "ana", "a/activity_drop/1"));
+        assert!(fire(&mut g, 10 * S, "ben", "b/inactive/1"));
         assert!(g.due(29 * S).is_empty());
         assert_eq!(g.next_wakeup(), Some(30 * S));
         let first = g.due(30 * S);
@@ -565,13 +551,7 @@ mod tests {
         g.delivered(&first[0], 30 * S);
         assert_eq!(ids(&g.due(40 * S)), [["b/inactive/1:firing"]]);
         // A later alert for ana waits for group_interval after her last batch.
-        assert!(g.add(
-            60 * S,
-            "csm",
-            "ana",
-            None,
-            rec("c/inactive/1", "firing", "warning")
-        ));
+        assert!(fire(&mut g, 60 * S, "ana", "c/inactive/1"));
         assert!(g.due(329 * S).is_empty());
         assert_eq!(ids(&g.due(330 * S)), [["c/inactive/1:firing"]]);
     }
@@ -602,20 +582,8 @@ mod tests {
     #[test]
     fn resolution_supersedes_a_pending_firing_and_is_sent_once() {
         let mut g = Grouper::new(timing());
-        g.add(
-            0,
-            "csm",
-            "ana",
-            None,
-            rec("a/inactive/1", "firing", "warning"),
-        );
-        g.add(
-            5 * S,
-            "csm",
-            "ana",
-            None,
-            rec("a/inactive/1", "resolved", "warning"),
-        );
+        fire(&mut g, 0, "ana", "a/inactive/1");
+        resolve(&mut g, 5 * S, "ana", "a/inactive/1");
         let n = g.due(30 * S);
         assert_eq!(ids(&n), [["a/inactive/1:resolved"]]);
         assert_eq!(
@@ -630,25 +598,13 @@ mod tests {
             send_resolved: false,
             ..timing()
         });
-        assert!(!quiet.add(
-            0,
-            "csm",
-            "ana",
-            None,
-            rec("a/inactive/1", "resolved", "warning")
-        ));
+        assert!(!resolve(&mut quiet, 0, "ana", "a/inactive/1"));
     }
 
     #[test]
     fn still_firing_alerts_repeat() {
         let mut g = Grouper::new(timing());
-        g.add(
-            0,
-            "csm",
-            "ana",
-            None,
-            rec("a/inactive/1", "firing", "warning"),
-        );
+        fire(&mut g, 0, "ana", "a/inactive/1");
         let n = g.due(30 * S);
         g.delivered(&n[0], 30 * S);
         assert_eq!(g.next_wakeup(), Some(30 * S + 86_400 * S));
@@ -657,13 +613,7 @@ mod tests {
         // Once resolved, it stops repeating.
         let n = g.due(86_430 * S);
         assert!(n.is_empty());
-        g.add(
-            90_000 * S,
-            "csm",
-            "ana",
-            None,
-            rec("a/inactive/1", "resolved", "warning"),
-        );
+        resolve(&mut g, 90_000 * S, "ana", "a/inactive/1");
         assert_eq!(g.pending(), 1);
     }
 
@@ -676,20 +626,8 @@ mod tests {
             !g.was_sent("team", "a/inactive/1", "firing"),
             "another receiver's delivery is its own"
         );
-        assert!(!g.add(
-            10 * S,
-            "csm",
-            "ana",
-            None,
-            rec("a/inactive/1", "firing", "warning")
-        ));
-        assert!(g.add(
-            10 * S,
-            "csm",
-            "ana",
-            None,
-            rec("a/inactive/1", "resolved", "warning")
-        ));
+        assert!(!fire(&mut g, 10 * S, "ana", "a/inactive/1"));
+        assert!(resolve(&mut g, 10 * S, "ana", "a/inactive/1"));
     }
 
     // --- Daily digest -------------------------------------------------------------
