@@ -9,58 +9,26 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use common::broker::Broker;
 use common::http::http_server;
-use common::{bin, churnwatch, repo};
+use common::{bin, churnwatch};
 
 /// Liveness window of the processes under test.
 const WINDOW: Duration = Duration::from_secs(3);
 
 /// The broker shared by the tests of this process.
 fn broker() -> &'static str {
-    static B: OnceLock<String> = OnceLock::new();
-    B.get_or_init(|| {
-        let out = Command::new(repo().join("scripts/kafka.sh"))
-            .args(["start", "--watch-pid", &std::process::id().to_string()])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/kafka.sh");
-        assert!(out.status.success(), "kafka broker failed to start");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("KAFKA_BOOTSTRAP="))
-            .expect("KAFKA_BOOTSTRAP in the output")
-            .to_string()
-    })
+    &Broker::shared().bootstrap
 }
 
 fn create_topic(name: &str, partitions: i32) {
-    let out = Command::new(repo().join("scripts/kafka.sh"))
-        .args([
-            "tool",
-            "org.apache.kafka.tools.TopicCommand",
-            "--bootstrap-server",
-            broker(),
-            "--create",
-            "--topic",
-            name,
-            "--partitions",
-            &partitions.to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "create {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Broker::shared().create_topic(name, partitions)
 }
 
 /// A churnwatch process with its own config and log.
@@ -153,18 +121,8 @@ impl Drop for Proc {
 }
 
 fn get(addr: &str, path: &str) -> (u16, Value) {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = buf.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let (code, body) = common::http::get(addr, path);
+    (code, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 /// The loops `/healthz` watches, by name.

@@ -360,25 +360,6 @@ fn rand_suffix() -> u64 {
         .subsec_nanos() as u64
 }
 
-/// A plain HTTP/1.1 GET on loopback: (status, body).
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 /// The value of an unlabelled metric, or the sum over its labels.
 fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
@@ -406,7 +387,7 @@ fn end_to_end_alerts_equal_replay_and_poison_goes_to_dead_letters() {
         "readiness with every partition reported stalled",
         Duration::from_secs(30),
         || {
-            ready = http_get(&addr, "/readyz");
+            ready = common::http::get(&addr, "/readyz");
             ready.0 == 200
                 && ready.1.contains("input stalled")
                 && serde_json::from_str::<serde_json::Value>(&ready.1).unwrap()
@@ -417,8 +398,8 @@ fn end_to_end_alerts_equal_replay_and_poison_goes_to_dead_letters() {
     );
     let body: serde_json::Value = serde_json::from_str(&ready.1).unwrap();
     assert_eq!(body["assigned_partitions"], serde_json::json!([0, 1, 2, 3]));
-    assert_eq!(http_get(&addr, "/healthz").0, 200);
-    let (code, metrics) = http_get(&addr, "/metrics");
+    assert_eq!(common::http::get(&addr, "/healthz").0, 200);
+    let (code, metrics) = common::http::get(&addr, "/metrics");
     assert_eq!(code, 200);
     let lines = std::fs::read_to_string(&case.input)
         .unwrap()
@@ -446,7 +427,7 @@ fn end_to_end_alerts_equal_replay_and_poison_goes_to_dead_letters() {
         "consumer lag per partition",
         Duration::from_secs(30),
         || {
-            let m = http_get(&addr, "/metrics").1;
+            let m = common::http::get(&addr, "/metrics").1;
             m.lines()
                 .filter(|l| l.starts_with("churnwatch_consumer_lag_messages{"))
                 .count()
@@ -599,7 +580,7 @@ fn hostile_events_are_dead_lettered_and_change_no_alert() {
     wait_for("every dead letter", Duration::from_secs(60), || {
         broker.count(&dlq_topic) >= dead_letters
     });
-    let metrics = http_get(&addr, "/metrics").1;
+    let metrics = common::http::get(&addr, "/metrics").1;
     let value = |series: &str| {
         metrics
             .lines()
@@ -882,24 +863,12 @@ fn notifier_delivers_every_alert_once_across_a_kill_9() {
     let name = format!("notif-{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
     // Alert records from a replay, one owner per account: many small notifications.
-    let events = dir.path().join("events.ndjson");
-    churnwatch(&[
-        "gen",
-        "--accounts=60",
-        "--days=130",
-        "--seed=41",
-        "--output",
-        events.to_str().unwrap(),
-    ]);
-    let out = churnwatch(&[
-        "replay",
-        "-q",
-        "--input",
-        events.to_str().unwrap(),
-        "--rejects",
-        "/dev/null",
-    ]);
-    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+    let (alerts_file, out) = common::generated_alerts(
+        dir.path(),
+        &["--accounts=60", "--days=130", "--seed=41"],
+        false,
+    );
+    let records: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -920,8 +889,6 @@ fn notifier_delivers_every_alert_once_across_a_kill_9() {
     .unwrap();
     let alerts_topic = format!("{name}-alerts");
     broker.create_topic(&alerts_topic, 3);
-    let alerts_file = dir.path().join("alerts.ndjson");
-    std::fs::write(&alerts_file, &out.stdout).unwrap();
     // `produce` keys by account_id, which alert records carry too.
     let p = Command::new(bin())
         .args([
@@ -1154,8 +1121,12 @@ fn silences_are_shared_through_kafka_and_mute_delivery() {
     // Alerts for acme and globex: only globex's are delivered.
     let alerts = dir.path().join("alerts.ndjson");
     let rec_line = |acct: &str, kind: &str| {
-        format!(
-            "{{\"id\":\"{acct}/{kind}/2026-03-01\",\"account_id\":\"{acct}\",\"kind\":\"{kind}\",\"status\":\"firing\",\"severity\":\"warning\",\"event_time\":\"2026-03-15T10:00:00.000Z\",\"summary\":\"s\",\"evidence\":{{\"last_activity\":\"2026-03-01T10:00:00.000Z\",\"idle_days\":14}}}}\n"
+        common::alert_line(
+            &format!("{acct}/{kind}/2026-03-01"),
+            "firing",
+            "warning",
+            "2026-03-15T10:00:00Z",
+            None,
         )
     };
     std::fs::write(
@@ -1186,7 +1157,7 @@ fn silences_are_shared_through_kafka_and_mute_delivery() {
     // them: its silenced outcome shows in that member's metrics.
     wait_for("acme recorded as silenced", Duration::from_secs(60), || {
         [&addr_a, &addr_b].iter().any(|a| {
-            http_get(a, "/metrics").1.lines().any(|l| {
+            common::http::get(a, "/metrics").1.lines().any(|l| {
                 l.starts_with("churnwatch_notifications_total{outcome=\"silenced\"")
                     && !l.ends_with(" 0")
             })
@@ -1222,9 +1193,8 @@ fn silences_are_shared_through_kafka_and_mute_delivery() {
 
 /// One alert record line for the notifier tests.
 fn alert_line(account: &str, kind: &str, status: &str, severity: &str) -> String {
-    format!(
-        "{{\"id\":\"{account}/{kind}/2026-03-01\",\"account_id\":\"{account}\",\"kind\":\"{kind}\",\"status\":\"{status}\",\"severity\":\"{severity}\",\"event_time\":\"2026-03-15T10:00:00.000Z\",\"summary\":\"s\",\"evidence\":{{\"last_activity\":\"2026-03-01T10:00:00.000Z\",\"idle_days\":14}}}}\n"
-    )
+    let id = format!("{account}/{kind}/2026-03-01");
+    common::alert_line(&id, status, severity, "2026-03-15T10:00:00Z", None)
 }
 
 fn produce_lines(broker: &Broker, dir: &std::path::Path, topic: &str, lines: &[String]) {
@@ -1598,7 +1568,7 @@ fn account_metadata_from_a_compacted_topic_reaches_alert_records_and_routing() {
     );
     let addr = daemon.http_addr();
     let records_read = |outcome: &str| {
-        let text = http_get(&addr, "/metrics").1;
+        let text = common::http::get(&addr, "/metrics").1;
         metric_sum(
             &text
                 .lines()
@@ -1649,7 +1619,7 @@ fn account_metadata_from_a_compacted_topic_reaches_alert_records_and_routing() {
         || records_read("applied") == ids.len() + 1 && records_read("deleted") == 1,
     );
     let gauge = metric_sum(
-        &http_get(&addr, "/metrics").1,
+        &common::http::get(&addr, "/metrics").1,
         "churnwatch_account_metadata_accounts",
     );
     assert_eq!(gauge as usize, ids.len() - 1);

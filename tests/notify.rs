@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::bin;
 use common::http::{http_server, Req};
-use common::{bin, churnwatch};
 
 struct Smtp {
     child: Child,
@@ -136,31 +136,9 @@ receiver = "csm-email"
 
 /// Alert records with account metadata, from a generated population.
 fn alerts(dir: &Path) -> (PathBuf, Vec<serde_json::Value>) {
-    let events = dir.join("events.ndjson");
-    let accounts = dir.join("accounts.csv");
-    churnwatch(&[
-        "gen",
-        "--accounts=120",
-        "--days=130",
-        "--seed=31",
-        "--output",
-        events.to_str().unwrap(),
-        "--accounts-file",
-        accounts.to_str().unwrap(),
-    ]);
-    let out = churnwatch(&[
-        "replay",
-        "-q",
-        "--input",
-        events.to_str().unwrap(),
-        "--rejects",
-        "/dev/null",
-        "--accounts",
-        accounts.to_str().unwrap(),
-    ]);
-    let path = dir.join("alerts.ndjson");
-    std::fs::write(&path, &out.stdout).unwrap();
-    let recs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+    let (path, text) =
+        common::generated_alerts(dir, &["--accounts=120", "--days=130", "--seed=31"], true);
+    let recs: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -359,9 +337,14 @@ fn honours_retry_after_and_dead_letters_permanent_failures() {
     let input = dir.path().join("alerts.ndjson");
     std::fs::write(
         &input,
-        r#"{"id":"a-1/inactive/2026-03-01","account_id":"a-1","kind":"inactive","status":"firing","severity":"warning","event_time":"2026-03-15T10:00:00.000Z","summary":"No activity for 14 days","evidence":{"last_activity":"2026-03-01T10:00:00.000Z","idle_days":14}}
-{"id":"a-1/inactive/2026-03-01","account_id":"a-1","kind":"inactive","status":"firing","severity":"warning","event_time":"2026-03-15T10:00:00.000Z","summary":"duplicate","evidence":{"last_activity":"2026-03-01T10:00:00.000Z","idle_days":14}}
-"#,
+        common::alert_line(
+            "a-1/inactive/2026-03-01",
+            "firing",
+            "warning",
+            "2026-03-15T10:00:00Z",
+            None,
+        )
+        .repeat(2),
     )
     .unwrap();
     let write_cfg = |path: &str| {
@@ -441,8 +424,12 @@ fn delivers_to_different_owners_concurrently_within_the_bound_and_the_rate_limit
     let mut lines = String::new();
     for i in 0..22 {
         let plan = if i < 16 { "fast" } else { "limited" };
-        lines.push_str(&format!(
-            "{{\"id\":\"a{i}/inactive/2026-03-01\",\"account_id\":\"a{i}\",\"kind\":\"inactive\",\"status\":\"firing\",\"severity\":\"warning\",\"event_time\":\"2026-03-15T10:00:00.000Z\",\"summary\":\"s\",\"evidence\":{{\"last_activity\":\"2026-03-01T10:00:00.000Z\",\"idle_days\":14}},\"account\":{{\"owner_email\":\"csm{i}@example.com\",\"plan\":\"{plan}\"}}}}\n"
+        lines.push_str(&common::alert_line(
+            &format!("a{i}/inactive/2026-03-01"),
+            "firing",
+            "warning",
+            "2026-03-15T10:00:00Z",
+            Some(serde_json::json!({"owner_email": format!("csm{i}@example.com"), "plan": plan})),
         ));
     }
     let input = dir.path().join("alerts.ndjson");

@@ -11,8 +11,8 @@ use churnwatch::config::Config;
 use churnwatch::notify::deliver::Sender;
 use churnwatch::notify::render::Notification;
 use churnwatch::record::AlertRecord;
+use common::bin;
 use common::http::http_server;
-use common::{bin, churnwatch};
 use serde_json::{json, Value};
 
 fn warning(i: usize) -> AlertRecord {
@@ -159,32 +159,13 @@ fn a_digest_of_120_warnings_reaches_slack_and_a_split_webhook() {
 #[test]
 fn a_300_account_population_reaches_every_csm_on_slack() {
     let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events.ndjson");
-    let accounts = dir.path().join("accounts.csv");
-    churnwatch(&[
-        "gen",
-        "--accounts=300",
-        "--days=150",
-        "--seed=5",
-        "--output",
-        events.to_str().unwrap(),
-        "--accounts-file",
-        accounts.to_str().unwrap(),
-    ]);
-    let out = churnwatch(&[
-        "replay",
-        "-q",
-        "--input",
-        events.to_str().unwrap(),
-        "--rejects",
-        "/dev/null",
-        "--accounts",
-        accounts.to_str().unwrap(),
-    ]);
-    let alerts = dir.path().join("alerts.ndjson");
-    std::fs::write(&alerts, &out.stdout).unwrap();
+    let (alerts, text) = common::generated_alerts(
+        dir.path(),
+        &["--accounts=300", "--days=150", "--seed=5"],
+        true,
+    );
     let mut per_owner: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in text.lines() {
         let r: Value = serde_json::from_str(line).unwrap();
         let owner = r["account"]["owner_email"]
             .as_str()

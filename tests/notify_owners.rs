@@ -263,8 +263,12 @@ impl World {
         let mut n = 0;
         for i in accounts {
             for kind in kinds {
-                lines.push_str(&format!(
-                    "{{\"id\":\"acct-{i}/{kind}/2026-03-01\",\"account_id\":\"acct-{i}\",\"kind\":\"{kind}\",\"status\":\"firing\",\"severity\":\"warning\",\"event_time\":\"2026-03-07T09:00:00.000Z\",\"summary\":\"s\",\"evidence\":{{}}}}\n"
+                lines.push_str(&common::alert_line(
+                    &format!("acct-{i}/{kind}/2026-03-01"),
+                    "firing",
+                    "warning",
+                    "2026-03-07T09:00:00Z",
+                    None,
                 ));
                 // activity_drop goes to `drops` and to `hook`.
                 n += if *kind == "activity_drop" { 2 } else { 1 };

@@ -34,6 +34,27 @@ pub fn churnwatch(args: &[&str]) -> Output {
     out
 }
 
+/// Alert records of a generated population: `gen` with `gen_args` (and an accounts
+/// file, when `with_accounts`), then `replay -q` (with that metadata); the records are
+/// written to `dir/alerts.ndjson`. Returns that file and its text.
+pub fn generated_alerts(dir: &Path, gen_args: &[&str], with_accounts: bool) -> (PathBuf, String) {
+    let events = dir.join("events.ndjson");
+    let accounts = dir.join("accounts.csv");
+    let mut gen = vec!["gen", "--output", events.to_str().unwrap()];
+    gen.extend_from_slice(gen_args);
+    let mut replay = vec!["replay", "-q", "--input", events.to_str().unwrap()];
+    replay.extend(["--rejects", "/dev/null"]);
+    if with_accounts {
+        gen.extend(["--accounts-file", accounts.to_str().unwrap()]);
+        replay.extend(["--accounts", accounts.to_str().unwrap()]);
+    }
+    churnwatch(&gen);
+    let out = churnwatch(&replay);
+    let path = dir.join("alerts.ndjson");
+    std::fs::write(&path, &out.stdout).unwrap();
+    (path, String::from_utf8(out.stdout).expect("UTF-8 records"))
+}
+
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -96,4 +117,28 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// One alert record as the detector writes it, as a JSON line: `id` is
+/// `account/kind/episode`, `status` and `severity` as published, at `event_time`
+/// (RFC 3339), with the evidence of its kind (or of a resolution), and `account` as
+/// its account object when given.
+pub fn alert_line(
+    id: &str,
+    status: &str,
+    severity: &str,
+    event_time: &str,
+    account: Option<serde_json::Value>,
+) -> String {
+    fn parse<T: serde::de::DeserializeOwned>(name: &str) -> T {
+        serde_json::from_value(serde_json::json!(name)).expect("a known name")
+    }
+    let mut r = churnwatch::record::AlertRecord::sample(id, parse(status), parse(severity));
+    r.event_time = ts(event_time);
+    r.emitted_at = r.event_time;
+    let mut v = serde_json::to_value(&r).expect("a record");
+    if let Some(a) = account {
+        v["account"] = a;
+    }
+    format!("{v}\n")
 }
