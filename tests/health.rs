@@ -186,20 +186,8 @@ impl Case {
             "--output",
             events.to_str().unwrap(),
         ]);
-        let out = Command::new(bin())
-            .args(["produce", "--input", events.to_str().unwrap()])
-            .env("CHURNWATCH_KAFKA__BROKERS", broker())
-            .env(
-                "CHURNWATCH_KAFKA__INPUT_TOPIC",
-                format!("{}-events", self.name),
-            )
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "produce: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let topic = format!("{}-events", self.name);
+        Broker::shared().produce_ok(&events, &["--topic", &topic]);
     }
 }
 
@@ -258,16 +246,9 @@ fn run_with_the_notifier_watches_both() {
         "{\"account_id\":\"acct-000001\",\"name\":\"Acme\",\"owner_email\":\"ana@example.com\"}\n",
     )
     .unwrap();
-    let out = Command::new(bin())
-        .args(["produce", "--input", accounts.to_str().unwrap()])
-        .args(["--topic", &accounts_topic, "--key-field", "account_id"])
-        .env("CHURNWATCH_KAFKA__BROKERS", broker())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    Broker::shared().produce_ok(
+        &accounts,
+        &["--topic", &accounts_topic, "--key-field", "account_id"],
     );
     let (http, rec) = http_server();
     let config = case.config(Some(&http));
@@ -324,24 +305,7 @@ fn notify_alone_stays_alive_and_ready_and_shows_no_detector_notes() {
     assert!(records > 0);
     let topic = format!("{}-alerts", case.name);
     create_topic(&topic, 1);
-    let out = Command::new(bin())
-        .args([
-            "produce",
-            "--input",
-            alerts.to_str().unwrap(),
-            "--topic",
-            &topic,
-            "--key-field",
-            "account_id",
-        ])
-        .env("CHURNWATCH_KAFKA__BROKERS", broker())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Broker::shared().produce_ok(&alerts, &["--topic", &topic, "--key-field", "account_id"]);
     let (http, rec) = http_server();
     let mut p = Proc::spawn(&["notify"], &case.config(Some(&http)));
     let (live, ready) = p.ready_and_alive();
@@ -366,15 +330,7 @@ fn notify_alone_stays_alive_and_ready_and_shows_no_detector_notes() {
         let reqs = rec.reqs.lock().unwrap();
         let seen: std::collections::BTreeSet<String> = reqs
             .iter()
-            .flat_map(|r| {
-                let body: Value = serde_json::from_str(&r.body).unwrap();
-                body["alerts"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|a| a["id"].as_str().unwrap().to_string())
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|r| common::webhook_ids(&r.body).into_iter().map(|(id, _)| id))
             .collect();
         ids.keys().all(|id| seen.contains(id))
     });

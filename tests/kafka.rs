@@ -157,20 +157,7 @@ impl Case {
     }
 
     fn produce(&self, broker: &Broker) {
-        let out = Command::new(bin())
-            .args(["produce", "--input", self.input.to_str().unwrap()])
-            .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-            .env(
-                "CHURNWATCH_KAFKA__INPUT_TOPIC",
-                format!("{}-events", self.name),
-            )
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "produce: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        broker.produce_ok(&self.input, &["--topic", &format!("{}-events", self.name)]);
     }
 
     fn alerts_topic(&self) -> String {
@@ -890,18 +877,7 @@ fn notifier_delivers_every_alert_once_across_a_kill_9() {
     let alerts_topic = format!("{name}-alerts");
     broker.create_topic(&alerts_topic, 3);
     // `produce` keys by account_id, which alert records carry too.
-    let p = Command::new(bin())
-        .args([
-            "produce",
-            "--input",
-            alerts_file.to_str().unwrap(),
-            "--topic",
-            &alerts_topic,
-        ])
-        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-        .output()
-        .unwrap();
-    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    broker.produce_ok(&alerts_file, &["--topic", &alerts_topic]);
 
     let (http, rec) = http_server();
     let cfg = dir.path().join("notify.toml");
@@ -946,18 +922,7 @@ fn notifier_delivers_every_alert_once_across_a_kill_9() {
             .unwrap()
             .iter()
             .map(|r| {
-                let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-                let alerts = v["alerts"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|a| {
-                        (
-                            a["id"].as_str().unwrap().to_string(),
-                            a["status"].as_str().unwrap().to_string(),
-                        )
-                    })
-                    .collect();
+                let alerts = common::webhook_ids(&r.body);
                 (r.headers["idempotency-key"].clone(), alerts)
             })
             .collect()
@@ -1134,18 +1099,7 @@ fn silences_are_shared_through_kafka_and_mute_delivery() {
         rec_line("acme", "inactive") + &rec_line("globex", "inactive"),
     )
     .unwrap();
-    let p = Command::new(bin())
-        .args([
-            "produce",
-            "--input",
-            alerts.to_str().unwrap(),
-            "--topic",
-            &alerts_topic,
-        ])
-        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-        .output()
-        .unwrap();
-    assert!(p.status.success());
+    broker.produce_ok(&alerts, &["--topic", &alerts_topic]);
     wait_for("globex's notification", Duration::from_secs(60), || {
         rec.reqs
             .lock()
@@ -1200,12 +1154,7 @@ fn alert_line(account: &str, kind: &str, status: &str, severity: &str) -> String
 fn produce_lines(broker: &Broker, dir: &std::path::Path, topic: &str, lines: &[String]) {
     let f = dir.join(format!("lines-{}.ndjson", rand_suffix()));
     std::fs::write(&f, lines.concat()).unwrap();
-    let p = Command::new(bin())
-        .args(["produce", "--input", f.to_str().unwrap(), "--topic", topic])
-        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-        .output()
-        .unwrap();
-    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    broker.produce_ok(&f, &["--topic", topic]);
 }
 
 /// The notifier in this process, with a clock the test sets.
@@ -1302,16 +1251,9 @@ fn digest_goes_out_at_each_owners_local_hour_and_once_across_a_restart() {
             .filter(|r| r.path == "ok")
             .map(|r| {
                 let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-                let alerts = v["alerts"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|a| {
-                        (
-                            a["account_id"].as_str().unwrap().to_string(),
-                            a["status"].as_str().unwrap().to_string(),
-                        )
-                    })
+                let alerts = common::webhook_alerts(&r.body)
+                    .into_iter()
+                    .map(|a| (a.account_id, a.status.as_str().to_string()))
                     .collect();
                 (v["digest"].as_bool().unwrap(), alerts)
             })
@@ -1508,31 +1450,18 @@ fn account_metadata_from_a_compacted_topic_reaches_alert_records_and_routing() {
     )
     .unwrap();
     let produce_accounts = |file: &std::path::Path, extra: &[&str]| {
-        let out = Command::new(bin())
-            .args(["produce", "--input", file.to_str().unwrap(), "--topic"])
-            .arg(&accounts_topic)
-            .args(["--key-field", "account_id"])
-            .args(extra)
-            .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut args = vec!["--topic", &accounts_topic, "--key-field", "account_id"];
+        args.extend_from_slice(extra);
+        broker.produce_ok(file, &args);
     };
     produce_accounts(&initial, &[]);
     // A line without the key field is refused whole, naming the line.
     let bad_file = dir.path().join("bad.ndjson");
     std::fs::write(&bad_file, "{\"account_id\":\"x\"}\n{\"name\":\"no id\"}\n").unwrap();
-    let out = Command::new(bin())
-        .args(["produce", "--input", bad_file.to_str().unwrap(), "--topic"])
-        .arg(&accounts_topic)
-        .args(["--key-field", "account_id"])
-        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-        .output()
-        .unwrap();
+    let out = broker.produce(
+        &bad_file,
+        &["--topic", &accounts_topic, "--key-field", "account_id"],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
     // Records the daemon must skip, with a warning, and live on.

@@ -316,15 +316,7 @@ fn routes_batches_signs_retries_and_delivers_by_slack_webhook_and_email() {
     let delivered: BTreeSet<String> = by_key
         .values()
         .map(|same| same[0])
-        .flat_map(|h| {
-            let v: serde_json::Value = serde_json::from_str(&h.body).unwrap();
-            v["alerts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a["id"].as_str().unwrap().to_string())
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|h| common::webhook_ids(&h.body).into_iter().map(|(id, _)| id))
         .collect();
     assert_eq!(delivered, critical.iter().map(|s| s.to_string()).collect());
     assert!(!verify_signature(hooks[0], b"another-key"));

@@ -142,13 +142,7 @@ fn a_digest_of_120_warnings_reaches_slack_and_a_split_webhook() {
         assert_eq!(p.headers["idempotency-key"], format!("{key}.{}", i + 1));
         let v: Value = serde_json::from_str(&p.body).unwrap();
         assert_eq!(v["parts"], parts.len());
-        ids.extend(
-            v["alerts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a["id"].as_str().unwrap().to_string()),
-        );
+        ids.extend(common::webhook_ids(&p.body).into_iter().map(|(id, _)| id));
     }
     let want: Vec<String> = n.alerts.iter().map(|a| a.id.clone()).collect();
     assert_eq!(ids, want);

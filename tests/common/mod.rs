@@ -142,3 +142,18 @@ pub fn alert_line(
     }
     format!("{v}\n")
 }
+
+/// The alert records of a webhook body (read as the typed record: what a webhook
+/// sends is what the detector published).
+pub fn webhook_alerts(body: &str) -> Vec<churnwatch::record::AlertRecord> {
+    let v: serde_json::Value = serde_json::from_str(body).expect("a webhook body");
+    serde_json::from_value(v["alerts"].clone()).expect("alert records")
+}
+
+/// (id, status) of each alert record of a webhook body.
+pub fn webhook_ids(body: &str) -> Vec<(String, String)> {
+    webhook_alerts(body)
+        .into_iter()
+        .map(|a| (a.id, a.status.as_str().to_string()))
+        .collect()
+}
