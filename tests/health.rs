@@ -60,12 +60,7 @@ impl Proc {
     fn http_addr(&mut self) -> String {
         let mut found = None;
         self.wait_for("the http server address in the log", |log| {
-            found = log
-                .lines()
-                .find(|l| l.contains("http server listening"))
-                .and_then(|l| l.split("addr=").nth(1))
-                .and_then(|a| a.split_whitespace().next())
-                .map(str::to_string);
+            found = common::logged_http_addr(log);
             found.is_some()
         });
         found.unwrap()

@@ -125,22 +125,7 @@ impl Case {
         }
         drop(f);
         let until = newest + 6 * 3_600_000;
-        let out = churnwatch(&[
-            "replay",
-            "-q",
-            "--input",
-            input.to_str().unwrap(),
-            "--rejects",
-            "/dev/null",
-            "--until",
-            &until.to_string(),
-        ]);
-        let expected = normalize(
-            out.stdout
-                .split(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(<[u8]>::to_vec),
-        );
+        let expected = replayed(&input, until, &[]);
         assert!(
             expected.len() > 20,
             "{name}: the stream should raise alerts"
@@ -220,6 +205,37 @@ impl Case {
 }
 
 /// Records without `emitted_at`, sorted.
+/// `dir/notify.toml`: the notifier group `<name>-notifier`, batches after 100 ms, one
+/// webhook receiver at `url`.
+fn notifier_config(dir: &std::path::Path, name: &str, url: &str) -> PathBuf {
+    let cfg = dir.join("notify.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[notify]\ngroup_id = \"{name}-notifier\"\ngroup_wait = \"100ms\"\ngroup_interval = \"100ms\"\n\
+             [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{url}\"\n\
+             [notify.route]\nreceiver = \"hook\"\n"
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// The alert records `replay --until <until> <args>` writes for `input`, normalized.
+fn replayed(input: &std::path::Path, until: i64, args: &[&str]) -> Vec<serde_json::Value> {
+    let until = until.to_string();
+    let mut all = vec!["replay", "-q", "--rejects", "/dev/null", "--until", &until];
+    all.extend_from_slice(args);
+    all.extend(["--input", input.to_str().unwrap()]);
+    let out = churnwatch(&all);
+    normalize(
+        out.stdout
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec),
+    )
+}
+
 fn normalize(lines: impl Iterator<Item = Vec<u8>>) -> Vec<serde_json::Value> {
     let mut v: Vec<serde_json::Value> = lines
         .map(|l| {
@@ -286,12 +302,7 @@ impl Daemon {
             Duration::from_secs(30),
             || {
                 let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                found = log
-                    .lines()
-                    .find(|l| l.contains("http server listening"))
-                    .and_then(|l| l.split("addr=").nth(1))
-                    .and_then(|a| a.split_whitespace().next())
-                    .map(str::to_string);
+                found = common::logged_http_addr(&log);
                 found.is_some()
             },
         );
@@ -670,25 +681,15 @@ fn known_accounts_only_tracks_the_accounts_with_metadata() {
     let config = dir.path().join("known.toml");
     std::fs::write(&config, "[engine]\nknown_accounts_only = true\n").unwrap();
     let until = newest + 6 * 3_600_000;
-    let out = churnwatch(&[
-        "replay",
-        "-q",
-        "--config",
-        config.to_str().unwrap(),
-        "--accounts",
-        accounts.to_str().unwrap(),
-        "--input",
-        case.input.to_str().unwrap(),
-        "--rejects",
-        "/dev/null",
-        "--until",
-        &until.to_string(),
-    ]);
-    let expected = normalize(
-        out.stdout
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(<[u8]>::to_vec),
+    let expected = replayed(
+        &case.input,
+        until,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--accounts",
+            accounts.to_str().unwrap(),
+        ],
     );
     assert!(
         expected.len() > 10 && expected.len() < case.expected.len(),
@@ -880,16 +881,7 @@ fn notifier_delivers_every_alert_once_across_a_kill_9() {
     broker.produce_ok(&alerts_file, &["--topic", &alerts_topic]);
 
     let (http, rec) = http_server();
-    let cfg = dir.path().join("notify.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[notify]\ngroup_id = \"{name}-notifier\"\ngroup_wait = \"100ms\"\ngroup_interval = \"100ms\"\n\
-             [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{http}/slow\"\n\
-             [notify.route]\nreceiver = \"hook\"\n"
-        ),
-    )
-    .unwrap();
+    let cfg = notifier_config(dir.path(), &name, &format!("http://{http}/slow"));
     let spawn = || {
         Command::new(bin())
             .args([
@@ -1009,16 +1001,7 @@ fn silences_are_shared_through_kafka_and_mute_delivery() {
     let alerts_topic = format!("{name}-alerts");
     broker.create_topic(&alerts_topic, 2);
     let (http, rec) = http_server();
-    let cfg = dir.path().join("notify.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[notify]\ngroup_id = \"{name}-notifier\"\ngroup_wait = \"100ms\"\ngroup_interval = \"100ms\"\n\
-             [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{http}/ok\"\n\
-             [notify.route]\nreceiver = \"hook\"\n"
-        ),
-    )
-    .unwrap();
+    let cfg = notifier_config(dir.path(), &name, &format!("http://{http}/ok"));
     let spawn = |instance: &str| {
         let log = std::env::temp_dir().join(format!("{name}-{instance}-{}.log", rand_suffix()));
         let child = Command::new(bin())

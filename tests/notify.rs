@@ -350,17 +350,15 @@ fn honours_retry_after_and_dead_letters_permanent_failures() {
         .unwrap();
         p
     };
+    let notify = |path: &str| {
+        Command::new(bin())
+            .args(["notify", "--input", input.to_str().unwrap(), "--config"])
+            .arg(write_cfg(path))
+            .output()
+            .unwrap()
+    };
     // 429 with Retry-After: 1 -> the second attempt waits at least a second.
-    let out = Command::new(bin())
-        .args([
-            "notify",
-            "--config",
-            write_cfg("limited").to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = notify("limited");
     assert!(
         out.status.success(),
         "{}",
@@ -381,16 +379,7 @@ fn honours_retry_after_and_dead_letters_permanent_failures() {
     );
     assert!(limited[1].at - limited[0].at >= Duration::from_millis(950));
     // 400 -> no retry, a dead letter with the reason, exit code 1.
-    let out = Command::new(bin())
-        .args([
-            "notify",
-            "--config",
-            write_cfg("bad").to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = notify("bad");
     assert_eq!(out.status.code(), Some(1));
     let bad = rec
         .reqs

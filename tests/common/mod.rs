@@ -157,3 +157,12 @@ pub fn webhook_ids(body: &str) -> Vec<(String, String)> {
         .map(|a| (a.id, a.status.as_str().to_string()))
         .collect()
 }
+
+/// The address of the HTTP server a churnwatch process logged, if it did yet.
+pub fn logged_http_addr(log: &str) -> Option<String> {
+    log.lines()
+        .find(|l| l.contains("http server listening"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .map(str::to_string)
+}
