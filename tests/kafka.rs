@@ -263,9 +263,8 @@ impl Daemon {
 
     /// `spawn` with more environment variables.
     fn spawn_with(broker: &Broker, name: &str, instance: &str, env: &[(&str, String)]) -> Daemon {
-        let log = std::env::temp_dir().join(format!("{name}-{instance}-{}.log", rand_suffix()));
-        let child = Command::new(bin())
-            .arg("run")
+        let mut cmd = Command::new(bin());
+        cmd.arg("run")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
             .env("CHURNWATCH_KAFKA__GROUP_ID", format!("{name}-group"))
@@ -282,7 +281,14 @@ impl Daemon {
                 r#"{"session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000"}"#,
             )
             .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
-            .env("RUST_LOG", "info,churnwatch=debug")
+            .env("RUST_LOG", "info,churnwatch=debug");
+        Daemon::start(cmd, name, instance)
+    }
+
+    /// Starts `cmd` as the process `instance` of test `name`, its log in a file.
+    fn start(mut cmd: Command, name: &str, instance: &str) -> Daemon {
+        let log = std::env::temp_dir().join(format!("{name}-{instance}-{}.log", rand_suffix()));
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -1003,22 +1009,13 @@ fn silences_are_shared_through_kafka_and_mute_delivery() {
     let (http, rec) = http_server();
     let cfg = notifier_config(dir.path(), &name, &format!("http://{http}/ok"));
     let spawn = |instance: &str| {
-        let log = std::env::temp_dir().join(format!("{name}-{instance}-{}.log", rand_suffix()));
-        let child = Command::new(bin())
-            .args(["notify", "--config", cfg.to_str().unwrap()])
+        let mut cmd = Command::new(bin());
+        cmd.args(["notify", "--config", cfg.to_str().unwrap()])
             .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
             .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", &alerts_topic)
             .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
-            .env("CHURNWATCH_API_TOKEN", API_TOKEN)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Daemon {
-            child,
-            log,
-            instance: instance.to_string(),
-        }
+            .env("CHURNWATCH_API_TOKEN", API_TOKEN);
+        Daemon::start(cmd, &name, instance)
     };
     let a = spawn("a");
     let b = spawn("b");
