@@ -414,7 +414,7 @@ fn latency(bootstrap: &str, partitions: u32) {
         .set("linger.ms", "0")
         .create()
         .unwrap();
-    let now = churnwatch::replay::wall_clock_ms();
+    let now = churnwatch::time::wall_clock_ms();
     let day = 86_400_000i64;
     let send_to = |id: &str, event: &str, ts: i64, partition: Option<i32>| {
         let v = format!(
@@ -501,11 +501,7 @@ fn latency(bootstrap: &str, partitions: u32) {
     while latencies.len() < ids.len() {
         let due = (started.elapsed().as_secs_f64() * 200.0) as usize;
         while next < ids.len() && next <= due {
-            send(
-                &ids[next],
-                "page.viewed",
-                churnwatch::replay::wall_clock_ms(),
-            );
+            send(&ids[next], "page.viewed", churnwatch::time::wall_clock_ms());
             sent_at.insert(ids[next].clone(), Instant::now());
             next += 1;
         }
@@ -522,7 +518,7 @@ fn latency(bootstrap: &str, partitions: u32) {
         // Keep the stream moving after the last account so its event passes the
         // watermark as it would in a live stream.
         if last_tick.elapsed() >= Duration::from_millis(50) {
-            tick(churnwatch::replay::wall_clock_ms());
+            tick(churnwatch::time::wall_clock_ms());
             last_tick = Instant::now();
         }
         assert!(

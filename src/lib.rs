@@ -15,6 +15,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod notify;
 pub mod priority;
+pub mod record;
 pub mod replay;
 pub mod server;
 pub mod sink;

@@ -12,9 +12,10 @@ use cmd::{load_config, open_output};
 
 use churnwatch::engine::Admit;
 use churnwatch::gen::{generate, GenOptions};
-use churnwatch::replay::{replay, wall_clock_ms, ReplayOptions};
+use churnwatch::replay::{replay, ReplayOptions};
 use churnwatch::sink::{record, reject};
 use churnwatch::source::file::LineReader;
+use churnwatch::time::wall_clock_ms;
 use churnwatch::time::{parse_cli_time, parse_duration, Millis};
 
 #[derive(Parser)]

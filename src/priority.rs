@@ -15,9 +15,11 @@
 //! the sum over its firing alerts.
 
 use serde::Deserialize;
-use serde_json::Value;
 
-use crate::time::{parse_date, parse_rfc3339, Millis, DAY};
+use crate::accounts::AccountMeta;
+use crate::config::Severity;
+use crate::record::AlertRecord;
+use crate::time::{parse_date, Millis, DAY};
 
 /// `[priority]`: the weights of the score.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -65,86 +67,85 @@ impl PriorityConfig {
     }
 
     /// The severity part of the score.
-    pub fn severity_weight(&self, severity: &str, firing: bool) -> f64 {
+    pub fn severity_weight(&self, severity: Severity, firing: bool) -> f64 {
         match (firing, severity) {
             (false, _) => 0.0,
-            (true, "critical") => self.critical_weight,
+            (true, Severity::Critical) => self.critical_weight,
             (true, _) => self.warning_weight,
         }
     }
 
-    /// The account part of the score (revenue and renewal) at `now`, from an alert
-    /// record's `account` metadata.
-    pub fn account_factor(&self, account: Option<&Value>, now: Millis) -> f64 {
-        let num = |k: &str| {
-            account
-                .and_then(|m| m.get(k))
-                .and_then(Value::as_f64)
-                .filter(|x| x.is_finite() && *x >= 0.0)
-        };
-        let arr = num("arr")
-            .or_else(|| num("mrr").map(|m| m * 12.0))
-            .unwrap_or(0.0);
-        let revenue = 1.0 + (1.0 + arr / self.revenue_unit).ln();
+    /// The account part of the score (revenue and renewal) at `now`, from the
+    /// account's metadata.
+    pub fn account_factor(&self, account: Option<&AccountMeta>, now: Millis) -> f64 {
+        let known = |x: Option<f64>| x.filter(|x| x.is_finite() && *x >= 0.0);
+        let arr = known(account.and_then(|m| m.arr))
+            .or_else(|| known(account.and_then(|m| m.mrr)).map(|m| m * 12.0));
         let renewal = account
-            .and_then(|m| m.get("renewal_date"))
-            .and_then(Value::as_str)
-            .and_then(|d| parse_date(d).ok())
-            .map_or(1.0, |at| {
-                let days = ((at - now) as f64 / DAY as f64).max(0.0);
-                1.0 + self.renewal_boost * (1.0 - days / self.renewal_horizon_days).max(0.0)
-            });
+            .and_then(|m| m.renewal_date.as_deref())
+            .and_then(|d| parse_date(d).ok());
+        self.factor(arr, renewal, now)
+    }
+
+    /// The account part of the score from its ARR and renewal time (both optional).
+    pub fn factor(&self, arr: Option<f64>, renewal_at: Option<Millis>, now: Millis) -> f64 {
+        let arr = arr.filter(|x| x.is_finite() && *x >= 0.0).unwrap_or(0.0);
+        let revenue = 1.0 + (1.0 + arr / self.revenue_unit).ln();
+        let renewal = renewal_at.map_or(1.0, |at| {
+            let days = ((at - now) as f64 / DAY as f64).max(0.0);
+            1.0 + self.renewal_boost * (1.0 - days / self.renewal_horizon_days).max(0.0)
+        });
         revenue * renewal
     }
 
     /// The score of one alert record, with days to renewal counted from `now`.
-    pub fn alert_score(&self, record: &Value, now: Millis) -> f64 {
-        let s = |k: &str| record.get(k).and_then(Value::as_str).unwrap_or("");
-        self.severity_weight(s("severity"), s("status") == "firing")
-            * self.account_factor(record.get("account"), now)
+    pub fn alert_score(&self, record: &AlertRecord, now: Millis) -> f64 {
+        self.severity_weight(record.severity, record.is_firing())
+            * self.account_factor(record.account.as_ref(), now)
     }
 
     /// The score of one alert record as of its own event time (deterministic: the same
     /// record always scores the same).
-    pub fn alert_score_at_event(&self, record: &Value) -> f64 {
-        let at = record
-            .get("event_time")
-            .and_then(Value::as_str)
-            .and_then(|t| parse_rfc3339(t).ok())
-            .unwrap_or(0);
-        self.alert_score(record, at)
+    pub fn alert_score_at_event(&self, record: &AlertRecord) -> f64 {
+        self.alert_score(record, record.event_time)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::Status;
     use serde_json::json;
 
-    fn alert(severity: &str, account: Value) -> Value {
-        json!({"severity": severity, "status": "firing", "event_time": "2026-03-01T00:00:00Z", "account": account})
+    fn alert(severity: Severity, account: serde_json::Value) -> AlertRecord {
+        let mut a = AlertRecord::sample("a/inactive/1", Status::Firing, severity);
+        a.event_time = crate::time::parse_rfc3339("2026-03-01T00:00:00Z").unwrap();
+        let mut account = account;
+        account["account_id"] = json!("a");
+        a.account = Some(serde_json::from_value(account).unwrap());
+        a
     }
 
     #[test]
     fn a_critical_alert_on_a_large_account_renewing_soon_comes_first() {
         let p = PriorityConfig::default();
         let big_soon = alert(
-            "critical",
+            Severity::Critical,
             json!({"arr": 500000, "renewal_date": "2026-03-31"}),
         );
         let big_later = alert(
-            "critical",
+            Severity::Critical,
             json!({"arr": 500000, "renewal_date": "2027-03-01"}),
         );
         let small_soon = alert(
-            "critical",
+            Severity::Critical,
             json!({"mrr": 100, "renewal_date": "2026-03-31"}),
         );
         let warning_big = alert(
-            "warning",
+            Severity::Warning,
             json!({"arr": 500000, "renewal_date": "2026-03-31"}),
         );
-        let unknown = alert("critical", json!({}));
+        let unknown = alert(Severity::Critical, json!({}));
         let scores: Vec<f64> = [&big_soon, &big_later, &small_soon, &warning_big, &unknown]
             .iter()
             .map(|a| p.alert_score_at_event(a))
@@ -153,10 +154,10 @@ mod tests {
         assert!(scores[0] > scores[1] && scores[1] > scores[2] && scores[0] > scores[3]);
         assert_eq!(scores[4], 3.0);
         let mut resolved = big_soon.clone();
-        resolved["status"] = json!("resolved");
+        resolved.status = Status::Resolved;
         assert_eq!(p.alert_score_at_event(&resolved), 0.0);
         // A renewal in the past is due now.
-        let overdue = alert("warning", json!({"renewal_date": "2026-01-01"}));
+        let overdue = alert(Severity::Warning, json!({"renewal_date": "2026-01-01"}));
         assert_eq!(p.alert_score_at_event(&overdue), 3.0);
     }
 

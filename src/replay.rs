@@ -11,7 +11,7 @@ use crate::engine::Admit;
 use crate::engine::{Alert, AlertKind, EngineConfig, Shard, ShardStats, Status};
 use crate::source::event::{EventParser, RejectReason};
 use crate::source::file::{is_blank, Line, LineReader};
-use crate::time::Millis;
+use crate::time::{wall_clock_ms, Millis};
 
 /// What a replay did, for the summary on stderr and for tests.
 #[derive(Debug, Clone, Default)]
@@ -199,5 +199,3 @@ pub fn replay(
     summary.elapsed_secs = started.elapsed().as_secs_f64();
     Ok(summary)
 }
-
-pub use crate::time::wall_clock_ms;

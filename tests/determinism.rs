@@ -90,7 +90,7 @@ fn run(shards: usize, arrivals: &[&Ev], until: Millis) -> Vec<String> {
         })
         .expect("within the account limits");
         out.extend(s.drain_alerts().map(|a| {
-            let mut r = to_record(&a, 0);
+            let mut r = serde_json::to_value(to_record(&a, 0)).unwrap();
             r.as_object_mut().unwrap().remove("emitted_at");
             r.to_string()
         }));
@@ -98,7 +98,7 @@ fn run(shards: usize, arrivals: &[&Ev], until: Millis) -> Vec<String> {
     for s in &mut parts {
         s.finish(Some(until));
         out.extend(s.drain_alerts().map(|a| {
-            let mut r = to_record(&a, 0);
+            let mut r = serde_json::to_value(to_record(&a, 0)).unwrap();
             r.as_object_mut().unwrap().remove("emitted_at");
             r.to_string()
         }));
@@ -248,7 +248,7 @@ fn run_with_crashes(
     let cfg = Config::from_toml_str(CONFIG, []).unwrap();
     let ec = Arc::new(EngineConfig::new(&cfg));
     let record = |a: churnwatch::engine::Alert| {
-        let mut r = to_record(&a, 0);
+        let mut r = serde_json::to_value(to_record(&a, 0)).unwrap();
         r.as_object_mut().unwrap().remove("emitted_at");
         r.to_string()
     };

@@ -6,7 +6,7 @@ mod common;
 
 use std::process::{Command, Output};
 
-use common::{bin, churnwatch};
+use common::bin;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(bin())
@@ -23,25 +23,8 @@ fn stderr(o: &Output) -> String {
 
 /// A few alert records (from a small generated population) in `dir`.
 fn alerts(dir: &std::path::Path) -> std::path::PathBuf {
-    let events = dir.join("events.ndjson");
-    churnwatch(&[
-        "gen",
-        "--accounts=20",
-        "--days=60",
-        "--output",
-        events.to_str().unwrap(),
-    ]);
-    let out = churnwatch(&[
-        "replay",
-        "-q",
-        "--input",
-        events.to_str().unwrap(),
-        "--rejects",
-        "/dev/null",
-    ]);
-    assert!(!out.stdout.is_empty());
-    let path = dir.join("alerts.ndjson");
-    std::fs::write(&path, &out.stdout).unwrap();
+    let (path, text) = common::generated_alerts(dir, &["--accounts=20", "--days=60"], false);
+    assert!(!text.is_empty());
     path
 }
 

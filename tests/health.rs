@@ -9,58 +9,26 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use common::broker::Broker;
 use common::http::http_server;
-use common::{bin, churnwatch, repo};
+use common::{bin, churnwatch};
 
 /// Liveness window of the processes under test.
 const WINDOW: Duration = Duration::from_secs(3);
 
 /// The broker shared by the tests of this process.
 fn broker() -> &'static str {
-    static B: OnceLock<String> = OnceLock::new();
-    B.get_or_init(|| {
-        let out = Command::new(repo().join("scripts/kafka.sh"))
-            .args(["start", "--watch-pid", &std::process::id().to_string()])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/kafka.sh");
-        assert!(out.status.success(), "kafka broker failed to start");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("KAFKA_BOOTSTRAP="))
-            .expect("KAFKA_BOOTSTRAP in the output")
-            .to_string()
-    })
+    &Broker::shared().bootstrap
 }
 
 fn create_topic(name: &str, partitions: i32) {
-    let out = Command::new(repo().join("scripts/kafka.sh"))
-        .args([
-            "tool",
-            "org.apache.kafka.tools.TopicCommand",
-            "--bootstrap-server",
-            broker(),
-            "--create",
-            "--topic",
-            name,
-            "--partitions",
-            &partitions.to_string(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "create {name}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Broker::shared().create_topic(name, partitions)
 }
 
 /// A churnwatch process with its own config and log.
@@ -92,12 +60,7 @@ impl Proc {
     fn http_addr(&mut self) -> String {
         let mut found = None;
         self.wait_for("the http server address in the log", |log| {
-            found = log
-                .lines()
-                .find(|l| l.contains("http server listening"))
-                .and_then(|l| l.split("addr=").nth(1))
-                .and_then(|a| a.split_whitespace().next())
-                .map(str::to_string);
+            found = common::logged_http_addr(log);
             found.is_some()
         });
         found.unwrap()
@@ -153,18 +116,8 @@ impl Drop for Proc {
 }
 
 fn get(addr: &str, path: &str) -> (u16, Value) {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = buf.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let (code, body) = common::http::get(addr, path);
+    (code, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 /// The loops `/healthz` watches, by name.
@@ -228,20 +181,8 @@ impl Case {
             "--output",
             events.to_str().unwrap(),
         ]);
-        let out = Command::new(bin())
-            .args(["produce", "--input", events.to_str().unwrap()])
-            .env("CHURNWATCH_KAFKA__BROKERS", broker())
-            .env(
-                "CHURNWATCH_KAFKA__INPUT_TOPIC",
-                format!("{}-events", self.name),
-            )
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "produce: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let topic = format!("{}-events", self.name);
+        Broker::shared().produce_ok(&events, &["--topic", &topic]);
     }
 }
 
@@ -300,16 +241,9 @@ fn run_with_the_notifier_watches_both() {
         "{\"account_id\":\"acct-000001\",\"name\":\"Acme\",\"owner_email\":\"ana@example.com\"}\n",
     )
     .unwrap();
-    let out = Command::new(bin())
-        .args(["produce", "--input", accounts.to_str().unwrap()])
-        .args(["--topic", &accounts_topic, "--key-field", "account_id"])
-        .env("CHURNWATCH_KAFKA__BROKERS", broker())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    Broker::shared().produce_ok(
+        &accounts,
+        &["--topic", &accounts_topic, "--key-field", "account_id"],
     );
     let (http, rec) = http_server();
     let config = case.config(Some(&http));
@@ -366,24 +300,7 @@ fn notify_alone_stays_alive_and_ready_and_shows_no_detector_notes() {
     assert!(records > 0);
     let topic = format!("{}-alerts", case.name);
     create_topic(&topic, 1);
-    let out = Command::new(bin())
-        .args([
-            "produce",
-            "--input",
-            alerts.to_str().unwrap(),
-            "--topic",
-            &topic,
-            "--key-field",
-            "account_id",
-        ])
-        .env("CHURNWATCH_KAFKA__BROKERS", broker())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    Broker::shared().produce_ok(&alerts, &["--topic", &topic, "--key-field", "account_id"]);
     let (http, rec) = http_server();
     let mut p = Proc::spawn(&["notify"], &case.config(Some(&http)));
     let (live, ready) = p.ready_and_alive();
@@ -408,15 +325,7 @@ fn notify_alone_stays_alive_and_ready_and_shows_no_detector_notes() {
         let reqs = rec.reqs.lock().unwrap();
         let seen: std::collections::BTreeSet<String> = reqs
             .iter()
-            .flat_map(|r| {
-                let body: Value = serde_json::from_str(&r.body).unwrap();
-                body["alerts"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|a| a["id"].as_str().unwrap().to_string())
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|r| common::webhook_ids(&r.body).into_iter().map(|(id, _)| id))
             .collect();
         ids.keys().all(|id| seen.contains(id))
     });

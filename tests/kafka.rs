@@ -125,22 +125,7 @@ impl Case {
         }
         drop(f);
         let until = newest + 6 * 3_600_000;
-        let out = churnwatch(&[
-            "replay",
-            "-q",
-            "--input",
-            input.to_str().unwrap(),
-            "--rejects",
-            "/dev/null",
-            "--until",
-            &until.to_string(),
-        ]);
-        let expected = normalize(
-            out.stdout
-                .split(|&b| b == b'\n')
-                .filter(|l| !l.is_empty())
-                .map(<[u8]>::to_vec),
-        );
+        let expected = replayed(&input, until, &[]);
         assert!(
             expected.len() > 20,
             "{name}: the stream should raise alerts"
@@ -157,20 +142,7 @@ impl Case {
     }
 
     fn produce(&self, broker: &Broker) {
-        let out = Command::new(bin())
-            .args(["produce", "--input", self.input.to_str().unwrap()])
-            .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-            .env(
-                "CHURNWATCH_KAFKA__INPUT_TOPIC",
-                format!("{}-events", self.name),
-            )
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "produce: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        broker.produce_ok(&self.input, &["--topic", &format!("{}-events", self.name)]);
     }
 
     fn alerts_topic(&self) -> String {
@@ -233,6 +205,37 @@ impl Case {
 }
 
 /// Records without `emitted_at`, sorted.
+/// `dir/notify.toml`: the notifier group `<name>-notifier`, batches after 100 ms, one
+/// webhook receiver at `url`.
+fn notifier_config(dir: &std::path::Path, name: &str, url: &str) -> PathBuf {
+    let cfg = dir.join("notify.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[notify]\ngroup_id = \"{name}-notifier\"\ngroup_wait = \"100ms\"\ngroup_interval = \"100ms\"\n\
+             [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"{url}\"\n\
+             [notify.route]\nreceiver = \"hook\"\n"
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// The alert records `replay --until <until> <args>` writes for `input`, normalized.
+fn replayed(input: &std::path::Path, until: i64, args: &[&str]) -> Vec<serde_json::Value> {
+    let until = until.to_string();
+    let mut all = vec!["replay", "-q", "--rejects", "/dev/null", "--until", &until];
+    all.extend_from_slice(args);
+    all.extend(["--input", input.to_str().unwrap()]);
+    let out = churnwatch(&all);
+    normalize(
+        out.stdout
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec),
+    )
+}
+
 fn normalize(lines: impl Iterator<Item = Vec<u8>>) -> Vec<serde_json::Value> {
     let mut v: Vec<serde_json::Value> = lines
         .map(|l| {
@@ -260,9 +263,8 @@ impl Daemon {
 
     /// `spawn` with more environment variables.
     fn spawn_with(broker: &Broker, name: &str, instance: &str, env: &[(&str, String)]) -> Daemon {
-        let log = std::env::temp_dir().join(format!("{name}-{instance}-{}.log", rand_suffix()));
-        let child = Command::new(bin())
-            .arg("run")
+        let mut cmd = Command::new(bin());
+        cmd.arg("run")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
             .env("CHURNWATCH_KAFKA__GROUP_ID", format!("{name}-group"))
@@ -279,7 +281,14 @@ impl Daemon {
                 r#"{"session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000"}"#,
             )
             .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
-            .env("RUST_LOG", "info,churnwatch=debug")
+            .env("RUST_LOG", "info,churnwatch=debug");
+        Daemon::start(cmd, name, instance)
+    }
+
+    /// Starts `cmd` as the process `instance` of test `name`, its log in a file.
+    fn start(mut cmd: Command, name: &str, instance: &str) -> Daemon {
+        let log = std::env::temp_dir().join(format!("{name}-{instance}-{}.log", rand_suffix()));
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -299,12 +308,7 @@ impl Daemon {
             Duration::from_secs(30),
             || {
                 let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                found = log
-                    .lines()
-                    .find(|l| l.contains("http server listening"))
-                    .and_then(|l| l.split("addr=").nth(1))
-                    .and_then(|a| a.split_whitespace().next())
-                    .map(str::to_string);
+                found = common::logged_http_addr(&log);
                 found.is_some()
             },
         );
@@ -360,25 +364,6 @@ fn rand_suffix() -> u64 {
         .subsec_nanos() as u64
 }
 
-/// A plain HTTP/1.1 GET on loopback: (status, body).
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 /// The value of an unlabelled metric, or the sum over its labels.
 fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
@@ -406,7 +391,7 @@ fn end_to_end_alerts_equal_replay_and_poison_goes_to_dead_letters() {
         "readiness with every partition reported stalled",
         Duration::from_secs(30),
         || {
-            ready = http_get(&addr, "/readyz");
+            ready = common::http::get(&addr, "/readyz");
             ready.0 == 200
                 && ready.1.contains("input stalled")
                 && serde_json::from_str::<serde_json::Value>(&ready.1).unwrap()
@@ -417,8 +402,8 @@ fn end_to_end_alerts_equal_replay_and_poison_goes_to_dead_letters() {
     );
     let body: serde_json::Value = serde_json::from_str(&ready.1).unwrap();
     assert_eq!(body["assigned_partitions"], serde_json::json!([0, 1, 2, 3]));
-    assert_eq!(http_get(&addr, "/healthz").0, 200);
-    let (code, metrics) = http_get(&addr, "/metrics");
+    assert_eq!(common::http::get(&addr, "/healthz").0, 200);
+    let (code, metrics) = common::http::get(&addr, "/metrics");
     assert_eq!(code, 200);
     let lines = std::fs::read_to_string(&case.input)
         .unwrap()
@@ -446,7 +431,7 @@ fn end_to_end_alerts_equal_replay_and_poison_goes_to_dead_letters() {
         "consumer lag per partition",
         Duration::from_secs(30),
         || {
-            let m = http_get(&addr, "/metrics").1;
+            let m = common::http::get(&addr, "/metrics").1;
             m.lines()
                 .filter(|l| l.starts_with("churnwatch_consumer_lag_messages{"))
                 .count()
@@ -599,7 +584,7 @@ fn hostile_events_are_dead_lettered_and_change_no_alert() {
     wait_for("every dead letter", Duration::from_secs(60), || {
         broker.count(&dlq_topic) >= dead_letters
     });
-    let metrics = http_get(&addr, "/metrics").1;
+    let metrics = common::http::get(&addr, "/metrics").1;
     let value = |series: &str| {
         metrics
             .lines()
@@ -629,7 +614,7 @@ fn hostile_events_are_dead_lettered_and_change_no_alert() {
     case.assert_alerts_equal_replay(broker);
 
     // The dead letters are the generator's malformed lines and ours, with reasons.
-    let now = churnwatch::replay::wall_clock_ms();
+    let now = churnwatch::time::wall_clock_ms();
     let mut expected: Vec<(String, String)> = lines
         .iter()
         .filter_map(|l| {
@@ -702,25 +687,15 @@ fn known_accounts_only_tracks_the_accounts_with_metadata() {
     let config = dir.path().join("known.toml");
     std::fs::write(&config, "[engine]\nknown_accounts_only = true\n").unwrap();
     let until = newest + 6 * 3_600_000;
-    let out = churnwatch(&[
-        "replay",
-        "-q",
-        "--config",
-        config.to_str().unwrap(),
-        "--accounts",
-        accounts.to_str().unwrap(),
-        "--input",
-        case.input.to_str().unwrap(),
-        "--rejects",
-        "/dev/null",
-        "--until",
-        &until.to_string(),
-    ]);
-    let expected = normalize(
-        out.stdout
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(<[u8]>::to_vec),
+    let expected = replayed(
+        &case.input,
+        until,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--accounts",
+            accounts.to_str().unwrap(),
+        ],
     );
     assert!(
         expected.len() > 10 && expected.len() < case.expected.len(),
@@ -882,24 +857,12 @@ fn notifier_delivers_every_alert_once_across_a_kill_9() {
     let name = format!("notif-{}", std::process::id());
     let dir = tempfile::tempdir().unwrap();
     // Alert records from a replay, one owner per account: many small notifications.
-    let events = dir.path().join("events.ndjson");
-    churnwatch(&[
-        "gen",
-        "--accounts=60",
-        "--days=130",
-        "--seed=41",
-        "--output",
-        events.to_str().unwrap(),
-    ]);
-    let out = churnwatch(&[
-        "replay",
-        "-q",
-        "--input",
-        events.to_str().unwrap(),
-        "--rejects",
-        "/dev/null",
-    ]);
-    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+    let (alerts_file, out) = common::generated_alerts(
+        dir.path(),
+        &["--accounts=60", "--days=130", "--seed=41"],
+        false,
+    );
+    let records: Vec<serde_json::Value> = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -920,33 +883,11 @@ fn notifier_delivers_every_alert_once_across_a_kill_9() {
     .unwrap();
     let alerts_topic = format!("{name}-alerts");
     broker.create_topic(&alerts_topic, 3);
-    let alerts_file = dir.path().join("alerts.ndjson");
-    std::fs::write(&alerts_file, &out.stdout).unwrap();
     // `produce` keys by account_id, which alert records carry too.
-    let p = Command::new(bin())
-        .args([
-            "produce",
-            "--input",
-            alerts_file.to_str().unwrap(),
-            "--topic",
-            &alerts_topic,
-        ])
-        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-        .output()
-        .unwrap();
-    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    broker.produce_ok(&alerts_file, &["--topic", &alerts_topic]);
 
     let (http, rec) = http_server();
-    let cfg = dir.path().join("notify.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[notify]\ngroup_id = \"{name}-notifier\"\ngroup_wait = \"100ms\"\ngroup_interval = \"100ms\"\n\
-             [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{http}/slow\"\n\
-             [notify.route]\nreceiver = \"hook\"\n"
-        ),
-    )
-    .unwrap();
+    let cfg = notifier_config(dir.path(), &name, &format!("http://{http}/slow"));
     let spawn = || {
         Command::new(bin())
             .args([
@@ -979,18 +920,7 @@ fn notifier_delivers_every_alert_once_across_a_kill_9() {
             .unwrap()
             .iter()
             .map(|r| {
-                let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-                let alerts = v["alerts"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|a| {
-                        (
-                            a["id"].as_str().unwrap().to_string(),
-                            a["status"].as_str().unwrap().to_string(),
-                        )
-                    })
-                    .collect();
+                let alerts = common::webhook_ids(&r.body);
                 (r.headers["idempotency-key"].clone(), alerts)
             })
             .collect()
@@ -1077,33 +1007,15 @@ fn silences_are_shared_through_kafka_and_mute_delivery() {
     let alerts_topic = format!("{name}-alerts");
     broker.create_topic(&alerts_topic, 2);
     let (http, rec) = http_server();
-    let cfg = dir.path().join("notify.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[notify]\ngroup_id = \"{name}-notifier\"\ngroup_wait = \"100ms\"\ngroup_interval = \"100ms\"\n\
-             [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{http}/ok\"\n\
-             [notify.route]\nreceiver = \"hook\"\n"
-        ),
-    )
-    .unwrap();
+    let cfg = notifier_config(dir.path(), &name, &format!("http://{http}/ok"));
     let spawn = |instance: &str| {
-        let log = std::env::temp_dir().join(format!("{name}-{instance}-{}.log", rand_suffix()));
-        let child = Command::new(bin())
-            .args(["notify", "--config", cfg.to_str().unwrap()])
+        let mut cmd = Command::new(bin());
+        cmd.args(["notify", "--config", cfg.to_str().unwrap()])
             .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
             .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", &alerts_topic)
             .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
-            .env("CHURNWATCH_API_TOKEN", API_TOKEN)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Daemon {
-            child,
-            log,
-            instance: instance.to_string(),
-        }
+            .env("CHURNWATCH_API_TOKEN", API_TOKEN);
+        Daemon::start(cmd, &name, instance)
     };
     let a = spawn("a");
     let b = spawn("b");
@@ -1128,7 +1040,7 @@ fn silences_are_shared_through_kafka_and_mute_delivery() {
 
     // Silence acme on instance A; instance B learns it from the topic.
     let until = churnwatch::time::format_rfc3339(
-        churnwatch::replay::wall_clock_ms() + 7 * churnwatch::time::DAY,
+        churnwatch::time::wall_clock_ms() + 7 * churnwatch::time::DAY,
     );
     let (code, body) = http_json(
         &addr_a,
@@ -1154,8 +1066,12 @@ fn silences_are_shared_through_kafka_and_mute_delivery() {
     // Alerts for acme and globex: only globex's are delivered.
     let alerts = dir.path().join("alerts.ndjson");
     let rec_line = |acct: &str, kind: &str| {
-        format!(
-            "{{\"id\":\"{acct}/{kind}/2026-03-01\",\"account_id\":\"{acct}\",\"kind\":\"{kind}\",\"status\":\"firing\",\"severity\":\"warning\",\"event_time\":\"2026-03-15T10:00:00.000Z\",\"summary\":\"s\",\"evidence\":{{\"last_activity\":\"2026-03-01T10:00:00.000Z\",\"idle_days\":14}}}}\n"
+        common::alert_line(
+            &format!("{acct}/{kind}/2026-03-01"),
+            "firing",
+            "warning",
+            "2026-03-15T10:00:00Z",
+            None,
         )
     };
     std::fs::write(
@@ -1163,18 +1079,7 @@ fn silences_are_shared_through_kafka_and_mute_delivery() {
         rec_line("acme", "inactive") + &rec_line("globex", "inactive"),
     )
     .unwrap();
-    let p = Command::new(bin())
-        .args([
-            "produce",
-            "--input",
-            alerts.to_str().unwrap(),
-            "--topic",
-            &alerts_topic,
-        ])
-        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-        .output()
-        .unwrap();
-    assert!(p.status.success());
+    broker.produce_ok(&alerts, &["--topic", &alerts_topic]);
     wait_for("globex's notification", Duration::from_secs(60), || {
         rec.reqs
             .lock()
@@ -1186,7 +1091,7 @@ fn silences_are_shared_through_kafka_and_mute_delivery() {
     // them: its silenced outcome shows in that member's metrics.
     wait_for("acme recorded as silenced", Duration::from_secs(60), || {
         [&addr_a, &addr_b].iter().any(|a| {
-            http_get(a, "/metrics").1.lines().any(|l| {
+            common::http::get(a, "/metrics").1.lines().any(|l| {
                 l.starts_with("churnwatch_notifications_total{outcome=\"silenced\"")
                     && !l.ends_with(" 0")
             })
@@ -1222,20 +1127,14 @@ fn silences_are_shared_through_kafka_and_mute_delivery() {
 
 /// One alert record line for the notifier tests.
 fn alert_line(account: &str, kind: &str, status: &str, severity: &str) -> String {
-    format!(
-        "{{\"id\":\"{account}/{kind}/2026-03-01\",\"account_id\":\"{account}\",\"kind\":\"{kind}\",\"status\":\"{status}\",\"severity\":\"{severity}\",\"event_time\":\"2026-03-15T10:00:00.000Z\",\"summary\":\"s\",\"evidence\":{{\"last_activity\":\"2026-03-01T10:00:00.000Z\",\"idle_days\":14}}}}\n"
-    )
+    let id = format!("{account}/{kind}/2026-03-01");
+    common::alert_line(&id, status, severity, "2026-03-15T10:00:00Z", None)
 }
 
 fn produce_lines(broker: &Broker, dir: &std::path::Path, topic: &str, lines: &[String]) {
     let f = dir.join(format!("lines-{}.ndjson", rand_suffix()));
     std::fs::write(&f, lines.concat()).unwrap();
-    let p = Command::new(bin())
-        .args(["produce", "--input", f.to_str().unwrap(), "--topic", topic])
-        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-        .output()
-        .unwrap();
-    assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+    broker.produce_ok(&f, &["--topic", topic]);
 }
 
 /// The notifier in this process, with a clock the test sets.
@@ -1332,16 +1231,9 @@ fn digest_goes_out_at_each_owners_local_hour_and_once_across_a_restart() {
             .filter(|r| r.path == "ok")
             .map(|r| {
                 let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-                let alerts = v["alerts"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|a| {
-                        (
-                            a["account_id"].as_str().unwrap().to_string(),
-                            a["status"].as_str().unwrap().to_string(),
-                        )
-                    })
+                let alerts = common::webhook_alerts(&r.body)
+                    .into_iter()
+                    .map(|a| (a.account_id, a.status.as_str().to_string()))
                     .collect();
                 (v["digest"].as_bool().unwrap(), alerts)
             })
@@ -1538,31 +1430,18 @@ fn account_metadata_from_a_compacted_topic_reaches_alert_records_and_routing() {
     )
     .unwrap();
     let produce_accounts = |file: &std::path::Path, extra: &[&str]| {
-        let out = Command::new(bin())
-            .args(["produce", "--input", file.to_str().unwrap(), "--topic"])
-            .arg(&accounts_topic)
-            .args(["--key-field", "account_id"])
-            .args(extra)
-            .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut args = vec!["--topic", &accounts_topic, "--key-field", "account_id"];
+        args.extend_from_slice(extra);
+        broker.produce_ok(file, &args);
     };
     produce_accounts(&initial, &[]);
     // A line without the key field is refused whole, naming the line.
     let bad_file = dir.path().join("bad.ndjson");
     std::fs::write(&bad_file, "{\"account_id\":\"x\"}\n{\"name\":\"no id\"}\n").unwrap();
-    let out = Command::new(bin())
-        .args(["produce", "--input", bad_file.to_str().unwrap(), "--topic"])
-        .arg(&accounts_topic)
-        .args(["--key-field", "account_id"])
-        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-        .output()
-        .unwrap();
+    let out = broker.produce(
+        &bad_file,
+        &["--topic", &accounts_topic, "--key-field", "account_id"],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
     // Records the daemon must skip, with a warning, and live on.
@@ -1598,7 +1477,7 @@ fn account_metadata_from_a_compacted_topic_reaches_alert_records_and_routing() {
     );
     let addr = daemon.http_addr();
     let records_read = |outcome: &str| {
-        let text = http_get(&addr, "/metrics").1;
+        let text = common::http::get(&addr, "/metrics").1;
         metric_sum(
             &text
                 .lines()
@@ -1649,7 +1528,7 @@ fn account_metadata_from_a_compacted_topic_reaches_alert_records_and_routing() {
         || records_read("applied") == ids.len() + 1 && records_read("deleted") == 1,
     );
     let gauge = metric_sum(
-        &http_get(&addr, "/metrics").1,
+        &common::http::get(&addr, "/metrics").1,
         "churnwatch_account_metadata_accounts",
     );
     assert_eq!(gauge as usize, ids.len() - 1);

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::bin;
 use common::http::{http_server, Req};
-use common::{bin, churnwatch};
 
 struct Smtp {
     child: Child,
@@ -136,31 +136,9 @@ receiver = "csm-email"
 
 /// Alert records with account metadata, from a generated population.
 fn alerts(dir: &Path) -> (PathBuf, Vec<serde_json::Value>) {
-    let events = dir.join("events.ndjson");
-    let accounts = dir.join("accounts.csv");
-    churnwatch(&[
-        "gen",
-        "--accounts=120",
-        "--days=130",
-        "--seed=31",
-        "--output",
-        events.to_str().unwrap(),
-        "--accounts-file",
-        accounts.to_str().unwrap(),
-    ]);
-    let out = churnwatch(&[
-        "replay",
-        "-q",
-        "--input",
-        events.to_str().unwrap(),
-        "--rejects",
-        "/dev/null",
-        "--accounts",
-        accounts.to_str().unwrap(),
-    ]);
-    let path = dir.join("alerts.ndjson");
-    std::fs::write(&path, &out.stdout).unwrap();
-    let recs: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+    let (path, text) =
+        common::generated_alerts(dir, &["--accounts=120", "--days=130", "--seed=31"], true);
+    let recs: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
@@ -338,15 +316,7 @@ fn routes_batches_signs_retries_and_delivers_by_slack_webhook_and_email() {
     let delivered: BTreeSet<String> = by_key
         .values()
         .map(|same| same[0])
-        .flat_map(|h| {
-            let v: serde_json::Value = serde_json::from_str(&h.body).unwrap();
-            v["alerts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a["id"].as_str().unwrap().to_string())
-                .collect::<Vec<_>>()
-        })
+        .flat_map(|h| common::webhook_ids(&h.body).into_iter().map(|(id, _)| id))
         .collect();
     assert_eq!(delivered, critical.iter().map(|s| s.to_string()).collect());
     assert!(!verify_signature(hooks[0], b"another-key"));
@@ -359,9 +329,14 @@ fn honours_retry_after_and_dead_letters_permanent_failures() {
     let input = dir.path().join("alerts.ndjson");
     std::fs::write(
         &input,
-        r#"{"id":"a-1/inactive/2026-03-01","account_id":"a-1","kind":"inactive","status":"firing","severity":"warning","event_time":"2026-03-15T10:00:00.000Z","summary":"No activity for 14 days","evidence":{"last_activity":"2026-03-01T10:00:00.000Z","idle_days":14}}
-{"id":"a-1/inactive/2026-03-01","account_id":"a-1","kind":"inactive","status":"firing","severity":"warning","event_time":"2026-03-15T10:00:00.000Z","summary":"duplicate","evidence":{"last_activity":"2026-03-01T10:00:00.000Z","idle_days":14}}
-"#,
+        common::alert_line(
+            "a-1/inactive/2026-03-01",
+            "firing",
+            "warning",
+            "2026-03-15T10:00:00Z",
+            None,
+        )
+        .repeat(2),
     )
     .unwrap();
     let write_cfg = |path: &str| {
@@ -375,17 +350,15 @@ fn honours_retry_after_and_dead_letters_permanent_failures() {
         .unwrap();
         p
     };
+    let notify = |path: &str| {
+        Command::new(bin())
+            .args(["notify", "--input", input.to_str().unwrap(), "--config"])
+            .arg(write_cfg(path))
+            .output()
+            .unwrap()
+    };
     // 429 with Retry-After: 1 -> the second attempt waits at least a second.
-    let out = Command::new(bin())
-        .args([
-            "notify",
-            "--config",
-            write_cfg("limited").to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = notify("limited");
     assert!(
         out.status.success(),
         "{}",
@@ -406,16 +379,7 @@ fn honours_retry_after_and_dead_letters_permanent_failures() {
     );
     assert!(limited[1].at - limited[0].at >= Duration::from_millis(950));
     // 400 -> no retry, a dead letter with the reason, exit code 1.
-    let out = Command::new(bin())
-        .args([
-            "notify",
-            "--config",
-            write_cfg("bad").to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = notify("bad");
     assert_eq!(out.status.code(), Some(1));
     let bad = rec
         .reqs
@@ -441,8 +405,12 @@ fn delivers_to_different_owners_concurrently_within_the_bound_and_the_rate_limit
     let mut lines = String::new();
     for i in 0..22 {
         let plan = if i < 16 { "fast" } else { "limited" };
-        lines.push_str(&format!(
-            "{{\"id\":\"a{i}/inactive/2026-03-01\",\"account_id\":\"a{i}\",\"kind\":\"inactive\",\"status\":\"firing\",\"severity\":\"warning\",\"event_time\":\"2026-03-15T10:00:00.000Z\",\"summary\":\"s\",\"evidence\":{{\"last_activity\":\"2026-03-01T10:00:00.000Z\",\"idle_days\":14}},\"account\":{{\"owner_email\":\"csm{i}@example.com\",\"plan\":\"{plan}\"}}}}\n"
+        lines.push_str(&common::alert_line(
+            &format!("a{i}/inactive/2026-03-01"),
+            "firing",
+            "warning",
+            "2026-03-15T10:00:00Z",
+            Some(serde_json::json!({"owner_email": format!("csm{i}@example.com"), "plan": plan})),
         ));
     }
     let input = dir.path().join("alerts.ndjson");

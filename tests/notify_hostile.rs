@@ -5,11 +5,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use churnwatch::config::Config;
+use churnwatch::config::{Config, Severity};
+use churnwatch::engine::Status;
 use churnwatch::notify::deliver::{DeliveryError, Sender};
 use churnwatch::notify::render::Notification;
+use churnwatch::record::AlertRecord;
 use common::http::http_server;
-use serde_json::json;
 
 fn sender(toml: &str) -> Sender {
     Sender::new(
@@ -38,7 +39,11 @@ fn note(receiver: &str, owner: &str) -> Notification {
         receiver: receiver.into(),
         owner: owner.into(),
         owner_chat: None,
-        alerts: vec![json!({"id": format!("{owner}/inactive/2026-03-01"), "status": "firing"})],
+        alerts: vec![AlertRecord::sample(
+            &format!("{owner}/inactive/2026-03-01"),
+            Status::Firing,
+            Severity::Warning,
+        )],
         digest: false,
     }
 }

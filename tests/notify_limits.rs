@@ -10,18 +10,23 @@ use std::process::Command;
 use churnwatch::config::Config;
 use churnwatch::notify::deliver::Sender;
 use churnwatch::notify::render::Notification;
+use churnwatch::record::AlertRecord;
+use common::bin;
 use common::http::http_server;
-use common::{bin, churnwatch};
 use serde_json::{json, Value};
 
-fn warning(i: usize) -> Value {
-    json!({"id": format!("acct-{i}/inactive/2026-03-01"), "account_id": format!("acct-{i}"),
+fn warning(i: usize) -> AlertRecord {
+    serde_json::from_value(
+        json!({"id": format!("acct-{i}/inactive/2026-03-01"), "account_id": format!("acct-{i}"),
            "kind": "inactive", "status": "firing", "severity": "warning",
-           "event_time": "2026-03-15T00:00:00.000Z",
+           "event_time": "2026-03-15T00:00:00.000Z", "emitted_at": "2026-03-15T00:00:01.000Z",
+           "summary": "No activity for 14 days",
            "evidence": {"last_activity": "2026-03-01T10:00:00.000Z", "idle_days": 14},
            "account": {"name": format!("Account {i} {}", "with a long CRM name ".repeat(8)),
                        "owner_email": "ana@example.com", "owner_chat": "U024BE7LH",
-                       "plan": "growth", "mrr": (i * 10) as f64}})
+                       "plan": "growth", "mrr": (i * 10) as f64}}),
+    )
+    .unwrap()
 }
 
 fn sender(http: &str, extra: &str) -> Sender {
@@ -137,19 +142,9 @@ fn a_digest_of_120_warnings_reaches_slack_and_a_split_webhook() {
         assert_eq!(p.headers["idempotency-key"], format!("{key}.{}", i + 1));
         let v: Value = serde_json::from_str(&p.body).unwrap();
         assert_eq!(v["parts"], parts.len());
-        ids.extend(
-            v["alerts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|a| a["id"].as_str().unwrap().to_string()),
-        );
+        ids.extend(common::webhook_ids(&p.body).into_iter().map(|(id, _)| id));
     }
-    let want: Vec<String> = n
-        .alerts
-        .iter()
-        .map(|a| a["id"].as_str().unwrap().to_string())
-        .collect();
+    let want: Vec<String> = n.alerts.iter().map(|a| a.id.clone()).collect();
     assert_eq!(ids, want);
 }
 
@@ -158,32 +153,13 @@ fn a_digest_of_120_warnings_reaches_slack_and_a_split_webhook() {
 #[test]
 fn a_300_account_population_reaches_every_csm_on_slack() {
     let dir = tempfile::tempdir().unwrap();
-    let events = dir.path().join("events.ndjson");
-    let accounts = dir.path().join("accounts.csv");
-    churnwatch(&[
-        "gen",
-        "--accounts=300",
-        "--days=150",
-        "--seed=5",
-        "--output",
-        events.to_str().unwrap(),
-        "--accounts-file",
-        accounts.to_str().unwrap(),
-    ]);
-    let out = churnwatch(&[
-        "replay",
-        "-q",
-        "--input",
-        events.to_str().unwrap(),
-        "--rejects",
-        "/dev/null",
-        "--accounts",
-        accounts.to_str().unwrap(),
-    ]);
-    let alerts = dir.path().join("alerts.ndjson");
-    std::fs::write(&alerts, &out.stdout).unwrap();
+    let (alerts, text) = common::generated_alerts(
+        dir.path(),
+        &["--accounts=300", "--days=150", "--seed=5"],
+        true,
+    );
     let mut per_owner: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
+    for line in text.lines() {
         let r: Value = serde_json::from_str(line).unwrap();
         let owner = r["account"]["owner_email"]
             .as_str()

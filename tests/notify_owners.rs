@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use common::broker::Broker;
 use common::http::{http_server, Recorder};
-use common::{bin, ts, wait_for};
+use common::{ts, wait_for};
 
 const CONFIG: &str = "NOTIFY_OWNERS_CONFIG";
 const CLOCK: &str = "NOTIFY_OWNERS_CLOCK";
@@ -263,8 +263,12 @@ impl World {
         let mut n = 0;
         for i in accounts {
             for kind in kinds {
-                lines.push_str(&format!(
-                    "{{\"id\":\"acct-{i}/{kind}/2026-03-01\",\"account_id\":\"acct-{i}\",\"kind\":\"{kind}\",\"status\":\"firing\",\"severity\":\"warning\",\"event_time\":\"2026-03-07T09:00:00.000Z\",\"summary\":\"s\",\"evidence\":{{}}}}\n"
+                lines.push_str(&common::alert_line(
+                    &format!("acct-{i}/{kind}/2026-03-01"),
+                    "firing",
+                    "warning",
+                    "2026-03-07T09:00:00Z",
+                    None,
                 ));
                 // activity_drop goes to `drops` and to `hook`.
                 n += if *kind == "activity_drop" { 2 } else { 1 };
@@ -275,13 +279,7 @@ impl World {
             .path()
             .join(format!("alerts-{n}-{}.ndjson", lines.len()));
         std::fs::write(&f, lines).unwrap();
-        let p = Command::new(bin())
-            .args(["produce", "--input", f.to_str().unwrap(), "--topic"])
-            .arg(&self.alerts_topic)
-            .env("CHURNWATCH_KAFKA__BROKERS", &self.broker.bootstrap)
-            .output()
-            .unwrap();
-        assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+        self.broker.produce_ok(&f, &["--topic", &self.alerts_topic]);
         n
     }
 
@@ -298,17 +296,7 @@ impl World {
                     owner: v["owner"].as_str().unwrap().to_string(),
                     digest: v["digest"].as_bool().unwrap(),
                     key: r.headers["idempotency-key"].clone(),
-                    alerts: v["alerts"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|a| {
-                            (
-                                a["id"].as_str().unwrap().to_string(),
-                                a["status"].as_str().unwrap().to_string(),
-                            )
-                        })
-                        .collect(),
+                    alerts: common::webhook_ids(&r.body).into_iter().collect(),
                 }
             })
             .collect()

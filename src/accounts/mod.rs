@@ -271,14 +271,14 @@ impl MetaStore {
     }
 }
 
-/// Looks up an account's `account` object for alert records.
+/// Looks up an account's metadata (the `account` of its alert records).
 pub trait AccountLookup {
-    fn account_json(&self, account_id: &str) -> Option<serde_json::Value>;
+    fn account(&self, account_id: &str) -> Option<AccountMeta>;
 }
 
 impl AccountLookup for MetaStore {
-    fn account_json(&self, account_id: &str) -> Option<serde_json::Value> {
-        self.get(account_id).map(AccountMeta::to_json)
+    fn account(&self, account_id: &str) -> Option<AccountMeta> {
+        self.get(account_id).cloned()
     }
 }
 
@@ -338,8 +338,8 @@ impl Accounts {
 }
 
 impl AccountLookup for Accounts {
-    fn account_json(&self, account_id: &str) -> Option<serde_json::Value> {
-        self.get(account_id).as_ref().map(AccountMeta::to_json)
+    fn account(&self, account_id: &str) -> Option<AccountMeta> {
+        self.get(account_id)
     }
 }
 
@@ -532,7 +532,7 @@ mod tests {
             Some("ben@example.com")
         );
         assert_eq!(
-            a.account_json("globex").unwrap(),
+            a.account("globex").unwrap().to_json(),
             serde_json::json!({"plan": "growth", "mrr": 99.0})
         );
         let (id, m) = parse_topic_record(Some(b"acme"), None).unwrap();

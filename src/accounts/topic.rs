@@ -6,19 +6,19 @@
 //! partition and offset. Reading and following the topic are a loop that liveness
 //! watches (`Loop::Accounts`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use super::{parse_topic_record, Accounts, MetaStore};
 use crate::config::Config;
-use crate::kafka::client::{base_config, LogContext};
+use crate::kafka::client::LogContext;
+use crate::kafka::compacted;
 use crate::metrics::METRICS;
 use crate::server::{Health, Loop};
 
@@ -114,63 +114,27 @@ fn read_topic(
     accounts: &Accounts,
     health: &Health,
 ) -> anyhow::Result<BaseConsumer<LogContext>> {
-    // librdkafka wants a group id for position(), but with assign() and no commits
-    // there is no group membership.
-    let c: BaseConsumer<LogContext> = base_config(&cfg.kafka, "accounts")?
-        .set(
-            "group.id",
-            format!("{}-accounts-reader", cfg.kafka.group_id),
-        )
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "100")
-        .create_with_context(LogContext)?;
-    let md = c.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let parts = match md.topics().first() {
-        Some(t) if t.error().is_none() && !t.partitions().is_empty() => t.partitions().len() as i32,
-        _ => anyhow::bail!(
+    let c = compacted::reader(
+        &cfg.kafka,
+        "accounts",
+        format!("{}-accounts-reader", cfg.kafka.group_id),
+        true,
+    )?;
+    let Some(parts) = compacted::partition_count(&c, topic)? else {
+        anyhow::bail!(
             "topic {topic:?} (notify.accounts_topic) does not exist; create it with \
              cleanup.policy=compact and load it with `churnwatch produce --key-field account_id`"
-        ),
+        )
     };
-    let mut tpl = TopicPartitionList::new();
-    let mut ends = BTreeMap::new();
-    for p in 0..parts {
-        let (_, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10))?;
-        ends.insert(p, high);
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-    }
-    c.assign(&tpl)?;
+    let ends = compacted::assign_from_beginning(&c, topic, 0..parts)?;
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(600);
-    let mut records = 0u64;
-    loop {
-        health.beat(Loop::Accounts);
-        let pos = c.position()?;
-        let done = ends.iter().all(|(&p, &end)| {
-            end == 0
-                || pos
-                    .find_partition(topic, p)
-                    .and_then(|e| e.offset().to_raw())
-                    .unwrap_or(-1)
-                    >= end
-        });
-        if done {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "did not reach the end in 10 minutes"
-        );
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                records += 1;
-                apply(&m, accounts);
-            }
-            Some(Err(e)) => warn!(topic, error = %e, "accounts topic consumer error"),
-            None => {}
-        }
-    }
+    let records = compacted::read_to_end(
+        &c,
+        topic,
+        &ends,
+        || health.beat(Loop::Accounts),
+        |m| apply(m, accounts),
+    )?;
     info!(
         topic,
         records,

@@ -40,7 +40,7 @@ pub fn cmd_notify(
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
-        let v: serde_json::Value = serde_json::from_str(line)
+        let v: churnwatch::record::AlertRecord = serde_json::from_str(line)
             .with_context(|| format!("{} line {}: not an alert record", input.display(), i + 1))?;
         records.push(v);
     }
@@ -67,7 +67,7 @@ pub fn cmd_notify(
     let no_owner: std::collections::BTreeSet<&str> = notes
         .iter()
         .filter(|n| n.owner.is_empty())
-        .flat_map(|n| n.alerts.iter().filter_map(|a| a["id"].as_str()))
+        .flat_map(|n| n.alerts.iter().map(|a| a.id.as_str()))
         .collect();
     if !no_owner.is_empty() {
         eprintln!(

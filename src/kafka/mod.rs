@@ -3,6 +3,7 @@
 
 pub mod changelog;
 pub mod client;
+pub mod compacted;
 pub mod daemon;
 pub mod input;
 mod process;

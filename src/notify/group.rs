@@ -9,9 +9,11 @@
 use std::collections::{BTreeMap, HashMap};
 
 use jiff::tz::TimeZone;
-use serde_json::Value;
 
 use super::render::Notification;
+use crate::config::Severity;
+use crate::engine::Status;
+use crate::record::AlertRecord;
 use crate::time::Millis;
 
 const HOUR: Millis = 3_600_000;
@@ -27,8 +29,8 @@ pub const MAX_FIRING_PER_GROUP: usize = 10_000;
 
 /// Cuts a batch into notifications within [`MAX_BATCH_ALERTS`] and
 /// [`MAX_BATCH_BYTES`], in order. A record larger than the byte cap goes alone.
-fn split_batch(alerts: Vec<Value>) -> Vec<Vec<Value>> {
-    let mut out: Vec<Vec<Value>> = Vec::new();
+fn split_batch(alerts: Vec<AlertRecord>) -> Vec<Vec<AlertRecord>> {
+    let mut out: Vec<Vec<AlertRecord>> = Vec::new();
     let mut size = 0;
     for a in alerts {
         let len = serde_json::to_string(&a).map_or(0, |t| t.len());
@@ -67,11 +69,7 @@ impl Timing {
             send_resolved: n.send_resolved,
             digest: (n.digest_hour >= 0).then(|| Digest {
                 hour: n.digest_hour as i8,
-                severities: n
-                    .digest_severities
-                    .iter()
-                    .map(|s| s.as_str().to_string())
-                    .collect(),
+                severities: n.digest_severities.clone(),
                 // Validated with the config.
                 default_tz: TimeZone::get(&n.default_timezone).unwrap_or(TimeZone::UTC),
             }),
@@ -85,7 +83,7 @@ impl Timing {
 pub struct Digest {
     /// Local hour, 0-23.
     pub hour: i8,
-    pub severities: Vec<String>,
+    pub severities: Vec<Severity>,
     /// For owners whose accounts name no (known) time zone.
     pub default_tz: TimeZone,
 }
@@ -124,17 +122,47 @@ impl Digest {
 struct Group {
     owner_chat: Option<String>,
     /// Records waiting for the next notification of this group, in arrival order.
-    pending: Vec<Value>,
+    pending: Vec<AlertRecord>,
     /// Records held for the next digest of this group, in arrival order.
-    held: Vec<Value>,
+    held: Vec<AlertRecord>,
     /// When the held records go out.
     digest_at: Option<Millis>,
     /// The owner's time zone (of the latest record that named one).
     tz: Option<TimeZone>,
     /// Firing alerts of the group by id, with when they were last notified.
-    firing: BTreeMap<String, (Value, Option<Millis>)>,
+    firing: BTreeMap<String, (AlertRecord, Option<Millis>)>,
     next_flush: Option<Millis>,
     last_flush: Option<Millis>,
+}
+
+impl Group {
+    /// Sends `alerts` (taken from the batch or the digest) as notifications. The repeat
+    /// clock of their firing alerts restarts when they leave, delivered or not, so a
+    /// failing receiver is not asked again on every tick.
+    fn flush(
+        &mut self,
+        alerts: Vec<AlertRecord>,
+        now: Millis,
+        receiver: &str,
+        owner: &str,
+        digest: bool,
+        out: &mut Vec<Notification>,
+    ) {
+        for a in alerts.iter().filter(|a| a.is_firing()) {
+            if let Some(entry) = self.firing.get_mut(&a.id) {
+                entry.1 = Some(now);
+            }
+        }
+        for alerts in split_batch(alerts) {
+            out.push(Notification {
+                receiver: receiver.to_string(),
+                owner: owner.to_string(),
+                owner_chat: self.owner_chat.clone(),
+                alerts,
+                digest,
+            });
+        }
+    }
 }
 
 /// Groups keyed by (receiver, owner).
@@ -153,10 +181,6 @@ pub struct Grouper {
     zones: HashMap<String, Option<TimeZone>>,
 }
 
-fn field<'a>(r: &'a Value, k: &str) -> &'a str {
-    r.get(k).and_then(Value::as_str).unwrap_or("")
-}
-
 impl Grouper {
     pub fn new(timing: Timing) -> Grouper {
         Grouper {
@@ -169,17 +193,17 @@ impl Grouper {
     }
 
     /// Whether a record goes to the digest rather than a normal batch.
-    fn for_digest(&self, record: &Value) -> bool {
-        self.timing.digest.as_ref().is_some_and(|d| {
-            let sev = field(record, "severity");
-            d.severities.iter().any(|s| s == sev)
-        })
+    fn for_digest(&self, record: &AlertRecord) -> bool {
+        self.timing
+            .digest
+            .as_ref()
+            .is_some_and(|d| d.severities.contains(&record.severity))
     }
 
     /// When a firing alert last notified at `last` is due again: after
     /// `repeat_interval`; for digest alerts up to an hour earlier, so that a day made
     /// shorter by a DST change does not skip a digest.
-    fn repeat_due(&self, record: &Value, last: Millis) -> Millis {
+    fn repeat_due(&self, record: &AlertRecord, last: Millis) -> Millis {
         let r = self.timing.repeat_interval;
         if self.for_digest(record) {
             last + (r - HOUR).max(r / 2)
@@ -189,11 +213,11 @@ impl Grouper {
     }
 
     /// The time zone named by a record's account metadata, if it is a known one.
-    fn zone_of(&mut self, record: &Value) -> Option<TimeZone> {
+    fn zone_of(&mut self, record: &AlertRecord) -> Option<TimeZone> {
         let name = record
-            .get("account")
-            .and_then(|m| m.get("timezone"))
-            .and_then(Value::as_str)
+            .account
+            .as_ref()
+            .and_then(|m| m.timezone.as_deref())
             .filter(|n| !n.is_empty())?;
         self.zones
             .entry(name.to_string())
@@ -230,11 +254,11 @@ impl Grouper {
         receiver: &str,
         owner: &str,
         owner_chat: Option<String>,
-        record: Value,
+        record: AlertRecord,
     ) -> bool {
-        let id = field(&record, "id").to_string();
-        let status = field(&record, "status").to_string();
-        let critical = field(&record, "severity") == "critical";
+        let id = record.id.clone();
+        let status = record.status;
+        let critical = record.severity == Severity::Critical;
         let digest = self.for_digest(&record);
         let zone = if digest { self.zone_of(&record) } else { None };
         let g = self
@@ -247,8 +271,8 @@ impl Grouper {
         if zone.is_some() {
             g.tz = zone;
         }
-        match status.as_str() {
-            "firing" => {
+        match status {
+            Status::Firing => {
                 g.firing.insert(id.clone(), (record.clone(), None));
                 if g.firing.len() > MAX_FIRING_PER_GROUP {
                     let oldest = g
@@ -262,30 +286,31 @@ impl Grouper {
                     }
                 }
             }
-            _ => {
+            Status::Resolved => {
                 g.firing.remove(&id);
                 // A firing record still waiting (in a batch or for the digest) is
                 // superseded by its resolution.
                 let before = g.pending.len() + g.held.len();
-                g.pending.retain(|r| field(r, "id") != id);
-                g.held.retain(|r| field(r, "id") != id);
+                g.pending.retain(|r| r.id != id);
+                g.held.retain(|r| r.id != id);
                 if g.pending.len() + g.held.len() != before {
                     self.superseded
                         .push((receiver.to_string(), id.clone(), "firing".to_string()));
                 }
             }
         }
-        if self
-            .sent
-            .contains_key(&(receiver.to_string(), id.clone(), status.clone()))
-            || (status == "resolved" && !self.timing.send_resolved)
+        if self.sent.contains_key(&(
+            receiver.to_string(),
+            id.clone(),
+            status.as_str().to_string(),
+        )) || (status == Status::Resolved && !self.timing.send_resolved)
         {
             return false;
         }
         if g.pending
             .iter()
             .chain(&g.held)
-            .any(|r| field(r, "id") == id && field(r, "status") == status)
+            .any(|r| r.id == id && r.status == status)
         {
             return false;
         }
@@ -316,10 +341,7 @@ impl Grouper {
             for (id, (rec, last)) in g.firing.iter() {
                 let Some(l) = *last else { continue };
                 if now < self.repeat_due(rec, l)
-                    || g.pending
-                        .iter()
-                        .chain(&g.held)
-                        .any(|r| field(r, "id") == id)
+                    || g.pending.iter().chain(&g.held).any(|r| r.id == *id)
                 {
                     continue;
                 }
@@ -337,54 +359,16 @@ impl Grouper {
                     }
                 }
             }
-            match g.digest_at {
-                Some(at) if at <= now => {
-                    g.digest_at = None;
-                    if !g.held.is_empty() {
-                        for a in &g.held {
-                            if let Some(entry) = g.firing.get_mut(field(a, "id")) {
-                                if field(a, "status") == "firing" {
-                                    entry.1 = Some(now);
-                                }
-                            }
-                        }
-                        for alerts in split_batch(std::mem::take(&mut g.held)) {
-                            out.push(Notification {
-                                receiver: receiver.clone(),
-                                owner: owner.clone(),
-                                owner_chat: g.owner_chat.clone(),
-                                alerts,
-                                digest: true,
-                            });
-                        }
-                    }
-                }
-                _ => {}
+            if g.digest_at.is_some_and(|at| at <= now) {
+                g.digest_at = None;
+                let held = std::mem::take(&mut g.held);
+                g.flush(held, now, receiver, owner, true, &mut out);
             }
-            match g.next_flush {
-                Some(at) if at <= now && !g.pending.is_empty() => {
-                    // The repeat clock restarts when a batch leaves, delivered or not, so
-                    // a failing receiver is not asked again on every tick.
-                    for a in &g.pending {
-                        if let Some(entry) = g.firing.get_mut(field(a, "id")) {
-                            if field(a, "status") == "firing" {
-                                entry.1 = Some(now);
-                            }
-                        }
-                    }
-                    for alerts in split_batch(std::mem::take(&mut g.pending)) {
-                        out.push(Notification {
-                            receiver: receiver.clone(),
-                            owner: owner.clone(),
-                            owner_chat: g.owner_chat.clone(),
-                            alerts,
-                            digest: false,
-                        });
-                    }
-                    g.last_flush = Some(now);
-                    g.next_flush = None;
-                }
-                _ => {}
+            if g.next_flush.is_some_and(|at| at <= now) && !g.pending.is_empty() {
+                let pending = std::mem::take(&mut g.pending);
+                g.flush(pending, now, receiver, owner, false, &mut out);
+                g.last_flush = Some(now);
+                g.next_flush = None;
             }
         }
         // A group with nothing waiting, held or firing is forgotten.
@@ -419,8 +403,8 @@ impl Grouper {
             self.sent.insert(
                 (
                     n.receiver.clone(),
-                    field(a, "id").to_string(),
-                    field(a, "status").to_string(),
+                    a.id.clone(),
+                    a.status.as_str().to_string(),
                 ),
                 now,
             );
@@ -482,8 +466,22 @@ mod tests {
         }
     }
 
-    fn rec(id: &str, status: &str, severity: &str) -> Value {
-        json!({"id": id, "status": status, "severity": severity})
+    fn rec(id: &str, status: &str, severity: &str) -> AlertRecord {
+        let status = match status {
+            "firing" => Status::Firing,
+            _ => Status::Resolved,
+        };
+        AlertRecord::sample(id, status, serde_json::from_value(json!(severity)).unwrap())
+    }
+
+    /// Adds a firing warning for `owner` to the `csm` receiver.
+    fn fire(g: &mut Grouper, now: Millis, owner: &str, id: &str) -> bool {
+        g.add(now, "csm", owner, None, rec(id, "firing", "warning"))
+    }
+
+    /// Adds the resolution of a warning for `owner` to the `csm` receiver.
+    fn resolve(g: &mut Grouper, now: Millis, owner: &str, id: &str) -> bool {
+        g.add(now, "csm", owner, None, rec(id, "resolved", "warning"))
     }
 
     fn ids(ns: &[Notification]) -> Vec<Vec<String>> {
@@ -491,7 +489,7 @@ mod tests {
             .map(|n| {
                 n.alerts
                     .iter()
-                    .map(|a| format!("{}:{}", field(a, "id"), field(a, "status")))
+                    .map(|a| format!("{}:{}", a.id, a.status.as_str()))
                     .collect()
             })
             .collect()
@@ -501,13 +499,7 @@ mod tests {
     fn batches_are_bounded_and_old_deliveries_pruned() {
         let mut g = Grouper::new(timing());
         for i in 0..1_234 {
-            assert!(g.add(
-                0,
-                "csm",
-                "ana",
-                None,
-                rec(&format!("a{i}"), "firing", "warning")
-            ));
+            assert!(fire(&mut g, 0, "ana", &format!("a{i}")));
         }
         let due = g.due(60 * S);
         assert_eq!(
@@ -516,16 +508,16 @@ mod tests {
         );
         let ids: Vec<String> = due
             .iter()
-            .flat_map(|n| {
-                n.alerts
-                    .iter()
-                    .map(|a| a["id"].as_str().unwrap().to_string())
-            })
+            .flat_map(|n| n.alerts.iter().map(|a| a.id.clone()))
             .collect();
         assert_eq!(ids[0], "a0");
         assert_eq!(ids[1_233], "a1233");
-        let big: Vec<Value> = (0..100)
-            .map(|i| json!({"id": format!("b{i}"), "pad": "x".repeat(20_000)}))
+        let big: Vec<AlertRecord> = (0..100)
+            .map(|i| {
+                let mut r = rec(&format!("b{i}"), "firing", "warning");
+                r.summary = "x".repeat(20_000);
+                r
+            })
             .collect();
         let parts = split_batch(big);
         assert!(parts.len() > 3);
@@ -545,27 +537,9 @@ mod tests {
     #[test]
     fn waits_for_the_group_then_batches_by_interval() {
         let mut g = Grouper::new(timing());
-        assert!(g.add(
-            0,
-            "csm",
-            "ana",
-            None,
-            rec("a/inactive/1", "firing", "warning")
-        ));
-        assert!(g.add(
-            10 * S,
-            "csm",
-            "ana",
-            None,
-            rec("a/activity_drop/1", "firing", "warning")
-        ));
-        assert!(g.add(
-            10 * S,
-            "csm",
-            "ben",
-            None,
-            rec("b/inactive/1", "firing", "warning")
-        ));
+        assert!(fire(&mut g, 0, "ana", "a/inactive/1"));
+        assert!(fire(&mut g, 10 * S, "ana", "a/activity_drop/1"));
+        assert!(fire(&mut g, 10 * S, "ben", "b/inactive/1"));
         assert!(g.due(29 * S).is_empty());
         assert_eq!(g.next_wakeup(), Some(30 * S));
         let first = g.due(30 * S);
@@ -577,13 +551,7 @@ mod tests {
         g.delivered(&first[0], 30 * S);
         assert_eq!(ids(&g.due(40 * S)), [["b/inactive/1:firing"]]);
         // A later alert for ana waits for group_interval after her last batch.
-        assert!(g.add(
-            60 * S,
-            "csm",
-            "ana",
-            None,
-            rec("c/inactive/1", "firing", "warning")
-        ));
+        assert!(fire(&mut g, 60 * S, "ana", "c/inactive/1"));
         assert!(g.due(329 * S).is_empty());
         assert_eq!(ids(&g.due(330 * S)), [["c/inactive/1:firing"]]);
     }
@@ -614,20 +582,8 @@ mod tests {
     #[test]
     fn resolution_supersedes_a_pending_firing_and_is_sent_once() {
         let mut g = Grouper::new(timing());
-        g.add(
-            0,
-            "csm",
-            "ana",
-            None,
-            rec("a/inactive/1", "firing", "warning"),
-        );
-        g.add(
-            5 * S,
-            "csm",
-            "ana",
-            None,
-            rec("a/inactive/1", "resolved", "warning"),
-        );
+        fire(&mut g, 0, "ana", "a/inactive/1");
+        resolve(&mut g, 5 * S, "ana", "a/inactive/1");
         let n = g.due(30 * S);
         assert_eq!(ids(&n), [["a/inactive/1:resolved"]]);
         assert_eq!(
@@ -642,25 +598,13 @@ mod tests {
             send_resolved: false,
             ..timing()
         });
-        assert!(!quiet.add(
-            0,
-            "csm",
-            "ana",
-            None,
-            rec("a/inactive/1", "resolved", "warning")
-        ));
+        assert!(!resolve(&mut quiet, 0, "ana", "a/inactive/1"));
     }
 
     #[test]
     fn still_firing_alerts_repeat() {
         let mut g = Grouper::new(timing());
-        g.add(
-            0,
-            "csm",
-            "ana",
-            None,
-            rec("a/inactive/1", "firing", "warning"),
-        );
+        fire(&mut g, 0, "ana", "a/inactive/1");
         let n = g.due(30 * S);
         g.delivered(&n[0], 30 * S);
         assert_eq!(g.next_wakeup(), Some(30 * S + 86_400 * S));
@@ -669,13 +613,7 @@ mod tests {
         // Once resolved, it stops repeating.
         let n = g.due(86_430 * S);
         assert!(n.is_empty());
-        g.add(
-            90_000 * S,
-            "csm",
-            "ana",
-            None,
-            rec("a/inactive/1", "resolved", "warning"),
-        );
+        resolve(&mut g, 90_000 * S, "ana", "a/inactive/1");
         assert_eq!(g.pending(), 1);
     }
 
@@ -688,20 +626,8 @@ mod tests {
             !g.was_sent("team", "a/inactive/1", "firing"),
             "another receiver's delivery is its own"
         );
-        assert!(!g.add(
-            10 * S,
-            "csm",
-            "ana",
-            None,
-            rec("a/inactive/1", "firing", "warning")
-        ));
-        assert!(g.add(
-            10 * S,
-            "csm",
-            "ana",
-            None,
-            rec("a/inactive/1", "resolved", "warning")
-        ));
+        assert!(!fire(&mut g, 10 * S, "ana", "a/inactive/1"));
+        assert!(resolve(&mut g, 10 * S, "ana", "a/inactive/1"));
     }
 
     // --- Daily digest -------------------------------------------------------------
@@ -714,7 +640,7 @@ mod tests {
         Timing {
             digest: Some(Digest {
                 hour,
-                severities: vec!["warning".into()],
+                severities: vec![Severity::Warning],
                 default_tz: TimeZone::UTC,
             }),
             ..timing()
@@ -722,11 +648,14 @@ mod tests {
     }
 
     /// An alert record of an account whose metadata names a time zone.
-    fn zrec(id: &str, status: &str, severity: &str, tz: Option<&str>) -> Value {
+    fn zrec(id: &str, status: &str, severity: &str, tz: Option<&str>) -> AlertRecord {
         let mut r = rec(id, status, severity);
-        r["account_id"] = json!(id.split('/').next().unwrap());
         if let Some(tz) = tz {
-            r["account"] = json!({ "timezone": tz });
+            r.account = Some(crate::accounts::AccountMeta {
+                account_id: r.account_id.clone(),
+                timezone: Some(tz.to_string()),
+                ..Default::default()
+            });
         }
         r
     }
@@ -1029,7 +958,7 @@ mod tests {
         // log, read back at start, keeps the re-read records from a second digest.
         let mut third = Grouper::new(digest_timing(9));
         for r in &records {
-            third.remember("csm", field(r, "id"), "firing", t("2026-03-08T08:00:01Z"));
+            third.remember("csm", &r.id, "firing", t("2026-03-08T08:00:01Z"));
         }
         for r in &records {
             assert!(!third.add(t("2026-03-08T08:00:05Z"), "csm", "ben", None, r.clone()));

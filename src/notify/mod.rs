@@ -10,29 +10,32 @@ pub mod silence_api;
 
 use std::collections::HashSet;
 
-use serde_json::Value;
-
 use crate::accounts::AccountLookup;
 use crate::config::NotifyConfig;
+use crate::engine::Status;
+use crate::record::AlertRecord;
 use render::Notification;
 
 /// Routing labels of an alert record (its own fields and its `account` metadata).
-impl route::Labels for Value {
+/// Numbers read as the record writes them (`mrr` 1200 is `1200.0`).
+impl route::Labels for AlertRecord {
     fn label(&self, key: &str) -> Option<String> {
-        let from_record = |k: &str| self.get(k).and_then(Value::as_str).map(str::to_string);
-        let from_account = |k: &str| {
-            self.get("account")
-                .and_then(|m| m.get(k))
-                .and_then(|v| match v {
-                    Value::String(s) => Some(s.clone()),
-                    Value::Number(n) => Some(n.to_string()),
-                    _ => None,
-                })
-        };
+        let json_number = |x: f64| serde_json::Number::from_f64(x).map(|n| n.to_string());
         match key {
-            "kind" | "severity" | "status" | "account_id" => from_record(key),
-            "owner" => from_account("owner_email"),
-            other => from_account(other),
+            "kind" => Some(self.kind.as_str().to_string()),
+            "severity" => Some(self.severity.as_str().to_string()),
+            "status" => Some(self.status.as_str().to_string()),
+            "account_id" => Some(self.account_id.clone()),
+            _ => {
+                let m = self.account.as_ref()?;
+                match key {
+                    "owner" | "owner_email" => m.owner_email.clone(),
+                    "mrr" => m.mrr.and_then(json_number),
+                    "arr" => m.arr.and_then(json_number),
+                    "crm_url" => m.crm_url.clone(),
+                    other => m.label(other),
+                }
+            }
         }
         .filter(|v| !v.is_empty())
     }
@@ -40,13 +43,9 @@ impl route::Labels for Value {
 
 /// Sets the record's `account` to the account's current metadata, when it is known
 /// (what the detector attached may be older); else leaves the record as it is.
-pub fn attach_account(record: &mut Value, meta: &dyn AccountLookup) {
-    let id = record
-        .get("account_id")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    if let Some(m) = meta.account_json(id) {
-        record["account"] = m;
+pub fn attach_account(record: &mut AlertRecord, meta: &dyn AccountLookup) {
+    if let Some(m) = meta.account(&record.account_id) {
+        record.account = Some(m);
     }
 }
 
@@ -55,23 +54,15 @@ pub fn attach_account(record: &mut Value, meta: &dyn AccountLookup) {
 /// then batched per receiver and owner so that one CSM gets one message.
 pub fn plan(
     cfg: &NotifyConfig,
-    records: impl IntoIterator<Item = Value>,
+    records: impl IntoIterator<Item = AlertRecord>,
     meta: &dyn AccountLookup,
 ) -> Vec<Notification> {
-    let mut seen: HashSet<(String, String)> = HashSet::new();
+    let mut seen: HashSet<(String, Status)> = HashSet::new();
     let mut out: Vec<Notification> = Vec::new();
     for mut r in records {
-        let id = r
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let status = r
-            .get("status")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        if !seen.insert((id, status.clone())) || (status == "resolved" && !cfg.send_resolved) {
+        if !seen.insert((r.id.clone(), r.status))
+            || (r.status == Status::Resolved && !cfg.send_resolved)
+        {
             continue;
         }
         attach_account(&mut r, meta);

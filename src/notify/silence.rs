@@ -8,16 +8,16 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::kafka::client::LogContext;
-use crate::replay::wall_clock_ms;
-use crate::time::{format_rfc3339, Millis};
+use crate::kafka::compacted;
+use crate::record::AlertRecord;
+use crate::time::{format_rfc3339, wall_clock_ms, Millis};
 
 /// One silence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,17 +41,16 @@ impl Silence {
     }
 
     /// Whether it silences this alert record now.
-    pub fn matches(&self, record: &Value, now: Millis) -> bool {
-        let field = |k: &str| record.get(k).and_then(Value::as_str);
+    pub fn matches(&self, record: &AlertRecord, now: Millis) -> bool {
         self.active(now)
             && self
                 .account_id
                 .as_deref()
-                .is_none_or(|a| field("account_id") == Some(a))
+                .is_none_or(|a| record.account_id == a)
             && self
                 .kind
                 .as_deref()
-                .is_none_or(|k| field("kind") == Some(k))
+                .is_none_or(|k| record.kind.as_str() == k)
     }
 
     pub fn to_api(&self) -> Value {
@@ -106,7 +105,7 @@ impl Silences {
     }
 
     /// The silence that mutes this record now, if any.
-    pub fn muting(&self, record: &Value, now: Millis) -> Option<String> {
+    pub fn muting(&self, record: &AlertRecord, now: Millis) -> Option<String> {
         self.by_id
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -143,13 +142,8 @@ pub fn follow(
     stop: Arc<std::sync::atomic::AtomicBool>,
     beat: impl Fn(),
 ) -> anyhow::Result<()> {
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-    let parts = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..parts {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
+    let parts = compacted::partition_count(&consumer, topic)?.unwrap_or(0);
+    compacted::assign_from_beginning(&consumer, topic, 0..parts)?;
     let mut last_cleanup: Option<std::time::Instant> = None;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         beat();
@@ -189,14 +183,12 @@ pub fn start(
     let topic = format!("{}-silences", cfg.notify.group_id);
     crate::kafka::topics::ensure_compacted(&cfg.kafka, &topic, 1)?;
     let store = Arc::new(Silences::default());
-    let consumer: BaseConsumer<LogContext> = base_config(&cfg.kafka, "silences")?
-        .set(
-            "group.id",
-            format!("{}-silences-reader", cfg.notify.group_id),
-        )
-        .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "100")
-        .create_with_context(LogContext)?;
+    let consumer = compacted::reader(
+        &cfg.kafka,
+        "silences",
+        format!("{}-silences-reader", cfg.notify.group_id),
+        false,
+    )?;
     let producer: rdkafka::producer::FutureProducer<LogContext> =
         base_config(&cfg.kafka, "silences-producer")?
             .set("enable.idempotence", "true")
@@ -239,7 +231,6 @@ pub fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn matching() {
@@ -253,8 +244,15 @@ mod tests {
             created_at_ms: 0,
             expired_at_ms: None,
         };
-        let acme = json!({"account_id": "acme", "kind": "inactive"});
-        let other = json!({"account_id": "globex", "kind": "inactive"});
+        let firing = |id: &str| {
+            crate::record::AlertRecord::sample(
+                id,
+                crate::engine::Status::Firing,
+                crate::config::Severity::Warning,
+            )
+        };
+        let acme = firing("acme/inactive/1");
+        let other = firing("globex/inactive/1");
         assert!(s.matches(&acme, 999));
         assert!(!s.matches(&acme, 1000));
         assert!(!s.matches(&other, 0));

@@ -24,8 +24,8 @@ use super::silence::{Silence, Silences};
 use crate::accounts::Accounts;
 use crate::inbox::model::{Principal, Role};
 use crate::kafka::client::LogContext;
-use crate::replay::wall_clock_ms;
 use crate::server::auth::{forbidden, with_auth, Authenticator, LEGACY_TOKEN_EMAIL};
+use crate::time::wall_clock_ms;
 use crate::time::{parse_rfc3339, Millis};
 
 /// Largest request body of the API.

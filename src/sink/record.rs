@@ -1,45 +1,112 @@
-//! The alert record: the JSON object published per alert transition (spec: "Alert
-//! record"), with a one-line human summary.
+//! Builds the alert record ([`crate::record::AlertRecord`]) of an engine alert: its
+//! id, the evidence as published and a one-line human summary.
 
-use serde_json::{json, Map, Value};
-
+use crate::accounts::AccountLookup;
 use crate::engine::{Alert, AlertKind, Evidence, ResolveReason, Status};
-use crate::time::{day_of, format_day, format_rfc3339, Millis, DAY};
+use crate::record::{
+    ActivityDropEvidence, AlertRecord, InactiveEvidence, NotActivatedEvidence, RecordEvidence,
+    ResolvedEvidence,
+};
+use crate::time::{day_of, format_day, Millis, DAY};
 
 /// Builds the record of `alert`, stamped with `emitted_at` (wall clock).
-pub fn to_record(alert: &Alert, emitted_at: Millis) -> Value {
-    let mut m = Map::with_capacity(10);
-    m.insert("id".into(), alert.id().into());
-    m.insert("account_id".into(), alert.account_id.clone().into());
-    m.insert("kind".into(), alert.kind.as_str().into());
-    m.insert("status".into(), alert.status.as_str().into());
-    m.insert("severity".into(), alert.severity.as_str().into());
-    m.insert("event_time".into(), format_rfc3339(alert.event_time).into());
-    m.insert("emitted_at".into(), format_rfc3339(emitted_at).into());
-    m.insert("summary".into(), summary(alert).into());
-    m.insert("evidence".into(), evidence(&alert.evidence));
-    Value::Object(m)
+pub fn to_record(alert: &Alert, emitted_at: Millis) -> AlertRecord {
+    let evidence = evidence(&alert.evidence);
+    AlertRecord {
+        id: alert.id(),
+        account_id: alert.account_id.clone(),
+        kind: alert.kind,
+        status: alert.status,
+        severity: alert.severity,
+        event_time: alert.event_time,
+        emitted_at,
+        summary: describe(alert, &evidence),
+        evidence,
+        account: None,
+    }
+}
+
+impl AlertRecord {
+    /// A record for tests and examples, built as the detector builds it: `id` is
+    /// `account/kind/episode` (an unknown kind reads as `inactive`), with the evidence
+    /// of its kind (firing) or a resolution, event time 2026-03-05, no account
+    /// metadata. The activity drop is the one of the published example.
+    #[doc(hidden)]
+    pub fn sample(id: &str, status: Status, severity: crate::config::Severity) -> AlertRecord {
+        let mut parts = id.splitn(3, '/');
+        let account_id = parts.next().unwrap_or_default().to_string();
+        let kind = match parts.next() {
+            Some("not_activated") => AlertKind::NotActivated,
+            Some("activity_drop") => AlertKind::ActivityDrop,
+            _ => AlertKind::Inactive,
+        };
+        let episode = parts.next().unwrap_or_default().to_string();
+        let at = crate::time::days_from_civil(2026, 3, 5) * DAY;
+        let evidence = match (status, kind) {
+            (Status::Resolved, AlertKind::NotActivated) => {
+                Evidence::resolved(ResolveReason::Activated, None)
+            }
+            (Status::Resolved, AlertKind::Inactive) => {
+                Evidence::resolved(ResolveReason::ActivityResumed, None)
+            }
+            (Status::Resolved, AlertKind::ActivityDrop) => {
+                Evidence::resolved(ResolveReason::Recovered, None)
+            }
+            (Status::Firing, AlertKind::NotActivated) => Evidence::NotActivated {
+                after_days: 30,
+                start: at - 30 * DAY,
+                active_days: 1,
+                active_users: 1,
+                events: 3,
+                missing_events: vec![],
+            },
+            (Status::Firing, AlertKind::Inactive) => Evidence::Inactive {
+                last_activity: at - 14 * DAY,
+                idle_days: 14,
+            },
+            (Status::Firing, AlertKind::ActivityDrop) => Evidence::ActivityDrop {
+                observed: 12,
+                expected: 71.5,
+                drop_pct: 1.0 - 12.0 / 71.5,
+                p_value: 2.1e-9,
+                model: crate::engine::stats::Model::NegativeBinomial,
+                recent_days: 7,
+                baseline_days: 28,
+                users_metric: false,
+            },
+        };
+        let alert = Alert {
+            account_id,
+            kind,
+            status,
+            severity,
+            episode,
+            event_time: at,
+            evidence,
+        };
+        let mut r = to_record(&alert, at);
+        r.id = id.to_string();
+        r
+    }
 }
 
 /// Serializes the record as one JSON line (no trailing newline).
 pub fn to_json_line(alert: &Alert, emitted_at: Millis) -> String {
-    to_record(alert, emitted_at).to_string()
+    serde_json::to_string(&to_record(alert, emitted_at)).expect("a record serializes")
 }
 
 /// The record with the account's metadata under `account`, when known.
-pub fn to_json_line_with<M: crate::accounts::AccountLookup + ?Sized>(
+pub fn to_json_line_with<M: AccountLookup + ?Sized>(
     alert: &Alert,
     emitted_at: Millis,
     meta: Option<&M>,
 ) -> String {
     let mut r = to_record(alert, emitted_at);
-    if let Some(m) = meta.and_then(|m| m.account_json(&alert.account_id)) {
-        r["account"] = m;
-    }
-    r.to_string()
+    r.account = meta.and_then(|m| m.account(&alert.account_id));
+    serde_json::to_string(&r).expect("a record serializes")
 }
 
-fn evidence(e: &Evidence) -> Value {
+fn evidence(e: &Evidence) -> RecordEvidence {
     match e {
         Evidence::NotActivated {
             after_days,
@@ -48,20 +115,20 @@ fn evidence(e: &Evidence) -> Value {
             active_users,
             events,
             missing_events,
-        } => json!({
-            "after_days": after_days,
-            "start": format_rfc3339(*start),
-            "active_days": active_days,
-            "active_users": active_users,
-            "events": events,
-            "missing_events": missing_events,
+        } => RecordEvidence::NotActivated(NotActivatedEvidence {
+            after_days: *after_days,
+            start: *start,
+            active_days: *active_days,
+            active_users: *active_users,
+            events: *events,
+            missing_events: missing_events.clone(),
         }),
         Evidence::Inactive {
             last_activity,
             idle_days,
-        } => json!({
-            "last_activity": format_rfc3339(*last_activity),
-            "idle_days": idle_days,
+        } => RecordEvidence::Inactive(InactiveEvidence {
+            last_activity: *last_activity,
+            idle_days: *idle_days,
         }),
         Evidence::ActivityDrop {
             observed,
@@ -72,16 +139,18 @@ fn evidence(e: &Evidence) -> Value {
             recent_days,
             baseline_days,
             ..
-        } => json!({
-            "observed": observed,
-            "expected": expected,
-            "drop_pct": drop_pct,
-            "p_value": p_value,
-            "model": model.as_str(),
-            "recent_days": recent_days,
-            "baseline_days": baseline_days,
+        } => RecordEvidence::ActivityDrop(ActivityDropEvidence {
+            observed: *observed,
+            expected: *expected,
+            drop_pct: *drop_pct,
+            p_value: *p_value,
+            model: *model,
+            recent_days: *recent_days,
+            baseline_days: *baseline_days,
         }),
-        Evidence::Resolved { reason, .. } => json!({ "reason": reason.as_str() }),
+        Evidence::Resolved { reason, .. } => {
+            RecordEvidence::Resolved(ResolvedEvidence { reason: *reason })
+        }
     }
 }
 
@@ -109,50 +178,39 @@ fn round1(x: f64) -> String {
 
 /// A one-line explanation a CSM can read without the evidence.
 pub fn summary(a: &Alert) -> String {
-    match (&a.evidence, a.status) {
-        (
-            Evidence::NotActivated {
-                after_days,
-                start,
-                active_days,
-                active_users,
-                events,
-                missing_events,
-            },
-            _,
-        ) => {
+    describe(a, &evidence(&a.evidence))
+}
+
+/// The summary of `a`, whose evidence as published is `e`.
+fn describe(a: &Alert, e: &RecordEvidence) -> String {
+    match (&a.evidence, e) {
+        (_, RecordEvidence::NotActivated(e)) => {
             let mut s = format!(
-                "Not activated {after_days} days after start on {}: {} active, {}, {}",
-                format_day(day_of(*start)),
-                plural(*active_days, "day", "days"),
-                plural(*active_users, "user", "users"),
-                plural(*events, "event", "events"),
+                "Not activated {} days after start on {}: {} active, {}, {}",
+                e.after_days,
+                format_day(day_of(e.start)),
+                plural(e.active_days, "day", "days"),
+                plural(e.active_users, "user", "users"),
+                plural(e.events, "event", "events"),
             );
-            if !missing_events.is_empty() {
-                s.push_str(&format!("; never used: {}", missing_events.join(", ")));
+            if !e.missing_events.is_empty() {
+                s.push_str(&format!("; never used: {}", e.missing_events.join(", ")));
             }
             s
         }
-        (Evidence::Inactive { last_activity, idle_days }, _) => format!(
-            "No activity for {idle_days} days (last activity {})",
-            format_day(day_of(*last_activity))
+        (_, RecordEvidence::Inactive(e)) => format!(
+            "No activity for {} days (last activity {})",
+            e.idle_days,
+            format_day(day_of(e.last_activity))
         ),
-        (
-            Evidence::ActivityDrop {
-                observed,
-                expected,
-                drop_pct,
-                p_value,
-                recent_days,
-                users_metric,
-                ..
-            },
-            _,
-        ) => format!(
-            "Activity dropped {:.0}% over the last {recent_days} days ({observed} {} vs {} expected, p={p_value:.1e})",
-            drop_pct * 100.0,
-            unit(*users_metric, *observed),
-            round1(*expected),
+        (Evidence::ActivityDrop { users_metric, .. }, RecordEvidence::ActivityDrop(e)) => format!(
+            "Activity dropped {:.0}% over the last {} days ({} {} vs {} expected, p={:.1e})",
+            e.drop_pct * 100.0,
+            e.recent_days,
+            e.observed,
+            unit(*users_metric, e.observed),
+            round1(e.expected),
+            e.p_value,
         ),
         (
             Evidence::Resolved {
@@ -162,23 +220,23 @@ pub fn summary(a: &Alert) -> String {
                 since,
                 users_metric,
             },
-            Status::Resolved,
-        ) => match (reason, a.kind) {
-            (ResolveReason::Activated, _) => match since {
+            _,
+        ) if a.status == Status::Resolved => match reason {
+            ResolveReason::Activated => match since {
                 Some(s) => format!(
                     "Activated {} days after start",
                     (a.event_time - s).div_euclid(DAY)
                 ),
                 None => "Activated".into(),
             },
-            (ResolveReason::ActivityResumed, _) => match since {
+            ResolveReason::ActivityResumed => match since {
                 Some(s) => format!(
                     "Activity resumed after {} idle days",
                     (a.event_time - s).div_euclid(DAY)
                 ),
                 None => "Activity resumed".into(),
             },
-            (ResolveReason::Recovered, _) => match (observed, expected) {
+            ResolveReason::Recovered => match (observed, expected) {
                 (Some(o), Some(e)) => format!(
                     "Activity recovered: {o} {} over the recent window vs {} expected before the drop",
                     unit(*users_metric, *o),
@@ -186,11 +244,9 @@ pub fn summary(a: &Alert) -> String {
                 ),
                 _ => "Activity recovered".into(),
             },
-            (ResolveReason::Churned, AlertKind::NotActivated | AlertKind::Inactive | AlertKind::ActivityDrop) => {
-                "Account churned; alert closed".into()
-            }
+            ResolveReason::Churned => "Account churned; alert closed".into(),
         },
-        (Evidence::Resolved { .. }, Status::Firing) => String::new(),
+        _ => String::new(),
     }
 }
 
@@ -198,30 +254,17 @@ pub fn summary(a: &Alert) -> String {
 mod tests {
     use super::*;
     use crate::config::Severity;
-    use crate::engine::stats::Model;
     use crate::time::parse_rfc3339;
 
     #[test]
     fn spec_example_shape() {
-        let a = Alert {
-            account_id: "acme-42".into(),
-            kind: AlertKind::ActivityDrop,
-            status: Status::Firing,
-            severity: Severity::Warning,
-            episode: "2026-03-04".into(),
-            event_time: parse_rfc3339("2026-03-05T00:00:00Z").unwrap(),
-            evidence: Evidence::ActivityDrop {
-                observed: 12,
-                expected: 71.5,
-                drop_pct: 1.0 - 12.0 / 71.5,
-                p_value: 2.1e-9,
-                model: Model::NegativeBinomial,
-                recent_days: 7,
-                baseline_days: 28,
-                users_metric: false,
-            },
-        };
-        let r = to_record(&a, parse_rfc3339("2026-03-05T00:10:02.311Z").unwrap());
+        let mut r = AlertRecord::sample(
+            "acme-42/activity_drop/2026-03-04",
+            Status::Firing,
+            Severity::Warning,
+        );
+        r.emitted_at = parse_rfc3339("2026-03-05T00:10:02.311Z").unwrap();
+        let r = serde_json::to_value(r).unwrap();
         assert_eq!(r["id"], "acme-42/activity_drop/2026-03-04");
         assert_eq!(r["event_time"], "2026-03-05T00:00:00.000Z");
         assert_eq!(r["emitted_at"], "2026-03-05T00:10:02.311Z");

@@ -50,6 +50,26 @@ impl Broker {
         B.get_or_init(Broker::start)
     }
 
+    /// Runs `churnwatch produce --input <input> <args>` against this broker.
+    pub fn produce(&self, input: &std::path::Path, args: &[&str]) -> std::process::Output {
+        Command::new(super::bin())
+            .args(["produce", "--input", input.to_str().unwrap()])
+            .args(args)
+            .env("CHURNWATCH_KAFKA__BROKERS", &self.bootstrap)
+            .output()
+            .expect("run churnwatch produce")
+    }
+
+    /// As [`Broker::produce`]; panics with its stderr if it fails.
+    pub fn produce_ok(&self, input: &std::path::Path, args: &[&str]) {
+        let out = self.produce(input, args);
+        assert!(
+            out.status.success(),
+            "produce {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn restart(&self) {
         let out = Command::new(repo().join("scripts/kafka.sh"))
             .args(["restart-broker", "--dir", &self.dir])

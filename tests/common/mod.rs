@@ -34,6 +34,27 @@ pub fn churnwatch(args: &[&str]) -> Output {
     out
 }
 
+/// Alert records of a generated population: `gen` with `gen_args` (and an accounts
+/// file, when `with_accounts`), then `replay -q` (with that metadata); the records are
+/// written to `dir/alerts.ndjson`. Returns that file and its text.
+pub fn generated_alerts(dir: &Path, gen_args: &[&str], with_accounts: bool) -> (PathBuf, String) {
+    let events = dir.join("events.ndjson");
+    let accounts = dir.join("accounts.csv");
+    let mut gen = vec!["gen", "--output", events.to_str().unwrap()];
+    gen.extend_from_slice(gen_args);
+    let mut replay = vec!["replay", "-q", "--input", events.to_str().unwrap()];
+    replay.extend(["--rejects", "/dev/null"]);
+    if with_accounts {
+        gen.extend(["--accounts-file", accounts.to_str().unwrap()]);
+        replay.extend(["--accounts", accounts.to_str().unwrap()]);
+    }
+    churnwatch(&gen);
+    let out = churnwatch(&replay);
+    let path = dir.join("alerts.ndjson");
+    std::fs::write(&path, &out.stdout).unwrap();
+    (path, String::from_utf8(out.stdout).expect("UTF-8 records"))
+}
+
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -67,7 +88,9 @@ pub fn run_engine(config_toml: &str, events: &[Ev], until: Option<&str>) -> Vec<
     out
 }
 
-pub fn strip(mut v: serde_json::Value) -> serde_json::Value {
+/// The record (or any JSON object) without its `emitted_at`.
+pub fn strip(r: impl serde::Serialize) -> serde_json::Value {
+    let mut v = serde_json::to_value(r).expect("a JSON object");
     v.as_object_mut().unwrap().remove("emitted_at");
     v
 }
@@ -94,4 +117,52 @@ pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// One alert record as the detector writes it, as a JSON line: `id` is
+/// `account/kind/episode`, `status` and `severity` as published, at `event_time`
+/// (RFC 3339), with the evidence of its kind (or of a resolution), and `account` as
+/// its account object when given.
+pub fn alert_line(
+    id: &str,
+    status: &str,
+    severity: &str,
+    event_time: &str,
+    account: Option<serde_json::Value>,
+) -> String {
+    fn parse<T: serde::de::DeserializeOwned>(name: &str) -> T {
+        serde_json::from_value(serde_json::json!(name)).expect("a known name")
+    }
+    let mut r = churnwatch::record::AlertRecord::sample(id, parse(status), parse(severity));
+    r.event_time = ts(event_time);
+    r.emitted_at = r.event_time;
+    let mut v = serde_json::to_value(&r).expect("a record");
+    if let Some(a) = account {
+        v["account"] = a;
+    }
+    format!("{v}\n")
+}
+
+/// The alert records of a webhook body (read as the typed record: what a webhook
+/// sends is what the detector published).
+pub fn webhook_alerts(body: &str) -> Vec<churnwatch::record::AlertRecord> {
+    let v: serde_json::Value = serde_json::from_str(body).expect("a webhook body");
+    serde_json::from_value(v["alerts"].clone()).expect("alert records")
+}
+
+/// (id, status) of each alert record of a webhook body.
+pub fn webhook_ids(body: &str) -> Vec<(String, String)> {
+    webhook_alerts(body)
+        .into_iter()
+        .map(|a| (a.id, a.status.as_str().to_string()))
+        .collect()
+}
+
+/// The address of the HTTP server a churnwatch process logged, if it did yet.
+pub fn logged_http_addr(log: &str) -> Option<String> {
+    log.lines()
+        .find(|l| l.contains("http server listening"))
+        .and_then(|l| l.split("addr=").nth(1))
+        .and_then(|a| a.split_whitespace().next())
+        .map(str::to_string)
 }

@@ -191,6 +191,16 @@ pub const KINDS: [&str; 3] = ["not_activated", "inactive", "activity_drop"];
 /// Severities the view knows, as stored.
 pub const SEVERITIES: [&str; 3] = ["info", "warning", "critical"];
 
+/// The severity stored as an index into [`SEVERITIES`].
+pub fn severity_of(i: u8) -> crate::config::Severity {
+    use crate::config::Severity;
+    match i {
+        0 => Severity::Info,
+        1 => Severity::Warning,
+        _ => Severity::Critical,
+    }
+}
+
 /// An alert record as published on the alerts topic (the fields the view reads).
 #[derive(Deserialize)]
 struct AlertRecord {

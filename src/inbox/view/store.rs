@@ -426,26 +426,15 @@ impl Store {
     /// The revenue and renewal factor of an account at `now`.
     pub fn factor(&self, e: &Entry, now: Millis) -> f64 {
         let Some(m) = &e.meta else {
-            return self.settings.priority.account_factor(None, now);
+            return self.settings.priority.factor(None, None, now);
         };
-        let mut v = serde_json::Map::new();
-        if let Some(a) = m.arr() {
-            v.insert("arr".into(), a.into());
-        }
-        if m.renewal_day != i32::MIN {
-            v.insert(
-                "renewal_date".into(),
-                crate::time::format_day(m.renewal_day as i64).into(),
-            );
-        }
-        self.settings
-            .priority
-            .account_factor(Some(&serde_json::Value::Object(v)), now)
+        let renewal = (m.renewal_day != i32::MIN).then(|| m.renewal_day as i64 * crate::time::DAY);
+        self.settings.priority.factor(m.arr(), renewal, now)
     }
 
     /// The priority of one firing alert of `e`.
     pub fn alert_priority(&self, e: &Entry, f: &Firing) -> f64 {
-        let sev = super::records::SEVERITIES[f.severity as usize];
+        let sev = super::records::severity_of(f.severity);
         self.settings.priority.severity_weight(sev, true) * self.factor(e, self.priority_at)
     }
 
@@ -459,7 +448,7 @@ impl Store {
                 .map(|f| {
                     self.settings
                         .priority
-                        .severity_weight(super::records::SEVERITIES[f.severity as usize], true)
+                        .severity_weight(super::records::severity_of(f.severity), true)
                 })
                 .sum();
             w * self.factor(e, self.priority_at)

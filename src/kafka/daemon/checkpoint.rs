@@ -24,7 +24,7 @@ use crate::engine::{IdlePolicy, IdleWatch};
 use crate::kafka::changelog::{account_key, restore_partition, PartitionMeta, META_KEY};
 use crate::kafka::process::Part;
 use crate::metrics::METRICS;
-use crate::replay::wall_clock_ms;
+use crate::time::wall_clock_ms;
 use crate::time::Millis;
 
 /// What a failed step of the pipeline calls for.

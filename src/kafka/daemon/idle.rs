@@ -12,7 +12,7 @@ use super::rebalance::Ctx;
 use super::state::State;
 use super::DaemonError;
 use crate::metrics::METRICS;
-use crate::replay::wall_clock_ms;
+use crate::time::wall_clock_ms;
 
 impl State {
     /// Live mode: lets the watermark of caught-up, quiet partitions follow the clock,

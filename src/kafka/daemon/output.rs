@@ -16,8 +16,8 @@ use crate::kafka::client::{base_config, LogContext};
 use crate::kafka::input::In;
 use crate::kafka::KafkaSetupError;
 use crate::metrics::METRICS;
-use crate::replay::wall_clock_ms;
 use crate::source::event::RejectReason;
+use crate::time::wall_clock_ms;
 
 /// Producer side of the pipeline: one open transaction at a time.
 pub(super) struct Output {

@@ -15,8 +15,8 @@ use crate::kafka::changelog::RestoreContext;
 use crate::kafka::input::In;
 use crate::kafka::process::{Effects, Out, Part};
 use crate::metrics::METRICS;
-use crate::replay::wall_clock_ms;
 use crate::server::Health;
+use crate::time::wall_clock_ms;
 use crate::time::Millis;
 
 /// Everything a stream thread's poll loop and rebalance callbacks share.

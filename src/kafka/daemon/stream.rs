@@ -19,8 +19,8 @@ use crate::kafka::input::{Batch, In, InputQueue};
 use crate::kafka::process::{process, Effects};
 use crate::kafka::KafkaSetupError;
 use crate::metrics::METRICS;
-use crate::replay::wall_clock_ms;
 use crate::server::Phase;
+use crate::time::wall_clock_ms;
 
 /// Closes the input queue before the consumer is dropped.
 struct CloseInput<'a>(&'a BaseConsumer<Ctx>);

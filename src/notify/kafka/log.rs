@@ -8,10 +8,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use anyhow::Context;
+
+use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::warn;
@@ -20,6 +21,7 @@ use super::super::deliver::{DeliveryError, Sender};
 use super::super::render::Notification;
 use super::Clock;
 use crate::kafka::client::LogContext;
+use crate::kafka::compacted;
 use crate::metrics::METRICS;
 use crate::server::{Health, Loop};
 
@@ -50,10 +52,6 @@ pub fn batch_key(note: &Notification) -> String {
     format!("{BATCH_PREFIX}{}", note.idempotency_key())
 }
 
-fn field<'a>(v: &'a serde_json::Value, k: &str) -> &'a str {
-    v.get(k).and_then(serde_json::Value::as_str).unwrap_or("")
-}
-
 /// What one partition of the log holds.
 #[derive(Debug, Default)]
 pub struct Restored {
@@ -74,34 +72,11 @@ pub fn restore_partition(
     health: &Health,
 ) -> anyhow::Result<Restored> {
     let mut out = Restored::default();
-    let (_, high) = c.fetch_watermarks(topic, p, Duration::from_secs(10))?;
-    if high <= 0 {
-        return Ok(out);
-    }
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-    c.assign(&tpl)?;
+    let ends = compacted::assign_from_beginning(c, topic, [p])?;
     let mut batches: BTreeMap<String, Notification> = BTreeMap::new();
     let mut sent: BTreeMap<String, (String, String, String, i64)> = BTreeMap::new();
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        health.beat(Loop::Notifier);
-        let at = c
-            .position()?
-            .find_partition(topic, p)
-            .and_then(|e| e.offset().to_raw())
-            .unwrap_or(-1);
-        if at >= high {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "reading partition {p} of the notification log {topic} did not finish"
-        );
-        let Some(m) = c.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let m = m?;
+    let beat = || health.beat(Loop::Notifier);
+    compacted::read_to_end(c, topic, &ends, beat, |m| {
         let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
         if let Some(bk) = key.strip_prefix(BATCH_PREFIX) {
             match m.payload().map(serde_json::from_slice::<Notification>) {
@@ -115,27 +90,28 @@ pub fn restore_partition(
                     batches.remove(bk);
                 }
             }
-            continue;
+            return;
         }
         let Some(payload) = m.payload() else {
             sent.remove(&key);
-            continue;
+            return;
         };
         let Ok(d) = serde_json::from_slice::<Delivery>(payload) else {
             warn!(
                 partition = p,
                 "unreadable delivery record in the notification log"
             );
-            continue;
+            return;
         };
         let parts: Vec<&str> = key.split(SEP).collect();
         let entry = match parts[..] {
             [r, id, status] => (r.to_string(), id.to_string(), status.to_string()),
             [id, status] => (d.receiver.clone(), id.to_string(), status.to_string()),
-            _ => continue,
+            _ => return,
         };
         sent.insert(key.clone(), (entry.0, entry.1, entry.2, d.sent_at_ms));
-    }
+    })
+    .with_context(|| format!("partition {p} of the notification log"))?;
     for (key, entry) in sent {
         if key.split(SEP).count() == 2 {
             let (r, id, status, at) = entry.clone();
@@ -222,7 +198,7 @@ impl Io<'_> {
                 Ok(_) => {
                     let now = (self.clock)();
                     for a in &note.alerts {
-                        let (id, status) = (field(a, "id"), field(a, "status"));
+                        let (id, status) = (a.id.as_str(), a.status.as_str());
                         self.log_delivery(w.partition, &note.receiver, id, status, now, false)?;
                     }
                     Outcome::Delivered

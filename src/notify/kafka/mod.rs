@@ -40,8 +40,8 @@ use crate::accounts::AccountLookup;
 use crate::config::Config;
 use crate::kafka::client::{base_config, LogContext};
 use crate::metrics::METRICS;
-use crate::replay::wall_clock_ms;
 use crate::server::{Health, Loop, Phase};
+use crate::time::wall_clock_ms;
 use log::{delivery_key, Io, Outcome, Planned};
 use tasks::{lock, Ctx, State};
 
@@ -317,15 +317,15 @@ fn take(
             return Ok(());
         }
     };
-    let id = r.alert["id"].as_str().unwrap_or_default().to_string();
-    let status = r.alert["status"].as_str().unwrap_or_default().to_string();
+    let id = r.alert.id.clone();
+    let status = r.alert.status.as_str();
     let now = (st.clock)();
     let receiver = r.receiver.clone();
     if task
         .grouper
         .add(now, &r.receiver, &r.owner, r.owner_chat, r.alert)
     {
-        task.outstanding.open(&receiver, &id, &status, p, offset);
+        task.outstanding.open(&receiver, &id, status, p, offset);
     } else {
         METRICS
             .notifications
@@ -363,8 +363,7 @@ fn wave(st: &mut State, io: &Io<'_>, silences: &Silences) -> anyhow::Result<()> 
                 .partition(|a| silences.muting(a, now).is_some());
             note.alerts = kept;
             for a in &muted {
-                let id = a["id"].as_str().unwrap_or_default();
-                let status = a["status"].as_str().unwrap_or_default();
+                let (id, status) = (a.id.as_str(), a.status.as_str());
                 METRICS
                     .notifications
                     .with_label_values(&[&note.receiver, "silenced"])
@@ -403,11 +402,8 @@ fn wave(st: &mut State, io: &Io<'_>, silences: &Silences) -> anyhow::Result<()> 
             }
         }
         for a in &w.note.alerts {
-            task.outstanding.close(
-                &w.note.receiver,
-                a["id"].as_str().unwrap_or_default(),
-                a["status"].as_str().unwrap_or_default(),
-            );
+            task.outstanding
+                .close(&w.note.receiver, &a.id, a.status.as_str());
         }
     }
     st.report();

@@ -10,11 +10,11 @@
 //! grouper and the notification log drop by (receiver, id, status).
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::super::{attach_account, route};
 use crate::accounts::AccountLookup;
 use crate::config::NotifyConfig;
+use crate::record::AlertRecord;
 
 /// Separates the receiver and the owner in a repartition key.
 const SEP: char = '\u{1f}';
@@ -30,7 +30,7 @@ pub struct Routed {
     #[serde(default)]
     pub owner_chat: Option<String>,
     /// The alert record, with the account's metadata as it was when routed.
-    pub alert: Value,
+    pub alert: AlertRecord,
 }
 
 /// The repartition key of a (receiver, owner).
@@ -54,10 +54,7 @@ pub fn route(
     payload: &[u8],
     partitions: i32,
 ) -> Result<Vec<(i32, String, Routed)>, serde_json::Error> {
-    let mut alert: Value = serde_json::from_slice(payload)?;
-    if !alert.is_object() {
-        return Err(serde::de::Error::custom("an alert record is a JSON object"));
-    }
+    let mut alert: AlertRecord = serde_json::from_slice(payload)?;
     attach_account(&mut alert, meta);
     let owner = route::Labels::label(&alert, "owner").unwrap_or_default();
     let owner_chat = route::Labels::label(&alert, "owner_chat");
@@ -143,7 +140,7 @@ mod tests {
         let meta = MetaStore::default();
         let rec = |acct: &str, sev: &str, owner: &str| {
             format!(
-                "{{\"id\":\"{acct}/inactive/1\",\"account_id\":\"{acct}\",\"status\":\"firing\",\"severity\":\"{sev}\",\"account\":{{\"owner_email\":\"{owner}\"}}}}"
+                "{{\"id\":\"{acct}/inactive/1\",\"account_id\":\"{acct}\",\"kind\":\"inactive\",\"status\":\"firing\",\"severity\":\"{sev}\",\"event_time\":\"2026-03-05T00:00:00.000Z\",\"emitted_at\":\"2026-03-05T00:00:01.000Z\",\"summary\":\"\",\"evidence\":{{\"last_activity\":\"2026-02-19T00:00:00.000Z\",\"idle_days\":14}},\"account\":{{\"owner_email\":\"{owner}\"}}}}"
             )
         };
         let mut seen = std::collections::BTreeMap::new();
@@ -180,8 +177,20 @@ mod tests {
         let r = route(&n, &moved, rec("a7", "warning", "ana@x.io").as_bytes(), 6).unwrap();
         assert_eq!(r[0].2.owner, "ben@x.io");
         assert_eq!(r[0].0, partition_of("hook", "ben@x.io", 6));
-        assert_eq!(r[0].2.alert["account"]["owner_email"], "ben@x.io");
+        assert_eq!(
+            r[0].2
+                .alert
+                .account
+                .as_ref()
+                .unwrap()
+                .owner_email
+                .as_deref(),
+            Some("ben@x.io")
+        );
         assert!(route(&n, &meta, b"not json", 6).is_err());
         assert!(route(&n, &meta, b"[1]", 6).is_err());
+        let no_kind = rec("c", "warning", "ana@x.io").replace("\"kind\":\"inactive\",", "");
+        let e = route(&n, &meta, no_kind.as_bytes(), 6).unwrap_err();
+        assert!(e.to_string().contains("missing field `kind`"), "{e}");
     }
 }

@@ -96,12 +96,7 @@ impl Task {
         }
         for note in &r.unsettled {
             for a in &note.alerts {
-                grouper.remember(
-                    &note.receiver,
-                    a["id"].as_str().unwrap_or_default(),
-                    a["status"].as_str().unwrap_or_default(),
-                    now,
-                );
+                grouper.remember(&note.receiver, &a.id, a.status.as_str(), now);
             }
         }
         Task {
@@ -289,7 +284,11 @@ mod tests {
             receiver: "hook".into(),
             owner: "ana".into(),
             owner_chat: None,
-            alerts: vec![serde_json::json!({"id": "a/inactive/1", "status": "firing"})],
+            alerts: vec![crate::record::AlertRecord::sample(
+                "a/inactive/1",
+                crate::engine::Status::Firing,
+                crate::config::Severity::Warning,
+            )],
             digest: true,
         };
         let r = Restored {

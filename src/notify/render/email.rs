@@ -4,7 +4,7 @@
 
 use super::escape;
 use super::limits::EMAIL_MAX_ALERTS;
-use super::{account_facts, crm_link, headline, id_line, plain_evidence, s, shown_name};
+use super::{account_facts, crm_link, headline, id_line, plain_evidence, shown_name};
 use super::{Notification, Overflow};
 use crate::priority::PriorityConfig;
 
@@ -43,8 +43,8 @@ pub fn email(
                 format!(" ({facts})")
             },
             headline(a),
-            escape::plain(&escape::cut(s(a, "severity"), 20)),
-            escape::plain(&escape::cut(s(a, "status"), 20)),
+            a.severity.as_str(),
+            a.status.as_str(),
             plain_evidence(a),
             id_line(a),
             link.as_ref()
@@ -94,7 +94,7 @@ pub fn email(
     }
     text.push_str("-- churnwatch\n");
     html.push_str("<p style=\"color:#888\">churnwatch</p></body></html>");
-    (n.subject(), text, html)
+    (n.subject(priority), text, html)
 }
 
 fn capitalise(t: &str) -> String {
@@ -109,17 +109,20 @@ fn capitalise(t: &str) -> String {
 mod tests {
     use super::*;
     use crate::notify::render::limits::EMAIL_MAX_SUBJECT;
+    use crate::record::AlertRecord;
     use proptest::prelude::*;
     use serde_json::json;
 
-    fn alert(i: usize, name: &str) -> serde_json::Value {
-        json!({"id": format!("a{i}/inactive/2026-03-01"), "account_id": format!("a{i}"), "kind": "inactive",
+    fn alert(i: usize, name: &str) -> AlertRecord {
+        serde_json::from_value(json!({"id": format!("a{i}/inactive/2026-03-01"), "account_id": format!("a{i}"), "kind": "inactive",
                "status": "firing", "severity": "warning", "event_time": "2026-03-01T00:00:00.000Z",
+               "emitted_at": "2026-03-01T00:00:01.000Z", "summary": "",
                "evidence": {"last_activity": "2026-02-15T00:00:00Z", "idle_days": 14},
-               "account": {"name": name, "crm_url": "javascript:alert(document.cookie)"}})
+               "account": {"name": name, "crm_url": "javascript:alert(document.cookie)"}}))
+        .unwrap()
     }
 
-    fn note(alerts: Vec<serde_json::Value>) -> Notification {
+    fn note(alerts: Vec<AlertRecord>) -> Notification {
         Notification {
             receiver: "mail".into(),
             owner: "ana@example.com".into(),

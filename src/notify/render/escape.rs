@@ -9,14 +9,22 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 /// shown as written. Control characters are replaced by spaces, so a value cannot
 /// start a new line of its own.
 pub fn slack(t: &str) -> String {
+    replace_chars(t, |c| match c {
+        '&' => Some("&amp;"),
+        '<' => Some("&lt;"),
+        '>' => Some("&gt;"),
+        c if c.is_control() => Some(" "),
+        _ => None,
+    })
+}
+
+/// `t` with each character `with` names replaced by what it gives.
+fn replace_chars(t: &str, with: impl Fn(char) -> Option<&'static str>) -> String {
     let mut out = String::with_capacity(t.len());
     for c in t.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
+        match with(c) {
+            Some(r) => out.push_str(r),
+            None => out.push(c),
         }
     }
     out
@@ -35,19 +43,15 @@ pub fn slack_link(url: &str, label: &str) -> String {
 
 /// HTML text and attribute values.
 pub fn html(t: &str) -> String {
-    let mut out = String::with_capacity(t.len());
-    for c in t.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() && c != '\n' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
+    replace_chars(t, |c| match c {
+        '&' => Some("&amp;"),
+        '<' => Some("&lt;"),
+        '>' => Some("&gt;"),
+        '"' => Some("&quot;"),
+        '\'' => Some("&#39;"),
+        c if c.is_control() && c != '\n' => Some(" "),
+        _ => None,
+    })
 }
 
 /// Plain text for a person (email text part, subjects): control characters replaced by

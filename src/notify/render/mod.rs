@@ -14,10 +14,12 @@ pub use email::email;
 pub use slack::{slack, SlackOptions};
 pub use webhook::{webhook, webhook_parts, WebhookPart};
 
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::engine::{AlertKind, ResolveReason};
 use crate::priority::PriorityConfig;
+use crate::record::{AlertRecord, RecordEvidence};
+use crate::time::{day_of, format_day, format_rfc3339};
 
 /// One notification: a batch of alert records for one receiver and one owner.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -28,23 +30,15 @@ pub struct Notification {
     /// The owner's chat handle, if known.
     pub owner_chat: Option<String>,
     /// Alert records, in the order they arrived.
-    pub alerts: Vec<Value>,
+    pub alerts: Vec<AlertRecord>,
     /// A daily digest (the warnings held since the last one) rather than a batch.
     #[serde(default)]
     pub digest: bool,
 }
 
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("")
-}
-
 /// `1 account`, `2 accounts`.
 pub fn count(n: usize, singular: &str, plural: &str) -> String {
     format!("{n} {}", if n == 1 { singular } else { plural })
-}
-
-fn is_firing(a: &Value) -> bool {
-    s(a, "status") == "firing"
 }
 
 impl Notification {
@@ -54,7 +48,7 @@ impl Notification {
         let mut parts: Vec<String> = self
             .alerts
             .iter()
-            .map(|a| format!("{}:{}", s(a, "id"), s(a, "status")))
+            .map(|a| format!("{}:{}", a.id, a.status.as_str()))
             .collect();
         parts.sort();
         let digest = Sha256::digest(format!("{}\n{}", self.receiver, parts.join("\n")).as_bytes());
@@ -66,12 +60,12 @@ impl Notification {
         let mut at_risk: Vec<&str> = self
             .alerts
             .iter()
-            .filter(|a| is_firing(a))
-            .map(|a| s(a, "account_id"))
+            .filter(|a| a.is_firing())
+            .map(|a| a.account_id.as_str())
             .collect();
         at_risk.sort_unstable();
         at_risk.dedup();
-        let resolved = self.alerts.iter().filter(|a| !is_firing(a)).count();
+        let resolved = self.alerts.iter().filter(|a| !a.is_firing()).count();
         (at_risk.len(), resolved)
     }
 
@@ -109,26 +103,27 @@ impl Notification {
     }
 
     /// A one-line subject, without control characters, at most
-    /// [`limits::EMAIL_MAX_SUBJECT`] characters.
-    pub fn subject(&self) -> String {
-        escape::cut(&self.full_subject(), limits::EMAIL_MAX_SUBJECT)
+    /// [`limits::EMAIL_MAX_SUBJECT`] characters; the accounts it names are the most
+    /// important by the `[priority]` weights `p`.
+    pub fn subject(&self, p: &PriorityConfig) -> String {
+        escape::cut(&self.full_subject(p), limits::EMAIL_MAX_SUBJECT)
     }
 
     /// The subject before it is cut to an email subject's length.
-    pub fn full_subject(&self) -> String {
+    pub fn full_subject(&self, p: &PriorityConfig) -> String {
         let full = if self.digest {
             format!("[churnwatch] {}", self.digest_heading())
         } else if self.alerts.len() == 1 {
             let a = &self.alerts[0];
-            let verb = if is_firing(a) { "" } else { "Resolved: " };
-            format!("[churnwatch] {verb}{}: {}", account_name(a), headline(a))
+            let verb = if a.is_firing() { "" } else { "Resolved: " };
+            format!("[churnwatch] {verb}{}: {}", a.account_name(), headline(a))
         } else {
-            let firing = self.alerts.iter().filter(|a| is_firing(a)).count();
+            let firing = self.alerts.iter().filter(|a| a.is_firing()).count();
             let resolved = self.alerts.len() - firing;
-            let ordered = self.ordered(&PriorityConfig::default());
+            let ordered = self.ordered(p);
             let mut accounts: Vec<&str> = Vec::new();
             for a in &ordered {
-                let name = account_name(a);
+                let name = a.account_name();
                 if !accounts.contains(&name) {
                     accounts.push(name);
                 }
@@ -158,8 +153,8 @@ impl Notification {
     /// The alerts, most important first: firing before resolved, then by priority score
     /// (`crate::priority`: severity, revenue, days to renewal as of the alert), then in
     /// arrival order.
-    pub fn ordered(&self, p: &PriorityConfig) -> Vec<&Value> {
-        let mut v: Vec<(f64, &Value)> = self
+    pub fn ordered(&self, p: &PriorityConfig) -> Vec<&AlertRecord> {
+        let mut v: Vec<(f64, &AlertRecord)> = self
             .alerts
             .iter()
             .map(|a| (p.alert_score_at_event(a), a))
@@ -167,8 +162,8 @@ impl Notification {
         // Stable: equal scores keep their arrival order; firing before resolved even
         // with weights of 0.
         v.sort_by(|(sa, a), (sb, b)| {
-            is_firing(b)
-                .cmp(&is_firing(a))
+            b.is_firing()
+                .cmp(&a.is_firing())
                 .then_with(|| sb.total_cmp(sa))
         });
         v.into_iter().map(|(_, a)| a).collect()
@@ -178,7 +173,7 @@ impl Notification {
 /// The alerts of a batch that were not shown in full, counted for one summary line:
 /// "and 37 more: 21 not activated, 9 gone dark, 7 dropped sharply".
 pub struct Overflow<'a> {
-    pub hidden: Vec<&'a Value>,
+    pub hidden: Vec<&'a AlertRecord>,
 }
 
 impl Overflow<'_> {
@@ -189,12 +184,11 @@ impl Overflow<'_> {
         }
         let mut kinds: Vec<(&str, usize)> = Vec::new();
         for a in &self.hidden {
-            let label = if is_firing(a) {
-                match s(a, "kind") {
-                    "not_activated" => "not activated",
-                    "inactive" => "gone dark",
-                    "activity_drop" => "dropped sharply",
-                    _ => "other",
+            let label = if a.is_firing() {
+                match a.kind {
+                    AlertKind::NotActivated => "not activated",
+                    AlertKind::Inactive => "gone dark",
+                    AlertKind::ActivityDrop => "dropped sharply",
                 }
             } else {
                 "resolved"
@@ -214,32 +208,19 @@ impl Overflow<'_> {
     }
 }
 
-fn account_name(a: &Value) -> &str {
-    a.get("account")
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| s(a, "account_id"))
-}
-
 /// The account's name (else its id) as shown to a person: cut to
 /// [`limits::MAX_SHOWN_FIELD`] characters, control characters removed.
-pub fn shown_name(a: &Value) -> String {
-    escape::cut(&escape::plain(account_name(a)), limits::MAX_SHOWN_FIELD)
+pub fn shown_name(a: &AlertRecord) -> String {
+    escape::cut(&escape::plain(a.account_name()), limits::MAX_SHOWN_FIELD)
 }
 
 /// A short headline per kind.
-pub fn headline(a: &Value) -> String {
-    let resolved = s(a, "status") == "resolved";
-    match (s(a, "kind"), resolved) {
-        ("not_activated", false) => "not activated yet".into(),
-        ("inactive", false) => "went dark".into(),
-        ("activity_drop", false) => "activity dropped sharply".into(),
-        (kind, true) => format!(
-            "{} risk over",
-            escape::cut(&escape::plain(kind), 40).replace('_', " ")
-        ),
-        (kind, false) => escape::cut(&escape::plain(kind), 40).replace('_', " "),
+pub fn headline(a: &AlertRecord) -> String {
+    match (a.kind, a.is_firing()) {
+        (AlertKind::NotActivated, true) => "not activated yet".into(),
+        (AlertKind::Inactive, true) => "went dark".into(),
+        (AlertKind::ActivityDrop, true) => "activity dropped sharply".into(),
+        (kind, false) => format!("{} risk over", kind.as_str().replace('_', " ")),
     }
 }
 
@@ -261,103 +242,83 @@ fn quantity(x: f64, singular: &str, plural: &str) -> String {
 }
 
 /// The evidence in plain words (no markup; escape for where it goes).
-pub fn plain_evidence(a: &Value) -> String {
-    let e = a.get("evidence").cloned().unwrap_or(Value::Null);
-    let num = |k: &str| e.get(k).and_then(Value::as_f64).unwrap_or(0.0);
-    let date = |k: &str| {
-        e.get(k)
-            .and_then(Value::as_str)
-            .map(|t| escape::plain(t.get(..10).unwrap_or("")))
-            .unwrap_or_default()
-    };
-    let text = if s(a, "status") == "resolved" {
-        match s(&e, "reason") {
-            "activated" => "The account activated.".into(),
-            "activity_resumed" => "Activity resumed.".into(),
-            "recovered" => "Activity is back near its usual level.".into(),
-            "churned" => "The subscription ended, so this alert is closed.".into(),
-            other => format!("Resolved ({}).", escape::cut(other, 40)),
-        }
-    } else {
-        match s(a, "kind") {
-            "not_activated" => {
-                let missing: Vec<&str> = e
-                    .get("missing_events")
-                    .and_then(Value::as_array)
-                    .map(|v| v.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                let mut t = format!(
-                    "Started {}, {} ago: active on {}, {}, {} so far.",
-                    date("start"),
-                    quantity(num("after_days"), "day", "days"),
-                    quantity(num("active_days"), "day", "days"),
-                    quantity(num("active_users"), "user", "users"),
-                    quantity(num("events"), "event", "events"),
-                );
-                if !missing.is_empty() {
-                    let shown: Vec<String> = missing
-                        .iter()
-                        .take(limits::MAX_SHOWN_MISSING_EVENTS)
-                        .map(|m| escape::cut(m, 60))
-                        .collect();
-                    let more = missing.len() - shown.len();
-                    t.push_str(&format!(" Never used: {}", shown.join(", ")));
-                    if more > 0 {
-                        t.push_str(&format!(" and {more} more"));
-                    }
-                    t.push('.');
+pub fn plain_evidence(a: &AlertRecord) -> String {
+    let date = |t| format_day(day_of(t));
+    let text = match &a.evidence {
+        RecordEvidence::Resolved(r) => match r.reason {
+            ResolveReason::Activated => "The account activated.".into(),
+            ResolveReason::ActivityResumed => "Activity resumed.".into(),
+            ResolveReason::Recovered => "Activity is back near its usual level.".into(),
+            ResolveReason::Churned => "The subscription ended, so this alert is closed.".into(),
+        },
+        RecordEvidence::NotActivated(e) => {
+            let mut t = format!(
+                "Started {}, {} ago: active on {}, {}, {} so far.",
+                date(e.start),
+                quantity(e.after_days.into(), "day", "days"),
+                quantity(e.active_days as f64, "day", "days"),
+                quantity(e.active_users as f64, "user", "users"),
+                quantity(e.events as f64, "event", "events"),
+            );
+            if !e.missing_events.is_empty() {
+                let shown: Vec<String> = e
+                    .missing_events
+                    .iter()
+                    .take(limits::MAX_SHOWN_MISSING_EVENTS)
+                    .map(|m| escape::cut(m, 60))
+                    .collect();
+                let more = e.missing_events.len() - shown.len();
+                t.push_str(&format!(" Never used: {}", shown.join(", ")));
+                if more > 0 {
+                    t.push_str(&format!(" and {more} more"));
                 }
-                t
+                t.push('.');
             }
-            "inactive" => format!(
-                "No activity since {} ({}).",
-                date("last_activity"),
-                quantity(num("idle_days"), "day", "days")
-            ),
-            "activity_drop" => format!(
-                "{} in the last {} against {} expected from the {} before: {:.0}% lower \
-                 (p = {:.1e}, {} model).",
-                fmt_num(num("observed")),
-                quantity(num("recent_days"), "day", "days"),
-                fmt_num(num("expected")),
-                quantity(num("baseline_days"), "day", "days"),
-                num("drop_pct") * 100.0,
-                num("p_value"),
-                escape::cut(s(&e, "model"), 40).replace('_', " "),
-            ),
-            _ => escape::cut(s(a, "summary"), 500),
+            t
         }
+        RecordEvidence::Inactive(e) => format!(
+            "No activity since {} ({}).",
+            date(e.last_activity),
+            quantity(e.idle_days.into(), "day", "days")
+        ),
+        RecordEvidence::ActivityDrop(e) => format!(
+            "{} in the last {} against {} expected from the {} before: {:.0}% lower \
+             (p = {:.1e}, {} model).",
+            fmt_num(e.observed as f64),
+            quantity(e.recent_days.into(), "day", "days"),
+            fmt_num(e.expected),
+            quantity(e.baseline_days.into(), "day", "days"),
+            e.drop_pct * 100.0,
+            e.p_value,
+            e.model.as_str().replace('_', " "),
+        ),
     };
     escape::plain(&text)
 }
 
 /// Where the account lives in the CRM: its metadata's `crm_url` if that is a safe
 /// `https:` link, else the template with the percent-encoded id.
-pub fn crm_link(a: &Value, template: &str) -> Option<String> {
+pub fn crm_link(a: &AlertRecord, template: &str) -> Option<String> {
     if let Some(u) = a
-        .get("account")
-        .and_then(|m| m.get("crm_url"))
-        .and_then(Value::as_str)
+        .account
+        .as_ref()
+        .and_then(|m| m.crm_url.as_deref())
         .filter(|u| !u.is_empty())
     {
         if let Some(safe) = escape::safe_link(u) {
             return Some(safe);
         }
     }
-    escape::link_from_template(template, s(a, "account_id"))
+    escape::link_from_template(template, &a.account_id)
 }
 
 /// "growth, $1,250 MRR" (plain, cut to a sane length).
-fn account_facts(a: &Value) -> String {
-    let m = a.get("account");
+fn account_facts(a: &AlertRecord) -> String {
+    let m = a.account.as_ref();
     let plan = m
-        .and_then(|m| m.get("plan"))
-        .and_then(Value::as_str)
+        .and_then(|m| m.plan.as_deref())
         .map(|p| escape::cut(&escape::plain(p), 40));
-    let mrr = m
-        .and_then(|m| m.get("mrr"))
-        .and_then(Value::as_f64)
-        .filter(|x| x.is_finite());
+    let mrr = m.and_then(|m| m.mrr).filter(|x| x.is_finite());
     match (plan, mrr) {
         (Some(p), Some(r)) => format!("{p}, {} MRR", fmt_money(r)),
         (Some(p), None) => p,
@@ -380,13 +341,13 @@ fn fmt_money(x: f64) -> String {
 }
 
 /// The alert id, status, severity and time, as one plain line.
-fn id_line(a: &Value) -> String {
+fn id_line(a: &AlertRecord) -> String {
     escape::plain(&format!(
         "{} · {} · {} · {}",
-        escape::cut(s(a, "id"), 300),
-        escape::cut(s(a, "status"), 20),
-        escape::cut(s(a, "severity"), 20),
-        escape::cut(s(a, "event_time"), 40)
+        escape::cut(&a.id, 300),
+        a.status.as_str(),
+        a.severity.as_str(),
+        format_rfc3339(a.event_time)
     ))
 }
 
@@ -395,16 +356,30 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn drop_alert() -> Value {
+    /// A record: the fields of `v` over those of Acme's activity drop.
+    fn rec(v: serde_json::Value) -> AlertRecord {
+        let mut r = drop_json();
+        for (k, x) in v.as_object().unwrap() {
+            r[k] = x.clone();
+        }
+        serde_json::from_value(r).unwrap()
+    }
+
+    fn drop_alert() -> AlertRecord {
+        rec(json!({}))
+    }
+
+    fn drop_json() -> serde_json::Value {
         json!({"id":"acme-42/activity_drop/2026-03-04","account_id":"acme-42","kind":"activity_drop",
                "status":"firing","severity":"warning","event_time":"2026-03-05T00:00:00.000Z",
+               "emitted_at":"2026-03-05T00:00:01.000Z",
                "summary":"Activity dropped 83% over the last 7 days (12 events vs 71.5 expected, p=2.1e-9)",
                "evidence":{"observed":12,"expected":71.5,"drop_pct":0.832,"p_value":2.1e-9,
                            "model":"negative_binomial","recent_days":7,"baseline_days":28},
                "account":{"name":"Acme <Corp>","owner_email":"ana@example.com","plan":"growth","mrr":1250.0}})
     }
 
-    fn note(alerts: Vec<Value>) -> Notification {
+    fn note(alerts: Vec<AlertRecord>) -> Notification {
         Notification {
             receiver: "csm".into(),
             owner: "ana@example.com".into(),
@@ -420,18 +395,23 @@ mod tests {
             plain_evidence(&drop_alert()),
             "12 in the last 7 days against 71.5 expected from the 28 days before: 83% lower (p = 2.1e-9, negative binomial model)."
         );
-        let na = json!({"kind":"not_activated","status":"firing","evidence":{"after_days":30,"start":"2026-01-05T08:00:00.000Z","active_days":2,"active_users":1,"events":5,"missing_events":["report.created"]}});
+        let na = rec(
+            json!({"kind":"not_activated","status":"firing","evidence":{"after_days":30,"start":"2026-01-05T08:00:00.000Z","active_days":2,"active_users":1,"events":5,"missing_events":["report.created"]}}),
+        );
         assert_eq!(
             plain_evidence(&na),
             "Started 2026-01-05, 30 days ago: active on 2 days, 1 user, 5 events so far. Never used: report.created."
         );
-        let ina = json!({"kind":"inactive","status":"firing","evidence":{"last_activity":"2026-03-01T10:00:00.000Z","idle_days":14}});
+        let ina = rec(
+            json!({"kind":"inactive","evidence":{"last_activity":"2026-03-01T10:00:00.000Z","idle_days":14}}),
+        );
         assert_eq!(
             plain_evidence(&ina),
             "No activity since 2026-03-01 (14 days)."
         );
-        let res =
-            json!({"kind":"inactive","status":"resolved","evidence":{"reason":"activity_resumed"}});
+        let res = rec(
+            json!({"kind":"inactive","status":"resolved","evidence":{"reason":"activity_resumed"}}),
+        );
         assert_eq!(plain_evidence(&res), "Activity resumed.");
     }
 
@@ -461,10 +441,10 @@ mod tests {
     fn idempotency_key_depends_on_ids_and_statuses_only() {
         let a = note(vec![drop_alert()]);
         let mut b = a.clone();
-        b.alerts[0]["emitted_at"] = json!("2026-03-05T00:10:00.000Z");
+        b.alerts[0].emitted_at += 600_000;
         assert_eq!(a.idempotency_key(), b.idempotency_key());
         let mut c = a.clone();
-        c.alerts[0]["status"] = json!("resolved");
+        c.alerts[0].status = crate::engine::Status::Resolved;
         assert_ne!(a.idempotency_key(), c.idempotency_key());
         assert_eq!(a.idempotency_key().len(), 32);
     }
@@ -487,22 +467,19 @@ mod tests {
 
     #[test]
     fn digest_has_a_heading_and_each_alerts_evidence() {
-        let mut other = drop_alert();
-        other["id"] = json!("globex-7/inactive/2026-03-01");
-        other["account_id"] = json!("globex-7");
-        other["kind"] = json!("inactive");
-        other["evidence"] = json!({"last_activity":"2026-03-01T10:00:00.000Z","idle_days":14});
-        other["account"]["name"] = json!("Globex");
-        let mut resolved = drop_alert();
-        resolved["id"] = json!("initech-1/inactive/2026-02-01");
-        resolved["account_id"] = json!("initech-1");
-        resolved["kind"] = json!("inactive");
-        resolved["status"] = json!("resolved");
-        resolved["evidence"] = json!({"reason":"activity_resumed"});
+        let other = rec(
+            json!({"id": "globex-7/inactive/2026-03-01", "account_id": "globex-7",
+            "kind": "inactive", "evidence": {"last_activity":"2026-03-01T10:00:00.000Z","idle_days":14},
+            "account": {"name": "Globex", "owner_email": "ana@example.com"}}),
+        );
+        let resolved = rec(
+            json!({"id": "initech-1/inactive/2026-02-01", "account_id": "initech-1",
+            "kind": "inactive", "status": "resolved", "evidence": {"reason":"activity_resumed"}}),
+        );
         let mut n = note(vec![drop_alert(), other, resolved]);
         n.digest = true;
         assert_eq!(
-            n.subject(),
+            n.subject(&PriorityConfig::default()),
             "[churnwatch] Daily digest: 2 accounts at risk, 1 resolved"
         );
         let (_, text, html) = email(&n, "", "", &PriorityConfig::default());
@@ -532,9 +509,42 @@ mod tests {
         assert_eq!(webhook(&n)["digest"], true);
         // Two alerts of one account count once.
         let mut same = drop_alert();
-        same["id"] = json!("acme-42/inactive/2026-03-01");
+        same.id = "acme-42/inactive/2026-03-01".into();
         let mut n2 = note(vec![drop_alert(), same]);
         n2.digest = true;
-        assert_eq!(n2.subject(), "[churnwatch] Daily digest: 1 account at risk");
+        assert_eq!(
+            n2.subject(&PriorityConfig::default()),
+            "[churnwatch] Daily digest: 1 account at risk"
+        );
+    }
+
+    #[test]
+    fn the_subject_names_accounts_in_the_configured_priority_order() {
+        let mut critical = rec(
+            json!({"id": "globex-7/inactive/1", "account_id": "globex-7",
+            "kind": "inactive", "severity": "critical",
+            "evidence": {"last_activity":"2026-03-01T10:00:00.000Z","idle_days":14},
+            "account": {"name": "Globex"}}),
+        );
+        let n = note(vec![drop_alert(), critical.clone()]);
+        let default = PriorityConfig::default();
+        assert!(
+            n.subject(&default).ends_with("(Globex, Acme <Corp>)"),
+            "{}",
+            n.subject(&default)
+        );
+        let warnings_first = PriorityConfig {
+            critical_weight: 1.0,
+            warning_weight: 5.0,
+            ..default
+        };
+        assert!(n
+            .subject(&warnings_first)
+            .ends_with("(Acme <Corp>, Globex)"));
+        let (subject, _, _) = email(&n, "", "", &warnings_first);
+        assert_eq!(subject, n.subject(&warnings_first));
+        critical.severity = crate::config::Severity::Warning;
+        let even = note(vec![drop_alert(), critical]);
+        assert!(even.subject(&default).ends_with("(Acme <Corp>, Globex)"));
     }
 }

@@ -9,11 +9,12 @@
 
 use serde_json::{json, Value};
 
+use crate::config::Severity;
+use crate::record::AlertRecord;
+
 use super::escape::{self, cut_markup};
 use super::limits::*;
-use super::{
-    account_facts, crm_link, headline, id_line, plain_evidence, s, Notification, Overflow,
-};
+use super::{account_facts, crm_link, headline, id_line, plain_evidence, Notification, Overflow};
 use crate::priority::PriorityConfig;
 
 /// Where the receiver and the deployment want the message to point.
@@ -49,7 +50,9 @@ pub fn slack(n: &Notification, opts: &SlackOptions) -> Value {
     let heading = if n.digest {
         n.digest_heading()
     } else {
-        n.subject().trim_start_matches("[churnwatch] ").to_string()
+        n.subject(&opts.priority)
+            .trim_start_matches("[churnwatch] ")
+            .to_string()
     };
     let mut blocks = vec![json!({
         "type": "header",
@@ -80,20 +83,23 @@ pub fn slack(n: &Notification, opts: &SlackOptions) -> Value {
         blocks.push(section(summary(&overflow, &line, opts.inbox_url)));
     }
     debug_assert!(blocks.len() <= SLACK_MAX_BLOCKS);
-    let fallback = cut_markup(&escape::slack(&n.full_subject()), SLACK_MAX_FALLBACK_TEXT);
+    let fallback = cut_markup(
+        &escape::slack(&n.full_subject(&opts.priority)),
+        SLACK_MAX_FALLBACK_TEXT,
+    );
     json!({"text": fallback, "blocks": blocks})
 }
 
-fn alert_section(a: &Value, crm_template: &str) -> Value {
+fn alert_section(a: &AlertRecord, crm_template: &str) -> Value {
     let name = super::shown_name(a);
     let title = match crm_link(a, crm_template) {
         Some(url) => format!("*{}*", escape::slack_link(&url, &name)),
         None => format!("*{}*", escape::slack(&name)),
     };
     let facts = account_facts(a);
-    let icon = if s(a, "status") == "resolved" {
+    let icon = if !a.is_firing() {
         ":white_check_mark:"
-    } else if s(a, "severity") == "critical" {
+    } else if a.severity == Severity::Critical {
         ":rotating_light:"
     } else {
         ":warning:"
@@ -144,10 +150,19 @@ mod tests {
 
     const KINDS: [&str; 3] = ["not_activated", "inactive", "activity_drop"];
 
-    fn alert(i: usize, kind: &str, severity: &str, status: &str, name: &str, mrr: f64) -> Value {
-        json!({"id": format!("acct-{i}/{kind}/2026-03-04"), "account_id": format!("acct-{i}"),
+    fn alert(
+        i: usize,
+        kind: &str,
+        severity: &str,
+        status: &str,
+        name: &str,
+        mrr: f64,
+    ) -> AlertRecord {
+        // The evidence of every kind at once: each kind reads its own fields.
+        serde_json::from_value(json!({"id": format!("acct-{i}/{kind}/2026-03-04"), "account_id": format!("acct-{i}"),
                "kind": kind, "status": status, "severity": severity,
-               "event_time": "2026-03-05T00:00:00.000Z",
+               "event_time": "2026-03-05T00:00:00.000Z", "emitted_at": "2026-03-05T00:00:01.000Z",
+               "summary": "",
                "evidence": {"after_days": 30, "start": "2026-02-01T00:00:00Z", "active_days": 1,
                             "active_users": 1, "events": 1,
                             "missing_events": (0..30).map(|j| format!("{name}-{j}")).collect::<Vec<_>>(),
@@ -155,10 +170,11 @@ mod tests {
                             "observed": 1, "expected": 80, "drop_pct": 0.98, "p_value": 1e-9,
                             "model": "poisson", "recent_days": 7, "baseline_days": 28,
                             "reason": "activity_resumed"},
-               "account": {"name": name, "plan": name, "mrr": mrr, "crm_url": format!("https://crm.example/{name}")}})
+               "account": {"name": name, "plan": name, "mrr": mrr, "crm_url": format!("https://crm.example/{name}")}}))
+        .unwrap()
     }
 
-    fn note(alerts: Vec<Value>, digest: bool) -> Notification {
+    fn note(alerts: Vec<AlertRecord>, digest: bool) -> Notification {
         Notification {
             receiver: "slack".into(),
             owner: "ana@example.com".into(),
@@ -281,8 +297,8 @@ mod tests {
             "<!channel> x|Pay at evil.example",
             1.0,
         );
-        a["account_id"] = json!("x|Your invoice is overdue");
-        a["account"]["crm_url"] = json!("javascript:alert(1)");
+        a.account_id = "x|Your invoice is overdue".into();
+        a.account.as_mut().unwrap().crm_url = Some("javascript:alert(1)".into());
         let mut n = note(vec![a], false);
         n.owner_chat = Some("!channel".into());
         let m = slack(&n, &opts());
@@ -312,7 +328,7 @@ mod tests {
             seed in any::<u64>(),
         ) {
             let name: String = (0..name_len).map(|i| ['a', '<', '&', 'é', '|', '>', ' '][(i as u64 ^ seed) as usize % 7]).collect();
-            let alerts: Vec<Value> = (0..size)
+            let alerts: Vec<AlertRecord> = (0..size)
                 .map(|i| {
                     let kind = KINDS[(i as u64 + seed) as usize % 3];
                     let sev = if (i as u64 ^ seed) % 5 == 0 { "critical" } else { "warning" };

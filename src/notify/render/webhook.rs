@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 #[cfg(doc)]
 use super::limits::WEBHOOK_DEFAULT_MAX_BODY;
 use super::Notification;
+use crate::record::AlertRecord;
 
 /// One request of a webhook delivery.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,7 +20,7 @@ pub struct WebhookPart {
     pub body: Vec<u8>,
 }
 
-fn body(n: &Notification, key: &str, alerts: &[Value], part: usize, parts: usize) -> Vec<u8> {
+fn body(n: &Notification, key: &str, alerts: &[AlertRecord], part: usize, parts: usize) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "version": "1",
         "receiver": n.receiver,
@@ -57,14 +58,14 @@ pub fn webhook_parts(n: &Notification, max_body: usize) -> Result<Vec<WebhookPar
         n.alerts.len(),
     )
     .len();
-    let mut groups: Vec<Vec<Value>> = Vec::new();
+    let mut groups: Vec<Vec<AlertRecord>> = Vec::new();
     let mut size = envelope;
     for a in &n.alerts {
         let len = serde_json::to_vec(a).expect("JSON serializes").len() + 1;
         if envelope + len > max_body {
             return Err(format!(
                 "alert {} alone is {} bytes, over the receiver's max_body_bytes ({max_body})",
-                a.get("id").and_then(Value::as_str).unwrap_or("?"),
+                a.id,
                 envelope + len
             ));
         }
@@ -101,8 +102,16 @@ mod tests {
             owner_chat: None,
             alerts: (0..n)
                 .map(|i| {
-                    json!({"id": format!("a{i}/inactive/2026-03-01"), "status": "firing",
-                                "account": {"name": "x".repeat(pad)}})
+                    let mut a = AlertRecord::sample(
+                        &format!("a{i}/inactive/2026-03-01"),
+                        crate::engine::Status::Firing,
+                        crate::config::Severity::Warning,
+                    );
+                    a.account = Some(crate::accounts::AccountMeta {
+                        name: Some("x".repeat(pad)),
+                        ..Default::default()
+                    });
+                    a
                 })
                 .collect(),
             digest: false,
@@ -141,7 +150,7 @@ mod tests {
                     ids.push(a["id"].as_str().unwrap().to_string());
                 }
             }
-            let want: Vec<String> = note.alerts.iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
+            let want: Vec<String> = note.alerts.iter().map(|a| a.id.clone()).collect();
             prop_assert_eq!(ids, want);
         }
     }
