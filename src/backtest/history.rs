@@ -1,8 +1,10 @@
 //! The event history of a backtest, parsed once and kept in memory in a compact form
-//! (24 bytes an event, strings interned), so that every run of a sweep replays the same
-//! events without reading or parsing the file again.
+//! (24 bytes an event: account and event names interned, the user id kept as the
+//! engine's hash of it), so that every run of a sweep replays the same events without
+//! reading or parsing the file again, and without looking a string up again: a run
+//! resolves each account and event name once and hands the engine slots and classes
+//! (`Shard::push_resolved`).
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use hashbrown::HashMap;
@@ -11,13 +13,14 @@ use std::sync::Arc;
 
 use crate::asof::AsOf;
 use crate::config::Config;
+use crate::engine::account::user_hash;
 use crate::engine::{Alert, EngineConfig, Shard, ShardStats};
 use crate::source::event::{EventParser, RawEvent, RejectReason};
 use crate::source::file::{is_blank, Line, LineReader};
 use crate::time::Millis;
 
-/// No user id.
-const NO_USER: u32 = u32::MAX;
+/// No engine slot for the account yet (or the engine refused it).
+const NO_SLOT: u32 = u32::MAX;
 
 /// One accepted event, its strings replaced by indices into the history's tables.
 #[derive(Debug, Clone, Copy)]
@@ -25,8 +28,8 @@ pub struct Ev {
     pub ts: Millis,
     pub account: u32,
     pub name: u32,
-    /// Index into `users`, or `NO_USER`.
-    user: u32,
+    /// `user_hash` of the user id; 0 for none.
+    user: u64,
 }
 
 /// Interns strings as dense indices.
@@ -56,7 +59,6 @@ pub struct History {
     pub events: Vec<Ev>,
     accounts: Interner,
     names: Interner,
-    users: Interner,
     /// Where the evaluation ends (and how many accepted events lie after it).
     pub as_of: AsOf,
     pub lines: u64,
@@ -94,7 +96,6 @@ impl History {
             events: Vec::new(),
             accounts: Interner::default(),
             names: Interner::default(),
-            users: Interner::default(),
             as_of: AsOf::new(until),
             lines: 0,
             blank_lines: 0,
@@ -141,10 +142,7 @@ impl History {
             return;
         }
         self.applied[account as usize] = true;
-        let user = ev
-            .user_id
-            .as_deref()
-            .map_or(NO_USER, |u| self.users.intern(u));
+        let user = ev.user_id.as_deref().map_or(0, user_hash);
         self.events.push(Ev {
             ts: ev.ts,
             account,
@@ -188,19 +186,28 @@ impl History {
 
     /// Replays the history through one engine shard with `cfg`, exactly as `replay`
     /// does over the same file with the same `--until`; calls `on_alert` for each alert
-    /// transition in the order they arise.
+    /// transition in the order they arise. Each account id and event name is resolved
+    /// once per run (the names' meaning depends on `cfg`), the events then go to the
+    /// engine as slots and classes.
     pub fn run(&self, cfg: &Config, mut on_alert: impl FnMut(Alert)) -> ShardStats {
         let mut shard = Shard::new(Arc::new(EngineConfig::new(cfg)));
+        let classes: Vec<_> = self.names.names.iter().map(|n| shard.class_of(n)).collect();
+        let mut slots = vec![NO_SLOT; self.known_accounts()];
         for e in &self.events {
-            let ev = RawEvent {
-                account_id: Cow::Borrowed(self.account_id(e.account)),
-                event: Cow::Borrowed(self.name(e.name)),
-                ts: e.ts,
-                user_id: (e.user != NO_USER)
-                    .then(|| Cow::Borrowed(&*self.users.names[e.user as usize])),
-            };
-            // A refusal (account cap) is a reject in replay too: nothing applied.
-            let _ = shard.push(&ev);
+            let mut slot = slots[e.account as usize];
+            if slot == NO_SLOT {
+                match shard.account_slot(self.account_id(e.account)) {
+                    Ok(s) => {
+                        slots[e.account as usize] = s;
+                        slot = s;
+                    }
+                    // A refusal (account cap) is a reject in replay too: nothing
+                    // applied. It is asked again at the account's next event, as
+                    // replay would.
+                    Err(_) => continue,
+                }
+            }
+            shard.push_resolved(e.ts, slot, classes[e.name as usize], e.user);
             if shard.alerts_ready() > 0 {
                 shard.drain_alerts().for_each(&mut on_alert);
             }
@@ -242,7 +249,8 @@ mod tests {
         assert_eq!(h.active_accounts, 1);
         assert!(!h.is_active(h.account_index("b").unwrap()));
         assert_eq!(h.window(), Some((1000, 2000)));
-        assert_eq!(h.events[1].user, NO_USER);
+        assert_eq!(h.events[0].user, user_hash("u"));
+        assert_eq!(h.events[1].user, 0);
         assert_eq!(h.name(h.events[1].name), "y");
     }
 }
