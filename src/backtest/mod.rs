@@ -1,6 +1,7 @@
 //! `churnwatch backtest`: scores the alerts `replay` would write for an event history
 //! against the churns that really happened (docs/backtest.md), for one config or a
-//! sweep of settings. The history is parsed once (`history`); each run replays it
+//! sweep of settings. The history is parsed once (`history`, on several threads with
+//! `parse`); each run replays it
 //! through the engine and is scored (`score`); `sweep` expands `--set` flags and runs
 //! them on all cores; `output`, `table` and `report` present the result.
 
@@ -9,6 +10,7 @@ pub mod cli;
 pub mod history;
 pub mod outcomes;
 pub mod output;
+mod parse;
 pub mod report;
 pub mod score;
 pub mod svg;
