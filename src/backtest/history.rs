@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
+use super::order::{Order, OrderKey};
 use super::parse::{self, Interner, Parsed};
 use crate::asof::AsOf;
 use crate::config::Config;
@@ -193,10 +194,56 @@ impl History {
 
     /// Replays the history through one engine shard with `cfg`, exactly as `replay`
     /// does over the same file with the same `--until`; calls `on_alert` for each alert
-    /// transition in the order they arise. Each account id and event name is resolved
-    /// once per run (the names' meaning depends on `cfg`), the events then go to the
-    /// engine as slots and classes.
-    pub fn run(&self, cfg: &Config, mut on_alert: impl FnMut(Alert)) -> ShardStats {
+    /// transition in the order they arise. (A sweep works the order out once for all
+    /// its runs: [`Self::run_ordered`].)
+    pub fn run(&self, cfg: &Config, on_alert: impl FnMut(Alert)) -> ShardStats {
+        self.run_ordered(&Order::new(self, OrderKey::of(cfg)), cfg, on_alert)
+    }
+
+    /// [`Self::run`] with the order the events apply in already worked out for `cfg`
+    /// (its `OrderKey`). Each account id and event name is resolved once per run (the
+    /// names' meaning depends on `cfg`); the events then go to the engine as slots and
+    /// classes, in that order, and the engine does all the rules' work.
+    pub fn run_ordered(
+        &self,
+        order: &Order,
+        cfg: &Config,
+        mut on_alert: impl FnMut(Alert),
+    ) -> ShardStats {
+        assert_eq!(order.key, OrderKey::of(cfg), "the order of these settings");
+        let mut shard = Shard::new(Arc::new(EngineConfig::new(cfg)));
+        let classes: Vec<_> = self.names.names.iter().map(|n| shard.class_of(n)).collect();
+        let mut slots = vec![NO_SLOT; self.known_accounts()];
+        for &a in &order.admitted {
+            slots[a as usize] = shard
+                .account_slot(self.account_id(a))
+                .expect("the order takes on the accounts the engine takes on");
+        }
+        let mut late = order.late.iter().peekable();
+        for (pos, &i) in order.events.iter().enumerate() {
+            let e = &self.events[i as usize];
+            let (t, is_late) = match late.peek() {
+                Some(&&(p, w)) if p as usize == pos => {
+                    late.next();
+                    (w, true)
+                }
+                _ => (e.ts, false),
+            };
+            let class = classes[e.name as usize];
+            shard.apply_in_order(t, e.ts, slots[e.account as usize], class, e.user, is_late);
+            if shard.alerts_ready() > 0 {
+                shard.drain_alerts().for_each(&mut on_alert);
+            }
+        }
+        shard.stats.beyond_until += order.beyond_until;
+        self.as_of.finish(&mut shard);
+        shard.drain_alerts().for_each(&mut on_alert);
+        shard.stats
+    }
+
+    /// [`Self::run`] through the engine's own reorder buffer (`Shard::push_resolved`),
+    /// the way `replay` drives it: the reference the ordered runs are tested against.
+    pub fn run_buffered(&self, cfg: &Config, mut on_alert: impl FnMut(Alert)) -> ShardStats {
         let mut shard = Shard::new(Arc::new(EngineConfig::new(cfg)));
         let classes: Vec<_> = self.names.names.iter().map(|n| shard.class_of(n)).collect();
         let mut slots = vec![NO_SLOT; self.known_accounts()];

@@ -281,6 +281,49 @@ impl Shard {
         self.push_held(held);
     }
 
+    /// Applies one event whose place in time order is already known: the place the
+    /// reorder buffer would release it at, `t` being its own time `ts`, or the
+    /// watermark then if it arrived `late`. The checks due before `t` run first, as
+    /// they would. For a driver replaying one history under many configs: that order
+    /// depends only on the events, `allowed_lateness` and the account limits (which
+    /// accounts are refused, and the order slots are taken in), so it can be worked out
+    /// once for all the runs that share them; the rules' work is all done here.
+    /// Events given this way never wait in the shard: do not mix with `push`.
+    pub fn apply_in_order(
+        &mut self,
+        t: Millis,
+        ts: Millis,
+        slot: u32,
+        class: PackedClass,
+        user: u64,
+        late: bool,
+    ) {
+        assert!(
+            (slot as usize) < self.accounts.len(),
+            "slot from account_slot"
+        );
+        assert!(
+            self.pending.len() == 0,
+            "apply_in_order is not mixed with push"
+        );
+        assert!(t >= self.now && t >= ts, "events in the order they apply");
+        self.newest = self.newest.max(ts);
+        self.watermark = self.watermark.max(t);
+        if late {
+            self.stats.late_events += 1;
+        }
+        self.run(t);
+        let held = Held {
+            ts,
+            seq: self.seq,
+            account: slot,
+            class,
+            user,
+        };
+        self.seq += 1;
+        self.apply(held, t);
+    }
+
     /// Queues (or, late, applies) one event and runs whatever the watermark allows.
     fn push_held(&mut self, held: Held) {
         self.seq = self.seq.max(held.seq + 1);
