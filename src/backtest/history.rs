@@ -220,8 +220,7 @@ impl History {
                 .expect("the order takes on the accounts the engine takes on");
         }
         let mut late = order.late.iter().peekable();
-        for (pos, &i) in order.events.iter().enumerate() {
-            let e = &self.events[i as usize];
+        for (pos, e) in order.events.iter().enumerate() {
             let (t, is_late) = match late.peek() {
                 Some(&&(p, w)) if p as usize == pos => {
                     late.next();
