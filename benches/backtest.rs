@@ -1,7 +1,7 @@
 //! Sweep cost: a 16-run `backtest` sweep (4 x 4 settings) over a generated history of
 //! about 3 million events, against one `replay` of the same file, measured in one run.
-//! Both read the file from the page cache; the sweep parses it once and runs the 16
-//! configs on all cores. Prints both times and the ratio (target: at most 4x).
+//! Both read the file from the page cache; the sweep parses it once (on all cores) and
+//! runs the 16 configs on all cores. Prints both times and the ratio (target: at most 4x).
 //! `cargo bench --bench backtest` (CHURNWATCH_BENCH_ACCOUNTS, _DAYS to change the size,
 //! _THREADS the threads of the sweep).
 
@@ -90,7 +90,7 @@ fn main() {
     ];
     let specs = plan("", vec![], &sets).expect("valid sweep");
     let mut reader = LineReader::open(&path).expect("open");
-    let history = History::read(&cfg, &mut reader, None, |_| {}).expect("read");
+    let history = History::read_with(&cfg, &mut reader, None, None, threads, |_| {}).expect("read");
     let parsed_secs = t.elapsed().as_secs_f64();
     let (start, end) = history.window().expect("events");
     let churns = Churns::from_end_events(&history, &cfg);

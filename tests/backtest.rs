@@ -289,6 +289,29 @@ fn backtest_alerts_are_exactly_replays() {
     }
 }
 
+/// The backtest hands the engine pre-resolved events (account slots, event classes
+/// under each config, user hashes): the same records as replay under configs where each
+/// of those matters (required events and distinct users, the active-users metric, the
+/// account cap refusing accounts, events arriving late, no implicit start).
+#[test]
+fn resolved_events_give_replays_records_under_every_input_that_matters() {
+    let input = gen_history(120, 120, 23);
+    for cfg_text in [
+        "[activation]\nrequired_events = [\"report.created\", \"user.invited\"]\n\
+         min_active_users = 2\n[rules.activity_drop]\nmetric = \"active_users\"\n\
+         min_expected = 3.0\n",
+        "[engine]\nmax_accounts_per_partition = 40\n",
+        "[time]\nallowed_lateness = \"1s\"\n[rules.inactive]\nafter_days = 5\n",
+        "[lifecycle]\nstart_on_first_event = false\n",
+    ] {
+        let cfg = Config::from_toml_str(cfg_text, []).unwrap();
+        let a = replay_records(&cfg, &input, None);
+        let b = backtest_records(&cfg, &input, None);
+        assert!(a.len() > 10, "{cfg_text}: {} records", a.len());
+        assert_eq!(a, b, "{cfg_text}");
+    }
+}
+
 #[test]
 fn replay_as_of_equals_replay_of_the_events_until_then() {
     // The defect this fixes: an --until before the newest event used to be overtaken by

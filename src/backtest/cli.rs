@@ -92,7 +92,10 @@ pub fn run(a: Args) -> Result<()> {
         interactive && reader.size_hint.is_some_and(|s| s > (32 << 20)),
     );
     let counted = reader.progress();
-    let history = History::read(&base, &mut reader, a.until, |_| {
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let history = History::read_with(&base, &mut reader, a.until, None, threads, |_| {
         if let Some(b) = &read_bar {
             b.set_position(counted.get());
         }
@@ -127,9 +130,6 @@ pub fn run(a: Args) -> Result<()> {
             horizon: a.horizon,
         },
     };
-    let threads = a
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let runs_bar = bar(
         specs.len() as u64,
         "runs {bar:40} {pos}/{len} eta {eta}",

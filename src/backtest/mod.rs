@@ -1,14 +1,17 @@
 //! `churnwatch backtest`: scores the alerts `replay` would write for an event history
 //! against the churns that really happened (docs/backtest.md), for one config or a
-//! sweep of settings. The history is parsed once (`history`); each run replays it
-//! through the engine and is scored (`score`); `sweep` expands `--set` flags and runs
-//! them on all cores; `output`, `table` and `report` present the result.
+//! sweep of settings. The history is parsed once (`history`, on several threads with
+//! `parse`) and the order its events apply in is worked out once (`order`); each run
+//! replays it through the engine and is scored (`score`); `sweep` expands `--set`
+//! flags and runs them on all cores; `output`, `table` and `report` present the result.
 
 pub mod churns;
 pub mod cli;
 pub mod history;
+pub mod order;
 pub mod outcomes;
 pub mod output;
+mod parse;
 pub mod report;
 pub mod score;
 pub mod svg;
@@ -20,6 +23,7 @@ use crate::engine::{AlertKind, Status};
 
 use churns::Churns;
 use history::History;
+use order::{Order, OrderKey};
 use score::{Firing, Owners, RunScore, Window};
 use sweep::RunSpec;
 
@@ -52,10 +56,11 @@ pub fn kinds_enabled(cfg: &Config) -> Vec<AlertKind> {
         .collect()
 }
 
-/// The firing records of one run of the history with `cfg`.
-pub fn firings(h: &History, cfg: &Config) -> Vec<Firing> {
+/// The firing records of one run of the history with `cfg`, its events in `order`
+/// (worked out for `cfg`'s `OrderKey`).
+pub fn firings(h: &History, order: &Order, cfg: &Config) -> Vec<Firing> {
     let mut out = Vec::new();
-    h.run(cfg, |a| {
+    h.run_ordered(order, cfg, |a| {
         if a.status == Status::Firing {
             let account = h
                 .account_index(&a.account_id)
@@ -70,9 +75,9 @@ pub fn firings(h: &History, cfg: &Config) -> Vec<Firing> {
     out
 }
 
-/// Runs and scores one config.
-pub fn run_one(inputs: &Inputs<'_>, cfg: &Config) -> RunScore {
-    let f = firings(inputs.history, cfg);
+/// Runs and scores one config, its events in `order`.
+pub fn run_one(inputs: &Inputs<'_>, order: &Order, cfg: &Config) -> RunScore {
+    let f = firings(inputs.history, order, cfg);
     score::score(
         &f,
         inputs.churns,
@@ -82,14 +87,35 @@ pub fn run_one(inputs: &Inputs<'_>, cfg: &Config) -> RunScore {
     )
 }
 
-/// Runs every spec over the same inputs on `threads` threads, in spec order.
+/// Runs every spec over the same inputs on `threads` threads, in spec order. The order
+/// the events apply in is worked out once per distinct `OrderKey` (once, unless the
+/// sweep changes the allowed lateness or the account limit).
 pub fn run_all(
     inputs: &Inputs<'_>,
     specs: Vec<RunSpec>,
     threads: usize,
     on_done: impl Fn() + Sync,
 ) -> Vec<Run> {
-    let scores = sweep::run_parallel(&specs, threads, |s| run_one(inputs, &s.config), on_done);
+    let mut orders: Vec<Order> = Vec::new();
+    for s in &specs {
+        let key = OrderKey::of(&s.config);
+        if !orders.iter().any(|o| o.key == key) {
+            orders.push(Order::new(inputs.history, key));
+        }
+    }
+    let order_of = |cfg: &Config| {
+        let key = OrderKey::of(cfg);
+        orders
+            .iter()
+            .find(|o| o.key == key)
+            .expect("worked out above")
+    };
+    let scores = sweep::run_parallel(
+        &specs,
+        threads,
+        |s| run_one(inputs, order_of(&s.config), &s.config),
+        on_done,
+    );
     specs
         .into_iter()
         .zip(scores)

@@ -38,9 +38,12 @@ pub(super) struct Held {
     pub(super) user: u64,
 }
 
-/// `Class` packed into one byte: 0 start, 1 end, 2 activity, 3+i required event i.
+/// What an event name means to a shard's config (`Class` packed into one byte: 0
+/// start, 1 end, 2 activity, 3+i required event i). Drivers that see the same names
+/// many times resolve each name once with [`Shard::class_of`] and hand events over with
+/// [`Shard::push_resolved`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) struct PackedClass(pub(super) u8);
+pub struct PackedClass(pub(super) u8);
 
 impl From<Class> for PackedClass {
     fn from(c: Class) -> Self {
@@ -242,8 +245,89 @@ impl Shard {
             class: self.cfg.classify(&ev.event).into(),
             user: ev.user_id.as_deref().map_or(0, user_hash),
         };
-        self.seq = self.seq.max(seq + 1);
-        if ev.ts < self.watermark {
+        self.push_held(held);
+        Ok(())
+    }
+
+    /// The slot of account `id`, tracking it from now on if it is new; refused (and
+    /// nothing changes) for a new account past the limits, as `push` would refuse its
+    /// event. A slot stays valid for the life of the shard.
+    pub fn account_slot(&mut self, id: &str) -> Result<u32, RejectReason> {
+        self.admit(id)
+    }
+
+    /// What the event name `name` means under this shard's config.
+    pub fn class_of(&self, name: &str) -> PackedClass {
+        self.cfg.classify(name).into()
+    }
+
+    /// `push` of an event whose strings are already resolved: the account's slot (from
+    /// [`Self::account_slot`]), the class of its name (from [`Self::class_of`]) and the
+    /// [`user_hash`] of its user id (0 for none). Same effect as `push` of the event
+    /// itself; a driver replaying one history under many configs resolves the strings
+    /// once per history instead of once per event and run.
+    pub fn push_resolved(&mut self, ts: Millis, slot: u32, class: PackedClass, user: u64) {
+        assert!(
+            (slot as usize) < self.accounts.len(),
+            "slot from account_slot"
+        );
+        let held = Held {
+            ts,
+            seq: self.seq,
+            account: slot,
+            class,
+            user,
+        };
+        self.push_held(held);
+    }
+
+    /// Applies one event whose place in time order is already known: the place the
+    /// reorder buffer would release it at, `t` being its own time `ts`, or the
+    /// watermark then if it arrived `late`. The checks due before `t` run first, as
+    /// they would. For a driver replaying one history under many configs: that order
+    /// depends only on the events, `allowed_lateness` and the account limits (which
+    /// accounts are refused, and the order slots are taken in), so it can be worked out
+    /// once for all the runs that share them; the rules' work is all done here.
+    /// Events given this way never wait in the shard: do not mix with `push`.
+    pub fn apply_in_order(
+        &mut self,
+        t: Millis,
+        ts: Millis,
+        slot: u32,
+        class: PackedClass,
+        user: u64,
+        late: bool,
+    ) {
+        assert!(
+            (slot as usize) < self.accounts.len(),
+            "slot from account_slot"
+        );
+        assert!(
+            self.pending.len() == 0,
+            "apply_in_order is not mixed with push"
+        );
+        assert!(t >= self.now && t >= ts, "events in the order they apply");
+        self.newest = self.newest.max(ts);
+        self.watermark = self.watermark.max(t);
+        if late {
+            self.stats.late_events += 1;
+        }
+        self.run(t);
+        let held = Held {
+            ts,
+            seq: self.seq,
+            account: slot,
+            class,
+            user,
+        };
+        self.seq += 1;
+        self.apply(held, t);
+    }
+
+    /// Queues (or, late, applies) one event and runs whatever the watermark allows.
+    fn push_held(&mut self, held: Held) {
+        self.seq = self.seq.max(held.seq + 1);
+        if held.ts < self.watermark {
             // Late: everything before W has run, so it applies at W (its own day still
             // gets its counts, if the window holds that day).
             self.stats.late_events += 1;
@@ -251,15 +335,14 @@ impl Shard {
         } else {
             self.pending.push(held);
         }
-        if ev.ts > self.newest {
-            self.newest = ev.ts;
-            let w = ev.ts.saturating_sub(self.cfg.allowed_lateness);
+        if held.ts > self.newest {
+            self.newest = held.ts;
+            let w = held.ts.saturating_sub(self.cfg.allowed_lateness);
             if w > self.watermark {
                 self.watermark = w;
                 self.run(w);
             }
         }
-        Ok(())
     }
 
     /// Moves the watermark forward (live mode: wall-clock advance of a quiet
