@@ -17,6 +17,7 @@ use crate::kafka::changelog::RestoreContext;
 use crate::kafka::client::tuned_config;
 use crate::kafka::input::{Batch, In, InputQueue};
 use crate::kafka::process::{process, Effects};
+use crate::config::{GroupProtocol, KafkaConfig};
 use crate::kafka::KafkaSetupError;
 use crate::metrics::METRICS;
 use crate::replay::wall_clock_ms;
@@ -89,27 +90,7 @@ pub(super) fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStat
         input_topic: k.input_topic.clone(),
         health: health.clone(),
     };
-    let consumer: BaseConsumer<Ctx> = tuned_config(
-        k,
-        &format!("consumer-{thread}"),
-        &[
-            ("fetch.queue.backoff.ms", "5"),
-            // Members learn of a rebalance at their next heartbeat: 1 s instead of
-            // librdkafka's 3 s makes joins, scale-outs and the cooperative protocol's
-            // second round that much quicker.
-            ("heartbeat.interval.ms", "1000"),
-        ],
-    )?
-    .set("group.id", &k.group_id)
-    .set("enable.auto.commit", "false")
-    .set("enable.auto.offset.store", "false")
-    .set("isolation.level", "read_committed")
-    .set("auto.offset.reset", &k.start_from)
-    .set("partition.assignment.strategy", "cooperative-sticky")
-    .set("max.poll.interval.ms", "600000")
-    .set("statistics.interval.ms", "5000")
-    .create_with_context(ctx)
-    .map_err(KafkaSetupError::Client)?;
+    let consumer = group_consumer(k, thread, ctx)?;
     let input = InputQueue::new(&consumer);
     if consumer.context().input.set(input).is_err() {
         unreachable!("input queue set once");
@@ -165,7 +146,10 @@ pub(super) fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStat
                 }
                 handled += 1;
             }
-            Some(Err(e)) => warn!(error = %e, "consumer error"),
+            Some(Err(e)) => match consumer.client().fatal_error() {
+                Some((code, reason)) => break Err(consumer_fatal(k, thread, code, &reason)),
+                None => warn!(error = %e, "consumer error"),
+            },
             None => {}
         }
         assigned = !st.parts.is_empty();
@@ -243,6 +227,18 @@ pub(super) fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStat
         let st = guard.as_mut().expect("state");
         st.checkpoint(&consumer)?;
     }
+    if !leaves_on_stop(k) {
+        // A static member that stays: no LeaveGroup (librdkafka sends none when a
+        // static member closes), so its partitions wait for it to come back.
+        let mut guard = lock(&consumer.context().state);
+        let st = guard.take().expect("state");
+        return match st.failed {
+            Some(e) => Err(e),
+            None => Ok(st.stats),
+        };
+    }
+    // Unsubscribing sends LeaveGroup, a static member's too (librdkafka only skips it
+    // when a static member closes), so the others take the partitions over at once.
     consumer.unsubscribe();
     while Instant::now() < deadline {
         if consumer.poll(Duration::from_millis(100)).is_none()
@@ -259,5 +255,138 @@ pub(super) fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStat
     match st.failed {
         Some(e) => Err(e),
         None => Ok(st.stats),
+    }
+}
+
+/// A fatal error of the group consumer, said in the terms of the config.
+fn consumer_fatal(
+    k: &KafkaConfig,
+    thread: usize,
+    code: RDKafkaErrorCode,
+    reason: &str,
+) -> DaemonError {
+    let id = k.group_instance_id(thread);
+    DaemonError::Fatal(match code {
+        RDKafkaErrorCode::FencedInstanceId => format!(
+            "another member joined the group with group.instance.id {id:?}: \
+             kafka.instance_id must differ between running instances ({reason})"
+        ),
+        RDKafkaErrorCode::UnreleasedInstanceId => format!(
+            "the group still holds a member with group.instance.id {id:?}, a previous \
+             incarnation that did not leave (KIP-848 releases it when its session times \
+             out: group.consumer.session.timeout.ms on the broker); restart later, or run \
+             with kafka.static_membership = false ({reason})"
+        ),
+        _ => format!("consumer: {reason}"),
+    })
+}
+
+/// Whether a graceful stop leaves the group. Without static membership a closing
+/// member always leaves; with it, `kafka.leave_group_on_stop` decides.
+fn leaves_on_stop(k: &KafkaConfig) -> bool {
+    k.leave_group_on_stop || !k.static_membership
+}
+
+/// The librdkafka settings of a stream thread's group consumer, apart from the
+/// tuning defaults and `[kafka.client]`: group, protocol, static membership.
+fn group_settings(k: &KafkaConfig, thread: usize) -> Vec<(&'static str, String)> {
+    let mut s = vec![
+        ("group.id", k.group_id.clone()),
+        ("enable.auto.commit", "false".into()),
+        ("enable.auto.offset.store", "false".into()),
+        ("isolation.level", "read_committed".into()),
+        ("auto.offset.reset", k.start_from.clone()),
+        ("max.poll.interval.ms", "600000".into()),
+        ("statistics.interval.ms", "5000".into()),
+        ("group.protocol", k.group_protocol.as_str().into()),
+    ];
+    if k.group_protocol == GroupProtocol::Classic {
+        // KIP-848 assigns on the broker (always incrementally, and sticky).
+        s.push(("partition.assignment.strategy", "cooperative-sticky".into()));
+    }
+    if k.static_membership {
+        s.push(("group.instance.id", k.group_instance_id(thread)));
+    }
+    s
+}
+
+/// The consumer-group member of stream thread `thread`.
+fn group_consumer(
+    k: &KafkaConfig,
+    thread: usize,
+    ctx: Ctx,
+) -> Result<BaseConsumer<Ctx>, KafkaSetupError> {
+    let mut defaults = vec![("fetch.queue.backoff.ms", "5")];
+    if k.group_protocol == GroupProtocol::Classic {
+        // Members learn of a rebalance at their next heartbeat: 1 s instead of
+        // librdkafka's 3 s makes joins, scale-outs and the cooperative protocol's
+        // second round that much quicker. (KIP-848: the broker's setting.)
+        defaults.push(("heartbeat.interval.ms", "1000"));
+    }
+    let mut c = tuned_config(k, &format!("consumer-{thread}"), &defaults)?;
+    for (key, value) in group_settings(k, thread) {
+        c.set(key, value);
+    }
+    c.create_with_context(ctx).map_err(KafkaSetupError::Client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn kafka(toml: &str) -> KafkaConfig {
+        Config::from_toml_str(toml, []).unwrap().kafka
+    }
+
+    fn get<'a>(s: &'a [(&str, String)], key: &str) -> Option<&'a str> {
+        s.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn static_members_are_named_by_instance_and_thread() {
+        let k = kafka("[kafka]\ninstance_id = \"pod-7\"\ngroup_id = \"g\"\n");
+        let s = group_settings(&k, 1);
+        assert_eq!(get(&s, "group.instance.id"), Some("pod-7-1"));
+        assert_eq!(get(&s, "group.protocol"), Some("classic"));
+        assert_eq!(get(&s, "partition.assignment.strategy"), Some("cooperative-sticky"));
+        // The transactional id is as stable, and differs per thread.
+        assert_eq!(k.transactional_id(1), "g-pod-7-1");
+        assert_ne!(k.transactional_id(0), k.transactional_id(1));
+        assert!(leaves_on_stop(&k));
+    }
+
+    #[test]
+    fn dynamic_members_and_kip_848() {
+        let k = kafka(
+            "[kafka]\ninstance_id = \"a\"\nstatic_membership = false\ngroup_protocol = \"consumer\"\nleave_group_on_stop = false\n",
+        );
+        let s = group_settings(&k, 0);
+        assert_eq!(get(&s, "group.instance.id"), None);
+        assert_eq!(get(&s, "group.protocol"), Some("consumer"));
+        assert_eq!(get(&s, "partition.assignment.strategy"), None);
+        // A dynamic member always leaves.
+        assert!(leaves_on_stop(&k));
+        let k = kafka("[kafka]\nleave_group_on_stop = false\n");
+        assert!(!leaves_on_stop(&k));
+    }
+
+    #[test]
+    fn librdkafka_accepts_the_settings() {
+        // Creating the client validates the combination (librdkafka refuses e.g. a
+        // session timeout with the consumer protocol); no broker is contacted.
+        for toml in [
+            "",
+            "[kafka]\ngroup_protocol = \"consumer\"\n",
+            "[kafka]\nstatic_membership = false\n",
+        ] {
+            let k = kafka(toml);
+            let mut c = tuned_config(&k, "t", &[]).unwrap();
+            for (key, value) in group_settings(&k, 0) {
+                c.set(key, value);
+            }
+            let r: Result<BaseConsumer, _> = c.create();
+            assert!(r.is_ok(), "{toml}: {:?}", r.err());
+        }
     }
 }
