@@ -263,7 +263,6 @@ impl Daemon {
         let log = std::env::temp_dir().join(format!("{name}-{instance}-{}.log", rand_suffix()));
         let child = Command::new(bin())
             .arg("run")
-            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
             .env("CHURNWATCH_KAFKA__GROUP_ID", format!("{name}-group"))
             .env("CHURNWATCH_KAFKA__INSTANCE_ID", instance)
@@ -280,6 +279,8 @@ impl Daemon {
             )
             .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "info,churnwatch=debug")
+            // Last: a test's own settings win over the defaults above.
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -795,6 +796,66 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     case.await_alerts(broker, &mut [&mut d], Duration::from_secs(240));
     d.stop();
     case.assert_alerts_equal_replay(broker);
+}
+
+/// The broker's log (the current file and the one rolled before it).
+fn broker_log(broker: &Broker) -> String {
+    let logs = PathBuf::from(&broker.dir).join("logs");
+    ["server.log.1", "server.log"]
+        .iter()
+        .map(|f| std::fs::read_to_string(logs.join(f)).unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn static_member_killed_and_restarted_takes_its_partitions_back() {
+    let broker = Broker::shared();
+    let case = Case::new(broker, "static", 4, 160, 150, 25);
+    case.produce(broker);
+    let group = format!("{}-group", case.name);
+    // A session far longer than the test's deadlines: only static membership can give
+    // the restarted instance its partitions back (dynamic members would wait for the
+    // dead one's session to expire). The broker's log says which happened.
+    let env = [
+        (
+            "CHURNWATCH_KAFKA__CLIENT",
+            r#"{"session.timeout.ms" = "300000"}"#.to_string(),
+        ),
+        ("CHURNWATCH_KAFKA__STREAM_THREADS", "2".to_string()),
+    ];
+    let spawn = || Daemon::spawn_with(broker, &case.name, "a", &env);
+    let mut d = spawn();
+    let n = case.expected.len();
+    wait_for("a third of the alerts", Duration::from_secs(240), || {
+        d.assert_alive();
+        broker.count(&case.alerts_topic()) >= n / 3
+    });
+    d.kill9();
+    let mut d = spawn();
+    case.await_alerts(broker, &mut [&mut d], Duration::from_secs(240));
+    let log = broker_log(broker);
+    for thread in 0..2 {
+        let rejoined = format!(
+            "Static member with groupInstanceId=a-{thread} and unknown member id joins group {group}"
+        );
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&rejoined) && l.contains("Replacing previously mapped member")),
+            "the broker did not hand a-{thread}'s partitions back to the restarted member"
+        );
+    }
+    d.stop();
+    case.assert_alerts_equal_replay(broker);
+    // A graceful stop left the group (LeaveGroup, static members included), so a new
+    // instance can take every partition without waiting for a session timeout.
+    let leaves = broker_log(broker)
+        .lines()
+        .filter(|l| {
+            l.contains(&format!("{group}]"))
+                && l.contains("has left group through explicit `LeaveGroup` request")
+        })
+        .count();
+    assert_eq!(leaves, 2, "each stream thread leaves {group} on SIGTERM");
 }
 
 #[test]
