@@ -139,7 +139,10 @@ impl Daemon {
             .env("CHURNWATCH_KAFKA__GROUP_ID", group)
             .env("CHURNWATCH_KAFKA__INPUT_TOPIC", input)
             .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", format!("{group}-alerts"))
-            .env("CHURNWATCH_KAFKA__DEAD_LETTER_TOPIC", format!("{group}-dlq"))
+            .env(
+                "CHURNWATCH_KAFKA__DEAD_LETTER_TOPIC",
+                format!("{group}-dlq"),
+            )
             .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "info")
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -288,7 +291,12 @@ fn restart_once(bootstrap: &str, input: &str, events: u64, m: Mode, run: u64) ->
                 .rfind(|l| l.contains("ERROR") || l.contains("error"))
                 .unwrap_or_default()
                 .to_string();
-            eprintln!("restart: {}: process exited ({why}); starting it again in 1 s", m.name);
+            if starts == 1 {
+                eprintln!(
+                    "restart: {}: the process exited ({why}); started again 1 s after each exit",
+                    m.name
+                );
+            }
             std::thread::sleep(Duration::from_secs(1));
             d = Daemon::start(bootstrap, &group, input, &env);
             starts += 1;
@@ -313,11 +321,7 @@ fn restart_once(bootstrap: &str, input: &str, events: u64, m: Mode, run: u64) ->
         std::thread::sleep(Duration::from_millis(10));
     }
     d.stop();
-    let r = [
-        processing.unwrap(),
-        checkpoint.unwrap(),
-        caught_up.unwrap(),
-    ];
+    let r = [processing.unwrap(), checkpoint.unwrap(), caught_up.unwrap()];
     println!(
         "restart: {:<16} run {run}: processing after {:.2} s, first committed checkpoint {:.2} s, \
          caught up {:.2} s ({again} events read again; {starts} process start{})",
@@ -403,7 +407,11 @@ fn scale_out(bootstrap: &str, events_file: &Path, run: u64) -> [f64; 4] {
     let mut first = None;
     loop {
         assert!(!a.exited(), "a exited:\n{}", a.log());
-        assert!(Instant::now() < deadline, "a does not process:\n{}", a.log());
+        assert!(
+            Instant::now() < deadline,
+            "a does not process:\n{}",
+            a.log()
+        );
         if a.metric("events_consumed_total").unwrap_or(0.0) > 0.0 {
             let t = *first.get_or_insert_with(Instant::now);
             if t.elapsed() > Duration::from_secs(5) {
@@ -421,7 +429,11 @@ fn scale_out(bootstrap: &str, events_file: &Path, run: u64) -> [f64; 4] {
     // Until b checkpointed, and 5 s more to see a's processing go on.
     while checkpoint.is_none_or(|c: f64| joined.elapsed().as_secs_f64() < c + 5.0) {
         assert!(!b.exited(), "b exited:\n{}", b.log());
-        assert!(Instant::now() < deadline, "b does not process:\n{}", b.log());
+        assert!(
+            Instant::now() < deadline,
+            "b does not process:\n{}",
+            b.log()
+        );
         let t = joined.elapsed().as_secs_f64();
         if b.metric("assigned_partitions").unwrap_or(0.0) > 0.0 {
             assigned.get_or_insert(t);
@@ -513,7 +525,11 @@ fn main() {
             .env("CHURNWATCH_KAFKA__BROKERS", &bootstrap)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let wanted = std::env::var("CHURNWATCH_BENCH_RESTART_MODES").unwrap_or_default();
         let modes: Vec<Mode> = MODES
             .into_iter()
@@ -542,7 +558,9 @@ fn main() {
         }
     }
     if only.is_empty() || only == "scale-out" {
-        let r: Vec<[f64; 4]> = (0..runs).map(|run| scale_out(&bootstrap, &input, run)).collect();
+        let r: Vec<[f64; 4]> = (0..runs)
+            .map(|run| scale_out(&bootstrap, &input, run))
+            .collect();
         let col = |i: usize| range(&r.iter().map(|x| x[i]).collect::<Vec<_>>());
         println!(
             "scale-out: partitions {} s, first event {} s, first checkpoint {} s after the join; moved partitions paused {} s",

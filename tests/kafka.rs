@@ -859,6 +859,59 @@ fn static_member_killed_and_restarted_takes_its_partitions_back() {
 }
 
 #[test]
+fn kip_848_consumer_protocol_keeps_exactly_once_across_a_restart_and_a_join() {
+    let broker = Broker::shared();
+    let case = Case::new(broker, "kip848", 4, 120, 150, 26);
+    case.produce(broker);
+    let group = format!("{}-group", case.name);
+    // Session and heartbeat are the broker's with KIP-848: no client settings.
+    let env = [
+        ("CHURNWATCH_KAFKA__GROUP_PROTOCOL", "consumer".to_string()),
+        ("CHURNWATCH_KAFKA__CLIENT", "{}".to_string()),
+        ("CHURNWATCH_KAFKA__STREAM_THREADS", "2".to_string()),
+    ];
+    let spawn = |id: &str| Daemon::spawn_with(broker, &case.name, id, &env);
+    let mut a = spawn("a");
+    let n = case.expected.len();
+    wait_for("a third of the alerts", Duration::from_secs(240), || {
+        a.assert_alive();
+        broker.count(&case.alerts_topic()) >= n / 3
+    });
+    // A static member stopping leaves for a while (epoch -2) and comes back under the
+    // same instance id; a second instance joining gets some of the partitions.
+    a.stop();
+    let mut a = spawn("a");
+    let mut b = spawn("b");
+    wait_for(
+        "the joining member to get partitions",
+        Duration::from_secs(120),
+        || {
+            b.assert_alive();
+            std::fs::read_to_string(&b.log)
+                .unwrap_or_default()
+                .contains("partitions assigned")
+        },
+    );
+    case.await_alerts(broker, &mut [&mut a, &mut b], Duration::from_secs(240));
+    a.stop();
+    b.stop();
+    case.assert_alerts_equal_replay(broker);
+    let log = broker_log(broker);
+    let said = |what: &str| {
+        log.lines()
+            .any(|l| l.contains(&format!("[GroupId {group}]")) && l.contains(what))
+    };
+    assert!(
+        said("with instance id a-0 re-joins the consumer group using the consumer protocol"),
+        "a-0 did not come back as the same static member of {group}"
+    );
+    assert!(
+        said("with instance id b-0 joins the consumer group using the consumer protocol"),
+        "b-0 did not join {group} with the consumer protocol"
+    );
+}
+
+#[test]
 fn scale_out_with_a_member_killed_and_another_joining() {
     let broker = Broker::shared();
     let case = Case::new(broker, "scale", 6, 160, 150, 23);

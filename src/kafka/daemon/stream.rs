@@ -13,11 +13,11 @@ use super::output::{transactional_producer, Output, Uncommitted};
 use super::rebalance::Ctx;
 use super::state::State;
 use super::{lock, DaemonError, DaemonStats, Shared};
+use crate::config::{GroupProtocol, KafkaConfig};
 use crate::kafka::changelog::RestoreContext;
 use crate::kafka::client::tuned_config;
 use crate::kafka::input::{Batch, In, InputQueue};
 use crate::kafka::process::{process, Effects};
-use crate::config::{GroupProtocol, KafkaConfig};
 use crate::kafka::KafkaSetupError;
 use crate::metrics::METRICS;
 use crate::replay::wall_clock_ms;
@@ -349,7 +349,10 @@ mod tests {
         let s = group_settings(&k, 1);
         assert_eq!(get(&s, "group.instance.id"), Some("pod-7-1"));
         assert_eq!(get(&s, "group.protocol"), Some("classic"));
-        assert_eq!(get(&s, "partition.assignment.strategy"), Some("cooperative-sticky"));
+        assert_eq!(
+            get(&s, "partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
         // The transactional id is as stable, and differs per thread.
         assert_eq!(k.transactional_id(1), "g-pod-7-1");
         assert_ne!(k.transactional_id(0), k.transactional_id(1));
