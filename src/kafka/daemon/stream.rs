@@ -375,6 +375,22 @@ mod tests {
     }
 
     #[test]
+    fn settings_that_clash_with_the_group_options_are_refused() {
+        let err = |toml: &str| Config::from_toml_str(toml, []).unwrap_err().to_string();
+        let e = err("[kafka]\ngroup_protocol = \"consumer\"\n[kafka.client]\n\"session.timeout.ms\" = \"6000\"\n");
+        assert!(
+            e.contains("session.timeout.ms") && e.contains("KIP-848"),
+            "{e}"
+        );
+        let e = err("[kafka.client]\n\"group.instance.id\" = \"x\"\n");
+        assert!(e.contains("set by churnwatch itself"), "{e}");
+        let e = err("[kafka]\ngroup_protocol = \"streams\"\n");
+        assert!(e.contains("group_protocol"), "{e}");
+        // The classic protocol keeps accepting them.
+        Config::from_toml_str("[kafka.client]\n\"session.timeout.ms\" = \"6000\"\n", []).unwrap();
+    }
+
+    #[test]
     fn librdkafka_accepts_the_settings() {
         // Creating the client validates the combination (librdkafka refuses e.g. a
         // session timeout with the consumer protocol); no broker is contacted.
