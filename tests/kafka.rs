@@ -856,6 +856,51 @@ fn static_member_killed_and_restarted_takes_its_partitions_back() {
         })
         .count();
     assert_eq!(leaves, 2, "each stream thread leaves {group} on SIGTERM");
+
+    // kafka.leave_group_on_stop = false: a stopped static member stays in the group, and
+    // comes back as the same member.
+    let stay = [
+        env[0].clone(),
+        env[1].clone(),
+        ("CHURNWATCH_KAFKA__LEAVE_GROUP_ON_STOP", "false".to_string()),
+    ];
+    let replaced = |log: &str| {
+        log.lines()
+            .filter(|l| {
+                l.contains(&format!(
+                    "groupInstanceId=a-0 and unknown member id joins group {group}"
+                )) && l.contains("Replacing previously mapped member")
+            })
+            .count()
+    };
+    let before = replaced(&broker_log(broker));
+    for _ in 0..2 {
+        let d = Daemon::spawn_with(broker, &case.name, "a", &stay);
+        wait_for("partitions assigned", Duration::from_secs(120), || {
+            std::fs::read_to_string(&d.log)
+                .unwrap_or_default()
+                .contains("partitions assigned")
+        });
+        d.stop();
+    }
+    let log = broker_log(broker);
+    let leaves_now = log
+        .lines()
+        .filter(|l| {
+            l.contains(&format!("{group}]"))
+                && l.contains("has left group through explicit `LeaveGroup` request")
+        })
+        .count();
+    assert_eq!(
+        leaves_now, 2,
+        "no LeaveGroup with leave_group_on_stop = false"
+    );
+    assert_eq!(
+        replaced(&log),
+        before + 1,
+        "the second start should take over the member the first one left in the group"
+    );
+    case.assert_alerts_equal_replay(broker);
 }
 
 #[test]
@@ -901,6 +946,12 @@ fn kip_848_consumer_protocol_keeps_exactly_once_across_a_restart_and_a_join() {
         log.lines()
             .any(|l| l.contains(&format!("[GroupId {group}]")) && l.contains(what))
     };
+    // KIP-848: a static member that stops only leaves for a while (its partitions wait
+    // for it until its session expires), as deploy/README.md says.
+    assert!(
+        said("with instance id a-0 temporarily left the consumer group"),
+        "a-0 did not leave {group} temporarily"
+    );
     assert!(
         said("with instance id a-0 re-joins the consumer group using the consumer protocol"),
         "a-0 did not come back as the same static member of {group}"

@@ -34,9 +34,65 @@ impl Drop for CloseInput<'_> {
     }
 }
 
+/// Group members a stream thread starts again after its static member was replaced
+/// (see `stream_thread`) before it gives up.
+const MAX_REJOINS: u32 = 10;
+
 /// One stream thread: a consumer-group member with its own partitions, until the
 /// process stops or it fails.
+///
+/// A static member whose session expired while the brokers were unreachable is
+/// replaced by librdkafka's own rejoin under the same `group.instance.id`, and the old
+/// member's consumer is then fenced (`FENCED_INSTANCE_ID`, fatal for librdkafka; its
+/// issue 3437). The thread then aborts its open transaction, forgets its partitions and
+/// joins again with a new consumer; the new member restores what it is assigned.
+/// Another process with the same instance id is stopped by the producers' fencing
+/// (same transactional ids), so this does not hide a duplicate instance.
 pub(super) fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStats, DaemonError> {
+    let k = &shared.cfg.kafka;
+    let mut state = new_state(shared, thread)?;
+    let mut rejoins = 0;
+    loop {
+        let ctx = Ctx {
+            state: Mutex::new(Some(state)),
+            input: OnceLock::new(),
+            input_topic: k.input_topic.clone(),
+            health: shared.health.clone(),
+        };
+        let consumer = group_consumer(k, thread, ctx)?;
+        let input = InputQueue::new(&consumer);
+        if consumer.context().input.set(input).is_err() {
+            unreachable!("input queue set once");
+        }
+        // librdkafka cannot shut the consumer down while messages of it are held.
+        let close_input = CloseInput(&consumer);
+        if rejoins == 0 && !shared.all_set_up() {
+            return Ok(DaemonStats::default());
+        }
+        match member(shared, thread, &consumer) {
+            Err(DaemonError::InstanceFenced(why)) if rejoins < MAX_REJOINS => {
+                rejoins += 1;
+                warn!(reason = %why, rejoins, "this group member was replaced under its own group.instance.id; joining again");
+                let mut st = lock(&consumer.context().state)
+                    .take()
+                    .expect("state lives until the end");
+                st.forget_partitions()?;
+                drop(close_input);
+                drop(consumer);
+                state = st;
+            }
+            Err(e) => {
+                error!(error = %e, "stopping");
+                return Err(e);
+            }
+            Ok(stats) => return Ok(stats),
+        }
+    }
+}
+
+/// What a stream thread owns across group members: producer, changelog reader,
+/// partitions.
+fn new_state(shared: &Shared, thread: usize) -> Result<State, DaemonError> {
     let cfg = &shared.cfg;
     let k = &cfg.kafka;
     let health = &shared.health;
@@ -84,22 +140,18 @@ pub(super) fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStat
         health: health.clone(),
         producer_rebuilds: 0,
     };
-    let ctx = Ctx {
-        state: Mutex::new(Some(state)),
-        input: OnceLock::new(),
-        input_topic: k.input_topic.clone(),
-        health: health.clone(),
-    };
-    let consumer = group_consumer(k, thread, ctx)?;
-    let input = InputQueue::new(&consumer);
-    if consumer.context().input.set(input).is_err() {
-        unreachable!("input queue set once");
-    }
-    // librdkafka cannot shut the consumer down while messages of it are held.
-    let _close_input = CloseInput(&consumer);
-    if !shared.all_set_up() {
-        return Ok(DaemonStats::default());
-    }
+    Ok(state)
+}
+
+/// One consumer-group member of a stream thread: subscribes, polls and processes until
+/// the process stops (then commits and leaves) or it fails.
+fn member(
+    shared: &Shared,
+    thread: usize,
+    consumer: &BaseConsumer<Ctx>,
+) -> Result<DaemonStats, DaemonError> {
+    let k = &shared.cfg.kafka;
+    let health = &shared.health;
     consumer.subscribe(&[&k.input_topic])?;
     let interval = Duration::from_millis(k.checkpoint_interval.0 as u64);
     let max_dirty = k.checkpoint_max_dirty;
@@ -141,7 +193,7 @@ pub(super) fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStat
                 if let Some(part) = st.parts.get_mut(&m.partition) {
                     part.handle(&shared.parser, &m, 0, wall_clock_ms(), &mut fx);
                 }
-                if let Err(e) = st.emit(fx, |_| m).or_else(|e| st.recover(&consumer, e)) {
+                if let Err(e) = st.emit(fx, |_| m).or_else(|e| st.recover(consumer, e)) {
                     break Err(e);
                 }
                 handled += 1;
@@ -180,7 +232,7 @@ pub(super) fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStat
             // On an error, rolled back: the rest of the batch is stale (cleared below).
             if let Err(e) = st
                 .emit(fx, |i| batch.get(i))
-                .or_else(|e| st.recover(&consumer, e))
+                .or_else(|e| st.recover(consumer, e))
             {
                 break Err(e);
             }
@@ -202,30 +254,27 @@ pub(super) fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStat
             });
             st.refresh_gauges();
             if let Err(e) = st
-                .idle_advance(&consumer)
-                .or_else(|e| st.recover(&consumer, e))
+                .idle_advance(consumer)
+                .or_else(|e| st.recover(consumer, e))
             {
                 break Err(e);
             }
         }
         if last_checkpoint.elapsed() >= interval || st.dirty_accounts() >= max_dirty {
-            if let Err(e) = st.checkpoint(&consumer) {
+            if let Err(e) = st.checkpoint(consumer) {
                 break Err(e);
             }
             last_checkpoint = Instant::now();
         }
     };
-    if let Err(e) = &result {
-        error!(error = %e, "stopping");
-        return result.map(|_| DaemonStats::default());
-    }
+    result?;
     // Graceful stop: commit what was done, then leave the group.
     health.detector(|h| h.phase = Phase::Stopping);
     let deadline = Instant::now() + Duration::from_millis(k.shutdown_timeout.0 as u64);
     {
         let mut guard = lock(&consumer.context().state);
         let st = guard.as_mut().expect("state");
-        st.checkpoint(&consumer)?;
+        st.checkpoint(consumer)?;
     }
     if !leaves_on_stop(k) {
         // A static member that stays: no LeaveGroup (librdkafka sends none when a
@@ -267,10 +316,9 @@ fn consumer_fatal(
 ) -> DaemonError {
     let id = k.group_instance_id(thread);
     DaemonError::Fatal(match code {
-        RDKafkaErrorCode::FencedInstanceId => format!(
-            "another member joined the group with group.instance.id {id:?}: \
-             kafka.instance_id must differ between running instances ({reason})"
-        ),
+        RDKafkaErrorCode::FencedInstanceId => {
+            return DaemonError::InstanceFenced(format!("{id:?}: {reason}"))
+        }
         RDKafkaErrorCode::UnreleasedInstanceId => format!(
             "the group still holds a member with group.instance.id {id:?}, a previous \
              incarnation that did not leave (KIP-848 releases it when its session times \
