@@ -37,6 +37,8 @@ FAILED=0
 ok() { echo "  ok    $*"; }
 bad() { echo "  FAIL  $*"; FAILED=1; }
 log() { echo "image-run: $*" >&2; }
+# verdict GOOD BAD CMD...: prints ok GOOD if CMD succeeds, else FAIL BAD.
+verdict() { local good=$1 fail=$2; shift 2; if "$@"; then ok "$good"; else bad "$fail"; fi; }
 
 [[ $(id -u) == 0 ]] || { log "must run as root (podman without a user namespace set-up)"; exit 1; }
 for tool in podman runc mmdebstrap java; do
@@ -76,8 +78,9 @@ install -D -m 0644 config/churnwatch.toml "$CTX/config/churnwatch.toml"
 sed -n '/^# ---- runtime/,$p' deploy/Dockerfile |
   sed -e "s|^FROM debian:\${DEBIAN_RELEASE}-slim|FROM $BASE_IMAGE|" \
       -e 's|^COPY --from=build /out/churnwatch|COPY out/churnwatch|' >"$CTX/Containerfile"
-grep -q "^FROM $BASE_IMAGE" "$CTX/Containerfile" && grep -q '^COPY out/churnwatch' "$CTX/Containerfile" ||
-  { log "deploy/Dockerfile's runtime stage changed shape: update this script"; exit 1; }
+if ! grep -q "^FROM $BASE_IMAGE" "$CTX/Containerfile" || ! grep -q '^COPY out/churnwatch' "$CTX/Containerfile"; then
+  log "deploy/Dockerfile's runtime stage changed shape: update this script"; exit 1
+fi
 log "building $IMAGE (runtime stage of deploy/Dockerfile)"
 "${PODMAN[@]}" build --network host --pull=never -f "$CTX/Containerfile" -t "$IMAGE" "$CTX" \
   >"$WORK/build.log" 2>&1 || { tail -n 30 "$WORK/build.log" >&2; log "podman build failed"; exit 1; }
@@ -89,10 +92,10 @@ echo "image-run: $IMAGE ($(du -h "$BIN" | cut -f1) binary, $("${PODMAN[@]}" imag
 
 # ---- user ---------------------------------------------------------------------------
 user=$("${PODMAN[@]}" image inspect --format '{{.Config.User}}' "$IMAGE")
-[[ $user == 10001:10001 ]] && ok "image user $user" || bad "image user is '$user', want 10001:10001"
+verdict "image user $user" "image user is '$user', want 10001:10001" test "$user" = 10001:10001
 ids=$("${RUN[@]}" --entrypoint /usr/bin/id "$IMAGE")
-[[ $ids == "uid=10001(churnwatch) gid=10001(churnwatch) groups=10001(churnwatch)" ]] &&
-  ok "in the container: $ids" || bad "in the container: $ids"
+verdict "in the container: $ids" "in the container: $ids" \
+  test "$ids" = "uid=10001(churnwatch) gid=10001(churnwatch) groups=10001(churnwatch)"
 
 # ---- demo ---------------------------------------------------------------------------
 if out=$("${RUN[@]}" "$IMAGE" demo 2>&1) && grep -q "firing" <<<"$out"; then
@@ -144,22 +147,22 @@ else
   bad "run: /readyz not 200 within 60 s; log:"; "${PODMAN[@]}" logs "$CONTAINER" 2>&1 | tail -n 20
 fi
 code=$(probe /healthz)
-[[ $code == 200 ]] && ok "run: /healthz 200" || bad "run: /healthz answered '$code'"
+verdict "run: /healthz 200" "run: /healthz answered '$code'" test "$code" = 200
 pid=$("${PODMAN[@]}" inspect --format '{{.State.Pid}}' "$CONTAINER" 2>/dev/null || echo 0)
 if [[ $pid != 0 && -r /proc/$pid/status ]]; then
   uid=$(awk '/^Uid:/ {print $2}' "/proc/$pid/status")
   caps=$(awk '/^CapEff:/ {print $2}' "/proc/$pid/status")
   nofile=$(awk '/^Max open files/ {print $4}' "/proc/$pid/limits")
-  [[ $uid == 10001 ]] && ok "run: the daemon's uid is $uid" || bad "run: the daemon's uid is $uid"
-  [[ $caps == 0000000000000000 ]] && ok "run: no effective capabilities" || bad "run: CapEff $caps"
-  [[ $nofile == 1024 ]] && ok "run: nofile limit $nofile" || bad "run: nofile limit $nofile"
+  verdict "run: the daemon's uid is $uid" "run: the daemon's uid is $uid" test "$uid" = 10001
+  verdict "run: no effective capabilities" "run: CapEff $caps" test "$caps" = 0000000000000000
+  verdict "run: nofile limit $nofile" "run: nofile limit $nofile" test "$nofile" = 1024
 else
   bad "run: no process to inspect"
 fi
 started=$SECONDS
 "${PODMAN[@]}" stop -t 30 "$CONTAINER" >/dev/null
 status=$("${PODMAN[@]}" inspect --format '{{.State.ExitCode}}' "$CONTAINER")
-[[ $status == 0 ]] && ok "run: SIGTERM -> exit 0 after $((SECONDS - started)) s" ||
-  bad "run: exit $status after SIGTERM"
+verdict "run: SIGTERM -> exit 0 after $((SECONDS - started)) s" "run: exit $status after SIGTERM" \
+  test "$status" = 0
 if ((FAILED)); then echo "image-run: FAILED"; exit 1; fi
 echo "image-run: all checks passed"
