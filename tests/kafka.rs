@@ -265,7 +265,6 @@ impl Daemon {
     fn spawn_with(broker: &Broker, name: &str, instance: &str, env: &[(&str, String)]) -> Daemon {
         let mut cmd = Command::new(bin());
         cmd.arg("run")
-            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
             .env("CHURNWATCH_KAFKA__GROUP_ID", format!("{name}-group"))
             .env("CHURNWATCH_KAFKA__INSTANCE_ID", instance)
@@ -281,7 +280,9 @@ impl Daemon {
                 r#"{"session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000"}"#,
             )
             .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
-            .env("RUST_LOG", "info,churnwatch=debug");
+            .env("RUST_LOG", "info,churnwatch=debug")
+            // Last: a test's own settings win over the defaults above.
+            .envs(env.iter().map(|(k, v)| (k, v)));
         Daemon::start(cmd, name, instance)
     }
 
@@ -770,6 +771,170 @@ fn kill_9_at_random_points_loses_and_duplicates_nothing() {
     case.await_alerts(broker, &mut [&mut d], Duration::from_secs(240));
     d.stop();
     case.assert_alerts_equal_replay(broker);
+}
+
+/// The broker's log (the current file and the one rolled before it).
+fn broker_log(broker: &Broker) -> String {
+    let logs = PathBuf::from(&broker.dir).join("logs");
+    ["server.log.1", "server.log"]
+        .iter()
+        .map(|f| std::fs::read_to_string(logs.join(f)).unwrap_or_default())
+        .collect()
+}
+
+#[test]
+fn static_member_killed_and_restarted_takes_its_partitions_back() {
+    let broker = Broker::shared();
+    let case = Case::new(broker, "static", 4, 160, 150, 25);
+    case.produce(broker);
+    let group = format!("{}-group", case.name);
+    // A session far longer than the test's deadlines: only static membership can give
+    // the restarted instance its partitions back (dynamic members would wait for the
+    // dead one's session to expire). The broker's log says which happened.
+    let env = [
+        (
+            "CHURNWATCH_KAFKA__CLIENT",
+            r#"{"session.timeout.ms" = "300000"}"#.to_string(),
+        ),
+        ("CHURNWATCH_KAFKA__STREAM_THREADS", "2".to_string()),
+    ];
+    let spawn = || Daemon::spawn_with(broker, &case.name, "a", &env);
+    let mut d = spawn();
+    let n = case.expected.len();
+    wait_for("a third of the alerts", Duration::from_secs(240), || {
+        d.assert_alive();
+        broker.count(&case.alerts_topic()) >= n / 3
+    });
+    d.kill9();
+    let mut d = spawn();
+    case.await_alerts(broker, &mut [&mut d], Duration::from_secs(240));
+    let log = broker_log(broker);
+    for thread in 0..2 {
+        let rejoined = format!(
+            "Static member with groupInstanceId=a-{thread} and unknown member id joins group {group}"
+        );
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&rejoined) && l.contains("Replacing previously mapped member")),
+            "the broker did not hand a-{thread}'s partitions back to the restarted member"
+        );
+    }
+    d.stop();
+    case.assert_alerts_equal_replay(broker);
+    // A graceful stop left the group (LeaveGroup, static members included), so a new
+    // instance can take every partition without waiting for a session timeout.
+    let leaves = broker_log(broker)
+        .lines()
+        .filter(|l| {
+            l.contains(&format!("{group}]"))
+                && l.contains("has left group through explicit `LeaveGroup` request")
+        })
+        .count();
+    assert_eq!(leaves, 2, "each stream thread leaves {group} on SIGTERM");
+
+    // kafka.leave_group_on_stop = false: a stopped static member stays in the group, and
+    // comes back as the same member.
+    let stay = [
+        env[0].clone(),
+        env[1].clone(),
+        ("CHURNWATCH_KAFKA__LEAVE_GROUP_ON_STOP", "false".to_string()),
+    ];
+    let replaced = |log: &str| {
+        log.lines()
+            .filter(|l| {
+                l.contains(&format!(
+                    "groupInstanceId=a-0 and unknown member id joins group {group}"
+                )) && l.contains("Replacing previously mapped member")
+            })
+            .count()
+    };
+    let before = replaced(&broker_log(broker));
+    for _ in 0..2 {
+        let d = Daemon::spawn_with(broker, &case.name, "a", &stay);
+        wait_for("partitions assigned", Duration::from_secs(120), || {
+            std::fs::read_to_string(&d.log)
+                .unwrap_or_default()
+                .contains("partitions assigned")
+        });
+        d.stop();
+    }
+    let log = broker_log(broker);
+    let leaves_now = log
+        .lines()
+        .filter(|l| {
+            l.contains(&format!("{group}]"))
+                && l.contains("has left group through explicit `LeaveGroup` request")
+        })
+        .count();
+    assert_eq!(
+        leaves_now, 2,
+        "no LeaveGroup with leave_group_on_stop = false"
+    );
+    assert_eq!(
+        replaced(&log),
+        before + 1,
+        "the second start should take over the member the first one left in the group"
+    );
+    case.assert_alerts_equal_replay(broker);
+}
+
+#[test]
+fn kip_848_consumer_protocol_keeps_exactly_once_across_a_restart_and_a_join() {
+    let broker = Broker::shared();
+    let case = Case::new(broker, "kip848", 4, 120, 150, 26);
+    case.produce(broker);
+    let group = format!("{}-group", case.name);
+    // Session and heartbeat are the broker's with KIP-848: no client settings.
+    let env = [
+        ("CHURNWATCH_KAFKA__GROUP_PROTOCOL", "consumer".to_string()),
+        ("CHURNWATCH_KAFKA__CLIENT", "{}".to_string()),
+        ("CHURNWATCH_KAFKA__STREAM_THREADS", "2".to_string()),
+    ];
+    let spawn = |id: &str| Daemon::spawn_with(broker, &case.name, id, &env);
+    let mut a = spawn("a");
+    let n = case.expected.len();
+    wait_for("a third of the alerts", Duration::from_secs(240), || {
+        a.assert_alive();
+        broker.count(&case.alerts_topic()) >= n / 3
+    });
+    // A static member stopping leaves for a while (epoch -2) and comes back under the
+    // same instance id; a second instance joining gets some of the partitions.
+    a.stop();
+    let mut a = spawn("a");
+    let mut b = spawn("b");
+    wait_for(
+        "the joining member to get partitions",
+        Duration::from_secs(120),
+        || {
+            b.assert_alive();
+            std::fs::read_to_string(&b.log)
+                .unwrap_or_default()
+                .contains("partitions assigned")
+        },
+    );
+    case.await_alerts(broker, &mut [&mut a, &mut b], Duration::from_secs(240));
+    a.stop();
+    b.stop();
+    case.assert_alerts_equal_replay(broker);
+    let log = broker_log(broker);
+    let said = |what: &str| {
+        log.lines()
+            .any(|l| l.contains(&format!("[GroupId {group}]")) && l.contains(what))
+    };
+    // KIP-848: a static member that stops only leaves for a while (its partitions wait
+    // for it until its session expires), as deploy/README.md says.
+    assert!(
+        said("with instance id a-0 temporarily left the consumer group"),
+        "a-0 did not leave {group} temporarily"
+    );
+    assert!(
+        said("with instance id a-0 re-joins the consumer group using the consumer protocol"),
+        "a-0 did not come back as the same static member of {group}"
+    );
+    assert!(
+        said("with instance id b-0 joins the consumer group using the consumer protocol"),
+        "b-0 did not join {group} with the consumer protocol"
+    );
 }
 
 #[test]

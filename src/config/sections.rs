@@ -71,6 +71,14 @@ pub struct KafkaConfig {
     pub idle_advance_after: Duration,
     /// Deadline for a graceful stop.
     pub shutdown_timeout: Duration,
+    /// Static group membership (KIP-345): each stream thread joins as
+    /// `<instance>-<thread>`, so a restarted instance takes its partitions back at once.
+    pub static_membership: bool,
+    /// Group protocol: the classic one, or KIP-848's `consumer` (brokers 4.0+).
+    pub group_protocol: GroupProtocol,
+    /// A graceful stop leaves the group (its partitions move at once: scale-in); off,
+    /// a static member keeps them until it is back or its session times out.
+    pub leave_group_on_stop: bool,
     /// librdkafka settings passed to every client.
     pub client: BTreeMap<String, String>,
     /// librdkafka settings read from the named environment variables.
@@ -109,6 +117,12 @@ impl KafkaConfig {
         format!("{}-{}-{thread}", self.group_id, self.instance())
     }
 
+    /// The `group.instance.id` of this instance's stream thread `thread` (static
+    /// membership): unique in the group, and the same after a restart.
+    pub fn group_instance_id(&self, thread: usize) -> String {
+        format!("{}-{thread}", self.instance())
+    }
+
     /// Stream threads to run for an input of `partitions` partitions.
     pub fn stream_threads(&self, partitions: usize) -> usize {
         let n = match self.stream_threads {
@@ -118,6 +132,25 @@ impl KafkaConfig {
             n => n,
         };
         n.min(partitions).max(1)
+    }
+}
+
+/// The consumer group protocol (librdkafka's `group.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupProtocol {
+    /// JoinGroup/SyncGroup; the assignment is computed by a member (cooperative-sticky).
+    Classic,
+    /// KIP-848: the broker assigns partitions; session and heartbeat are broker settings.
+    Consumer,
+}
+
+impl GroupProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupProtocol::Classic => "classic",
+            GroupProtocol::Consumer => "consumer",
+        }
     }
 }
 

@@ -223,6 +223,8 @@ impl Config {
             if matches!(
                 key.as_str(),
                 "group.id"
+                    | "group.instance.id"
+                    | "group.protocol"
                     | "transactional.id"
                     | "bootstrap.servers"
                     | "enable.auto.commit"
@@ -231,6 +233,27 @@ impl Config {
                 return Err(invalid(
                     "kafka.client",
                     format!("{key:?} is set by churnwatch itself; use the kafka.* options instead"),
+                ));
+            }
+        }
+        if k.group_protocol == super::GroupProtocol::Consumer {
+            // librdkafka refuses these with group.protocol=consumer (KIP-848 makes them
+            // broker settings): say so before any client is created.
+            if let Some(key) = k.client.keys().chain(k.client_env.keys()).find(|key| {
+                matches!(
+                    key.as_str(),
+                    "session.timeout.ms"
+                        | "heartbeat.interval.ms"
+                        | "partition.assignment.strategy"
+                        | "group.protocol.type"
+                )
+            }) {
+                return Err(invalid(
+                    "kafka.client",
+                    format!(
+                        "{key:?} does not apply with kafka.group_protocol = \"consumer\" (KIP-848): \
+                         the broker's group.consumer.* settings replace it"
+                    ),
                 ));
             }
         }

@@ -58,6 +58,14 @@ pub enum DaemonError {
     Fenced(String),
     #[error("fatal Kafka error, restart needed: {0}")]
     Fatal(String),
+    /// A member joined the group with this stream thread's `group.instance.id`: this
+    /// member's own rejoin after its session expired (handled by joining again), or
+    /// another process with the same `kafka.instance_id`.
+    #[error(
+        "this group member was replaced by another with group.instance.id {0} \
+         (kafka.instance_id must differ between running instances)"
+    )]
+    InstanceFenced(String),
     /// The transactional producer hit a fatal error other than fencing (e.g. the
     /// coordinator aborted a transaction that outlived a broker restart): recovered
     /// in-process by a new producer, as a restart would.

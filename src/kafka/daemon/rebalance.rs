@@ -123,27 +123,8 @@ impl ConsumerContext for Ctx {
             st.failed.get_or_insert(e);
         }
         for p in revoked {
-            st.parts.remove(&p);
-            let label = p.to_string();
-            for g in [
-                &METRICS.accounts_tracked,
-                &METRICS.timers_pending,
-                &METRICS.held_events,
-                &METRICS.watermark_lag_seconds,
-                &METRICS.input_stalled,
-                &METRICS.consumer_lag,
-            ] {
-                let _ = g.remove_label_values(&[&label]);
-            }
-            st.health.detector(|h| {
-                h.assigned.remove(&p);
-                h.stalled.remove(&p);
-                h.caught_up.remove(&p);
-            });
+            st.forget_partition(p);
         }
-        // Of the whole process: every stream thread's partitions.
-        st.health
-            .detector(|h| METRICS.assigned_partitions.set(h.assigned.len() as i64));
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -84,6 +84,63 @@ impl State {
         Ok(())
     }
 
+    /// Drops partition `p` (revoked, or lost with the group member) with its gauges
+    /// and health entries.
+    pub(super) fn forget_partition(&mut self, p: i32) {
+        self.parts.remove(&p);
+        let label = p.to_string();
+        for g in [
+            &METRICS.accounts_tracked,
+            &METRICS.timers_pending,
+            &METRICS.held_events,
+            &METRICS.watermark_lag_seconds,
+            &METRICS.input_stalled,
+            &METRICS.consumer_lag,
+        ] {
+            let _ = g.remove_label_values(&[&label]);
+        }
+        self.health.detector(|h| {
+            h.assigned.remove(&p);
+            h.stalled.remove(&p);
+            h.caught_up.remove(&p);
+            h.restoring.remove(&p);
+            // Of the whole process: every stream thread's partitions.
+            METRICS.assigned_partitions.set(h.assigned.len() as i64);
+        });
+    }
+
+    /// After this thread's group member was replaced: aborts the open transaction
+    /// (replacing a producer that fails fatally doing so) and forgets every partition,
+    /// which the next member restores from its last checkpoint when assigned.
+    pub(super) fn forget_partitions(&mut self) -> Result<(), DaemonError> {
+        if self.out.in_txn {
+            match self.out.abort() {
+                Ok(()) => {}
+                Err(DaemonError::ProducerFailed(msg))
+                    if self.producer_rebuilds < MAX_PRODUCER_REBUILDS =>
+                {
+                    self.producer_rebuilds += 1;
+                    tracing::warn!(error = %msg, rebuilds = self.producer_rebuilds, "transactional producer failed; replacing it");
+                    let k = &self.cfg.kafka;
+                    self.out.producer = super::output::transactional_producer(
+                        k,
+                        &self.out.transactional_id,
+                        self.out.txn_timeout,
+                    )?;
+                    self.out.in_txn = false;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.stats.aborts += 1;
+        self.out.uncommitted.forget();
+        let parts: Vec<i32> = self.parts.keys().copied().collect();
+        for p in parts {
+            self.forget_partition(p);
+        }
+        Ok(())
+    }
+
     /// Refreshes the per-partition gauges.
     pub(super) fn refresh_gauges(&self) {
         let now = wall_clock_ms();

@@ -13,6 +13,7 @@ use super::output::{transactional_producer, Output, Uncommitted};
 use super::rebalance::Ctx;
 use super::state::State;
 use super::{lock, DaemonError, DaemonStats, Shared};
+use crate::config::{GroupProtocol, KafkaConfig};
 use crate::kafka::changelog::RestoreContext;
 use crate::kafka::client::tuned_config;
 use crate::kafka::input::{Batch, In, InputQueue};
@@ -33,9 +34,65 @@ impl Drop for CloseInput<'_> {
     }
 }
 
+/// Group members a stream thread starts again after its static member was replaced
+/// (see `stream_thread`) before it gives up.
+const MAX_REJOINS: u32 = 10;
+
 /// One stream thread: a consumer-group member with its own partitions, until the
 /// process stops or it fails.
+///
+/// A static member whose session expired while the brokers were unreachable is
+/// replaced by librdkafka's own rejoin under the same `group.instance.id`, and the old
+/// member's consumer is then fenced (`FENCED_INSTANCE_ID`, fatal for librdkafka; its
+/// issue 3437). The thread then aborts its open transaction, forgets its partitions and
+/// joins again with a new consumer; the new member restores what it is assigned.
+/// Another process with the same instance id is stopped by the producers' fencing
+/// (same transactional ids), so this does not hide a duplicate instance.
 pub(super) fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStats, DaemonError> {
+    let k = &shared.cfg.kafka;
+    let mut state = new_state(shared, thread)?;
+    let mut rejoins = 0;
+    loop {
+        let ctx = Ctx {
+            state: Mutex::new(Some(state)),
+            input: OnceLock::new(),
+            input_topic: k.input_topic.clone(),
+            health: shared.health.clone(),
+        };
+        let consumer = group_consumer(k, thread, ctx)?;
+        let input = InputQueue::new(&consumer);
+        if consumer.context().input.set(input).is_err() {
+            unreachable!("input queue set once");
+        }
+        // librdkafka cannot shut the consumer down while messages of it are held.
+        let close_input = CloseInput(&consumer);
+        if rejoins == 0 && !shared.all_set_up() {
+            return Ok(DaemonStats::default());
+        }
+        match member(shared, thread, &consumer) {
+            Err(DaemonError::InstanceFenced(why)) if rejoins < MAX_REJOINS => {
+                rejoins += 1;
+                warn!(reason = %why, rejoins, "this group member was replaced under its own group.instance.id; joining again");
+                let mut st = lock(&consumer.context().state)
+                    .take()
+                    .expect("state lives until the end");
+                st.forget_partitions()?;
+                drop(close_input);
+                drop(consumer);
+                state = st;
+            }
+            Err(e) => {
+                error!(error = %e, "stopping");
+                return Err(e);
+            }
+            Ok(stats) => return Ok(stats),
+        }
+    }
+}
+
+/// What a stream thread owns across group members: producer, changelog reader,
+/// partitions.
+fn new_state(shared: &Shared, thread: usize) -> Result<State, DaemonError> {
     let cfg = &shared.cfg;
     let k = &cfg.kafka;
     let health = &shared.health;
@@ -83,42 +140,18 @@ pub(super) fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStat
         health: health.clone(),
         producer_rebuilds: 0,
     };
-    let ctx = Ctx {
-        state: Mutex::new(Some(state)),
-        input: OnceLock::new(),
-        input_topic: k.input_topic.clone(),
-        health: health.clone(),
-    };
-    let consumer: BaseConsumer<Ctx> = tuned_config(
-        k,
-        &format!("consumer-{thread}"),
-        &[
-            ("fetch.queue.backoff.ms", "5"),
-            // Members learn of a rebalance at their next heartbeat: 1 s instead of
-            // librdkafka's 3 s makes joins, scale-outs and the cooperative protocol's
-            // second round that much quicker.
-            ("heartbeat.interval.ms", "1000"),
-        ],
-    )?
-    .set("group.id", &k.group_id)
-    .set("enable.auto.commit", "false")
-    .set("enable.auto.offset.store", "false")
-    .set("isolation.level", "read_committed")
-    .set("auto.offset.reset", &k.start_from)
-    .set("partition.assignment.strategy", "cooperative-sticky")
-    .set("max.poll.interval.ms", "600000")
-    .set("statistics.interval.ms", "5000")
-    .create_with_context(ctx)
-    .map_err(KafkaSetupError::Client)?;
-    let input = InputQueue::new(&consumer);
-    if consumer.context().input.set(input).is_err() {
-        unreachable!("input queue set once");
-    }
-    // librdkafka cannot shut the consumer down while messages of it are held.
-    let _close_input = CloseInput(&consumer);
-    if !shared.all_set_up() {
-        return Ok(DaemonStats::default());
-    }
+    Ok(state)
+}
+
+/// One consumer-group member of a stream thread: subscribes, polls and processes until
+/// the process stops (then commits and leaves) or it fails.
+fn member(
+    shared: &Shared,
+    thread: usize,
+    consumer: &BaseConsumer<Ctx>,
+) -> Result<DaemonStats, DaemonError> {
+    let k = &shared.cfg.kafka;
+    let health = &shared.health;
     consumer.subscribe(&[&k.input_topic])?;
     let interval = Duration::from_millis(k.checkpoint_interval.0 as u64);
     let max_dirty = k.checkpoint_max_dirty;
@@ -160,12 +193,15 @@ pub(super) fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStat
                 if let Some(part) = st.parts.get_mut(&m.partition) {
                     part.handle(&shared.parser, &m, 0, wall_clock_ms(), &mut fx);
                 }
-                if let Err(e) = st.emit(fx, |_| m).or_else(|e| st.recover(&consumer, e)) {
+                if let Err(e) = st.emit(fx, |_| m).or_else(|e| st.recover(consumer, e)) {
                     break Err(e);
                 }
                 handled += 1;
             }
-            Some(Err(e)) => warn!(error = %e, "consumer error"),
+            Some(Err(e)) => match consumer.client().fatal_error() {
+                Some((code, reason)) => break Err(consumer_fatal(k, thread, code, &reason)),
+                None => warn!(error = %e, "consumer error"),
+            },
             None => {}
         }
         assigned = !st.parts.is_empty();
@@ -196,7 +232,7 @@ pub(super) fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStat
             // On an error, rolled back: the rest of the batch is stale (cleared below).
             if let Err(e) = st
                 .emit(fx, |i| batch.get(i))
-                .or_else(|e| st.recover(&consumer, e))
+                .or_else(|e| st.recover(consumer, e))
             {
                 break Err(e);
             }
@@ -218,31 +254,40 @@ pub(super) fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStat
             });
             st.refresh_gauges();
             if let Err(e) = st
-                .idle_advance(&consumer)
-                .or_else(|e| st.recover(&consumer, e))
+                .idle_advance(consumer)
+                .or_else(|e| st.recover(consumer, e))
             {
                 break Err(e);
             }
         }
         if last_checkpoint.elapsed() >= interval || st.dirty_accounts() >= max_dirty {
-            if let Err(e) = st.checkpoint(&consumer) {
+            if let Err(e) = st.checkpoint(consumer) {
                 break Err(e);
             }
             last_checkpoint = Instant::now();
         }
     };
-    if let Err(e) = &result {
-        error!(error = %e, "stopping");
-        return result.map(|_| DaemonStats::default());
-    }
+    result?;
     // Graceful stop: commit what was done, then leave the group.
     health.detector(|h| h.phase = Phase::Stopping);
     let deadline = Instant::now() + Duration::from_millis(k.shutdown_timeout.0 as u64);
     {
         let mut guard = lock(&consumer.context().state);
         let st = guard.as_mut().expect("state");
-        st.checkpoint(&consumer)?;
+        st.checkpoint(consumer)?;
     }
+    if !leaves_on_stop(k) {
+        // A static member that stays: no LeaveGroup (librdkafka sends none when a
+        // static member closes), so its partitions wait for it to come back.
+        let mut guard = lock(&consumer.context().state);
+        let st = guard.take().expect("state");
+        return match st.failed {
+            Some(e) => Err(e),
+            None => Ok(st.stats),
+        };
+    }
+    // Unsubscribing sends LeaveGroup, a static member's too (librdkafka only skips it
+    // when a static member closes), so the others take the partitions over at once.
     consumer.unsubscribe();
     while Instant::now() < deadline {
         if consumer.poll(Duration::from_millis(100)).is_none()
@@ -259,5 +304,156 @@ pub(super) fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStat
     match st.failed {
         Some(e) => Err(e),
         None => Ok(st.stats),
+    }
+}
+
+/// A fatal error of the group consumer, said in the terms of the config.
+fn consumer_fatal(
+    k: &KafkaConfig,
+    thread: usize,
+    code: RDKafkaErrorCode,
+    reason: &str,
+) -> DaemonError {
+    let id = k.group_instance_id(thread);
+    DaemonError::Fatal(match code {
+        RDKafkaErrorCode::FencedInstanceId => {
+            return DaemonError::InstanceFenced(format!("{id:?}: {reason}"))
+        }
+        RDKafkaErrorCode::UnreleasedInstanceId => format!(
+            "the group still holds a member with group.instance.id {id:?}, a previous \
+             incarnation that did not leave (KIP-848 releases it when its session times \
+             out: group.consumer.session.timeout.ms on the broker); restart later, or run \
+             with kafka.static_membership = false ({reason})"
+        ),
+        _ => format!("consumer: {reason}"),
+    })
+}
+
+/// Whether a graceful stop leaves the group. Without static membership a closing
+/// member always leaves; with it, `kafka.leave_group_on_stop` decides.
+fn leaves_on_stop(k: &KafkaConfig) -> bool {
+    k.leave_group_on_stop || !k.static_membership
+}
+
+/// The librdkafka settings of a stream thread's group consumer, apart from the
+/// tuning defaults and `[kafka.client]`: group, protocol, static membership.
+fn group_settings(k: &KafkaConfig, thread: usize) -> Vec<(&'static str, String)> {
+    let mut s = vec![
+        ("group.id", k.group_id.clone()),
+        ("enable.auto.commit", "false".into()),
+        ("enable.auto.offset.store", "false".into()),
+        ("isolation.level", "read_committed".into()),
+        ("auto.offset.reset", k.start_from.clone()),
+        ("max.poll.interval.ms", "600000".into()),
+        ("statistics.interval.ms", "5000".into()),
+        ("group.protocol", k.group_protocol.as_str().into()),
+    ];
+    if k.group_protocol == GroupProtocol::Classic {
+        // KIP-848 assigns on the broker (always incrementally, and sticky).
+        s.push(("partition.assignment.strategy", "cooperative-sticky".into()));
+    }
+    if k.static_membership {
+        s.push(("group.instance.id", k.group_instance_id(thread)));
+    }
+    s
+}
+
+/// The consumer-group member of stream thread `thread`.
+fn group_consumer(
+    k: &KafkaConfig,
+    thread: usize,
+    ctx: Ctx,
+) -> Result<BaseConsumer<Ctx>, KafkaSetupError> {
+    let mut defaults = vec![("fetch.queue.backoff.ms", "5")];
+    if k.group_protocol == GroupProtocol::Classic {
+        // Members learn of a rebalance at their next heartbeat: 1 s instead of
+        // librdkafka's 3 s makes joins, scale-outs and the cooperative protocol's
+        // second round that much quicker. (KIP-848: the broker's setting.)
+        defaults.push(("heartbeat.interval.ms", "1000"));
+    }
+    let mut c = tuned_config(k, &format!("consumer-{thread}"), &defaults)?;
+    for (key, value) in group_settings(k, thread) {
+        c.set(key, value);
+    }
+    c.create_with_context(ctx).map_err(KafkaSetupError::Client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn kafka(toml: &str) -> KafkaConfig {
+        Config::from_toml_str(toml, []).unwrap().kafka
+    }
+
+    fn get<'a>(s: &'a [(&str, String)], key: &str) -> Option<&'a str> {
+        s.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn static_members_are_named_by_instance_and_thread() {
+        let k = kafka("[kafka]\ninstance_id = \"pod-7\"\ngroup_id = \"g\"\n");
+        let s = group_settings(&k, 1);
+        assert_eq!(get(&s, "group.instance.id"), Some("pod-7-1"));
+        assert_eq!(get(&s, "group.protocol"), Some("classic"));
+        assert_eq!(
+            get(&s, "partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
+        // The transactional id is as stable, and differs per thread.
+        assert_eq!(k.transactional_id(1), "g-pod-7-1");
+        assert_ne!(k.transactional_id(0), k.transactional_id(1));
+        assert!(leaves_on_stop(&k));
+    }
+
+    #[test]
+    fn dynamic_members_and_kip_848() {
+        let k = kafka(
+            "[kafka]\ninstance_id = \"a\"\nstatic_membership = false\ngroup_protocol = \"consumer\"\nleave_group_on_stop = false\n",
+        );
+        let s = group_settings(&k, 0);
+        assert_eq!(get(&s, "group.instance.id"), None);
+        assert_eq!(get(&s, "group.protocol"), Some("consumer"));
+        assert_eq!(get(&s, "partition.assignment.strategy"), None);
+        // A dynamic member always leaves.
+        assert!(leaves_on_stop(&k));
+        let k = kafka("[kafka]\nleave_group_on_stop = false\n");
+        assert!(!leaves_on_stop(&k));
+    }
+
+    #[test]
+    fn settings_that_clash_with_the_group_options_are_refused() {
+        let err = |toml: &str| Config::from_toml_str(toml, []).unwrap_err().to_string();
+        let e = err("[kafka]\ngroup_protocol = \"consumer\"\n[kafka.client]\n\"session.timeout.ms\" = \"6000\"\n");
+        assert!(
+            e.contains("session.timeout.ms") && e.contains("KIP-848"),
+            "{e}"
+        );
+        let e = err("[kafka.client]\n\"group.instance.id\" = \"x\"\n");
+        assert!(e.contains("set by churnwatch itself"), "{e}");
+        let e = err("[kafka]\ngroup_protocol = \"streams\"\n");
+        assert!(e.contains("group_protocol"), "{e}");
+        // The classic protocol keeps accepting them.
+        Config::from_toml_str("[kafka.client]\n\"session.timeout.ms\" = \"6000\"\n", []).unwrap();
+    }
+
+    #[test]
+    fn librdkafka_accepts_the_settings() {
+        // Creating the client validates the combination (librdkafka refuses e.g. a
+        // session timeout with the consumer protocol); no broker is contacted.
+        for toml in [
+            "",
+            "[kafka]\ngroup_protocol = \"consumer\"\n",
+            "[kafka]\nstatic_membership = false\n",
+        ] {
+            let k = kafka(toml);
+            let mut c = tuned_config(&k, "t", &[]).unwrap();
+            for (key, value) in group_settings(&k, 0) {
+                c.set(key, value);
+            }
+            let r: Result<BaseConsumer, _> = c.create();
+            assert!(r.is_ok(), "{toml}: {:?}", r.err());
+        }
     }
 }
