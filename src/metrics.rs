@@ -274,6 +274,9 @@ mod tests {
             "source",
             "route",
             "le",
+            // The inbox's (src/inbox/view/metrics.rs): record source, API route.
+            "source",
+            "route",
         ];
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("churnwatch_"), "{line}");

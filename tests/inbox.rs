@@ -403,3 +403,45 @@ fn a_view_of_the_topics_answers_what_a_replay_answers_and_follows_new_alerts() {
     assert_eq!(http_get(&raddr, "/api/v1/accounts", None).0, 401);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
 }
+
+#[test]
+fn serve_events_builds_the_view_of_a_file_without_kafka() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.ndjson");
+    churnwatch(&[
+        "gen",
+        "--accounts=40",
+        "--days=60",
+        "--seed=3",
+        "--output",
+        input.to_str().unwrap(),
+    ]);
+    let cfg = Config::default();
+    let reference = View::from_config(&cfg);
+    let fed = feed::replay_into(&cfg, &input, None, 0, &reference).unwrap();
+    let env = vec![(
+        "CHURNWATCH_SERVER__LISTEN".to_string(),
+        "127.0.0.1:0".to_string(),
+    )];
+    let serve = Proc::spawn(
+        &["serve", "--events", input.to_str().unwrap()],
+        &env,
+        dir.path().join("serve.log"),
+    );
+    let addr = serve.http_addr();
+    let (code, ready) = http_get(&addr, "/readyz", None);
+    assert_eq!(code, 200, "listening only once the file is read: {ready}");
+    let (_, metrics) = http_get(&addr, "/metrics", None);
+    assert!(
+        metrics.contains(&format!("churnwatch_inbox_accounts {}\n", fed.accounts)),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "churnwatch_inbox_records_total{{source=\"alerts\"}} {}\n",
+            fed.alerts
+        )),
+        "{metrics}"
+    );
+    assert_eq!(http_get(&addr, "/api/v1/accounts", None).0, 401);
+}

@@ -81,20 +81,21 @@ pub fn list(s: &Store, who: &Principal, q: &ListQuery, now: Millis) -> Page<Acco
     };
     let (total, slots): (usize, Vec<u32>) = match owner {
         Some(o) => {
-            let mut mine: Vec<&Entry> = s
+            let mut mine: Vec<u32> = s
                 .owners
                 .find(&o)
                 .and_then(|i| s.by_owner.get(&i))
-                .map(|v| v.iter().map(|&x| &s.entries[x as usize]).collect())
+                .map(|v| {
+                    v.iter()
+                        .copied()
+                        .filter(|&x| filter.keeps(&s.entries[x as usize]))
+                        .collect()
+                })
                 .unwrap_or_default();
-            mine.retain(|e| filter.keeps(e));
-            mine.sort_unstable_by(|a, b| rank_order(a, b));
-            let page = mine
-                .iter()
-                .skip(q.offset)
-                .take(limit)
-                .map(|e| s.slot(&e.id).expect("indexed"))
-                .collect();
+            mine.sort_unstable_by(|&a, &b| {
+                rank_order(&s.entries[a as usize], &s.entries[b as usize])
+            });
+            let page = mine.iter().skip(q.offset).take(limit).copied().collect();
             (mine.len(), page)
         }
         None => {
@@ -193,8 +194,12 @@ fn firing(s: &Store, e: &Entry) -> Vec<FiringAlert> {
         .iter()
         .map(|a| {
             let kind = KINDS[a.kind as usize];
+            // One account's alerts share its revenue and renewal factor: their
+            // priorities compare as their severity weights.
             (
-                s.alert_priority(e, a),
+                s.settings
+                    .priority
+                    .severity_weight(super::records::severity_of(a.severity), true),
                 FiringAlert {
                     id: format!("{}/{kind}/{}", e.id, a.episode),
                     kind: kind.into(),

@@ -432,12 +432,6 @@ impl Store {
         self.settings.priority.factor(m.arr(), renewal, now)
     }
 
-    /// The priority of one firing alert of `e`.
-    pub fn alert_priority(&self, e: &Entry, f: &Firing) -> f64 {
-        let sev = super::records::severity_of(f.severity);
-        self.settings.priority.severity_weight(sev, true) * self.factor(e, self.priority_at)
-    }
-
     /// Recomputes one account's score and moves it in the order.
     fn rerank(&mut self, slot: u32) {
         let e = &self.entries[slot as usize];
