@@ -404,41 +404,25 @@ pub fn generate(opts: &GenOptions, out: &mut dyn Write) -> io::Result<GenStats> 
                 let ts = day_start + rng.random_range(0..DAY / 4);
                 push_event(&mut lines, &mut rng, opts, p, ts, "account.created", None);
             }
-            if p.persona == Persona::Churns && rel == p.turn_day {
-                let ts = rand_ts(&mut rng);
-                push_event(
-                    &mut lines,
-                    &mut rng,
-                    opts,
-                    p,
-                    ts,
+            // Billing events: (the day they happen on, name, latest time of day).
+            let billing = [
+                (
+                    p.persona == Persona::Churns && rel == p.turn_day,
                     "subscription.cancelled",
-                    None,
-                );
-            }
-            if p.persona == Persona::Churns && Some(rel) == p.return_day {
-                let ts = day_start + rng.random_range(0..DAY / 8);
-                push_event(
-                    &mut lines,
-                    &mut rng,
-                    opts,
-                    p,
-                    ts,
+                    DAY,
+                ),
+                (
+                    p.persona == Persona::Churns && Some(rel) == p.return_day,
                     "subscription.started",
-                    None,
-                );
-            }
-            if p.cancel_day == Some(rel) {
-                let ts = rand_ts(&mut rng);
-                push_event(
-                    &mut lines,
-                    &mut rng,
-                    opts,
-                    p,
-                    ts,
-                    "subscription.cancelled",
-                    None,
-                );
+                    DAY / 8,
+                ),
+                (p.cancel_day == Some(rel), "subscription.cancelled", DAY),
+            ];
+            for (today, name, within) in billing {
+                if today {
+                    let ts = day_start + rng.random_range(0..within);
+                    push_event(&mut lines, &mut rng, opts, p, ts, name, None);
+                }
             }
             if p.cancel_day.is_some_and(|c| rel >= c) {
                 continue;

@@ -267,18 +267,23 @@ impl Shard {
     /// itself; a driver replaying one history under many configs resolves the strings
     /// once per history instead of once per event and run.
     pub fn push_resolved(&mut self, ts: Millis, slot: u32, class: PackedClass, user: u64) {
+        let held = self.resolved(ts, slot, class, user);
+        self.push_held(held);
+    }
+
+    /// An event given with its strings resolved, numbered next in arrival order.
+    fn resolved(&self, ts: Millis, slot: u32, class: PackedClass, user: u64) -> Held {
         assert!(
             (slot as usize) < self.accounts.len(),
             "slot from account_slot"
         );
-        let held = Held {
+        Held {
             ts,
             seq: self.seq,
             account: slot,
             class,
             user,
-        };
-        self.push_held(held);
+        }
     }
 
     /// Applies one event whose place in time order is already known: the place the
@@ -299,10 +304,6 @@ impl Shard {
         late: bool,
     ) {
         assert!(
-            (slot as usize) < self.accounts.len(),
-            "slot from account_slot"
-        );
-        assert!(
             self.pending.len() == 0,
             "apply_in_order is not mixed with push"
         );
@@ -313,13 +314,7 @@ impl Shard {
             self.stats.late_events += 1;
         }
         self.run(t);
-        let held = Held {
-            ts,
-            seq: self.seq,
-            account: slot,
-            class,
-            user,
-        };
+        let held = self.resolved(ts, slot, class, user);
         self.seq += 1;
         self.apply(held, t);
     }
