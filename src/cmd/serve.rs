@@ -1,7 +1,8 @@
 //! `serve`: the CSM inbox alone: the read model following the changelog and alerts
 //! topics (or, with `--events`, fed by an in-process replay of a file, no Kafka) and
 //! its API on `server.listen`, with `/metrics`, `/healthz` and `/readyz` (ready once
-//! the view caught up). `start_inbox` is the same view inside `run`.
+//! the view caught up), and the actions API (`churnwatch::actions`) when following
+//! Kafka. `start_inbox` is the same view inside `run`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,11 +52,16 @@ fn new_view(cfg: &Config) -> Arc<View> {
     )
 }
 
-/// `run` with `[inbox] enabled`: starts following the topics; returns the routes.
-pub fn start_inbox(cfg: &Config, stop: Arc<AtomicBool>, health: Arc<Health>) -> Result<Router> {
+/// `run` with `[inbox] enabled`: starts following the topics; returns the routes and
+/// the view (the actions API checks alerts against it).
+pub fn start_inbox(
+    cfg: &Config,
+    stop: Arc<AtomicBool>,
+    health: Arc<Health>,
+) -> Result<(Router, Arc<View>)> {
     let view = new_view(cfg);
     follow::start(cfg, view.clone(), stop, health).context("inbox view")?;
-    inbox_routes(cfg, view)
+    Ok((inbox_routes(cfg, view.clone())?, view))
 }
 
 pub fn cmd_serve(args: ServeArgs) -> Result<()> {
@@ -77,6 +83,8 @@ pub fn cmd_serve(args: ServeArgs) -> Result<()> {
         cfg.server.liveness_timeout.0 as u64,
     )));
     let view = new_view(&cfg);
+    // Actions need Kafka: served when following the topics, not for an event file.
+    let mut actions = None;
     match &args.events {
         Some(events) => {
             health.update(|h| h.inbox = Some(Phase::Starting));
@@ -109,9 +117,18 @@ pub fn cmd_serve(args: ServeArgs) -> Result<()> {
         None => {
             follow::start(&cfg, view.clone(), stop.clone(), health.clone())
                 .context("inbox view")?;
+            let v = view.clone() as Arc<dyn churnwatch::inbox::model::InboxView>;
+            let (_, routes) =
+                churnwatch::actions::start(&cfg, stop.clone(), health.clone(), Some(v))
+                    .context("actions")?;
+            actions = Some(routes);
         }
     }
-    let app = churnwatch::server::router(health.clone(), Some(inbox_routes(&cfg, view)?));
+    let mut routes = inbox_routes(&cfg, view)?;
+    if let Some(a) = actions {
+        routes = routes.merge(a);
+    }
+    let app = churnwatch::server::router(health.clone(), Some(routes));
     let tls = churnwatch::server::tls::load(&cfg.server.tls).map_err(anyhow::Error::msg)?;
     rt.block_on(churnwatch::server::serve_with(&cfg.server.listen, app, tls))
         .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;

@@ -1,5 +1,6 @@
 //! `run` and `notify` on Kafka: the detector's stream threads, the notifier, the
-//! silences API and the HTTP server in one process, with signal handling.
+//! silences and actions APIs, the inbox, and the HTTP server in one process, with
+//! signal handling.
 
 use std::path::PathBuf;
 
@@ -69,10 +70,27 @@ pub fn run_services(cfg: Config, detector: bool, notifier: bool) -> Result<()> {
     } else {
         None
     };
+    // Actions on alerts: wherever silences or the inbox are served.
+    let actions = if notifier || inbox.is_some() {
+        let view = inbox
+            .as_ref()
+            .map(|(_, v)| v.clone() as Arc<dyn churnwatch::inbox::model::InboxView>);
+        Some(
+            churnwatch::actions::start(&cfg, shutdown.clone(), health.clone(), view)
+                .context("actions")?,
+        )
+    } else {
+        None
+    };
+    let inbox = inbox.map(|(r, _)| r);
     if !cfg.server.listen.is_empty() {
         let extra = match (silences.as_ref().map(|(_, r)| r.clone()), inbox) {
             (Some(s), Some(i)) => Some(s.merge(i)),
             (s, i) => s.or(i),
+        };
+        let extra = match (extra, actions.as_ref().map(|(_, r)| r.clone())) {
+            (Some(e), Some(a)) => Some(e.merge(a)),
+            (e, a) => e.or(a),
         };
         let app = churnwatch::server::router(health.clone(), extra);
         let tls = churnwatch::server::tls::load(&cfg.server.tls).map_err(anyhow::Error::msg)?;
