@@ -298,3 +298,173 @@ fn an_action_on_one_instance_is_listed_by_another_and_refusals_write_nothing() {
         .any(|l| l.starts_with("churnwatch_actions") && l.contains("acme")));
     drop((a, b));
 }
+
+/// The API in-process over loopback, against the inbox fixture (alerts are checked
+/// against the view) and an unreachable broker: a request that passes every check ends
+/// in 503 and nothing is stored; every other one is refused with the right status.
+#[tokio::test]
+async fn requests_are_checked_against_the_view_and_refused_ones_store_nothing() {
+    use churnwatch::inbox::model::InboxView;
+    use churnwatch::inbox::pages::fixture::FixtureView;
+    let view = FixtureView::sample(wall_clock_ms().div_euclid(DAY));
+    let acme_alert = view.account("acme").unwrap().summary.firing[0].id.clone();
+    let globex_alert = view.account("globex").unwrap().summary.firing[0].id.clone();
+    let mut meta = churnwatch::accounts::MetaStore::default();
+    for a in &view.accounts {
+        meta.upsert(a.meta.clone().unwrap());
+    }
+    let tokens =
+        [(ANA_TOKEN, ANA, Role::Csm), (LEE_TOKEN, LEE, Role::Lead)].map(|(t, email, role)| {
+            TokenEntry {
+                sha256: hex(sha256(t.as_bytes())),
+                email: email.into(),
+                role,
+            }
+        });
+    let auth = Arc::new(Authenticator::new(&AuthConfig::default(), &tokens, None).unwrap());
+    let producer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", "127.0.0.1:1")
+        .set("message.timeout.ms", "500")
+        .create_with_context(churnwatch::kafka::client::LogContext)
+        .unwrap();
+    let store = Arc::new(Actions::new(10, Arc::new(wall_clock_ms)));
+    let api = Arc::new(Api {
+        store: store.clone(),
+        producer,
+        topic: "actions".into(),
+        horizon: 90 * DAY,
+        owners: Some(Arc::new(churnwatch::accounts::Accounts::new(meta))),
+        view: Some(Arc::new(view)),
+        writing: tokio::sync::Mutex::new(()),
+    });
+    let app = churnwatch::server::router(
+        Arc::new(churnwatch::server::Health::default()),
+        Some(api::router(api, auth)),
+    );
+    let addr = churnwatch::server::serve_with("127.0.0.1:0", app, None)
+        .await
+        .unwrap();
+    let url = format!("http://{addr}/api/v1/actions");
+    let c = reqwest::Client::new();
+    let ack = |alert: &str| json!({"alert_id": alert, "action": "acknowledge"}).to_string();
+    let post = |token: &'static str, ctype: &'static str, body: String| {
+        c.post(&url)
+            .bearer_auth(token)
+            .header("content-type", ctype)
+            .body(body)
+    };
+    let json_ct = "application/json";
+    let cases = [
+        (
+            "Ana on Ben's account",
+            post(ANA_TOKEN, json_ct, ack(&globex_alert)),
+            403,
+            "not yours",
+        ),
+        (
+            "an alert the view does not have",
+            post(ANA_TOKEN, json_ct, ack("acme/inactive/1999-01-01")),
+            404,
+            "no such alert",
+        ),
+        (
+            "an account the view does not have",
+            post(LEE_TOKEN, json_ct, ack("nope/inactive/1")),
+            404,
+            "no such account",
+        ),
+        (
+            "a form post",
+            post(
+                ANA_TOKEN,
+                "application/x-www-form-urlencoded",
+                format!("alert_id={acme_alert}&action=acknowledge"),
+            ),
+            415,
+            "Content-Type",
+        ),
+        (
+            "an unknown field",
+            post(
+                ANA_TOKEN,
+                json_ct,
+                json!({"alert_id": acme_alert, "action": "acknowledge", "by": "lee@example.com"})
+                    .to_string(),
+            ),
+            422,
+            "unknown field",
+        ),
+        (
+            "20 KiB",
+            post(
+                ANA_TOKEN,
+                json_ct,
+                json!({"alert_id": acme_alert, "action": "snooze", "reason": "x".repeat(20 << 10)})
+                    .to_string(),
+            ),
+            413,
+            "",
+        ),
+        (
+            "a valid request, Kafka unreachable",
+            post(ANA_TOKEN, json_ct, ack(&acme_alert)),
+            503,
+            "did not acknowledge",
+        ),
+        (
+            "the lead, Kafka unreachable",
+            post(LEE_TOKEN, json_ct, ack(&globex_alert)),
+            503,
+            "did not acknowledge",
+        ),
+    ];
+    for (what, req, status, needle) in cases {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        let text = r.text().await.unwrap();
+        if status != 413 {
+            let v: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: {e}: {text}"));
+            let msg = v["error"].as_str().unwrap_or_default();
+            assert!(msg.contains(needle), "{what}: {msg}");
+        }
+        assert!(store.is_empty(), "{what} changed the store");
+    }
+    // Listing: Ana her own account, not Ben's; the parameter is required and bounded.
+    let get = |token: &'static str, q: &str| c.get(format!("{url}{q}")).bearer_auth(token);
+    assert_eq!(
+        get(ANA_TOKEN, "?account_id=acme")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        get(ANA_TOKEN, "?account_id=globex")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        get(LEE_TOKEN, "?account_id=globex")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(get(LEE_TOKEN, "").send().await.unwrap().status(), 400);
+    let long = format!("?account_id={}", "a".repeat(300));
+    assert_eq!(get(LEE_TOKEN, &long).send().await.unwrap().status(), 400);
+    assert_eq!(
+        c.get(format!("{url}?account_id=acme"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
