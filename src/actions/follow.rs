@@ -1,6 +1,7 @@
 //! Following the actions topic: [`start`] creates `<notify.group_id>-actions` if
 //! missing (compacted), reads it to its end before the API is served (so a new action
 //! extends the full history), then follows it on a thread until the process stops.
+//! Alerts whose actions ended more than [`KEEP`] ago are deleted from the topic.
 //! A record that cannot be read, or whose actions are not about its own alert, is
 //! skipped, counted and logged by its place, never by its bytes.
 
@@ -11,6 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use super::metrics::{count, ACTIONS};
 use super::record::AlertActions;
@@ -57,9 +59,17 @@ pub fn apply_record(store: &Actions, m: &BorrowedMessage<'_>) {
     ACTIONS.alerts.set(store.len() as i64);
 }
 
-/// Reads `topic` to its end into `store`, then follows it until `stop` is set.
+/// How long after its latest action (or the end of its snooze) an alert's actions are
+/// kept before they are deleted (tombstoned) from the topic, so the topic and the store
+/// do not grow forever. Longer than any `until` may be ahead.
+pub const KEEP: crate::time::Millis = 180 * crate::time::DAY;
+
+/// Reads `topic` to its end into `store`, then follows it until `stop` is set; once
+/// an hour, when idle, deletes the alerts that ended more than [`KEEP`] ago (every
+/// instance may; deleting twice is harmless).
 fn read_then_follow(
     consumer: BaseConsumer<LogContext>,
+    producer: FutureProducer<LogContext>,
     topic: String,
     store: Arc<Actions>,
     stop: Arc<AtomicBool>,
@@ -71,11 +81,22 @@ fn read_then_follow(
     Ok(std::thread::Builder::new()
         .name("actions-topic".into())
         .spawn(move || {
+            let mut last_cleanup: Option<std::time::Instant> = None;
             while !stop.load(Ordering::Relaxed) {
                 match consumer.poll(Duration::from_millis(200)) {
                     Some(Ok(m)) => apply_record(&store, &m),
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "consumer error on the actions topic")
+                    }
+                    // Idle: the topic is read to its end, the store is complete.
+                    None if last_cleanup
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) =>
+                    {
+                        last_cleanup = Some(std::time::Instant::now());
+                        for id in store.ended_before(store.now() - KEEP) {
+                            let _ = producer
+                                .send_result(FutureRecord::<str, [u8]>::to(&topic).key(&id));
+                        }
                     }
                     None => {}
                 }
@@ -102,11 +123,17 @@ pub fn start(
         format!("{}-actions-reader", cfg.notify.group_id),
         false,
     )?;
-    read_then_follow(consumer, topic.clone(), store.clone(), stop.clone())?;
-    let producer = base_config(&cfg.kafka, "actions-producer")?
+    let producer: FutureProducer<LogContext> = base_config(&cfg.kafka, "actions-producer")?
         .set("enable.idempotence", "true")
         .set("linger.ms", "0")
         .create_with_context(LogContext)?;
+    read_then_follow(
+        consumer,
+        producer.clone(),
+        topic.clone(),
+        store.clone(),
+        stop.clone(),
+    )?;
     let auth = crate::server::auth::Authenticator::from_config(&cfg.server)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let owners = match crate::accounts::load(cfg, stop, &health) {

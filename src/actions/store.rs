@@ -117,6 +117,23 @@ impl Actions {
         v
     }
 
+    /// Alerts whose latest action was taken, and whose `until` ran out, before
+    /// `before`: what the follower deletes from the topic (see
+    /// [`KEEP`](super::follow::KEEP)).
+    pub fn ended_before(&self, before: Millis) -> Vec<String> {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_alert
+            .values()
+            .filter(|v| {
+                v.latest()
+                    .is_some_and(|a| a.at_ms.max(a.until_ms.unwrap_or(Millis::MIN)) < before)
+            })
+            .map(|v| v.alert_id.clone())
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.inner
             .read()
@@ -212,5 +229,26 @@ mod tests {
         assert!(store.of_account("acme").is_empty());
         store.apply(third).unwrap();
         assert_eq!(store.len(), 2);
+        // Old actions end; a snooze ends when it runs out, not when it was taken.
+        store
+            .apply(AlertActions::with(
+                None,
+                act("acme/inactive/2", ActionKind::Snooze, 1, Some(100)),
+            ))
+            .unwrap_err();
+        store.remove("initech/inactive/1");
+        store
+            .apply(AlertActions::with(
+                None,
+                act("acme/inactive/2", ActionKind::Snooze, 1, Some(100)),
+            ))
+            .unwrap();
+        assert_eq!(
+            store.ended_before(50),
+            vec!["globex/inactive/1".to_string()]
+        );
+        let mut ended = store.ended_before(101);
+        ended.sort();
+        assert_eq!(ended, ["acme/inactive/2", "globex/inactive/1"]);
     }
 }
