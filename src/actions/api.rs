@@ -225,10 +225,15 @@ async fn list(
     if let Err(why) = api.may_act(&who, &q.account_id) {
         return error(StatusCode::FORBIDDEN, why);
     }
-    let now = api.store.now();
-    let actions: Vec<Value> = api
-        .store
-        .of_account(&q.account_id)
+    Json(account_json(&api.store, &q.account_id)).into_response()
+}
+
+/// `{"account_id", "actions": [newest first], "states": {alert id: state or null}}`:
+/// the list's answer, and what the account page shows.
+pub fn account_json(store: &Actions, account_id: &str) -> Value {
+    let now = store.now();
+    let actions: Vec<Value> = store
+        .of_account(account_id)
         .iter()
         .map(ActionRecord::to_api)
         .collect();
@@ -236,11 +241,11 @@ async fn list(
     for a in &actions {
         let id = a["alert_id"].as_str().unwrap_or_default();
         if !states.contains_key(id) {
-            let s = api.store.state_at(id, now);
+            let s = store.state_at(id, now);
             states.insert(id.to_string(), serde_json::to_value(s).expect("serializes"));
         }
     }
-    Json(json!({"account_id": q.account_id, "actions": actions, "states": states})).into_response()
+    json!({"account_id": account_id, "actions": actions, "states": states})
 }
 
 /// `/api/v1/actions`, behind sign-in, bodies at most [`MAX_BODY_BYTES`].

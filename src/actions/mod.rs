@@ -10,12 +10,14 @@
 //! - [`api`]: `POST`/`GET /api/v1/actions`, behind the inbox's sign-in and roles.
 //! - [`follow`]: following the topic; [`start`] wires it all for a process.
 //! - [`metrics`]: actions by kind and outcome.
+//! - [`view`]: the inbox view with actions on the account page.
 
 pub mod api;
 pub mod follow;
 pub mod metrics;
 pub mod record;
 pub mod store;
+pub mod view;
 
 pub use follow::start;
 pub use record::{ActionKind, ActionRecord, ActionState, AlertActions};

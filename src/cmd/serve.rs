@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use axum::Router;
+use churnwatch::actions::view::WithActions;
+use churnwatch::actions::Actions;
 use churnwatch::config::Config;
+use churnwatch::inbox::model::InboxView;
 use churnwatch::inbox::view::{feed, follow, store::ViewSettings, View};
 use churnwatch::server::auth::{with_auth, Authenticator};
 use churnwatch::server::{Health, Loop, Phase};
@@ -37,7 +40,7 @@ pub struct ServeArgs {
 
 /// The inbox's routes as this binary serves them: the JSON API and the pages, behind
 /// the sign-in of `[server.auth]` (which inserts the request's `Principal`).
-pub fn inbox_routes(cfg: &Config, view: Arc<View>) -> Result<Router> {
+pub fn inbox_routes(cfg: &Config, view: Arc<dyn InboxView>) -> Result<Router> {
     let auth = Authenticator::from_config(&cfg.server).map_err(anyhow::Error::msg)?;
     let routes =
         churnwatch::inbox::pages::router(view.clone()).merge(churnwatch::inbox::api::router(view));
@@ -52,16 +55,23 @@ fn new_view(cfg: &Config) -> Arc<View> {
     )
 }
 
-/// `run` with `[inbox] enabled`: starts following the topics; returns the routes and
-/// the view (the actions API checks alerts against it).
-pub fn start_inbox(
-    cfg: &Config,
-    stop: Arc<AtomicBool>,
-    health: Arc<Health>,
-) -> Result<(Router, Arc<View>)> {
+/// `run` with `[inbox] enabled`: starts following the topics; returns the view (the
+/// actions API checks alerts against it; [`inbox_routes`] serves it).
+pub fn start_inbox(cfg: &Config, stop: Arc<AtomicBool>, health: Arc<Health>) -> Result<Arc<View>> {
     let view = new_view(cfg);
     follow::start(cfg, view.clone(), stop, health).context("inbox view")?;
-    Ok((inbox_routes(cfg, view.clone())?, view))
+    Ok(view)
+}
+
+/// The view as served: with each account's actions when this process serves them.
+pub fn served_view(view: Arc<View>, actions: Option<&Arc<Actions>>) -> Arc<dyn InboxView> {
+    match actions {
+        Some(a) => Arc::new(WithActions {
+            view,
+            actions: a.clone(),
+        }),
+        None => view,
+    }
 }
 
 pub fn cmd_serve(args: ServeArgs) -> Result<()> {
@@ -84,7 +94,7 @@ pub fn cmd_serve(args: ServeArgs) -> Result<()> {
     )));
     let view = new_view(&cfg);
     // Actions need Kafka: served when following the topics, not for an event file.
-    let mut actions = None;
+    let mut actions: Option<(Arc<Actions>, Router)> = None;
     match &args.events {
         Some(events) => {
             health.update(|h| h.inbox = Some(Phase::Starting));
@@ -117,15 +127,15 @@ pub fn cmd_serve(args: ServeArgs) -> Result<()> {
         None => {
             follow::start(&cfg, view.clone(), stop.clone(), health.clone())
                 .context("inbox view")?;
-            let v = view.clone() as Arc<dyn churnwatch::inbox::model::InboxView>;
-            let (_, routes) =
+            let v = view.clone() as Arc<dyn InboxView>;
+            actions = Some(
                 churnwatch::actions::start(&cfg, stop.clone(), health.clone(), Some(v))
-                    .context("actions")?;
-            actions = Some(routes);
+                    .context("actions")?,
+            );
         }
     }
-    let mut routes = inbox_routes(&cfg, view)?;
-    if let Some(a) = actions {
+    let mut routes = inbox_routes(&cfg, served_view(view, actions.as_ref().map(|(s, _)| s)))?;
+    if let Some((_, a)) = actions {
         routes = routes.merge(a);
     }
     let app = churnwatch::server::router(health.clone(), Some(routes));

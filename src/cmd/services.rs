@@ -61,7 +61,7 @@ pub fn run_services(cfg: Config, detector: bool, notifier: bool) -> Result<()> {
     } else {
         None
     };
-    let inbox = if cfg.inbox.enabled {
+    let inbox_view = if cfg.inbox.enabled {
         Some(super::serve::start_inbox(
             &cfg,
             shutdown.clone(),
@@ -71,10 +71,10 @@ pub fn run_services(cfg: Config, detector: bool, notifier: bool) -> Result<()> {
         None
     };
     // Actions on alerts: wherever silences or the inbox are served.
-    let actions = if notifier || inbox.is_some() {
-        let view = inbox
-            .as_ref()
-            .map(|(_, v)| v.clone() as Arc<dyn churnwatch::inbox::model::InboxView>);
+    let actions = if notifier || inbox_view.is_some() {
+        let view = inbox_view
+            .clone()
+            .map(|v| v as Arc<dyn churnwatch::inbox::model::InboxView>);
         Some(
             churnwatch::actions::start(&cfg, shutdown.clone(), health.clone(), view)
                 .context("actions")?,
@@ -82,7 +82,13 @@ pub fn run_services(cfg: Config, detector: bool, notifier: bool) -> Result<()> {
     } else {
         None
     };
-    let inbox = inbox.map(|(r, _)| r);
+    let inbox = match inbox_view {
+        Some(v) => {
+            let served = super::serve::served_view(v, actions.as_ref().map(|(s, _)| s));
+            Some(super::serve::inbox_routes(&cfg, served)?)
+        }
+        None => None,
+    };
     if !cfg.server.listen.is_empty() {
         let extra = match (silences.as_ref().map(|(_, r)| r.clone()), inbox) {
             (Some(s), Some(i)) => Some(s.merge(i)),
