@@ -1,7 +1,8 @@
 //! Actions on alerts over real HTTP on loopback: against a real broker, two `notify`
 //! processes following the same actions topic (an action posted to one is listed by
 //! the other; refused requests write nothing; a CSM cannot act on another owner's
-//! account); and in-process against the inbox fixture (alerts checked against the
+//! account; a `kill -9` and a new instance lose no acknowledged action, and the new
+//! instance has read the topic before it answers); and in-process against the inbox fixture (alerts checked against the
 //! view, hostile bodies refused).
 
 mod common;
@@ -296,7 +297,21 @@ fn an_action_on_one_instance_is_listed_by_another_and_refusals_write_nothing() {
     assert!(!m
         .lines()
         .any(|l| l.starts_with("churnwatch_actions") && l.contains("acme")));
-    drop((a, b));
+    // kill -9 of A and a new instance: nothing acknowledged is lost.
+    drop(a);
+    let a2 = spawn(broker, &cfg, &alerts, dir.path(), "a2");
+    let addr_a2 = a2.addr();
+    let l = call(
+        &addr_a2,
+        "GET",
+        "/api/v1/actions?account_id=acme",
+        ANA_TOKEN,
+        "",
+    )
+    .1;
+    assert_eq!(l["actions"].as_array().map(Vec::len), Some(2), "{l}");
+    assert_eq!(l["actions"][0]["action"], "reopen");
+    drop((a2, b));
 }
 
 /// The API in-process over loopback, against the inbox fixture (alerts are checked
