@@ -2,8 +2,8 @@
 //! processes following the same actions topic (an action posted to one is listed by
 //! the other; refused requests write nothing; a CSM cannot act on another owner's
 //! account; a `kill -9` and a new instance lose no acknowledged action, and the new
-//! instance has read the topic before it answers); and in-process against the inbox fixture (alerts checked against the
-//! view, hostile bodies refused).
+//! instance has read the topic before it answers); and in-process against the inbox
+//! fixture (alerts checked against the view, hostile bodies refused).
 
 mod common;
 
