@@ -17,10 +17,12 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::metrics::count;
-use super::record::{validate, ActionRecord, AlertActions, NewAction, Refusal};
+use super::record::{
+    validate, AccountActions, ActionEntry, ActionRecord, AlertActions, NewAction, Refusal,
+};
 use super::store::Actions;
 use crate::accounts::Accounts;
 use crate::inbox::model::{InboxView, Principal};
@@ -225,27 +227,30 @@ async fn list(
     if let Err(why) = api.may_act(&who, &q.account_id) {
         return error(StatusCode::FORBIDDEN, why);
     }
-    Json(account_json(&api.store, &q.account_id)).into_response()
+    Json(account_actions(&api.store, &q.account_id)).into_response()
 }
 
-/// `{"account_id", "actions": [newest first], "states": {alert id: state or null}}`:
-/// the list's answer, and what the account page shows.
-pub fn account_json(store: &Actions, account_id: &str) -> Value {
+/// An account's actions, newest first, and each alert's state now: the list's answer,
+/// and what the account page shows.
+pub fn account_actions(store: &Actions, account_id: &str) -> AccountActions {
     let now = store.now();
-    let actions: Vec<Value> = store
+    let actions: Vec<ActionEntry> = store
         .of_account(account_id)
-        .iter()
-        .map(ActionRecord::to_api)
+        .into_iter()
+        .map(ActionEntry::from)
         .collect();
-    let mut states = serde_json::Map::new();
-    for a in &actions {
-        let id = a["alert_id"].as_str().unwrap_or_default();
-        if !states.contains_key(id) {
-            let s = store.state_at(id, now);
-            states.insert(id.to_string(), serde_json::to_value(s).expect("serializes"));
-        }
+    let states = actions
+        .iter()
+        .map(|a| {
+            let id = &a.record.alert_id;
+            (id.clone(), store.state_at(id, now))
+        })
+        .collect();
+    AccountActions {
+        account_id: account_id.to_string(),
+        actions,
+        states,
     }
-    json!({"account_id": account_id, "actions": actions, "states": states})
 }
 
 /// `/api/v1/actions`, behind sign-in, bodies at most [`MAX_BODY_BYTES`].

@@ -73,13 +73,39 @@ pub struct ActionRecord {
 impl ActionRecord {
     /// The API's shape: the stored fields plus readable times.
     pub fn to_api(&self) -> serde_json::Value {
-        let mut v = serde_json::to_value(self).expect("action serializes");
-        v["at"] = format_rfc3339(self.at_ms).into();
-        if let Some(u) = self.until_ms {
-            v["until"] = format_rfc3339(u).into();
-        }
-        v
+        serde_json::to_value(ActionEntry::from(self.clone())).expect("action serializes")
     }
+}
+
+/// An action as the API and the account page show it: the record and its times in
+/// RFC 3339.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ActionEntry {
+    #[serde(flatten)]
+    pub record: ActionRecord,
+    pub at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+}
+
+impl From<ActionRecord> for ActionEntry {
+    fn from(record: ActionRecord) -> ActionEntry {
+        ActionEntry {
+            at: format_rfc3339(record.at_ms),
+            until: record.until_ms.map(format_rfc3339),
+            record,
+        }
+    }
+}
+
+/// An account's actions: `GET /api/v1/actions?account_id=` and the account page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccountActions {
+    pub account_id: String,
+    /// Newest first.
+    pub actions: Vec<ActionEntry>,
+    /// Each listed alert's state now (null: open).
+    pub states: std::collections::BTreeMap<String, Option<ActionState>>,
 }
 
 /// The value stored under an alert id in the actions topic: its actions, oldest first,

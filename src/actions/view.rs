@@ -22,7 +22,7 @@ impl InboxView for WithActions {
 
     fn account(&self, account_id: &str) -> Option<AccountDetail> {
         let mut d = self.view.account(account_id)?;
-        d.actions = Some(super::api::account_json(&self.actions, account_id));
+        d.actions = Some(super::api::account_actions(&self.actions, account_id));
         Some(d)
     }
 

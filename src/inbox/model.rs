@@ -226,7 +226,7 @@ pub struct AccountDetail {
     /// same object as `GET /api/v1/actions?account_id=` (`actions`, newest first, and
     /// each alert's current `states`); absent elsewhere.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub actions: Option<serde_json::Value>,
+    pub actions: Option<crate::actions::record::AccountActions>,
 }
 
 /// One owner's line in the team view.
