@@ -2,8 +2,9 @@
 //! processes following the same actions topic (an action posted to one is listed by
 //! the other; refused requests write nothing; a CSM cannot act on another owner's
 //! account; a `kill -9` and a new instance lose no acknowledged action, and the new
-//! instance has read the topic before it answers); and in-process against the inbox
-//! fixture (alerts checked against the view, hostile bodies refused).
+//! instance has read the topic before it answers); `serve` checking alerts against its
+//! view and showing actions on the account; and in-process against the inbox fixture
+//! (alerts checked against the view, hostile bodies refused).
 
 mod common;
 
@@ -482,4 +483,81 @@ async fn requests_are_checked_against_the_view_and_refused_ones_store_nothing() 
             .status(),
         401
     );
+}
+
+/// `serve` following Kafka: the alert is checked against its view (an alert the view
+/// lacks is 404), and the account in full carries the actions on its alerts.
+#[test]
+fn serve_checks_alerts_against_its_view_and_shows_actions_on_the_account() {
+    let broker = Broker::shared();
+    let name = format!("acts-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = format!("{name}-alerts");
+    broker.create_topic(&alerts, 1);
+    broker.create_topic(&format!("{name}-group-changelog"), 1);
+    let lines = dir.path().join("alerts.ndjson");
+    std::fs::write(
+        &lines,
+        common::alert_line(
+            "acme/inactive/2026-03-01",
+            "firing",
+            "warning",
+            "2026-03-15T10:00:00Z",
+            None,
+        ),
+    )
+    .unwrap();
+    broker.produce_ok(&lines, &["--topic", &alerts]);
+    let cfg = config(dir.path(), &name);
+    let log = dir.path().join("serve.log");
+    let serve = Proc {
+        child: Command::new(bin())
+            .args(["serve", "--config", cfg.to_str().unwrap()])
+            .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+            .env("CHURNWATCH_KAFKA__GROUP_ID", format!("{name}-group"))
+            .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", &alerts)
+            .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        log,
+    };
+    let addr = serve.addr();
+    wait_for(
+        "the view to hold acme's alert",
+        Duration::from_secs(60),
+        || {
+            let (code, v) = call(&addr, "GET", "/api/v1/accounts/acme", ANA_TOKEN, "");
+            code == 200
+                && v["firing"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|a| a["id"] == "acme/inactive/2026-03-01"))
+                && common::http::get(&addr, "/readyz").0 == 200
+        },
+    );
+    let ack = |id: &str| json!({"alert_id": id, "action": "acknowledge"}).to_string();
+    let (code, body) = call(
+        &addr,
+        "POST",
+        "/api/v1/actions",
+        ANA_TOKEN,
+        &ack("acme/inactive/1999-01-01"),
+    );
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = call(
+        &addr,
+        "POST",
+        "/api/v1/actions",
+        ANA_TOKEN,
+        &ack("acme/inactive/2026-03-01"),
+    );
+    assert_eq!(code, 201, "{body}");
+    let (_, v) = call(&addr, "GET", "/api/v1/accounts/acme", ANA_TOKEN, "");
+    assert_eq!(v["actions"]["actions"][0]["action"], "acknowledge", "{v}");
+    assert_eq!(
+        v["actions"]["states"]["acme/inactive/2026-03-01"]["state"],
+        "acknowledged"
+    );
+    drop(serve);
 }
