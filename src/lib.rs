@@ -4,6 +4,7 @@
 //! (alert records, notifications).
 
 pub mod accounts;
+pub mod actions;
 pub mod asof;
 pub mod backtest;
 pub mod config;

@@ -251,6 +251,7 @@ mod tests {
 
     #[test]
     fn exposition_is_namespaced_and_has_no_id_labels() {
+        crate::actions::metrics::count("snooze", "accepted");
         METRICS
             .alerts
             .with_label_values(&["inactive", "firing", "warning"])
@@ -277,6 +278,8 @@ mod tests {
             // The inbox's (src/inbox/view/metrics.rs): record source, API route.
             "source",
             "route",
+            // The actions' (src/actions/metrics.rs): action kind (and `outcome`).
+            "action",
         ];
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("churnwatch_"), "{line}");

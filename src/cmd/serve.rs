@@ -1,7 +1,8 @@
 //! `serve`: the CSM inbox alone: the read model following the changelog and alerts
 //! topics (or, with `--events`, fed by an in-process replay of a file, no Kafka) and
 //! its API on `server.listen`, with `/metrics`, `/healthz` and `/readyz` (ready once
-//! the view caught up). `start_inbox` is the same view inside `run`.
+//! the view caught up), and the actions API (`churnwatch::actions`) when following
+//! Kafka. `start_inbox` is the same view inside `run`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +10,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use axum::Router;
+use churnwatch::actions::view::WithActions;
+use churnwatch::actions::Actions;
 use churnwatch::config::Config;
+use churnwatch::inbox::model::InboxView;
 use churnwatch::inbox::view::{feed, follow, store::ViewSettings, View};
 use churnwatch::server::auth::{with_auth, Authenticator};
 use churnwatch::server::{Health, Loop, Phase};
@@ -36,7 +40,7 @@ pub struct ServeArgs {
 
 /// The inbox's routes as this binary serves them: the JSON API and the pages, behind
 /// the sign-in of `[server.auth]` (which inserts the request's `Principal`).
-pub fn inbox_routes(cfg: &Config, view: Arc<View>) -> Result<Router> {
+pub fn inbox_routes(cfg: &Config, view: Arc<dyn InboxView>) -> Result<Router> {
     let auth = Authenticator::from_config(&cfg.server).map_err(anyhow::Error::msg)?;
     let routes =
         churnwatch::inbox::pages::router(view.clone()).merge(churnwatch::inbox::api::router(view));
@@ -51,11 +55,23 @@ fn new_view(cfg: &Config) -> Arc<View> {
     )
 }
 
-/// `run` with `[inbox] enabled`: starts following the topics; returns the routes.
-pub fn start_inbox(cfg: &Config, stop: Arc<AtomicBool>, health: Arc<Health>) -> Result<Router> {
+/// `run` with `[inbox] enabled`: starts following the topics; returns the view (the
+/// actions API checks alerts against it; [`inbox_routes`] serves it).
+pub fn start_inbox(cfg: &Config, stop: Arc<AtomicBool>, health: Arc<Health>) -> Result<Arc<View>> {
     let view = new_view(cfg);
     follow::start(cfg, view.clone(), stop, health).context("inbox view")?;
-    inbox_routes(cfg, view)
+    Ok(view)
+}
+
+/// The view as served: with each account's actions when this process serves them.
+pub fn served_view(view: Arc<View>, actions: Option<&Arc<Actions>>) -> Arc<dyn InboxView> {
+    match actions {
+        Some(a) => Arc::new(WithActions {
+            view,
+            actions: a.clone(),
+        }),
+        None => view,
+    }
 }
 
 pub fn cmd_serve(args: ServeArgs) -> Result<()> {
@@ -77,6 +93,8 @@ pub fn cmd_serve(args: ServeArgs) -> Result<()> {
         cfg.server.liveness_timeout.0 as u64,
     )));
     let view = new_view(&cfg);
+    // Actions need Kafka: served when following the topics, not for an event file.
+    let mut actions: Option<(Arc<Actions>, Router)> = None;
     match &args.events {
         Some(events) => {
             health.update(|h| h.inbox = Some(Phase::Starting));
@@ -109,9 +127,18 @@ pub fn cmd_serve(args: ServeArgs) -> Result<()> {
         None => {
             follow::start(&cfg, view.clone(), stop.clone(), health.clone())
                 .context("inbox view")?;
+            let v = view.clone() as Arc<dyn InboxView>;
+            actions = Some(
+                churnwatch::actions::start(&cfg, stop.clone(), health.clone(), Some(v))
+                    .context("actions")?,
+            );
         }
     }
-    let app = churnwatch::server::router(health.clone(), Some(inbox_routes(&cfg, view)?));
+    let mut routes = inbox_routes(&cfg, served_view(view, actions.as_ref().map(|(s, _)| s)))?;
+    if let Some((_, a)) = actions {
+        routes = routes.merge(a);
+    }
+    let app = churnwatch::server::router(health.clone(), Some(routes));
     let tls = churnwatch::server::tls::load(&cfg.server.tls).map_err(anyhow::Error::msg)?;
     rt.block_on(churnwatch::server::serve_with(&cfg.server.listen, app, tls))
         .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;

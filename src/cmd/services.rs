@@ -1,5 +1,6 @@
 //! `run` and `notify` on Kafka: the detector's stream threads, the notifier, the
-//! silences API and the HTTP server in one process, with signal handling.
+//! silences and actions APIs, the inbox, and the HTTP server in one process, with
+//! signal handling.
 
 use std::path::PathBuf;
 
@@ -60,7 +61,7 @@ pub fn run_services(cfg: Config, detector: bool, notifier: bool) -> Result<()> {
     } else {
         None
     };
-    let inbox = if cfg.inbox.enabled {
+    let inbox_view = if cfg.inbox.enabled {
         Some(super::serve::start_inbox(
             &cfg,
             shutdown.clone(),
@@ -69,10 +70,33 @@ pub fn run_services(cfg: Config, detector: bool, notifier: bool) -> Result<()> {
     } else {
         None
     };
+    // Actions on alerts: wherever silences or the inbox are served.
+    let actions = if notifier || inbox_view.is_some() {
+        let view = inbox_view
+            .clone()
+            .map(|v| v as Arc<dyn churnwatch::inbox::model::InboxView>);
+        Some(
+            churnwatch::actions::start(&cfg, shutdown.clone(), health.clone(), view)
+                .context("actions")?,
+        )
+    } else {
+        None
+    };
+    let inbox = match inbox_view {
+        Some(v) => {
+            let served = super::serve::served_view(v, actions.as_ref().map(|(s, _)| s));
+            Some(super::serve::inbox_routes(&cfg, served)?)
+        }
+        None => None,
+    };
     if !cfg.server.listen.is_empty() {
         let extra = match (silences.as_ref().map(|(_, r)| r.clone()), inbox) {
             (Some(s), Some(i)) => Some(s.merge(i)),
             (s, i) => s.or(i),
+        };
+        let extra = match (extra, actions.as_ref().map(|(_, r)| r.clone())) {
+            (Some(e), Some(a)) => Some(e.merge(a)),
+            (e, a) => e.or(a),
         };
         let app = churnwatch::server::router(health.clone(), extra);
         let tls = churnwatch::server::tls::load(&cfg.server.tls).map_err(anyhow::Error::msg)?;

@@ -222,6 +222,11 @@ pub struct AccountDetail {
     /// Recent alert transitions, newest first (bounded).
     pub history: Vec<HistoryEntry>,
     pub silences: Vec<SilenceEntry>,
+    /// The actions on this account's alerts, where the process serves actions: the
+    /// same object as `GET /api/v1/actions?account_id=` (`actions`, newest first, and
+    /// each alert's current `states`); absent elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actions: Option<crate::actions::record::AccountActions>,
 }
 
 /// One owner's line in the team view.

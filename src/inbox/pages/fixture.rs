@@ -159,6 +159,7 @@ fn account(
         }),
         history,
         silences: Vec::new(),
+        actions: None,
     }
 }
 

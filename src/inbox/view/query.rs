@@ -357,6 +357,7 @@ pub fn detail(s: &Store, slot: u32, now: Millis) -> AccountDetail {
         baseline,
         history,
         silences,
+        actions: None,
     }
 }
 

@@ -1,0 +1,156 @@
+//! Following the actions topic: [`start`] creates `<notify.group_id>-actions` if
+//! missing (compacted), reads it to its end before the API is served (so a new action
+//! extends the full history), then follows it on a thread until the process stops.
+//! Alerts whose actions ended more than [`KEEP`] ago are deleted from the topic.
+//! A record that cannot be read, or whose actions are not about its own alert, is
+//! skipped, counted and logged by its place, never by its bytes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use rdkafka::consumer::BaseConsumer;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use super::metrics::{count, ACTIONS};
+use super::record::AlertActions;
+use super::store::{Actions, Clock, MAX_ALERTS};
+use crate::inbox::model::InboxView;
+use crate::kafka::client::{base_config, LogContext};
+use crate::kafka::compacted;
+
+/// The actions topic of `group_id` (`notify.group_id`).
+pub fn topic_name(group_id: &str) -> String {
+    format!("{group_id}-actions")
+}
+
+/// Applies one record of the topic to `store`.
+pub fn apply_record(store: &Actions, m: &BorrowedMessage<'_>) {
+    let key = m.key().and_then(|k| std::str::from_utf8(k).ok());
+    match m.payload() {
+        None => {
+            if let Some(id) = key {
+                store.remove(id);
+            }
+        }
+        Some(p) => match serde_json::from_slice::<AlertActions>(p) {
+            Ok(v) if v.is_consistent() && key == Some(v.alert_id.as_str()) => {
+                if store.apply(v).is_err() {
+                    count("unknown", "store_full");
+                    tracing::warn!(
+                        partition = m.partition(),
+                        offset = m.offset(),
+                        "the actions store is full; an action record was not applied"
+                    );
+                }
+            }
+            _ => {
+                count("unknown", "unreadable_record");
+                tracing::warn!(
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    "unreadable action record skipped"
+                );
+            }
+        },
+    }
+    ACTIONS.alerts.set(store.len() as i64);
+}
+
+/// How long after its latest action (or the end of its snooze) an alert's actions are
+/// kept before they are deleted (tombstoned) from the topic, so the topic and the store
+/// do not grow forever. Longer than any `until` may be ahead.
+pub const KEEP: crate::time::Millis = 180 * crate::time::DAY;
+
+/// Reads `topic` to its end into `store`, then follows it until `stop` is set; once
+/// an hour, when idle, deletes the alerts that ended more than [`KEEP`] ago (every
+/// instance may; deleting twice is harmless).
+fn read_then_follow(
+    consumer: BaseConsumer<LogContext>,
+    producer: FutureProducer<LogContext>,
+    topic: String,
+    store: Arc<Actions>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let parts = compacted::partition_count(&consumer, &topic)?.unwrap_or(0);
+    let ends = compacted::assign_from_beginning(&consumer, &topic, 0..parts)?;
+    let n = compacted::read_to_end(&consumer, &topic, &ends, || {}, |m| apply_record(&store, m))?;
+    tracing::info!(records = n, alerts = store.len(), "actions topic read");
+    Ok(std::thread::Builder::new()
+        .name("actions-topic".into())
+        .spawn(move || {
+            let mut last_cleanup: Option<std::time::Instant> = None;
+            while !stop.load(Ordering::Relaxed) {
+                match consumer.poll(Duration::from_millis(200)) {
+                    Some(Ok(m)) => apply_record(&store, &m),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "consumer error on the actions topic")
+                    }
+                    // Idle: the topic is read to its end, the store is complete.
+                    None if last_cleanup
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) =>
+                    {
+                        last_cleanup = Some(std::time::Instant::now());
+                        for id in store.ended_before(store.now() - KEEP) {
+                            let _ = producer
+                                .send_result(FutureRecord::<str, [u8]>::to(&topic).key(&id));
+                        }
+                    }
+                    None => {}
+                }
+            }
+        })?)
+}
+
+/// Creates the actions topic if missing, reads it, starts following it, and returns
+/// the store and the `/api/v1/actions` routes. `view`: the inbox's view when this
+/// process serves it (alerts are then checked against it).
+pub fn start(
+    cfg: &crate::config::Config,
+    stop: Arc<AtomicBool>,
+    health: Arc<crate::server::Health>,
+    view: Option<Arc<dyn InboxView>>,
+) -> anyhow::Result<(Arc<Actions>, Router)> {
+    let topic = topic_name(&cfg.notify.group_id);
+    crate::kafka::topics::ensure_compacted(&cfg.kafka, &topic, 1)?;
+    let clock: Clock = Arc::new(crate::time::wall_clock_ms);
+    let store = Arc::new(Actions::new(MAX_ALERTS, clock));
+    let consumer = compacted::reader(
+        &cfg.kafka,
+        "actions",
+        format!("{}-actions-reader", cfg.notify.group_id),
+        false,
+    )?;
+    let producer: FutureProducer<LogContext> = base_config(&cfg.kafka, "actions-producer")?
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "0")
+        .create_with_context(LogContext)?;
+    read_then_follow(
+        consumer,
+        producer.clone(),
+        topic.clone(),
+        store.clone(),
+        stop.clone(),
+    )?;
+    let auth = crate::server::auth::Authenticator::from_config(&cfg.server)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let owners = match crate::accounts::load(cfg, stop, &health) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "account metadata unavailable to the actions API: only leads and admins may act");
+            None
+        }
+    };
+    let api = Arc::new(super::api::Api {
+        store: store.clone(),
+        producer,
+        topic,
+        horizon: cfg.notify.max_silence.0,
+        owners,
+        view,
+        writing: tokio::sync::Mutex::new(()),
+    });
+    Ok((store, super::api::router(api, Arc::new(auth))))
+}

@@ -1,0 +1,254 @@
+//! The actions this process knows, as read from the actions topic (and written by its
+//! own API): per alert its latest value, and an index by account for the API's list.
+//! Bounded: at most `max_alerts` alerts; a new alert beyond that is refused (the API
+//! answers 503, the follower counts and logs it), never a silent eviction of an
+//! action someone took.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+
+use super::record::{ActionRecord, ActionState, AlertActions};
+use crate::time::Millis;
+
+/// The store's clock (wall clock in production, injected in tests).
+pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
+
+/// Default bound on the alerts with actions held in memory.
+pub const MAX_ALERTS: usize = 200_000;
+
+#[derive(Default)]
+struct Inner {
+    by_alert: HashMap<String, AlertActions>,
+    by_account: HashMap<String, BTreeSet<String>>,
+}
+
+/// Actions by alert id, shared by the follower, the API and (next) the notifier.
+pub struct Actions {
+    inner: RwLock<Inner>,
+    max_alerts: usize,
+    clock: Clock,
+}
+
+/// The store is full and `alert_id` is new to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Full;
+
+impl Actions {
+    pub fn new(max_alerts: usize, clock: Clock) -> Actions {
+        Actions {
+            inner: RwLock::default(),
+            max_alerts,
+            clock,
+        }
+    }
+
+    pub fn now(&self) -> Millis {
+        (self.clock)()
+    }
+
+    /// Replaces what is known of `v.alert_id` with `v` (the topic's latest value).
+    pub fn apply(&self, v: AlertActions) -> Result<(), Full> {
+        let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if !g.by_alert.contains_key(&v.alert_id) && g.by_alert.len() >= self.max_alerts {
+            return Err(Full);
+        }
+        g.by_account
+            .entry(v.account_id.clone())
+            .or_default()
+            .insert(v.alert_id.clone());
+        g.by_alert.insert(v.alert_id.clone(), v);
+        Ok(())
+    }
+
+    /// Forgets `alert_id` (a tombstone in the topic).
+    pub fn remove(&self, alert_id: &str) {
+        let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = g.by_alert.remove(alert_id) {
+            if let Some(set) = g.by_account.get_mut(&v.account_id) {
+                set.remove(alert_id);
+                if set.is_empty() {
+                    g.by_account.remove(&v.account_id);
+                }
+            }
+        }
+    }
+
+    /// Whether a new alert could be added now.
+    pub fn has_room_for(&self, alert_id: &str) -> bool {
+        let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        g.by_alert.contains_key(alert_id) || g.by_alert.len() < self.max_alerts
+    }
+
+    pub fn get(&self, alert_id: &str) -> Option<AlertActions> {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_alert
+            .get(alert_id)
+            .cloned()
+    }
+
+    /// What the latest action says about `alert_id` now (None: open).
+    pub fn state(&self, alert_id: &str) -> Option<ActionState> {
+        self.state_at(alert_id, self.now())
+    }
+
+    pub fn state_at(&self, alert_id: &str, now: Millis) -> Option<ActionState> {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_alert
+            .get(alert_id)?
+            .state(now)
+    }
+
+    /// Every action on the alerts of `account_id`, newest first.
+    pub fn of_account(&self, account_id: &str) -> Vec<ActionRecord> {
+        let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<ActionRecord> = g
+            .by_account
+            .get(account_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| g.by_alert.get(id))
+            .flat_map(|a| a.history.iter().cloned())
+            .collect();
+        v.sort_by(|a, b| b.at_ms.cmp(&a.at_ms).then(a.alert_id.cmp(&b.alert_id)));
+        v
+    }
+
+    /// Alerts whose latest action was taken, and whose `until` ran out, before
+    /// `before`: what the follower deletes from the topic (see
+    /// [`KEEP`](super::follow::KEEP)).
+    pub fn ended_before(&self, before: Millis) -> Vec<String> {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_alert
+            .values()
+            .filter(|v| {
+                v.latest()
+                    .is_some_and(|a| a.at_ms.max(a.until_ms.unwrap_or(Millis::MIN)) < before)
+            })
+            .map(|v| v.alert_id.clone())
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .by_alert
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actions::record::ActionKind;
+
+    fn act(alert: &str, kind: ActionKind, at: Millis, until: Option<Millis>) -> ActionRecord {
+        ActionRecord {
+            alert_id: alert.into(),
+            account_id: crate::actions::record::account_of(alert).unwrap().into(),
+            action: kind,
+            by: "ana@x.io".into(),
+            at_ms: at,
+            reason: "r".into(),
+            until_ms: until,
+        }
+    }
+
+    #[test]
+    fn state_follows_the_latest_value_and_the_clock() {
+        let now = Arc::new(std::sync::atomic::AtomicI64::new(100));
+        let n2 = now.clone();
+        let store = Actions::new(
+            2,
+            Arc::new(move || n2.load(std::sync::atomic::Ordering::Relaxed)),
+        );
+        let a = "acme/inactive/1";
+        store
+            .apply(AlertActions::with(
+                None,
+                act(a, ActionKind::Snooze, 50, Some(200)),
+            ))
+            .unwrap();
+        assert!(matches!(
+            store.state(a),
+            Some(ActionState::Snoozed { until_ms: 200, .. })
+        ));
+        now.store(200, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(store.state(a), None, "the snooze ran out");
+        assert_eq!(store.state("acme/inactive/2"), None);
+        // A later value replaces the earlier one.
+        let v = AlertActions::with(store.get(a), act(a, ActionKind::Acknowledge, 210, None));
+        store.apply(v).unwrap();
+        assert!(matches!(
+            store.state(a),
+            Some(ActionState::Acknowledged { at_ms: 210, .. })
+        ));
+        assert_eq!(store.of_account("acme").len(), 2);
+        assert_eq!(store.of_account("acme")[0].at_ms, 210, "newest first");
+        assert!(store.of_account("globex").is_empty());
+    }
+
+    #[test]
+    fn the_store_is_bounded_and_tombstones_forget() {
+        let store = Actions::new(2, Arc::new(|| 0));
+        for (i, id) in ["acme/inactive/1", "globex/inactive/1"].iter().enumerate() {
+            store
+                .apply(AlertActions::with(
+                    None,
+                    act(id, ActionKind::Acknowledge, i as i64, None),
+                ))
+                .unwrap();
+        }
+        let third = AlertActions::with(
+            None,
+            act("initech/inactive/1", ActionKind::Acknowledge, 5, None),
+        );
+        assert!(!store.has_room_for("initech/inactive/1"));
+        assert_eq!(store.apply(third.clone()), Err(Full));
+        assert_eq!(store.len(), 2);
+        // An alert already held may still change.
+        assert!(store.has_room_for("acme/inactive/1"));
+        store
+            .apply(AlertActions::with(
+                store.get("acme/inactive/1"),
+                act("acme/inactive/1", ActionKind::Reopen, 9, None),
+            ))
+            .unwrap();
+        store.remove("acme/inactive/1");
+        assert!(store.get("acme/inactive/1").is_none());
+        assert!(store.of_account("acme").is_empty());
+        store.apply(third).unwrap();
+        assert_eq!(store.len(), 2);
+        // Old actions end; a snooze ends when it runs out, not when it was taken.
+        store
+            .apply(AlertActions::with(
+                None,
+                act("acme/inactive/2", ActionKind::Snooze, 1, Some(100)),
+            ))
+            .unwrap_err();
+        store.remove("initech/inactive/1");
+        store
+            .apply(AlertActions::with(
+                None,
+                act("acme/inactive/2", ActionKind::Snooze, 1, Some(100)),
+            ))
+            .unwrap();
+        assert_eq!(
+            store.ended_before(50),
+            vec!["globex/inactive/1".to_string()]
+        );
+        let mut ended = store.ended_before(101);
+        ended.sort();
+        assert_eq!(ended, ["acme/inactive/2", "globex/inactive/1"]);
+    }
+}

@@ -1,0 +1,563 @@
+//! Actions on alerts over real HTTP on loopback: against a real broker, two `notify`
+//! processes following the same actions topic (an action posted to one is listed by
+//! the other; refused requests write nothing; a CSM cannot act on another owner's
+//! account; a `kill -9` and a new instance lose no acknowledged action, and the new
+//! instance has read the topic before it answers); `serve` checking alerts against its
+//! view and showing actions on the account; and in-process against the inbox fixture
+//! (alerts checked against the view, hostile bodies refused).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use churnwatch::actions::api::{self, Api};
+use churnwatch::actions::Actions;
+use churnwatch::config::{AuthConfig, TokenEntry};
+use churnwatch::inbox::model::Role;
+use churnwatch::server::auth::{sha256, Authenticator};
+use churnwatch::time::{format_rfc3339, wall_clock_ms, DAY};
+use common::broker::Broker;
+use common::{bin, wait_for};
+use serde_json::{json, Value};
+
+const ANA: &str = "ana@example.com";
+const BEN: &str = "ben@example.com";
+const LEE: &str = "lee@example.com";
+const ANA_TOKEN: &str = "cw_ana_0123456789abcdef0123456789abcdef";
+const BEN_TOKEN: &str = "cw_ben_0123456789abcdef0123456789abcdef";
+const LEE_TOKEN: &str = "cw_lee_0123456789abcdef0123456789abcdef";
+
+fn hex(b: [u8; 32]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A request with a JSON body and a bearer token: (status, body as JSON).
+fn call(addr: &str, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Authorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// Records ever written to the (one-partition) actions topic: its end offset.
+fn written(broker: &Broker, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .create()
+        .unwrap();
+    c.fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap()
+        .1
+}
+
+struct Proc {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Proc {
+    fn addr(&self) -> String {
+        let mut found = None;
+        wait_for(
+            "the http address in the log",
+            Duration::from_secs(60),
+            || {
+                found = common::logged_http_addr(
+                    &std::fs::read_to_string(&self.log).unwrap_or_default(),
+                );
+                found.is_some()
+            },
+        );
+        found.unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config with three tokens (Ana and Ben CSMs, Lee a lead) and the account owners.
+fn config(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let accounts = dir.join("accounts.csv");
+    std::fs::write(
+        &accounts,
+        format!("account_id,owner_email\nacme,{ANA}\nglobex,{BEN}\n"),
+    )
+    .unwrap();
+    let token = |t: &str, email: &str, role: &str| {
+        format!(
+            "[[server.auth.tokens]]\nsha256 = \"{}\"\nemail = \"{email}\"\nrole = \"{role}\"\n",
+            hex(sha256(t.as_bytes()))
+        )
+    };
+    let cfg = dir.join("churnwatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[notify]\ngroup_id = \"{name}-notifier\"\naccounts_file = \"{}\"\n\
+             [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n\
+             [notify.route]\nreceiver = \"hook\"\n{}{}{}",
+            accounts.display(),
+            token(ANA_TOKEN, ANA, "csm"),
+            token(BEN_TOKEN, BEN, "csm"),
+            token(LEE_TOKEN, LEE, "lead"),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn spawn(
+    broker: &Broker,
+    cfg: &std::path::Path,
+    alerts: &str,
+    dir: &std::path::Path,
+    i: &str,
+) -> Proc {
+    let log = dir.join(format!("notify-{i}.log"));
+    let child = Command::new(bin())
+        .args(["notify", "--config", cfg.to_str().unwrap()])
+        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+        .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", alerts)
+        .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    Proc { child, log }
+}
+
+#[test]
+fn an_action_on_one_instance_is_listed_by_another_and_refusals_write_nothing() {
+    let broker = Broker::shared();
+    let name = format!("act-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = format!("{name}-alerts");
+    broker.create_topic(&alerts, 1);
+    let cfg = config(dir.path(), &name);
+    let a = spawn(broker, &cfg, &alerts, dir.path(), "a");
+    let b = spawn(broker, &cfg, &alerts, dir.path(), "b");
+    let (addr_a, addr_b) = (a.addr(), b.addr());
+    let topic = format!("{name}-notifier-actions");
+    let until = format_rfc3339(wall_clock_ms() + 7 * DAY);
+    let snooze = |alert: &str| {
+        json!({"alert_id": alert, "action": "snooze", "reason": "renewal call on Friday", "until": until})
+            .to_string()
+    };
+
+    // Refused: Ben on Ana's account, bad bodies, no credentials. Nothing is written.
+    let (code, body) = call(
+        &addr_a,
+        "POST",
+        "/api/v1/actions",
+        BEN_TOKEN,
+        &snooze("acme/inactive/2026-03-01"),
+    );
+    assert_eq!(code, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("not yours"));
+    for (bad, want) in [
+        (json!({"alert_id": "acme/inactive/2026-03-01", "action": "snooze", "until": until}).to_string(), "reason is required"),
+        (json!({"alert_id": "acme/inactive/2026-03-01", "action": "snooze", "reason": "x", "until": "2001-01-01"}).to_string(), "in the past"),
+        (json!({"alert_id": "acme", "action": "acknowledge"}).to_string(), "alert_id must look like"),
+        (json!({"alert_id": "acme/inactive/1", "action": "delete"}).to_string(), "not one of"),
+        ("{\"alert_id\":".to_string(), "Content-Type"),
+    ] {
+        let (code, body) = call(&addr_a, "POST", "/api/v1/actions", ANA_TOKEN, &bad);
+        assert_eq!(code / 100, 4, "{bad}: {body}");
+        let msg = body["error"].as_str().unwrap_or_else(|| panic!("{bad}: {body}"));
+        assert!(msg.contains(want) || want == "Content-Type", "{bad}: {msg}");
+    }
+    let (code, _) = call(
+        &addr_a,
+        "POST",
+        "/api/v1/actions",
+        "cw_nobody_0123456789abcdef0123456789",
+        &snooze("acme/inactive/2026-03-01"),
+    );
+    assert_eq!(code, 401);
+    assert_eq!(
+        written(broker, &topic),
+        0,
+        "a refused request wrote to the topic"
+    );
+
+    // Ana snoozes her alert on A; B lists it (it followed the topic).
+    let (code, body) = call(
+        &addr_a,
+        "POST",
+        "/api/v1/actions",
+        ANA_TOKEN,
+        &snooze("acme/inactive/2026-03-01"),
+    );
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["by"], ANA);
+    assert_eq!(body["state"]["state"], "snoozed");
+    let listed = || {
+        call(
+            &addr_b,
+            "GET",
+            "/api/v1/actions?account_id=acme",
+            LEE_TOKEN,
+            "",
+        )
+        .1
+    };
+    wait_for(
+        "instance B to list the action",
+        Duration::from_secs(30),
+        || {
+            listed()["actions"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+        },
+    );
+    let l = listed();
+    assert_eq!(l["actions"][0]["action"], "snooze");
+    assert_eq!(l["actions"][0]["by"], ANA);
+    assert_eq!(l["actions"][0]["reason"], "renewal call on Friday");
+    assert_eq!(l["states"]["acme/inactive/2026-03-01"]["state"], "snoozed");
+    // Ben may not list Ana's account; Ana may.
+    assert_eq!(
+        call(
+            &addr_b,
+            "GET",
+            "/api/v1/actions?account_id=acme",
+            BEN_TOKEN,
+            ""
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        call(
+            &addr_b,
+            "GET",
+            "/api/v1/actions?account_id=acme",
+            ANA_TOKEN,
+            ""
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        call(&addr_b, "GET", "/api/v1/actions", ANA_TOKEN, "").0,
+        400
+    );
+
+    // The lead reopens it on B: the history grows and the state is open on A.
+    let reopen = json!({"alert_id": "acme/inactive/2026-03-01", "action": "reopen"}).to_string();
+    // B listed the snooze (above), so the value it writes carries both actions.
+    let (code, body) = call(&addr_b, "POST", "/api/v1/actions", LEE_TOKEN, &reopen);
+    assert_eq!(code, 201, "{body}");
+    wait_for(
+        "A to see the alert open again",
+        Duration::from_secs(30),
+        || {
+            let l = call(
+                &addr_a,
+                "GET",
+                "/api/v1/actions?account_id=acme",
+                ANA_TOKEN,
+                "",
+            )
+            .1;
+            l["actions"].as_array().is_some_and(|a| a.len() == 2)
+                && l["states"]["acme/inactive/2026-03-01"].is_null()
+        },
+    );
+    assert_eq!(written(broker, &topic), 2);
+    // Still refused and still nothing written for Ben.
+    assert_eq!(
+        call(&addr_b, "POST", "/api/v1/actions", BEN_TOKEN, &reopen).0,
+        403
+    );
+    assert_eq!(written(broker, &topic), 2);
+    // The metrics count by kind and outcome, never by account.
+    let (_, m) = common::http::get(&addr_a, "/metrics");
+    assert!(
+        m.contains("churnwatch_actions_total{action=\"snooze\",outcome=\"forbidden\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("churnwatch_actions_total{action=\"snooze\",outcome=\"accepted\"} 1"));
+    assert!(!m
+        .lines()
+        .any(|l| l.starts_with("churnwatch_actions") && l.contains("acme")));
+    // kill -9 of A and a new instance: nothing acknowledged is lost.
+    drop(a);
+    let a2 = spawn(broker, &cfg, &alerts, dir.path(), "a2");
+    let addr_a2 = a2.addr();
+    let l = call(
+        &addr_a2,
+        "GET",
+        "/api/v1/actions?account_id=acme",
+        ANA_TOKEN,
+        "",
+    )
+    .1;
+    assert_eq!(l["actions"].as_array().map(Vec::len), Some(2), "{l}");
+    assert_eq!(l["actions"][0]["action"], "reopen");
+    drop((a2, b));
+}
+
+/// The API in-process over loopback, against the inbox fixture (alerts are checked
+/// against the view) and an unreachable broker: a request that passes every check ends
+/// in 503 and nothing is stored; every other one is refused with the right status.
+#[tokio::test]
+async fn requests_are_checked_against_the_view_and_refused_ones_store_nothing() {
+    use churnwatch::inbox::model::InboxView;
+    use churnwatch::inbox::pages::fixture::FixtureView;
+    let view = FixtureView::sample(wall_clock_ms().div_euclid(DAY));
+    let acme_alert = view.account("acme").unwrap().summary.firing[0].id.clone();
+    let globex_alert = view.account("globex").unwrap().summary.firing[0].id.clone();
+    let mut meta = churnwatch::accounts::MetaStore::default();
+    for a in &view.accounts {
+        meta.upsert(a.meta.clone().unwrap());
+    }
+    let tokens =
+        [(ANA_TOKEN, ANA, Role::Csm), (LEE_TOKEN, LEE, Role::Lead)].map(|(t, email, role)| {
+            TokenEntry {
+                sha256: hex(sha256(t.as_bytes())),
+                email: email.into(),
+                role,
+            }
+        });
+    let auth = Arc::new(Authenticator::new(&AuthConfig::default(), &tokens, None).unwrap());
+    let producer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", "127.0.0.1:1")
+        .set("message.timeout.ms", "500")
+        .create_with_context(churnwatch::kafka::client::LogContext)
+        .unwrap();
+    let store = Arc::new(Actions::new(10, Arc::new(wall_clock_ms)));
+    let api = Arc::new(Api {
+        store: store.clone(),
+        producer,
+        topic: "actions".into(),
+        horizon: 90 * DAY,
+        owners: Some(Arc::new(churnwatch::accounts::Accounts::new(meta))),
+        view: Some(Arc::new(view)),
+        writing: tokio::sync::Mutex::new(()),
+    });
+    let app = churnwatch::server::router(
+        Arc::new(churnwatch::server::Health::default()),
+        Some(api::router(api, auth)),
+    );
+    let addr = churnwatch::server::serve_with("127.0.0.1:0", app, None)
+        .await
+        .unwrap();
+    let url = format!("http://{addr}/api/v1/actions");
+    let c = reqwest::Client::new();
+    let ack = |alert: &str| json!({"alert_id": alert, "action": "acknowledge"}).to_string();
+    let post = |token: &'static str, ctype: &'static str, body: String| {
+        c.post(&url)
+            .bearer_auth(token)
+            .header("content-type", ctype)
+            .body(body)
+    };
+    let json_ct = "application/json";
+    let cases = [
+        (
+            "Ana on Ben's account",
+            post(ANA_TOKEN, json_ct, ack(&globex_alert)),
+            403,
+            "not yours",
+        ),
+        (
+            "an alert the view does not have",
+            post(ANA_TOKEN, json_ct, ack("acme/inactive/1999-01-01")),
+            404,
+            "no such alert",
+        ),
+        (
+            "an account the view does not have",
+            post(LEE_TOKEN, json_ct, ack("nope/inactive/1")),
+            404,
+            "no such account",
+        ),
+        (
+            "a form post",
+            post(
+                ANA_TOKEN,
+                "application/x-www-form-urlencoded",
+                format!("alert_id={acme_alert}&action=acknowledge"),
+            ),
+            415,
+            "Content-Type",
+        ),
+        (
+            "an unknown field",
+            post(
+                ANA_TOKEN,
+                json_ct,
+                json!({"alert_id": acme_alert, "action": "acknowledge", "by": "lee@example.com"})
+                    .to_string(),
+            ),
+            422,
+            "unknown field",
+        ),
+        (
+            "20 KiB",
+            post(
+                ANA_TOKEN,
+                json_ct,
+                json!({"alert_id": acme_alert, "action": "snooze", "reason": "x".repeat(20 << 10)})
+                    .to_string(),
+            ),
+            413,
+            "",
+        ),
+        (
+            "a valid request, Kafka unreachable",
+            post(ANA_TOKEN, json_ct, ack(&acme_alert)),
+            503,
+            "did not acknowledge",
+        ),
+        (
+            "the lead, Kafka unreachable",
+            post(LEE_TOKEN, json_ct, ack(&globex_alert)),
+            503,
+            "did not acknowledge",
+        ),
+    ];
+    for (what, req, status, needle) in cases {
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        let text = r.text().await.unwrap();
+        if status != 413 {
+            let v: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{what}: {e}: {text}"));
+            let msg = v["error"].as_str().unwrap_or_default();
+            assert!(msg.contains(needle), "{what}: {msg}");
+        }
+        assert!(store.is_empty(), "{what} changed the store");
+    }
+    // Listing: Ana her own account, not Ben's; the parameter is required and bounded.
+    let get = |token: &'static str, q: &str| c.get(format!("{url}{q}")).bearer_auth(token);
+    assert_eq!(
+        get(ANA_TOKEN, "?account_id=acme")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        get(ANA_TOKEN, "?account_id=globex")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        get(LEE_TOKEN, "?account_id=globex")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(get(LEE_TOKEN, "").send().await.unwrap().status(), 400);
+    let long = format!("?account_id={}", "a".repeat(300));
+    assert_eq!(get(LEE_TOKEN, &long).send().await.unwrap().status(), 400);
+    assert_eq!(
+        c.get(format!("{url}?account_id=acme"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+/// `serve` following Kafka: the alert is checked against its view (an alert the view
+/// lacks is 404), and the account in full carries the actions on its alerts.
+#[test]
+fn serve_checks_alerts_against_its_view_and_shows_actions_on_the_account() {
+    let broker = Broker::shared();
+    let name = format!("acts-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = format!("{name}-alerts");
+    broker.create_topic(&alerts, 1);
+    broker.create_topic(&format!("{name}-group-changelog"), 1);
+    let lines = dir.path().join("alerts.ndjson");
+    std::fs::write(
+        &lines,
+        common::alert_line(
+            "acme/inactive/2026-03-01",
+            "firing",
+            "warning",
+            "2026-03-15T10:00:00Z",
+            None,
+        ),
+    )
+    .unwrap();
+    broker.produce_ok(&lines, &["--topic", &alerts]);
+    let cfg = config(dir.path(), &name);
+    let log = dir.path().join("serve.log");
+    let serve = Proc {
+        child: Command::new(bin())
+            .args(["serve", "--config", cfg.to_str().unwrap()])
+            .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+            .env("CHURNWATCH_KAFKA__GROUP_ID", format!("{name}-group"))
+            .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", &alerts)
+            .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+        log,
+    };
+    let addr = serve.addr();
+    wait_for(
+        "the view to hold acme's alert",
+        Duration::from_secs(60),
+        || {
+            let (code, v) = call(&addr, "GET", "/api/v1/accounts/acme", ANA_TOKEN, "");
+            code == 200
+                && v["firing"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|a| a["id"] == "acme/inactive/2026-03-01"))
+                && common::http::get(&addr, "/readyz").0 == 200
+        },
+    );
+    let ack = |id: &str| json!({"alert_id": id, "action": "acknowledge"}).to_string();
+    let (code, body) = call(
+        &addr,
+        "POST",
+        "/api/v1/actions",
+        ANA_TOKEN,
+        &ack("acme/inactive/1999-01-01"),
+    );
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = call(
+        &addr,
+        "POST",
+        "/api/v1/actions",
+        ANA_TOKEN,
+        &ack("acme/inactive/2026-03-01"),
+    );
+    assert_eq!(code, 201, "{body}");
+    let (_, v) = call(&addr, "GET", "/api/v1/accounts/acme", ANA_TOKEN, "");
+    assert_eq!(v["actions"]["actions"][0]["action"], "acknowledge", "{v}");
+    assert_eq!(
+        v["actions"]["states"]["acme/inactive/2026-03-01"]["state"],
+        "acknowledged"
+    );
+    drop(serve);
+}
