@@ -91,7 +91,12 @@ impl Rebuild {
     /// not have run yet); an empty value forgets the account.
     pub fn apply(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
         if key == META_KEY {
-            self.meta = Some(decode(value).map_err(|e| format!("partition record: {e}"))?);
+            let meta: PartitionMeta =
+                decode(value).map_err(|e| format!("partition record: {e}"))?;
+            meta.shard
+                .check()
+                .map_err(|e| format!("partition record: {e}"))?;
+            self.meta = Some(meta);
         } else if let Some(id) = key.strip_prefix(ACCOUNT_PREFIX) {
             let id = std::str::from_utf8(id).map_err(|_| "account key is not UTF-8".to_string())?;
             if value.is_empty() {
