@@ -368,6 +368,17 @@ fn fuzz_config_loader() {
     for s in &seeds {
         check_config(std::str::from_utf8(s).unwrap(), vec![]).expect("a seed config is valid");
     }
+    // Regression cases: refused, naming the option given on the `# expect:` line.
+    for f in corpus("config_rejects") {
+        let text = String::from_utf8(f).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .unwrap()
+            .trim_start_matches("# expect: ");
+        let msg = check_config(&text, vec![]).expect_err(&text);
+        assert!(msg.contains(expect), "{msg}");
+    }
     runner(300)
         .run(&bytes_from(seeds, 2048), |bytes| {
             let text = String::from_utf8_lossy(&bytes);
@@ -528,6 +539,48 @@ fn fuzz_changelog_records() {
             f.extend(v);
             std::fs::write(corpus_dir("changelog").join(format!("{i:02}.rec")), f).unwrap();
         }
+    }
+    if std::env::var_os("CHURNWATCH_FUZZ_WRITE_SEEDS").is_some() {
+        // Inputs the fuzzer found, replayed from their seed: each overflowed the
+        // engine after decoding before restore checked the decoded values.
+        let found: [(usize, Vec<Mutation>, &str); 2] = [
+            (
+                2,
+                vec![
+                    Mutation::Delete(3522128604714144656, 3),
+                    Mutation::Delete(13974222982330781637, 3),
+                    Mutation::Duplicate(5336680410428910233, 4),
+                ],
+                "onboarding_counter_overflow",
+            ),
+            (
+                3,
+                vec![Mutation::Duplicate(11748381609197122228, 19)],
+                "close_day_overflow",
+            ),
+        ];
+        for (i, ops, name) in found {
+            let (k, v) = &fresh[i];
+            let mut f = k.clone();
+            f.push(b'\n');
+            f.extend(mutate(v, &ops));
+            std::fs::write(
+                corpus_dir("changelog_rejects").join(format!("{name}.rec")),
+                f,
+            )
+            .unwrap();
+        }
+    }
+    // Regression cases: refused with the record's offset, never a panic.
+    for f in corpus("changelog_rejects") {
+        let nl = f.iter().position(|&b| b == b'\n').expect("key line");
+        let rec = (f[..nl].to_vec(), f[nl + 1..].to_vec());
+        let e = check_restore(&[rec]).expect_err("a corrupt record is refused");
+        // Each decodes: only the check of the decoded values refuses it.
+        assert!(
+            e.contains("offset 0") && (e.contains("out of range") || e.contains("finite")),
+            "{e}"
+        );
     }
     // Records written by earlier builds still restore (the format is stable), and so
     // do this build's.
@@ -786,9 +839,14 @@ fn fuzz_silence_bodies() {
         }
         b.body(axum::body::Body::from(body)).unwrap()
     };
+    let ids = prop_oneof![
+        "[ -~]{1,40}".prop_map(|s| as_query(s.as_bytes())),
+        bytes_from(corpus("silence_id"), 40).prop_map(|b| as_query(&b)),
+    ]
+    .prop_filter("routed", |id| !id.is_empty());
     runner(1_500)
         .run(
-            &(input, prop::bool::weighted(0.9), "[ -~]{1,40}"),
+            &(input, prop::bool::weighted(0.9), ids),
             |(body, json, id)| {
                 let what = format!("POST {}", String::from_utf8_lossy(&body));
                 rt.block_on(async {
@@ -802,7 +860,7 @@ fn fuzz_silence_bodies() {
                         status, 201,
                         "{what}: a CSM owning nothing created a silence"
                     );
-                    let path = format!("/api/v1/silences/{}", as_query(id.as_bytes()));
+                    let path = format!("/api/v1/silences/{id}");
                     let resp = app
                         .clone()
                         .oneshot(request("DELETE", &path, false, vec![]))

@@ -384,3 +384,63 @@ impl Shard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::account::Progress;
+    use crate::engine::EngineConfig;
+
+    fn shard() -> Shard {
+        Shard::new(Arc::new(EngineConfig::new(&Config::default())))
+    }
+
+    fn record(life: Life) -> Vec<u8> {
+        encode(&AccountRecord {
+            seen: true,
+            life: Some(LifeRecord { life, window: None }),
+        })
+    }
+
+    /// Found by tests/fuzz.rs: records that decode but hold values the engine never
+    /// writes (a day count at u32::MAX, a close day near i64::MAX) used to overflow
+    /// later; they are refused at restore, and the shard keeps what it had.
+    #[test]
+    fn out_of_range_state_is_refused() {
+        let start = 1_767_225_600_000;
+        let mut s = shard();
+        s.restore_account("a", &record(Life::new(start))).unwrap();
+        let before = s.life_of("a").cloned();
+        let mut bad = Life::new(start);
+        bad.phase = Phase::Onboarding(Progress {
+            active_days: u32::MAX,
+            ..Progress::default()
+        });
+        let e = s.restore_account("a", &record(bad)).unwrap_err();
+        assert!(e.to_string().contains("onboarding counters"), "{e}");
+        assert_eq!(s.life_of("a").cloned(), before);
+        let mut bad = Life::new(start);
+        bad.phase = Phase::Activated {
+            at: start,
+            inactive_timer: i64::MAX - 1,
+        };
+        let e = s.restore_account("a", &record(bad)).unwrap_err();
+        assert!(e.to_string().contains("inactive_timer"), "{e}");
+        let mut bad = Life::new(start);
+        bad.drop_expected = f64::NAN;
+        assert!(s.restore_account("a", &record(bad)).is_err());
+        let meta = ShardMeta {
+            watermark: start,
+            newest: start,
+            now: start,
+            next_close_day: Some(i64::MAX / 2),
+        };
+        let e = s.restore_meta(&encode(&meta)).unwrap_err();
+        assert!(e.to_string().contains("next_close_day"), "{e}");
+        let unset = shard().meta();
+        shard().restore_meta(&encode(&unset)).unwrap();
+    }
+}
