@@ -295,13 +295,13 @@ fn fuzz_event_parser() {
     for s in &seeds {
         check_event(&p, s);
     }
-    runner(3_000)
+    runner(6_000)
         .run(&bytes_from(seeds, 512), |msg| {
             check_event(&p, &msg);
             Ok(())
         })
         .unwrap();
-    runner(1_000)
+    runner(2_000)
         .run(&valid_event(), |(account, event, ts, user, bytes)| {
             let ev = check_event(&p, &bytes).expect("a valid event is accepted");
             prop_assert_eq!(&*ev.account_id, account.as_str());
@@ -379,7 +379,7 @@ fn fuzz_config_loader() {
         let msg = check_config(&text, vec![]).expect_err(&text);
         assert!(msg.contains(expect), "{msg}");
     }
-    runner(300)
+    runner(600)
         .run(&bytes_from(seeds, 2048), |bytes| {
             let text = String::from_utf8_lossy(&bytes);
             let _ = check_config(&text, vec![]);
@@ -389,7 +389,7 @@ fn fuzz_config_loader() {
     // One option set to a random value, in the file or as an environment override.
     let paths = option_paths();
     let n = paths.len();
-    runner(400)
+    runner(800)
         .run(
             &(0..n, toml_value(), any::<bool>()),
             |(i, value, from_env)| {
@@ -432,7 +432,10 @@ fn fuzz_config_loader() {
 
 /// The default rules (every rule on, so account records carry their daily window).
 fn engine() -> Arc<EngineConfig> {
-    Arc::new(EngineConfig::new(&Config::default()))
+    static ENGINE: std::sync::OnceLock<Arc<EngineConfig>> = std::sync::OnceLock::new();
+    ENGINE
+        .get_or_init(|| Arc::new(EngineConfig::new(&Config::default())))
+        .clone()
 }
 
 /// Changelog records from the real encoder: accounts in every phase (onboarding,
@@ -599,7 +602,7 @@ fn fuzz_changelog_records() {
         }
     }
     let one = (0..n, prop::collection::vec(mutation(), 1..6));
-    runner(3_000)
+    runner(6_000)
         .run(&one, |(i, ops)| {
             let (k, v) = &seeds[i];
             let _ = check_restore(&[(k.clone(), mutate(v, &ops))]);
@@ -607,7 +610,7 @@ fn fuzz_changelog_records() {
         })
         .unwrap();
     // Arbitrary values under real keys, in a whole partition's log.
-    runner(500)
+    runner(1_000)
         .run(
             &prop::collection::vec((0..n, prop::collection::vec(any::<u8>(), 0..64)), 1..6),
             |recs| {
@@ -720,7 +723,7 @@ fn fuzz_accounts_query() {
         1 => bytes_from(seeds, 300).prop_map(|b| as_query(&b)),
         1 => structured_query(),
     ];
-    runner(1_500)
+    runner(3_000)
         .run(&(input, 0..apps.len()), |(q, who)| {
             let req = http::Request::get(format!("/api/v1/accounts?{q}"))
                 .body(axum::body::Body::empty())
@@ -844,7 +847,7 @@ fn fuzz_silence_bodies() {
         bytes_from(corpus("silence_id"), 40).prop_map(|b| as_query(&b)),
     ]
     .prop_filter("routed", |id| !id.is_empty());
-    runner(1_500)
+    runner(3_000)
         .run(
             &(input, prop::bool::weighted(0.9), ids),
             |(body, json, id)| {
