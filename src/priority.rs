@@ -51,14 +51,16 @@ impl PriorityConfig {
     /// Why the weights cannot be used, if they cannot.
     pub fn problem(&self) -> Option<String> {
         let all = [
-            self.critical_weight,
-            self.warning_weight,
-            self.revenue_unit,
-            self.renewal_boost,
-            self.renewal_horizon_days,
+            ("critical_weight", self.critical_weight),
+            ("warning_weight", self.warning_weight),
+            ("revenue_unit", self.revenue_unit),
+            ("renewal_boost", self.renewal_boost),
+            ("renewal_horizon_days", self.renewal_horizon_days),
         ];
-        if all.iter().any(|x| !x.is_finite() || *x < 0.0) {
-            return Some("every weight must be a finite number >= 0".into());
+        if let Some((name, x)) = all.iter().find(|(_, x)| !x.is_finite() || *x < 0.0) {
+            return Some(format!(
+                "{name} is {x}: every weight must be a finite number >= 0"
+            ));
         }
         if self.revenue_unit == 0.0 || self.renewal_horizon_days == 0.0 {
             return Some("revenue_unit and renewal_horizon_days must be above 0".into());
@@ -169,5 +171,12 @@ mod tests {
         };
         assert!(bad.problem().is_some());
         assert!(PriorityConfig::default().problem().is_none());
+        // Found by tests/fuzz.rs: the message names the weight at fault.
+        let negative = PriorityConfig {
+            warning_weight: -1.0,
+            ..PriorityConfig::default()
+        };
+        let msg = negative.problem().unwrap();
+        assert!(msg.starts_with("warning_weight is -1"), "{msg}");
     }
 }

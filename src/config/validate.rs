@@ -59,15 +59,13 @@ impl Config {
             return Err(invalid("time.max_idle_advance", "must not be negative"));
         }
         let l = &self.lifecycle;
-        if l.start_events
-            .iter()
-            .chain(&l.end_events)
-            .any(|e| e.is_empty())
-        {
-            return Err(invalid(
-                "lifecycle.start_events",
-                "event names must not be empty",
-            ));
+        for (option, names) in [
+            ("lifecycle.start_events", &l.start_events),
+            ("lifecycle.end_events", &l.end_events),
+        ] {
+            if names.iter().any(|e| e.is_empty()) {
+                return Err(invalid(option, "event names must not be empty"));
+            }
         }
         if let Some(e) = l.start_events.iter().find(|e| l.end_events.contains(e)) {
             return Err(invalid(

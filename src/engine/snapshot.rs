@@ -5,10 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::account::{Account, Life, Phase, NEVER, NO_LIFE};
+use super::account::{Account, Life, Phase, NEVER, NO_DAY, NO_LIFE, USERS_CAP};
 use super::ring::{ring_add, Ring, NO_RING};
 use super::shard::{Held, PackedClass, Shard, TimerKind};
-use crate::time::{Millis, DAY};
+use crate::time::{Millis, DAY, MAX_TS, MIN_TS};
 
 /// Format version of account and shard records.
 pub const SNAPSHOT_VERSION: u8 = 1;
@@ -22,6 +22,84 @@ pub enum SnapshotError {
     Version(u8),
     #[error("state record is corrupt: {0}")]
     Decode(#[from] postcard::Error),
+    /// Decoded, but holds a value the engine never writes (a bit flipped in storage):
+    /// refused rather than restored into wrong state or an overflow later.
+    #[error("state record is corrupt: {0}")]
+    Invalid(String),
+}
+
+/// Times the engine can hold: event times, plus timers up to a century past the last.
+const MIN_TIME: Millis = MIN_TS;
+const MAX_TIME: Millis = MAX_TS + 36_525 * DAY;
+
+fn check_time(field: &str, t: Millis, never_ok: bool) -> Result<(), SnapshotError> {
+    if (never_ok && t == NEVER) || (MIN_TIME..=MAX_TIME).contains(&t) {
+        Ok(())
+    } else {
+        Err(SnapshotError::Invalid(format!(
+            "{field} {t} is out of range"
+        )))
+    }
+}
+
+fn check_day(field: &str, d: i32, none_ok: bool) -> Result<(), SnapshotError> {
+    let range = MIN_TIME.div_euclid(DAY)..=MAX_TIME.div_euclid(DAY);
+    if (none_ok && d == NO_DAY) || range.contains(&(d as i64)) {
+        Ok(())
+    } else {
+        Err(SnapshotError::Invalid(format!(
+            "{field} {d} is out of range"
+        )))
+    }
+}
+
+/// Checks a decoded lifecycle against what the engine can have written: times and
+/// days within the supported years, counters that cannot overflow, sets within their
+/// caps. A record passing it may still differ from what was written (the format has
+/// no checksum), but it cannot make the engine panic or misbehave arithmetically.
+fn check_life(life: &Life, window: &Option<(i32, Vec<u32>)>) -> Result<(), SnapshotError> {
+    check_time("start", life.start, false)?;
+    check_time("last_activity", life.last_activity, true)?;
+    check_day("drop_day", life.drop_day, true)?;
+    check_day("ring_head", life.ring_head, true)?;
+    if !life.drop_expected.is_finite() || life.drop_expected < 0.0 {
+        return Err(SnapshotError::Invalid(format!(
+            "drop_expected {} is not a finite number >= 0",
+            life.drop_expected
+        )));
+    }
+    if let Some(du) = &life.day_users {
+        check_day("day_users.day", du.day, false)?;
+        if du.users.len() > USERS_CAP {
+            return Err(SnapshotError::Invalid("day_users above its cap".into()));
+        }
+    }
+    match &life.phase {
+        Phase::Onboarding(p) => {
+            check_day("last_day", p.last_day, false).or_else(|e| match p.last_day {
+                0 => Ok(()),
+                _ => Err(e),
+            })?;
+            let max_days = (MAX_TIME - MIN_TIME) / DAY + 1;
+            if p.active_days as i64 > max_days || p.events >= 1 << 62 {
+                return Err(SnapshotError::Invalid(format!(
+                    "onboarding counters out of range ({} days, {} events)",
+                    p.active_days, p.events
+                )));
+            }
+            if p.users.len() > USERS_CAP {
+                return Err(SnapshotError::Invalid("users above its cap".into()));
+            }
+        }
+        Phase::Activated { at, inactive_timer } => {
+            check_time("activated at", *at, false)?;
+            check_time("inactive_timer", *inactive_timer, true)?;
+        }
+    }
+    if let Some((head, _)) = window {
+        check_day("window head", *head, false)?;
+    }
+    Ok(())
 }
 
 #[derive(Serialize, Deserialize)]
@@ -53,6 +131,32 @@ pub struct ShardMeta {
     pub newest: Millis,
     pub now: Millis,
     pub next_close_day: Option<i64>,
+}
+
+impl ShardMeta {
+    /// Refuses clocks the engine cannot have written (see `check_life`): each is unset
+    /// (`Millis::MIN`) or within the supported years.
+    pub fn check(&self) -> Result<(), SnapshotError> {
+        for (field, t) in [
+            ("watermark", self.watermark),
+            ("newest", self.newest),
+            ("now", self.now),
+        ] {
+            if t != Millis::MIN && !(MIN_TIME - 36_525 * DAY..=MAX_TIME).contains(&t) {
+                return Err(SnapshotError::Invalid(format!(
+                    "{field} {t} is out of range"
+                )));
+            }
+        }
+        if let Some(d) = self.next_close_day {
+            if !(MIN_TIME.div_euclid(DAY)..=MAX_TIME.div_euclid(DAY)).contains(&d) {
+                return Err(SnapshotError::Invalid(format!(
+                    "next_close_day {d} is out of range"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Encodes a record with the version byte.
@@ -187,6 +291,9 @@ impl Shard {
     /// Restores the state of one account; returns its slot.
     fn restore_state(&mut self, id: &str, bytes: &[u8]) -> Result<u32, SnapshotError> {
         let rec: AccountRecord = decode(bytes)?;
+        if let Some(l) = &rec.life {
+            check_life(&l.life, &l.window)?;
+        }
         let idx = self.intern(id);
         self.release_life(idx);
         self.accounts[idx as usize].seen = rec.seen;
@@ -234,6 +341,7 @@ impl Shard {
     /// Restores the shard's clocks (before any event is fed).
     pub fn restore_meta(&mut self, bytes: &[u8]) -> Result<ShardMeta, SnapshotError> {
         let m: ShardMeta = decode(bytes)?;
+        m.check()?;
         self.set_meta(&m);
         Ok(m)
     }
@@ -274,5 +382,65 @@ impl Shard {
             self.seq += 1;
             self.pending.push(held);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::account::Progress;
+    use crate::engine::EngineConfig;
+
+    fn shard() -> Shard {
+        Shard::new(Arc::new(EngineConfig::new(&Config::default())))
+    }
+
+    fn record(life: Life) -> Vec<u8> {
+        encode(&AccountRecord {
+            seen: true,
+            life: Some(LifeRecord { life, window: None }),
+        })
+    }
+
+    /// Found by tests/fuzz.rs: records that decode but hold values the engine never
+    /// writes (a day count at u32::MAX, a close day near i64::MAX) used to overflow
+    /// later; they are refused at restore, and the shard keeps what it had.
+    #[test]
+    fn out_of_range_state_is_refused() {
+        let start = 1_767_225_600_000;
+        let mut s = shard();
+        s.restore_account("a", &record(Life::new(start))).unwrap();
+        let before = s.life_of("a").cloned();
+        let mut bad = Life::new(start);
+        bad.phase = Phase::Onboarding(Progress {
+            active_days: u32::MAX,
+            ..Progress::default()
+        });
+        let e = s.restore_account("a", &record(bad)).unwrap_err();
+        assert!(e.to_string().contains("onboarding counters"), "{e}");
+        assert_eq!(s.life_of("a").cloned(), before);
+        let mut bad = Life::new(start);
+        bad.phase = Phase::Activated {
+            at: start,
+            inactive_timer: i64::MAX - 1,
+        };
+        let e = s.restore_account("a", &record(bad)).unwrap_err();
+        assert!(e.to_string().contains("inactive_timer"), "{e}");
+        let mut bad = Life::new(start);
+        bad.drop_expected = f64::NAN;
+        assert!(s.restore_account("a", &record(bad)).is_err());
+        let meta = ShardMeta {
+            watermark: start,
+            newest: start,
+            now: start,
+            next_close_day: Some(i64::MAX / 2),
+        };
+        let e = s.restore_meta(&encode(&meta)).unwrap_err();
+        assert!(e.to_string().contains("next_close_day"), "{e}");
+        let unset = shard().meta();
+        shard().restore_meta(&encode(&unset)).unwrap();
     }
 }

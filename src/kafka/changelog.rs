@@ -91,7 +91,12 @@ impl Rebuild {
     /// not have run yet); an empty value forgets the account.
     pub fn apply(&mut self, key: &[u8], value: &[u8]) -> Result<(), String> {
         if key == META_KEY {
-            self.meta = Some(decode(value).map_err(|e| format!("partition record: {e}"))?);
+            let meta: PartitionMeta =
+                decode(value).map_err(|e| format!("partition record: {e}"))?;
+            meta.shard
+                .check()
+                .map_err(|e| format!("partition record: {e}"))?;
+            self.meta = Some(meta);
         } else if let Some(id) = key.strip_prefix(ACCOUNT_PREFIX) {
             let id = std::str::from_utf8(id).map_err(|_| "account key is not UTF-8".to_string())?;
             if value.is_empty() {
@@ -115,6 +120,12 @@ impl Rebuild {
         self.shard.take_dirty();
         (self.shard, self.meta)
     }
+}
+
+/// A record's restore error, with the offset of the record (the topic and partition
+/// are named by [`KafkaSetupError::Restore`]), so an operator can find it.
+pub fn at_offset(offset: i64, msg: &str) -> String {
+    format!("record at offset {offset}: {msg}")
 }
 
 /// A restored partition.
@@ -185,7 +196,7 @@ pub fn restore_partition(
                 done = m.offset() + 1 >= high;
                 rebuild
                     .apply(m.key().unwrap_or_default(), m.payload().unwrap_or_default())
-                    .map_err(err)?;
+                    .map_err(|e| err(at_offset(m.offset(), &e)))?;
             }
         }
     }
@@ -197,4 +208,61 @@ pub fn restore_partition(
         records,
         elapsed: started.elapsed(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn rebuild() -> Rebuild {
+        Rebuild::new(Arc::new(EngineConfig::new(&Config::default())))
+    }
+
+    /// A corrupt or truncated record is an error that names the record, its topic,
+    /// partition and offset: never a panic, never a record silently skipped.
+    #[test]
+    fn a_corrupt_record_names_topic_partition_and_offset() {
+        let meta = PartitionMeta {
+            shard: ShardMeta {
+                watermark: 1,
+                newest: 2,
+                now: 3,
+                next_close_day: Some(4),
+            },
+            next_offset: 10,
+            commit_offset: 9,
+        }
+        .encode();
+        let truncated = &meta[..meta.len() - 1];
+        let e = rebuild().apply(META_KEY, truncated).unwrap_err();
+        assert!(
+            e.starts_with("partition record: state record is corrupt"),
+            "{e}"
+        );
+        let e = rebuild().apply(b"a:acct-1", &[1, 0xff, 0xff]).unwrap_err();
+        assert!(
+            e.starts_with("account \"acct-1\": state record is corrupt"),
+            "{e}"
+        );
+        let e = rebuild().apply(b"a:acct-1", &[7, 0]).unwrap_err();
+        assert!(e.contains("version 7"), "{e}");
+        let full = KafkaSetupError::Restore {
+            topic: "cw-changelog".into(),
+            partition: 3,
+            msg: at_offset(41, &e),
+        }
+        .to_string();
+        assert!(
+            full.contains("\"cw-changelog\"")
+                && full.contains("partition 3")
+                && full.contains("offset 41")
+                && full.contains("acct-1"),
+            "{full}"
+        );
+        // The intact record still restores.
+        let mut ok = rebuild();
+        ok.apply(META_KEY, &meta).unwrap();
+        assert_eq!(ok.finish().1.unwrap().next_offset, 10);
+    }
 }

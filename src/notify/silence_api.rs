@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -246,8 +246,13 @@ async fn list(State(api): State<Arc<Api>>, Extension(who): Extension<Principal>)
 async fn expire(
     State(api): State<Arc<Api>>,
     Extension(who): Extension<Principal>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Response {
+    // A malformed id (bad percent-encoding) gets a JSON error like every other refusal.
+    let id = match id {
+        Ok(Path(id)) => id,
+        Err(r) => return bad(format!("silence id: {}", r.body_text())),
+    };
     let Some(mut s) = api.store.get(&id) else {
         return (
             StatusCode::NOT_FOUND,
