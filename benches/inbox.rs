@@ -16,7 +16,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use churnwatch::accounts::AccountMeta;
 use churnwatch::config::Config;
-use churnwatch::inbox::model::{InboxView, ListQuery, Principal, Role};
+use churnwatch::inbox::model::{Evidence, InboxView, ListQuery, Principal, Role};
 use churnwatch::inbox::view::records::AlertIn;
 use churnwatch::inbox::view::{Source, View};
 use churnwatch::time::{wall_clock_ms, DAY};
@@ -155,8 +155,10 @@ fn build(view: &View, n: u64) {
                     event_time: now - 3 * DAY,
                     emitted_at: now - 3 * DAY,
                     summary: format!("{kind}: No activity for 14 days (last activity 2026-02-01)"),
-                    evidence: r#"{"last_activity":"2026-02-01T10:00:00.000Z","idle_days":14}"#
-                        .into(),
+                    evidence: Evidence::from_json(
+                        r#"{"last_activity":"2026-02-01T10:00:00.000Z","idle_days":14}"#,
+                    )
+                    .unwrap(),
                 });
             }
         }
