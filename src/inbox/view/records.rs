@@ -231,8 +231,8 @@ pub struct AlertIn {
 /// The fields of an alert record ([`crate::record::AlertRecord`], the published format)
 /// that the view keeps, read with the record's own kind, status and severity types. Not
 /// the typed record itself: that one also reads the evidence by kind and the account's
-/// metadata, which the view does not use and which made decoding ~30 % slower
-/// (`benches/inbox.rs`, "alert records decoded"); the evidence is kept as the raw JSON
+/// metadata, which the view does not use: that is 3-4x slower than this reading
+/// (`benches/inbox.rs`, "alert records decoded"). The evidence is kept as the raw JSON
 /// the detector wrote.
 #[derive(Deserialize)]
 struct Published {
