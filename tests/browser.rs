@@ -1,7 +1,9 @@
 //! The backtest's HTML report in a real headless browser (Debian's `chromium`, driven
 //! over WebDriver by `chromedriver`; `scripts/setup.sh` installs both): the page loads
 //! with no console errors and nothing fetched from a network, the charts are there,
-//! and a screenshot goes to `target/test-artifacts/`.
+//! and a screenshot goes to `target/test-artifacts/`. The CSM inbox the same way: on an
+//! in-memory fixture (every page, including the team page) and on the real binary
+//! (`serve --events` over a generated population, checked against its own API).
 
 mod common;
 
@@ -402,5 +404,274 @@ async fn inbox_shows_a_csm_their_accounts_and_nobody_elses() {
     c.set_window_size(1280, 500).await.unwrap();
     let png = c.screenshot().await.unwrap();
     std::fs::write(artifacts.join("inbox-team.png"), png).unwrap();
+    c.close().await.unwrap();
+}
+
+/// `churnwatch serve --events` on a generated population, its log in `log`; killed on
+/// drop.
+struct Serve {
+    child: Child,
+    base: String,
+}
+
+impl Serve {
+    fn start(args: &[&str], log: &Path) -> Serve {
+        let child = Command::new(common::bin())
+            .arg("serve")
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let addr = loop {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            if let Some(a) = text
+                .lines()
+                .find(|l| l.contains("http server listening"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .and_then(|a| a.split_whitespace().next())
+            {
+                break a.to_string();
+            }
+            assert!(Instant::now() < deadline, "serve did not listen: {text}");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Serve {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A GET as `email` through the proxy header: (status, JSON body or `null`).
+async fn get_as(base: &str, path: &str, email: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .get(format!("{base}{path}"))
+        .header("X-Forwarded-Email", email)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The inbox of the real binary on real data: `serve --events` builds the view of a
+/// generated population (ending today, with its owners from the accounts file) and
+/// trusts 127.0.0.1 as its proxy. The busiest CSM sees exactly the at-risk accounts the
+/// API lists for them, in the API's priority order; their top account's page has the
+/// activity chart (a bar per day of the series) and each firing alert's evidence; no
+/// console errors; another CSM gets 403 on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbox_of_the_real_view_shows_a_csm_their_accounts_in_priority_order() {
+    let artifacts = repo().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.ndjson");
+    let accounts = dir.path().join("accounts.csv");
+    let days = 120;
+    let today = churnwatch::time::wall_clock_ms().div_euclid(churnwatch::time::DAY);
+    let start = churnwatch::time::format_day(today - days);
+    churnwatch(&[
+        "gen",
+        "--accounts=400",
+        &format!("--days={days}"),
+        "--seed=11",
+        "--start",
+        &start,
+        "--output",
+        events.to_str().unwrap(),
+        "--accounts-file",
+        accounts.to_str().unwrap(),
+    ]);
+    let cfg = dir.path().join("serve.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[server.auth]
+trusted_proxies = ["127.0.0.1/32"]
+leads = ["lee@example.com"]
+"#,
+    )
+    .unwrap();
+    let serve = Serve::start(
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--events",
+            events.to_str().unwrap(),
+            "--accounts",
+            accounts.to_str().unwrap(),
+        ],
+        &dir.path().join("serve.log"),
+    );
+    let base = serve.base.clone();
+
+    // The lead's team view names the CSMs; the busiest one signs in, another is refused.
+    let (code, team) = get_as(&base, "/api/v1/team", "lee@example.com").await;
+    assert_eq!(code, 200, "{team}");
+    let mut owners: Vec<(u64, String)> = team["owners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r["at_risk"].as_u64()?,
+                r["owner_email"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    owners.sort_by(|a, b| b.cmp(a));
+    assert!(owners.len() >= 2 && owners[0].0 >= 3, "{team}");
+    let csm = owners[0].1.clone();
+    let other = owners[1].1.clone();
+
+    let (code, listed) = get_as(&base, "/api/v1/accounts?limit=200", &csm).await;
+    assert_eq!(code, 200, "{listed}");
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(
+        items.len() as u64,
+        owners[0].0,
+        "the API lists their at-risk accounts"
+    );
+    assert!(items.iter().all(|a| a["owner_email"] == csm.as_str()));
+    let want: Vec<String> = items
+        .iter()
+        .map(|a| churnwatch::inbox::pages::account_path(a["account_id"].as_str().unwrap()))
+        .collect();
+    let scores: Vec<f64> = items
+        .iter()
+        .map(|a| a["priority"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "priority order: {scores:?}"
+    );
+
+    let driver = Driver::start();
+    let c = connect(&driver).await;
+    c.set_window_size(1280, 900).await.unwrap();
+    sign_in_as(&c, &csm).await;
+    c.goto(&format!("{base}/inbox")).await.unwrap();
+    assert_eq!(c.title().await.unwrap(), "My accounts at risk - churnwatch");
+    let rows: Value = c
+        .execute(
+            "return [...document.querySelectorAll('tr.account')].map(r => r.dataset.href)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        json!(want),
+        "the page lists what the API lists, in order"
+    );
+    let sparks = c
+        .find_all(Locator::Css("tr.account svg.spark polyline"))
+        .await
+        .unwrap();
+    assert_eq!(sparks.len(), want.len());
+    let errors = console_errors(&c).await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(artifacts.join("inbox-real-list.png"), png).unwrap();
+
+    // The top account opens from its row.
+    c.find(Locator::Css("tr.account td.rank"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_url(&url::Url::parse(&format!("{base}{}", want[0])).unwrap())
+        .await
+        .unwrap();
+    let top = items[0]["account_id"].as_str().unwrap();
+    let (code, detail) = get_as(
+        &base,
+        &format!(
+            "/api/v1/accounts/{}",
+            churnwatch::notify::render::escape::url_component(top)
+        ),
+        &csm,
+    )
+    .await;
+    assert_eq!(code, 200, "{detail}");
+    let count = |sel: &'static str| {
+        let c = c.clone();
+        async move { c.find_all(Locator::Css(sel)).await.unwrap().len() }
+    };
+    let series = detail["series"].as_array().unwrap().len();
+    assert!(series >= 28, "{series} days kept");
+    assert_eq!(
+        count("svg.chart.activity rect.bar").await,
+        series,
+        "a bar per day"
+    );
+    let firing = detail["firing"].as_array().unwrap().len();
+    assert!(firing >= 1);
+    assert_eq!(count("section.firing article.alert").await, firing);
+    assert_eq!(
+        count("section.firing article.alert .evidence").await,
+        firing,
+        "each firing alert's evidence"
+    );
+    let size: Value = c
+        .execute(
+            "const r = document.querySelector('svg.chart.activity').getBoundingClientRect(); return [r.width, r.height]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        size[0].as_f64().unwrap() > 400.0 && size[1].as_f64().unwrap() > 100.0,
+        "{size}"
+    );
+    let errors = console_errors(&c).await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    c.set_window_size(1280, 1500).await.unwrap();
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(artifacts.join("inbox-real-account.png"), png).unwrap();
+
+    // Another CSM may not open it, in the browser or through the API.
+    sign_in_as(&c, &other).await;
+    c.goto(&format!("{base}{}", want[0])).await.unwrap();
+    let h1 = c
+        .find(Locator::Css("h1"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(h1, "Not allowed");
+    let status = reqwest::Client::new()
+        .get(format!("{base}{}", want[0]))
+        .header("X-Forwarded-Email", &other)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 403);
+    let (code, _) = get_as(
+        &base,
+        &format!(
+            "/api/v1/accounts/{}",
+            churnwatch::notify::render::escape::url_component(top)
+        ),
+        &other,
+    )
+    .await;
+    assert_eq!(code, 403);
     c.close().await.unwrap();
 }

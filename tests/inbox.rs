@@ -345,7 +345,8 @@ fn a_view_of_the_topics_answers_what_a_replay_answers_and_follows_new_alerts() {
     let rec = serde_json::json!({"id": format!("{target}/activity_drop/2099-01-01"), "account_id": target,
         "kind": "activity_drop", "status": "firing", "severity": "critical",
         "event_time": "2099-01-02T00:00:00.000Z", "emitted_at": "2099-01-02T00:00:01.000Z",
-        "summary": "Activity dropped", "evidence": {"observed": 1}});
+        "summary": "Activity dropped", "evidence": {"observed": 1, "expected": 40.5, "drop_pct": 0.98,
+            "p_value": 1e-9, "model": "poisson", "recent_days": 7, "baseline_days": 28}});
     let sent = Instant::now();
     produce_alert(broker, &format!("{name}-alerts"), target, &rec.to_string());
     wait_for("the new alert in the view", Duration::from_secs(10), || {

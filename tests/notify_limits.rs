@@ -37,6 +37,7 @@ fn sender(http: &str, extra: &str) -> Sender {
 [notify]
 retry_initial = "10ms"
 max_attempts = 2
+inbox_url = "https://cw.example.com/inbox"
 [[notify.receivers]]
 name = "slack"
 type = "slack"
@@ -121,6 +122,11 @@ fn a_digest_of_120_warnings_reaches_slack_and_a_split_webhook() {
         .as_str()
         .unwrap()
         .contains("120 of your accounts need a look"));
+    // Each shown account's name links to its page in the inbox.
+    assert!(msg["blocks"][2]["text"]["text"]
+        .as_str()
+        .unwrap()
+        .starts_with("*<https://cw.example.com/inbox/accounts/acct-119|Account 119 "));
 
     // The same batch to a webhook capped at 16 KiB: parts in order, derived keys, each
     // under the cap, every alert exactly once.

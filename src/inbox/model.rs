@@ -106,7 +106,36 @@ pub struct FiringAlert {
     /// The record's one-line explanation.
     pub summary: String,
     /// The record's evidence, as published.
-    pub evidence: serde_json::Value,
+    pub evidence: Evidence,
+}
+
+/// An alert's evidence kept as the compact JSON the view stored and written out as
+/// is: a list row costs a copy, not a parse and a re-serialization.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct Evidence(pub Box<serde_json::value::RawValue>);
+
+impl Evidence {
+    /// The evidence of a JSON value.
+    pub fn from_value(v: &serde_json::Value) -> Evidence {
+        Evidence(serde_json::value::to_raw_value(v).expect("a Value serializes"))
+    }
+
+    /// Evidence from JSON text (checked, kept as written).
+    pub fn from_json(text: &str) -> Result<Evidence, serde_json::Error> {
+        serde_json::value::RawValue::from_string(text.to_string()).map(Evidence)
+    }
+
+    /// The evidence parsed, for a page that shows its fields.
+    pub fn value(&self) -> serde_json::Value {
+        serde_json::from_str(self.0.get()).unwrap_or_default()
+    }
+}
+
+impl PartialEq for Evidence {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
 }
 
 /// Where an account is in its lifecycle.
@@ -117,6 +146,9 @@ pub enum Lifecycle {
     Unknown,
     Onboarding,
     Activated,
+    /// The lifecycle ended (the subscription ended): the changelog keeps the account
+    /// without a lifecycle.
+    Ended,
 }
 
 /// One account in brief: a row of the inbox list.

@@ -61,7 +61,7 @@ async fn start() -> std::net::SocketAddr {
             let rec = json!({"id": format!("{id}/inactive/2026-02-01"), "account_id": id, "kind": "inactive",
                 "status": "firing", "severity": "warning", "event_time": "2026-02-15T00:00:00.000Z",
                 "emitted_at": "2026-02-15T00:00:01.000Z", "summary": "No activity for 14 days",
-                "evidence": {"idle_days": 14}});
+                "evidence": {"last_activity": "2026-02-01T09:00:00.000Z", "idle_days": 14}});
             assert!(w.apply(Source::Alerts, 0, 0, None, Some(rec.to_string().as_bytes())));
         }
     }

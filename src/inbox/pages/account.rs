@@ -65,6 +65,7 @@ pub fn account_page(
         Lifecycle::Unknown => "unknown",
         Lifecycle::Onboarding => "onboarding",
         Lifecycle::Activated => "activated",
+        Lifecycle::Ended => "ended",
     };
     let _ = write!(
         b,
@@ -99,7 +100,7 @@ pub fn account_page(
             e(&f.summary),
             when(&f.since),
             e(&f.id),
-            evidence(&f.evidence)
+            evidence(&f.evidence.value())
         );
     }
     b.push_str("</section>");
@@ -252,7 +253,9 @@ mod tests {
         };
         let mut a = v.account("umbrella").unwrap();
         a.meta.as_mut().unwrap().crm_url = Some("javascript:alert(1)".into());
-        a.summary.firing[0].evidence = serde_json::json!({"note": "<img src=x onerror=alert(1)>"});
+        a.summary.firing[0].evidence = crate::inbox::model::Evidence::from_value(
+            &serde_json::json!({"note": "<img src=x onerror=alert(1)>"}),
+        );
         let html = account_page(&who, &v.status(), &a, today * crate::time::DAY);
         assert!(!html.contains("<script>alert(1)"), "name not escaped");
         assert!(html.contains("Umbrella &lt;script&gt;"));

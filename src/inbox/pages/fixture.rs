@@ -70,10 +70,10 @@ fn account(
                 "inactive" => format!("{name}: no activity for 16 days"),
                 _ => format!("{name}: not activated 30 days after the start"),
             },
-            evidence: serde_json::json!({
+            evidence: crate::inbox::model::Evidence::from_value(&serde_json::json!({
                 "recent_events": 140, "expected_events": 700.5, "p_value": 0.00002,
                 "window": "7d vs 28d",
-            }),
+            })),
         })
         .collect();
     let priority = firing_priority(&firing, arr);

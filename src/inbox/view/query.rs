@@ -184,6 +184,7 @@ fn lifecycle(e: &Entry) -> Lifecycle {
     match &e.state {
         Some(st) if st.has_life() && st.activated_at != Millis::MIN => Lifecycle::Activated,
         Some(st) if st.has_life() => Lifecycle::Onboarding,
+        Some(st) if st.seen => Lifecycle::Ended,
         _ => Lifecycle::Unknown,
     }
 }
@@ -206,7 +207,7 @@ fn firing(s: &Store, e: &Entry) -> Vec<FiringAlert> {
                     severity: SEVERITIES[a.severity as usize].into(),
                     since: format_rfc3339(a.since),
                     summary: a.summary.to_string(),
-                    evidence: serde_json::from_str(&a.evidence).unwrap_or_default(),
+                    evidence: a.evidence.clone(),
                 },
             )
         })

@@ -144,8 +144,8 @@ pub struct Firing {
     pub since: Millis,
     pub episode: Box<str>,
     pub summary: Box<str>,
-    /// Compact JSON.
-    pub evidence: Box<str>,
+    /// Compact JSON, written out as is.
+    pub evidence: crate::inbox::model::Evidence,
 }
 
 /// One alert transition of the history.
@@ -320,7 +320,7 @@ impl Store {
                 since: a.event_time,
                 episode: a.episode.as_str().into(),
                 summary: a.summary.as_str().into(),
-                evidence: a.evidence.into(),
+                evidence: a.evidence,
             };
             match pos {
                 Some(i) => alerts.firing[i] = f,

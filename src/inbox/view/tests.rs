@@ -26,6 +26,18 @@ fn view() -> Arc<View> {
     view_at(Arc::new(AtomicI64::new(now())), HISTORY_LEN)
 }
 
+/// Evidence of the kind, as the detector writes it.
+fn evidence(kind: &str, status: &str) -> serde_json::Value {
+    match (status, kind) {
+        ("resolved", _) => json!({"reason": "activity_resumed"}),
+        (_, "not_activated") => json!({"after_days": 30, "start": "2026-01-20T00:00:00.000Z",
+            "active_days": 1, "active_users": 1, "events": 3, "missing_events": []}),
+        (_, "activity_drop") => json!({"observed": 3, "expected": 40.5, "drop_pct": 0.93,
+            "p_value": 1e-6, "model": "poisson", "recent_days": 7, "baseline_days": 28}),
+        _ => json!({"last_activity": "2026-02-06T00:00:00.000Z", "idle_days": 14}),
+    }
+}
+
 fn alert(account: &str, kind: &str, episode: &str, status: &str, severity: &str) -> Vec<u8> {
     json!({
         "id": format!("{account}/{kind}/{episode}"),
@@ -36,7 +48,7 @@ fn alert(account: &str, kind: &str, episode: &str, status: &str, severity: &str)
         "event_time": "2026-02-20T00:00:00.000Z",
         "emitted_at": "2026-02-27T00:00:00.000Z",
         "summary": format!("{kind} {episode} {status}"),
-        "evidence": {"idle_days": 14},
+        "evidence": evidence(kind, status),
     })
     .to_string()
     .into_bytes()
@@ -381,7 +393,10 @@ fn history_is_bounded_and_firing_follows_transitions() {
     assert_eq!(d.history[0].id, "a/activity_drop/2026-02-20");
     assert_eq!(d.history[1].status, "resolved");
     assert_eq!(d.summary.firing.len(), 1);
-    assert_eq!(d.summary.firing[0].evidence, json!({"idle_days": 14}));
+    assert_eq!(
+        d.summary.firing[0].evidence.value(),
+        evidence("activity_drop", "firing")
+    );
     assert_eq!(d.summary.lifecycle, Lifecycle::Unknown);
     assert!(apply_alert(
         &v,
@@ -531,6 +546,16 @@ fn state_metadata_and_silences_make_the_account_page() {
     }
     push(&mut shard, "new", t0 + 39 * DAY, "u1");
     push(&mut shard, "new", t0 + 39 * DAY + 5, "u2");
+    // `gone`: active, then its subscription was cancelled (a default end event).
+    push(&mut shard, "gone", t0 + 30 * DAY, "u1");
+    shard
+        .push(&RawEvent {
+            account_id: "gone".into(),
+            event: "subscription.cancelled".into(),
+            ts: t0 + 31 * DAY,
+            user_id: None,
+        })
+        .unwrap();
     shard.finish(Some(t0 + 41 * DAY));
     let v = view();
     feed::feed_shard(&v, &shard, 0);
@@ -600,6 +625,9 @@ fn state_metadata_and_silences_make_the_account_page() {
         (c[1].name.as_str(), c[1].progress, c[1].met),
         ("active_users", 1, true)
     );
+    let gone = v.account("gone").unwrap();
+    assert_eq!(gone.summary.lifecycle, Lifecycle::Ended);
+    assert!(gone.activation.is_none());
     // A tombstone in the changelog forgets the state.
     assert!(v
         .write()

@@ -1,10 +1,14 @@
 //! Emails: a subject, a plain-text part and an HTML part. At most
 //! [`EMAIL_MAX_ALERTS`] alerts in full, most important first; the rest counted in one
-//! closing paragraph. Every value is escaped for HTML, links are `https:` only.
+//! closing paragraph. Every value is escaped for HTML; links from the CRM are `https:`
+//! only. With an inbox (`notify.inbox_url`), each account's name links to its page
+//! there and the CRM link follows it.
 
 use super::escape;
 use super::limits::EMAIL_MAX_ALERTS;
-use super::{account_facts, crm_link, headline, id_line, plain_evidence, shown_name};
+use super::{
+    account_facts, crm_link, headline, id_line, inbox_account_link, plain_evidence, shown_name,
+};
 use super::{Notification, Overflow};
 use crate::priority::PriorityConfig;
 
@@ -33,10 +37,11 @@ pub fn email(
     let shown = ordered.len().min(EMAIL_MAX_ALERTS);
     for a in &ordered[..shown] {
         let link = crm_link(a, crm_template);
+        let page = inbox_account_link(inbox_url, &a.account_id);
         let facts = account_facts(a);
         let name = shown_name(a);
         text.push_str(&format!(
-            "* {name}{} - {} [{} {}]\n  {}\n  {}{}\n\n",
+            "* {name}{} - {} [{} {}]\n  {}\n  {}{}{}\n\n",
             if facts.is_empty() {
                 String::new()
             } else {
@@ -47,17 +52,29 @@ pub fn email(
             a.status.as_str(),
             plain_evidence(a),
             id_line(a),
+            page.as_ref()
+                .map(|l| format!("\n  Inbox: {l}"))
+                .unwrap_or_default(),
             link.as_ref()
-                .map(|l| format!("\n  {l}"))
+                .map(|l| format!("\n  {}{l}", if page.is_some() { "CRM: " } else { "" }))
                 .unwrap_or_default(),
         ));
         let name = escape::html(&name);
+        let (named, crm_after) = match (&page, &link) {
+            (Some(p), l) => (
+                format!("<a href=\"{}\">{name}</a>", escape::html(p)),
+                l.as_ref()
+                    .map(|l| format!(" &middot; <a href=\"{}\">CRM</a>", escape::html(l)))
+                    .unwrap_or_default(),
+            ),
+            (None, Some(l)) => (
+                format!("<a href=\"{}\">{name}</a>", escape::html(l)),
+                String::new(),
+            ),
+            (None, None) => (name, String::new()),
+        };
         html.push_str(&format!(
-            "<li><p><b>{}</b>{} &mdash; {}<br>{}<br><small>{}</small></p></li>",
-            match &link {
-                Some(l) => format!("<a href=\"{}\">{name}</a>", escape::html(l)),
-                None => name,
-            },
+            "<li><p><b>{named}</b>{}{crm_after} &mdash; {}<br>{}<br><small>{}</small></p></li>",
             if facts.is_empty() {
                 String::new()
             } else {
@@ -151,6 +168,31 @@ mod tests {
         );
         assert_eq!(html.matches("<li>").count(), EMAIL_MAX_ALERTS);
         assert!(!html.contains("javascript:"));
+    }
+
+    #[test]
+    fn names_link_to_their_inbox_page() {
+        let mut a = alert(1, "Acme");
+        a.account_id = "a b/\"x".into();
+        let (_, text, html) = email(
+            &note(vec![a]),
+            "https://crm.example/{account_id}",
+            "https://cw.example",
+            &PriorityConfig::default(),
+        );
+        let page = "https://cw.example/inbox/accounts/a%20b%2F%22x";
+        assert!(
+            html.contains(&format!(
+                "<b><a href=\"{page}\">Acme</a></b> &middot; <a href=\"https://crm.example/a%20b%2F%22x\">CRM</a>"
+            )),
+            "{html}"
+        );
+        assert!(
+            text.contains(&format!(
+                "\n  Inbox: {page}\n  CRM: https://crm.example/a%20b%2F%22x\n"
+            )),
+            "{text}"
+        );
     }
 
     #[test]

@@ -312,6 +312,37 @@ pub fn crm_link(a: &AlertRecord, template: &str) -> Option<String> {
     escape::link_from_template(template, &a.account_id)
 }
 
+/// The account's page in the inbox, for a link on its name: `inbox_url`
+/// (`notify.inbox_url`, our own config, so `http:` is allowed inside a cluster) without
+/// a trailing `/inbox`, then [`crate::inbox::pages::account_path`] (the id
+/// percent-encoded, so it cannot leave its path segment nor end a Slack link). `None`
+/// when no inbox is configured or the URL is not an absolute http(s) URL without
+/// credentials; its query and fragment are dropped.
+pub fn inbox_account_link(inbox_url: &str, account_id: &str) -> Option<String> {
+    let raw = inbox_url.trim();
+    if raw.is_empty() {
+        return None;
+    }
+    let u = url::Url::parse(raw).ok()?;
+    let ok = matches!(u.scheme(), "http" | "https")
+        && u.host_str().is_some_and(|h| !h.is_empty())
+        && u.username().is_empty()
+        && u.password().is_none();
+    if !ok {
+        return None;
+    }
+    let path = u.path().trim_end_matches('/');
+    let path = path.strip_suffix("/inbox").unwrap_or(path);
+    Some(
+        format!(
+            "{}{path}{}",
+            u.origin().ascii_serialization(),
+            crate::inbox::pages::account_path(account_id)
+        )
+        .replace('|', "%7C"),
+    )
+}
+
 /// "growth, $1,250 MRR" (plain, cut to a sane length).
 fn account_facts(a: &AlertRecord) -> String {
     let m = a.account.as_ref();
@@ -386,6 +417,34 @@ mod tests {
             owner_chat: Some("U024BE7LH".into()),
             alerts,
             digest: false,
+        }
+    }
+
+    #[test]
+    fn inbox_links_keep_the_id_in_its_segment() {
+        for base in [
+            "https://cw.example",
+            "https://cw.example/",
+            "https://cw.example/inbox",
+            "https://cw.example/inbox/?x=1#y",
+        ] {
+            assert_eq!(
+                inbox_account_link(base, "a/../b?c#d|e>").as_deref(),
+                Some("https://cw.example/inbox/accounts/a%2F..%2Fb%3Fc%23d%7Ce%3E"),
+                "{base}"
+            );
+        }
+        assert_eq!(
+            inbox_account_link("http://10.0.0.5:8080/cw/inbox", "x").as_deref(),
+            Some("http://10.0.0.5:8080/cw/inbox/accounts/x")
+        );
+        for bad in [
+            "",
+            "javascript:alert(1)",
+            "https://u:p@cw.example",
+            "/inbox",
+        ] {
+            assert_eq!(inbox_account_link(bad, "x"), None, "{bad}");
         }
     }
 

@@ -1,7 +1,8 @@
 //! Slack Block Kit messages (incoming webhooks). One message per notification, within
 //! Slack's limits (`limits.rs`): the [`SLACK_MAX_ALERTS`] most important alerts in
 //! full, the rest counted by kind in one summary line that links to where all of them
-//! can be seen (`notify.inbox_url`) or names their accounts.
+//! can be seen (`notify.inbox_url`) or names their accounts. With an inbox, each
+//! account's name links to its page there (and the CRM gets its own link).
 //!
 //! Summarising, not splitting into several messages: a CSM reads one message per
 //! batch, a channel is not flooded after a backfill, and the batch stays one delivery
@@ -14,7 +15,10 @@ use crate::record::AlertRecord;
 
 use super::escape::{self, cut_markup};
 use super::limits::*;
-use super::{account_facts, crm_link, headline, id_line, plain_evidence, Notification, Overflow};
+use super::{
+    account_facts, crm_link, headline, id_line, inbox_account_link, plain_evidence, Notification,
+    Overflow,
+};
 use crate::priority::PriorityConfig;
 
 /// Where the receiver and the deployment want the message to point.
@@ -70,7 +74,7 @@ pub fn slack(n: &Notification, opts: &SlackOptions) -> Value {
     let ordered = n.ordered(&opts.priority);
     let shown = ordered.len().min(SLACK_MAX_ALERTS);
     for a in &ordered[..shown] {
-        blocks.push(alert_section(a, opts.crm_template));
+        blocks.push(alert_section(a, opts));
         blocks.push(json!({
             "type": "context",
             "elements": [{"type": "mrkdwn", "text": cut_markup(&escape::slack(&id_line(a)), SLACK_MAX_TEXT_OBJECT)}]
@@ -90,11 +94,18 @@ pub fn slack(n: &Notification, opts: &SlackOptions) -> Value {
     json!({"text": fallback, "blocks": blocks})
 }
 
-fn alert_section(a: &AlertRecord, crm_template: &str) -> Value {
+/// The account's name links to its inbox page when there is an inbox (the CRM then
+/// gets a link of its own after the facts), else to the CRM.
+fn alert_section(a: &AlertRecord, opts: &SlackOptions) -> Value {
     let name = super::shown_name(a);
-    let title = match crm_link(a, crm_template) {
-        Some(url) => format!("*{}*", escape::slack_link(&url, &name)),
-        None => format!("*{}*", escape::slack(&name)),
+    let crm = crm_link(a, opts.crm_template);
+    let (title, crm_after) = match (inbox_account_link(opts.inbox_url, &a.account_id), crm) {
+        (Some(page), crm) => (
+            format!("*{}*", escape::slack_link(&page, &name)),
+            crm.map(|u| format!(" · {}", escape::slack_link(&u, "CRM"))),
+        ),
+        (None, Some(url)) => (format!("*{}*", escape::slack_link(&url, &name)), None),
+        (None, None) => (format!("*{}*", escape::slack(&name)), None),
     };
     let facts = account_facts(a);
     let icon = if !a.is_firing() {
@@ -105,12 +116,13 @@ fn alert_section(a: &AlertRecord, crm_template: &str) -> Value {
         ":warning:"
     };
     section(format!(
-        "{title}{}\n{icon} *{}*\n{}",
+        "{title}{}{}\n{icon} *{}*\n{}",
         if facts.is_empty() {
             String::new()
         } else {
             format!(" ({})", escape::slack(&facts))
         },
+        crm_after.unwrap_or_default(),
         escape::slack(&headline(a)),
         escape::slack(&plain_evidence(a)),
     ))
@@ -318,6 +330,41 @@ mod tests {
         );
     }
 
+    #[test]
+    fn names_link_to_their_inbox_page_and_the_crm_follows() {
+        let mut a = alert(1, "inactive", "warning", "firing", "Acme|<b>", 1.0);
+        a.account_id = "acme/../x|y>z".into();
+        let m = slack(
+            &note(vec![a], false),
+            &SlackOptions {
+                inbox_url: "http://churnwatch.internal:8080/inbox/",
+                ..opts()
+            },
+        );
+        check_limits(&m).unwrap();
+        let t = m["blocks"][2]["text"]["text"].as_str().unwrap();
+        assert!(
+            t.starts_with(
+                "*<http://churnwatch.internal:8080/inbox/accounts/acme%2F..%2Fx%7Cy%3Ez|Acme\u{00a6}&lt;b&gt;>* \
+                 (Acme|&lt;b&gt;, $1 MRR) · <https://crm.example/Acme%7C%3Cb%3E|CRM>\n"
+            ),
+            "{t}"
+        );
+        // Without an inbox the name links to the CRM, as before.
+        let m = slack(
+            &note(
+                vec![alert(1, "inactive", "warning", "firing", "a", 1.0)],
+                false,
+            ),
+            &opts(),
+        );
+        let t = m["blocks"][2]["text"]["text"].as_str().unwrap();
+        assert!(
+            t.starts_with("*<https://crm.example/a|a>* (a, $1 MRR)\n"),
+            "{t}"
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
@@ -336,8 +383,24 @@ mod tests {
                     alert(i, kind, sev, status, &name, (i % 13) as f64)
                 })
                 .collect();
-            let m = slack(&note(alerts, digest), &opts());
+            // Every other batch links each name to the inbox, with ids up to the 256
+            // bytes events allow (`source::event::MAX_ID_BYTES`).
+            let tail: String = name.chars().take(100).collect();
+            let alerts: Vec<AlertRecord> = alerts
+                .into_iter()
+                .map(|mut a| {
+                    if seed % 2 == 0 {
+                        a.account_id = format!("{}{tail}", a.account_id);
+                    }
+                    a
+                })
+                .collect();
+            let inbox = if seed % 2 == 0 { "https://cw.example/inbox" } else { "" };
+            let m = slack(&note(alerts, digest), &SlackOptions { inbox_url: inbox, ..opts() });
             prop_assert!(check_limits(&m).is_ok(), "{:?}", check_limits(&m));
+            if seed % 2 == 0 {
+                prop_assert!(m.to_string().contains("<https://cw.example/inbox/accounts/acct-"));
+            }
             let blocks = m["blocks"].as_array().unwrap();
             let shown = blocks.iter().filter(|b| b["type"] == "context").count();
             let counted = blocks
