@@ -115,26 +115,10 @@ impl Drop for Proc {
     }
 }
 
-/// A plain HTTP/1.1 GET on loopback, with an optional test caller: (status, body).
+/// A GET on loopback, with an optional test caller: (status, body).
 fn http_get(addr: &str, path: &str, who: Option<&str>) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let who = who
-        .map(|w| format!("x-test-user: {w}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{who}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let headers: Vec<(&str, &str)> = who.map(|w| ("x-test-user", w)).into_iter().collect();
+    common::http::get_with(addr, path, &headers)
 }
 
 /// Stands in for the authentication layer: `x-test-user: <email> <role>`.

@@ -178,11 +178,20 @@ pub fn http_server() -> (String, Arc<Recorder>) {
 
 /// A plain HTTP/1.1 GET on loopback: (status, body).
 pub fn get(addr: &str, path: &str) -> (u16, String) {
+    get_with(addr, path, &[])
+}
+
+/// A plain HTTP/1.1 GET on loopback with extra request headers: (status, body).
+pub fn get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut buf = String::new();
