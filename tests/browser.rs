@@ -91,6 +91,26 @@ async fn connect(d: &Driver) -> Client {
 }
 
 /// Console messages at level SEVERE (errors) since the last call.
+/// The open account page's activity chart is laid out at a readable size and the page
+/// logged no console error; a full-page screenshot goes to `png`.
+async fn account_page_drawn(c: &Client, png: &std::path::Path) {
+    let size: Value = c
+        .execute(
+            "const r = document.querySelector('svg.chart.activity').getBoundingClientRect(); return [r.width, r.height]",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        size[0].as_f64().unwrap() > 400.0 && size[1].as_f64().unwrap() > 100.0,
+        "{size}"
+    );
+    let errors = console_errors(c).await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+    c.set_window_size(1280, 1500).await.unwrap();
+    std::fs::write(png, c.screenshot().await.unwrap()).unwrap();
+}
+
 async fn console_errors(c: &Client) -> Vec<String> {
     let log = c.issue_cmd(BrowserLog).await.expect("browser log");
     log.as_array()
@@ -344,22 +364,7 @@ async fn inbox_shows_a_csm_their_accounts_and_nobody_elses() {
     assert_eq!(count("article.alert.critical dl.evidence dt").await, 4);
     assert_eq!(count("ul.checklist li").await, 2);
     assert_eq!(count("a.crm[href^='https://']").await, 1);
-    let size: Value = c
-        .execute(
-            "const r = document.querySelector('svg.chart.activity').getBoundingClientRect(); return [r.width, r.height]",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert!(
-        size[0].as_f64().unwrap() > 400.0 && size[1].as_f64().unwrap() > 100.0,
-        "{size}"
-    );
-    let errors = console_errors(&c).await;
-    assert!(errors.is_empty(), "console errors: {errors:?}");
-    c.set_window_size(1280, 1500).await.unwrap();
-    let png = c.screenshot().await.unwrap();
-    std::fs::write(artifacts.join("inbox-account.png"), png).unwrap();
+    account_page_drawn(&c, &artifacts.join("inbox-account.png")).await;
 
     // Ben may not open Ana's account.
     sign_in_as(&c, BEN).await;
@@ -627,22 +632,7 @@ leads = ["lee@example.com"]
         firing,
         "each firing alert's evidence"
     );
-    let size: Value = c
-        .execute(
-            "const r = document.querySelector('svg.chart.activity').getBoundingClientRect(); return [r.width, r.height]",
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert!(
-        size[0].as_f64().unwrap() > 400.0 && size[1].as_f64().unwrap() > 100.0,
-        "{size}"
-    );
-    let errors = console_errors(&c).await;
-    assert!(errors.is_empty(), "console errors: {errors:?}");
-    c.set_window_size(1280, 1500).await.unwrap();
-    let png = c.screenshot().await.unwrap();
-    std::fs::write(artifacts.join("inbox-real-account.png"), png).unwrap();
+    account_page_drawn(&c, &artifacts.join("inbox-real-account.png")).await;
 
     // Another CSM may not open it, in the browser or through the API.
     sign_in_as(&c, &other).await;
