@@ -102,6 +102,24 @@ impl Actions {
             .state(now)
     }
 
+    /// The latest end of a snooze or "not a risk" running at `now` on any alert of
+    /// `account_id` of `kind` (None: there is none). Such an action quiets every alert
+    /// of that account and kind, not only its own (the notifier asks).
+    pub fn quiet_until(&self, account_id: &str, kind: &str, now: Millis) -> Option<Millis> {
+        let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        g.by_account
+            .get(account_id)?
+            .iter()
+            .filter(|id| id.rsplitn(3, '/').nth(1) == Some(kind))
+            .filter_map(|id| match g.by_alert.get(id)?.state(now)? {
+                ActionState::Snoozed { until_ms, .. } | ActionState::NotARisk { until_ms, .. } => {
+                    Some(until_ms)
+                }
+                ActionState::Acknowledged { .. } => None,
+            })
+            .max()
+    }
+
     /// Every action on the alerts of `account_id`, newest first.
     pub fn of_account(&self, account_id: &str) -> Vec<ActionRecord> {
         let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
@@ -196,6 +214,32 @@ mod tests {
         assert_eq!(store.of_account("acme").len(), 2);
         assert_eq!(store.of_account("acme")[0].at_ms, 210, "newest first");
         assert!(store.of_account("globex").is_empty());
+    }
+
+    #[test]
+    fn a_snooze_quiets_its_account_and_kind_until_it_ends() {
+        let store = Actions::new(10, Arc::new(|| 0));
+        let put = |a: ActionRecord| {
+            store
+                .apply(AlertActions::with(store.get(&a.alert_id), a))
+                .unwrap()
+        };
+        put(act("acme/inactive/1", ActionKind::Snooze, 10, Some(100)));
+        put(act("acme/inactive/2", ActionKind::NotARisk, 10, Some(300)));
+        put(act(
+            "acme/activity_drop/1",
+            ActionKind::Acknowledge,
+            10,
+            None,
+        ));
+        assert_eq!(store.quiet_until("acme", "inactive", 50), Some(300));
+        assert_eq!(store.quiet_until("acme", "activity_drop", 50), None);
+        assert_eq!(store.quiet_until("acme", "not_activated", 50), None);
+        assert_eq!(store.quiet_until("globex", "inactive", 50), None);
+        // Reopened: that one no longer counts; the other runs out at 300.
+        put(act("acme/inactive/2", ActionKind::Reopen, 60, None));
+        assert_eq!(store.quiet_until("acme", "inactive", 60), Some(100));
+        assert_eq!(store.quiet_until("acme", "inactive", 100), None);
     }
 
     #[test]

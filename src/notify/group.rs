@@ -3,13 +3,17 @@
 //! most once per `group_interval`, alerts still firing are repeated after
 //! `repeat_interval`, and critical alerts go out at once. With a daily digest, alerts of
 //! the digest's severities (warnings) are held and go out together at a local hour in
-//! the owner's time zone. Pure: the caller passes the time, delivers what `due` returns
-//! and reports back with `delivered`.
+//! the owner's time zone. People's actions on alerts are honoured at the same points
+//! (see [`super::honour`]): a held alert is not repeated, and a firing (or a resolution
+//! nobody was told the firing of) about to leave is withheld instead. Pure: the caller
+//! passes the time and the actions, delivers what `due_with` returns and reports back
+//! with `delivered`.
 
 use std::collections::{BTreeMap, HashMap};
 
 use jiff::tz::TimeZone;
 
+use super::honour::{ActionLookup, Hold, NoActions};
 use super::render::Notification;
 use crate::config::Severity;
 use crate::engine::Status;
@@ -118,6 +122,17 @@ impl Digest {
     }
 }
 
+/// A firing alert a group remembers, for its repeats.
+#[derive(Debug)]
+struct Firing {
+    record: AlertRecord,
+    /// When it last left in a notification (None: not yet).
+    last: Option<Millis>,
+    /// Its firing was withheld because of an action, so its owner was never told: it
+    /// goes out as soon as no action holds it any more.
+    owed: bool,
+}
+
 #[derive(Debug, Default)]
 struct Group {
     owner_chat: Option<String>,
@@ -130,7 +145,7 @@ struct Group {
     /// The owner's time zone (of the latest record that named one).
     tz: Option<TimeZone>,
     /// Firing alerts of the group by id, with when they were last notified.
-    firing: BTreeMap<String, (AlertRecord, Option<Millis>)>,
+    firing: BTreeMap<String, Firing>,
     next_flush: Option<Millis>,
     last_flush: Option<Millis>,
 }
@@ -150,7 +165,8 @@ impl Group {
     ) {
         for a in alerts.iter().filter(|a| a.is_firing()) {
             if let Some(entry) = self.firing.get_mut(&a.id) {
-                entry.1 = Some(now);
+                entry.last = Some(now);
+                entry.owed = false;
             }
         }
         for alerts in split_batch(alerts) {
@@ -177,6 +193,9 @@ pub struct Grouper {
     /// Records dropped from a batch before it left (a firing superseded by its
     /// resolution), per receiver: (receiver, id, status).
     superseded: Vec<(String, String, String)>,
+    /// Records withheld from a batch because of an action on the alert (not delivered,
+    /// not remembered as sent), per receiver: (receiver, id, status).
+    withheld: Vec<(String, String, String)>,
     /// Time zones by name (None: not a known zone).
     zones: HashMap<String, Option<TimeZone>>,
 }
@@ -188,6 +207,7 @@ impl Grouper {
             groups: BTreeMap::new(),
             sent: HashMap::new(),
             superseded: Vec::new(),
+            withheld: Vec::new(),
             zones: HashMap::new(),
         }
     }
@@ -273,13 +293,20 @@ impl Grouper {
         }
         match status {
             Status::Firing => {
-                g.firing.insert(id.clone(), (record.clone(), None));
+                g.firing.insert(
+                    id.clone(),
+                    Firing {
+                        record: record.clone(),
+                        last: None,
+                        owed: false,
+                    },
+                );
                 if g.firing.len() > MAX_FIRING_PER_GROUP {
                     let oldest = g
                         .firing
                         .iter()
                         .filter(|(k, _)| **k != id)
-                        .min_by_key(|(_, (_, last))| last.unwrap_or(Millis::MAX))
+                        .min_by_key(|(_, f)| f.last.unwrap_or(Millis::MAX))
                         .map(|(k, _)| k.clone());
                     if let Some(k) = oldest {
                         g.firing.remove(&k);
@@ -332,19 +359,30 @@ impl Grouper {
     }
 
     /// Notifications due at `now`: groups whose batch is ready, and repeats of alerts
-    /// still firing after `repeat_interval`.
+    /// still firing after `repeat_interval`. No action is honoured.
     pub fn due(&mut self, now: Millis) -> Vec<Notification> {
+        self.due_with(now, &NoActions)
+    }
+
+    /// [`Grouper::due`], honouring `actions`: an alert an action holds is not repeated
+    /// (nor re-listed in a digest); a firing record about to leave while an action holds
+    /// its alert is withheld, and goes out once no action holds it; a resolution is
+    /// withheld when a snooze or "not a risk" quiets its alert and the receiver was
+    /// never told it fired. Withheld records are taken with [`Grouper::take_withheld`].
+    pub fn due_with(&mut self, now: Millis, actions: &dyn ActionLookup) -> Vec<Notification> {
         let mut out = Vec::new();
         let mut groups = std::mem::take(&mut self.groups);
         for ((receiver, owner), g) in groups.iter_mut() {
             // Repeats join the group's next batch (digest alerts: its next digest).
-            for (id, (rec, last)) in g.firing.iter() {
-                let Some(l) = *last else { continue };
-                if now < self.repeat_due(rec, l)
+            for (id, f) in g.firing.iter() {
+                let Some(l) = f.last else { continue };
+                if (!f.owed && now < self.repeat_due(&f.record, l))
                     || g.pending.iter().chain(&g.held).any(|r| r.id == *id)
+                    || actions.hold(&f.record, now).is_some()
                 {
                     continue;
                 }
+                let rec = &f.record;
                 match &self.timing.digest {
                     Some(d) if self.for_digest(rec) => {
                         g.held.push(rec.clone());
@@ -362,10 +400,12 @@ impl Grouper {
             if g.digest_at.is_some_and(|at| at <= now) {
                 g.digest_at = None;
                 let held = std::mem::take(&mut g.held);
+                let held = self.withhold(g, held, receiver, now, actions);
                 g.flush(held, now, receiver, owner, true, &mut out);
             }
             if g.next_flush.is_some_and(|at| at <= now) && !g.pending.is_empty() {
                 let pending = std::mem::take(&mut g.pending);
+                let pending = self.withhold(g, pending, receiver, now, actions);
                 g.flush(pending, now, receiver, owner, false, &mut out);
                 g.last_flush = Some(now);
                 g.next_flush = None;
@@ -375,6 +415,54 @@ impl Grouper {
         groups.retain(|_, g| !(g.pending.is_empty() && g.held.is_empty() && g.firing.is_empty()));
         self.groups = groups;
         out
+    }
+
+    /// Takes out of `alerts` (about to leave to `receiver`) the records an action
+    /// withholds: a firing record while any action holds its alert (it is then owed:
+    /// its repeat clock starts now, and it goes out once nothing holds it), and a
+    /// resolution while a snooze or "not a risk" quiets its alert, unless its firing
+    /// was delivered to `receiver` (the notification log says so). An acknowledged
+    /// alert's resolution always goes out.
+    fn withhold(
+        &mut self,
+        g: &mut Group,
+        alerts: Vec<AlertRecord>,
+        receiver: &str,
+        now: Millis,
+        actions: &dyn ActionLookup,
+    ) -> Vec<AlertRecord> {
+        let mut kept = Vec::with_capacity(alerts.len());
+        for a in alerts {
+            let withheld = match (a.status, actions.hold(&a, now)) {
+                (_, None) => false,
+                (Status::Firing, Some(_)) => {
+                    if let Some(f) = g.firing.get_mut(&a.id) {
+                        f.last = Some(now);
+                        f.owed = true;
+                    }
+                    true
+                }
+                (Status::Resolved, Some(Hold::Acknowledged)) => false,
+                (Status::Resolved, Some(Hold::Quiet { .. })) => {
+                    !self.was_sent(receiver, &a.id, Status::Firing.as_str())
+                }
+            };
+            if withheld {
+                self.withheld.push((
+                    receiver.to_string(),
+                    a.id.clone(),
+                    a.status.as_str().to_string(),
+                ));
+            } else {
+                kept.push(a);
+            }
+        }
+        kept
+    }
+
+    /// Takes the records withheld because of actions since the last call.
+    pub fn take_withheld(&mut self) -> Vec<(String, String, String)> {
+        std::mem::take(&mut self.withheld)
     }
 
     /// Forgets deliveries older than `retention` (their alerts are long past any
@@ -423,7 +511,7 @@ impl Grouper {
                     .chain(
                         g.firing
                             .values()
-                            .filter_map(|(rec, last)| last.map(|l| self.repeat_due(rec, l))),
+                            .filter_map(|f| f.last.map(|l| self.repeat_due(&f.record, l))),
                     )
             })
             .min()

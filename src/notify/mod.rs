@@ -2,6 +2,7 @@
 
 pub mod deliver;
 pub mod group;
+pub mod honour;
 pub mod kafka;
 pub mod render;
 pub mod route;
