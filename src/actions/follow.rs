@@ -2,6 +2,8 @@
 //! missing (compacted), reads it to its end before the API is served (so a new action
 //! extends the full history), then follows it on a thread until the process stops.
 //! Alerts whose actions ended more than [`KEEP`] ago are deleted from the topic.
+//! Reading and following are a loop that liveness watches (`Loop::Actions`): a
+//! follower that stopped makes `/healthz` and `/readyz` say so.
 //! A record that cannot be read, or whose actions are not about its own alert, is
 //! skipped, counted and logged by its place, never by its bytes.
 
@@ -73,16 +75,20 @@ fn read_then_follow(
     topic: String,
     store: Arc<Actions>,
     stop: Arc<AtomicBool>,
+    health: Arc<crate::server::Health>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let beat = move || health.beat(crate::server::Loop::Actions);
+    beat();
     let parts = compacted::partition_count(&consumer, &topic)?.unwrap_or(0);
     let ends = compacted::assign_from_beginning(&consumer, &topic, 0..parts)?;
-    let n = compacted::read_to_end(&consumer, &topic, &ends, || {}, |m| apply_record(&store, m))?;
+    let n = compacted::read_to_end(&consumer, &topic, &ends, &beat, |m| apply_record(&store, m))?;
     tracing::info!(records = n, alerts = store.len(), "actions topic read");
     Ok(std::thread::Builder::new()
         .name("actions-topic".into())
         .spawn(move || {
             let mut last_cleanup: Option<std::time::Instant> = None;
             while !stop.load(Ordering::Relaxed) {
+                beat();
                 match consumer.poll(Duration::from_millis(200)) {
                     Some(Ok(m)) => apply_record(&store, &m),
                     Some(Err(e)) => {
@@ -133,6 +139,7 @@ pub fn start(
         topic.clone(),
         store.clone(),
         stop.clone(),
+        health.clone(),
     )?;
     let auth = crate::server::auth::Authenticator::from_config(&cfg.server)
         .map_err(|e| anyhow::anyhow!("{e}"))?;

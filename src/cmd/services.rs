@@ -103,10 +103,22 @@ pub fn run_services(cfg: Config, detector: bool, notifier: bool) -> Result<()> {
         rt.block_on(churnwatch::server::serve_with(&cfg.server.listen, app, tls))
             .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
     }
+    // The notifier honours the actions this process follows.
+    let honoured = actions
+        .as_ref()
+        .map(|(s, _)| s.clone() as Arc<dyn churnwatch::notify::honour::ActionLookup>);
     let notifier_thread = silences.map(|(store, _)| {
         let (cfg, shutdown, health) = (cfg.clone(), shutdown.clone(), health.clone());
         std::thread::spawn(move || {
-            let r = churnwatch::notify::kafka::run(cfg, shutdown.clone(), store, health);
+            let r = churnwatch::notify::kafka::run_honouring(
+                cfg,
+                shutdown.clone(),
+                store,
+                honoured,
+                Arc::new(churnwatch::time::wall_clock_ms),
+                health,
+                Arc::default(),
+            );
             if r.is_err() {
                 // The notifier failing ends the process (the orchestrator restarts it).
                 shutdown.store(true, Ordering::Relaxed);

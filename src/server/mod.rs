@@ -44,6 +44,8 @@ pub enum Loop {
     Accounts,
     /// The inbox view's follower of the changelog and alerts topics.
     Inbox,
+    /// The follower of the actions topic (what the actions API and the notifier read).
+    Actions,
 }
 
 impl fmt::Display for Loop {
@@ -54,6 +56,7 @@ impl fmt::Display for Loop {
             Loop::Silences => f.write_str("silences follower"),
             Loop::Accounts => f.write_str("accounts follower"),
             Loop::Inbox => f.write_str("inbox view follower"),
+            Loop::Actions => f.write_str("actions follower"),
         }
     }
 }

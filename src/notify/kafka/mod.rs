@@ -14,6 +14,11 @@
 //! A record's offset is committed only once every notification it is part of was
 //! delivered or dead-lettered (the router's: once its records are acknowledged), so a
 //! crash or a rebalance loses nothing, and the log keeps anything from going twice.
+//!
+//! With the actions store of the process ([`run_honouring`]), the tasks honour
+//! people's actions on alerts (`super::honour`): a withheld record is counted
+//! (`outcome="withheld"`) and its offset released, but not logged as delivered, so a
+//! record read again is judged again.
 
 mod log;
 mod router;
@@ -34,6 +39,7 @@ use tracing::{info, warn};
 
 use super::deliver::Sender;
 use super::group::{Grouper, Timing};
+use super::honour::{ActionLookup, NoActions};
 use super::render::Notification;
 use super::silence::Silences;
 use crate::accounts::AccountLookup;
@@ -145,7 +151,22 @@ pub fn run_probed(
     health: Arc<Health>,
     probe: Arc<Probe>,
 ) -> anyhow::Result<()> {
+    run_honouring(cfg, shutdown, silences, None, clock, health, probe)
+}
+
+/// `run_probed`, honouring the actions on alerts that `actions` knows (the store the
+/// process follows; None: no action is honoured).
+pub fn run_honouring(
+    cfg: Arc<Config>,
+    shutdown: Arc<AtomicBool>,
+    silences: Arc<Silences>,
+    actions: Option<Arc<dyn ActionLookup>>,
+    clock: Clock,
+    health: Arc<Health>,
+    probe: Arc<Probe>,
+) -> anyhow::Result<()> {
     use anyhow::Context;
+    let actions: Arc<dyn ActionLookup> = actions.unwrap_or_else(|| Arc::new(NoActions));
     health.notifier(|h| h.phase = Phase::Starting);
     health.beat(Loop::Notifier);
     let k = &cfg.kafka;
@@ -252,7 +273,7 @@ pub fn run_probed(
         if last_due.elapsed() >= Duration::from_millis(100) {
             last_due = Instant::now();
             health.beat(Loop::Notifier);
-            wave(st, &io, &silences)?;
+            wave(st, &io, &silences, &*actions)?;
         }
         if last_prune.elapsed() >= Duration::from_secs(3600) {
             last_prune = Instant::now();
@@ -339,8 +360,14 @@ fn take(
 }
 
 /// One wave: every task's batches to send again and its due notifications, silenced
-/// alerts taken out, delivered together; then each outcome recorded in its task.
-fn wave(st: &mut State, io: &Io<'_>, silences: &Silences) -> anyhow::Result<()> {
+/// alerts and those actions withhold taken out, delivered together; then each outcome
+/// recorded in its task.
+fn wave(
+    st: &mut State,
+    io: &Io<'_>,
+    silences: &Silences,
+    actions: &dyn ActionLookup,
+) -> anyhow::Result<()> {
     let now = (st.clock)();
     let mut planned = Vec::new();
     for (&p, task) in st.tasks.iter_mut() {
@@ -355,7 +382,16 @@ fn wave(st: &mut State, io: &Io<'_>, silences: &Silences) -> anyhow::Result<()> 
                 resend: true,
             });
         }
-        for mut note in task.grouper.due(now) {
+        let due = task.grouper.due_with(now, actions);
+        // Withheld: not delivered and not logged (read again, a record is judged again).
+        for (receiver, id, status) in task.grouper.take_withheld() {
+            METRICS
+                .notifications
+                .with_label_values(&[&receiver, "withheld"])
+                .inc();
+            task.outstanding.close(&receiver, &id, &status);
+        }
+        for mut note in due {
             // Silenced alerts are recorded (log, metrics) but not delivered.
             let (muted, kept): (Vec<_>, Vec<_>) = note
                 .alerts
