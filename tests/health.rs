@@ -256,7 +256,12 @@ fn run_with_the_notifier_watches_both() {
     let mut p = Proc::spawn(&["run"], &config);
     let (live, ready) = p.ready_and_alive();
     let names = loops(&live);
-    for want in ["notifier", "silences follower", "accounts follower"] {
+    for want in [
+        "notifier",
+        "silences follower",
+        "accounts follower",
+        "actions follower",
+    ] {
         assert!(names.iter().any(|l| l == want), "{want} in {live}");
     }
     assert!(
@@ -305,7 +310,11 @@ fn notify_alone_stays_alive_and_ready_and_shows_no_detector_notes() {
     let mut p = Proc::spawn(&["notify"], &case.config(Some(&http)));
     let (live, ready) = p.ready_and_alive();
     let names = loops(&live);
-    assert_eq!(names, vec!["notifier", "silences follower"], "{live}");
+    assert_eq!(
+        names,
+        vec!["actions follower", "notifier", "silences follower"],
+        "{live}"
+    );
     assert_eq!(
         ready["components"],
         serde_json::json!({"detector": false, "notifier": true})
