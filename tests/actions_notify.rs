@@ -81,9 +81,9 @@ struct World {
 }
 
 impl World {
-    /// Ana owns acme and globex; the notifier batches fast and repeats every
-    /// `repeat`.
-    fn new(tag: &str, repeat: &str) -> World {
+    /// Ana owns acme and globex; the notifier waits `wait` (group_wait and
+    /// group_interval) and repeats every `repeat`.
+    fn new(tag: &str, wait: &str, repeat: &str) -> World {
         let broker = Broker::shared();
         let name = format!("actnotify-{tag}-{}", std::process::id());
         let dir = tempfile::tempdir().unwrap();
@@ -104,7 +104,7 @@ impl World {
                 "[kafka]\nbrokers = \"{}\"\nalerts_topic = \"{alerts}\"\ngroup_id = \"{name}-group\"\n\
                  [kafka.client]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\
                  [notify]\ngroup_id = \"{name}-notifier\"\naccounts_file = \"{}\"\n\
-                 group_wait = \"200ms\"\ngroup_interval = \"200ms\"\nrepeat_interval = \"{repeat}\"\n\
+                 group_wait = \"{wait}\"\ngroup_interval = \"{wait}\"\nrepeat_interval = \"{repeat}\"\n\
                  [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{http}/hook\"\n\
                  [notify.route]\nreceiver = \"hook\"\n\
                  [[server.auth.tokens]]\nsha256 = \"{}\"\nemail = \"{ANA}\"\nrole = \"csm\"\n",
@@ -215,7 +215,7 @@ fn await_count(rec: &Recorder, id: &str, status: &str, want: usize) {
 
 #[test]
 fn an_acknowledgement_taken_on_serve_stops_the_notifiers_repeats_but_not_the_resolution() {
-    let w = World::new("ack", "1s");
+    let w = World::new("ack", "200ms", "1s");
     let (acme, globex) = ("acme/inactive/2026-03-01", "globex/inactive/2026-03-01");
     w.produce(&[(acme, "firing"), (globex, "firing")]);
     let notifier = w.spawn("notify", "notify");
@@ -349,7 +349,8 @@ fn write_action(w: &World, alert: &str, kind: &str, at: i64, until: Option<i64>)
 #[test]
 fn a_snooze_quiets_its_account_and_kind_and_ends_on_the_injected_clock() {
     const HOUR: i64 = 3_600_000;
-    let w = World::new("snooze", "1h");
+    // The clock only moves when the test moves it: batches leave at once.
+    let w = World::new("snooze", "0s", "1h");
     let t0 = churnwatch::time::wall_clock_ms();
     let until = t0 + 10 * HOUR;
     let snoozed = "acme/inactive/2026-03-01";
@@ -404,7 +405,7 @@ fn a_snooze_quiets_its_account_and_kind_and_ends_on_the_injected_clock() {
 
 #[test]
 fn kill_9_of_the_acting_process_and_of_the_notifier_loses_no_action() {
-    let w = World::new("kill", "1s");
+    let w = World::new("kill", "200ms", "1s");
     let (acme, globex) = ("acme/inactive/2026-03-01", "globex/inactive/2026-03-01");
     w.produce(&[(acme, "firing"), (globex, "firing")]);
     let notifier = w.spawn("notify", "notify-1");
