@@ -110,7 +110,7 @@ impl Actions {
         g.by_account
             .get(account_id)?
             .iter()
-            .filter(|id| id.rsplitn(3, '/').nth(1) == Some(kind))
+            .filter(|id| id.rsplit('/').nth(1) == Some(kind))
             .filter_map(|id| match g.by_alert.get(id)?.state(now)? {
                 ActionState::Snoozed { until_ms, .. } | ActionState::NotARisk { until_ms, .. } => {
                     Some(until_ms)
