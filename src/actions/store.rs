@@ -22,7 +22,7 @@ struct Inner {
     by_account: HashMap<String, BTreeSet<String>>,
 }
 
-/// Actions by alert id, shared by the follower, the API and (next) the notifier.
+/// Actions by alert id, shared by the follower, the API and the notifier.
 pub struct Actions {
     inner: RwLock<Inner>,
     max_alerts: usize,
