@@ -10,7 +10,7 @@ pub mod limits;
 mod slack;
 mod webhook;
 
-pub use email::email;
+pub use email::{email, email_with_links, ActionLink};
 pub use slack::{slack, SlackOptions};
 pub use webhook::{webhook, webhook_parts, WebhookPart};
 
@@ -490,6 +490,7 @@ mod tests {
                 inbox_url: "",
                 mention_owner: true,
                 priority: PriorityConfig::default(),
+                buttons: false,
             },
         );
         let text = m.to_string();
