@@ -223,7 +223,10 @@ fn post(addr: &str, body: &str, headers: &[(&str, String)]) -> (u16, Value) {
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
-fn signed(ts: i64, sig: String) -> Vec<(&'static str, String)> {
+/// Request headers: (name, value).
+type Headers = Vec<(&'static str, String)>;
+
+fn signed(ts: i64, sig: String) -> Headers {
     vec![
         ("X-Slack-Request-Timestamp", ts.to_string()),
         ("X-Slack-Signature", sig),
@@ -335,7 +338,7 @@ fn signed_clicks_are_applied_and_everything_else_is_refused_and_writes_nothing()
         &response_url,
     );
     let t = now();
-    let cases: Vec<(&str, String, Vec<(&str, String)>, u16)> = vec![
+    let cases: Vec<(&str, String, Headers, u16)> = vec![
         ("unsigned", snooze.clone(), vec![], 401),
         (
             "wrong secret",
