@@ -112,3 +112,51 @@ pub fn problem(
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    #[test]
+    fn the_sections_are_read_and_checked() {
+        let d = Config::default();
+        assert!(!d.notify.slack.interactions && !d.notify.email_links.enabled);
+        let cfg = Config::from_toml_str(
+            "[notify]\ninbox_url = \"https://cw.example/inbox\"\n\
+             [notify.slack]\ninteractions = true\n[notify.slack.users]\nU024BE7LH = \"lee@example.com\"\n\
+             [notify.email_links]\nenabled = true\nttl = \"3d\"",
+            [],
+        )
+        .unwrap();
+        assert_eq!(cfg.notify.slack.users["U024BE7LH"], "lee@example.com");
+        assert_eq!(cfg.notify.email_links.ttl.0, 3 * crate::time::DAY);
+        let env = [(
+            "CHURNWATCH_NOTIFY__SLACK__INTERACTIONS".to_string(),
+            "true".to_string(),
+        )];
+        assert!(
+            Config::from_toml_str("", env)
+                .unwrap()
+                .notify
+                .slack
+                .interactions
+        );
+        for (toml, option) in [
+            ("[notify.slack.users]\n\"<!channel>\" = \"a@b.c\"", "notify.slack.users"),
+            ("[notify.slack.users]\nU1 = \"not an email\"", "notify.slack.users"),
+            ("[notify.email_links]\nenabled = true", "notify.email_links.enabled"),
+            (
+                "[notify]\ninbox_url = \"https://x.example\"\n[notify.email_links]\nenabled = true\nttl = \"90d\"",
+                "notify.email_links.ttl",
+            ),
+            (
+                "[notify.slack]\ninteractions = true\nsigning_secret_env = \"\"",
+                "notify.slack.signing_secret_env",
+            ),
+        ] {
+            let e = Config::from_toml_str(toml, []).unwrap_err().to_string();
+            assert!(e.contains(option), "{toml}: {e}");
+        }
+        assert!(Config::from_toml_str("[notify.slack]\nbuttons = true", []).is_err());
+    }
+}
