@@ -432,6 +432,30 @@ fn signed_clicks_are_applied_and_everything_else_is_refused_and_writes_nothing()
         after_first,
         "refusals wrote nothing"
     );
+    // The people whose clicks were refused are told why, aside; the message stays.
+    let notes = || -> Vec<Value> {
+        let reqs = rec.reqs.lock().unwrap();
+        reqs.iter()
+            .filter(|r| r.path == "slack-response")
+            .skip(1)
+            .map(|r| serde_json::from_str(&r.body).unwrap())
+            .collect()
+    };
+    let said = |what: &str| {
+        notes()
+            .iter()
+            .any(|n| n["text"].as_str().unwrap().contains(what))
+    };
+    wait_for("the notes of refusal", Duration::from_secs(20), || {
+        said("not known") && said("not yours") && said("already used")
+    });
+    assert!(
+        notes()
+            .iter()
+            .all(|n| n["response_type"] == "ephemeral" && n["replace_original"] == false),
+        "{:?}",
+        notes()
+    );
     assert_eq!(
         listed(&addr_a, "acme")["actions"].as_array().unwrap().len(),
         1

@@ -14,7 +14,8 @@
 //! (403). Then the action goes through [`Applier::apply`] with the click's `action_ts`
 //! as its origin, so the same click replayed at another instance (after the window
 //! here is gone) is refused by the history it left in the topic. The answer comes
-//! within Slack's 3 seconds; the updated message is POSTed to `response_url` after.
+//! within Slack's 3 seconds; the updated message is POSTed to `response_url` after
+//! (or, when a known click was refused, a note to the person who clicked saying why).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -382,7 +383,23 @@ pub fn updated_message(message: Option<&Value>, block_id: &str, line: &str) -> V
             return json!({"replace_original": true, "text": text, "blocks": blocks});
         }
     }
-    json!({"replace_original": false, "response_type": "ephemeral", "text": line})
+    aside(line)
+}
+
+/// A note to the person who clicked only, leaving the message as it is.
+fn aside(text: &str) -> Value {
+    json!({"replace_original": false, "response_type": "ephemeral", "text": text})
+}
+
+/// Tells the person who clicked why nothing happened (in the background: the refusal
+/// is answered at once).
+fn tell(s: &Arc<SlackInteractions>, url: &str, why: &str) {
+    let (http, url, body) = (
+        s.http.clone(),
+        url.to_string(),
+        aside(&format!("churnwatch did not record that: {why}")),
+    );
+    tokio::spawn(async move { post_update(&http, &url, &body).await });
 }
 
 async fn post_update(http: &reqwest::Client, url: &str, body: &Value) {
@@ -438,12 +455,10 @@ async fn interactions(
     };
     let account = account_of(&click.alert_id).expect("checked").to_string();
     let Some(who) = s.person(&click.user, &account) else {
-        return refuse(
-            "unknown_user",
-            StatusCode::FORBIDDEN,
-            "this Slack user is not known to churnwatch (not the account's owner_chat, \
-             not in notify.slack.users)",
-        );
+        let msg = "this Slack user is not known to churnwatch (not the account's owner_chat, \
+                   not in notify.slack.users)";
+        tell(&s, &click.response_url, msg);
+        return refuse("unknown_user", StatusCode::FORBIDDEN, msg);
     };
     let req = request(
         click.kind,
@@ -456,17 +471,16 @@ async fn interactions(
     tokio::spawn(async move {
         let origin = format!("slack:{}", click.action_ts);
         let r = s2.applier.apply(&who, &req, Source::Slack, &origin).await;
-        let update = r.as_ref().ok().map(|a| {
-            updated_message(
+        let update = match &r {
+            Ok(a) => updated_message(
                 click.message.as_ref(),
                 &click.block_id,
                 &done_line(a, &click.user),
-            )
-        });
+            ),
+            Err(e) => aside(&format!("churnwatch did not record that: {}", e.message)),
+        };
         let _ = tx.send(r);
-        if let Some(body) = update {
-            post_update(&s2.http, &click.response_url, &body).await;
-        }
+        post_update(&s2.http, &click.response_url, &update).await;
     });
     match tokio::time::timeout(ANSWER_WITHIN, rx).await {
         Ok(Ok(Ok(a))) => (
