@@ -276,7 +276,7 @@ fn signed_clicks_are_applied_and_everything_else_is_refused_and_writes_nothing()
     assert_eq!(l["actions"][0]["action"], "acknowledge", "{l}");
     assert_eq!(l["actions"][0]["by"], "ana@example.com");
     assert_eq!(l["actions"][0]["source"], "slack");
-    assert_eq!(l["actions"][0]["origin"], "slack:1700000001.000001");
+    assert_eq!(l["actions"][0]["origin"], "slack:UANA:1700000001.000001");
     assert_eq!(l["states"][ACME_ALERT]["state"], "acknowledged");
     // The message is updated through response_url: the row of buttons clicked is
     // replaced by who did what; the rest is the message as sent (and within Block

@@ -251,11 +251,8 @@ async fn confirm(
     q: Result<Query<TokenQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let Ok(Query(q)) = q else {
-        return refused(
-            "malformed",
-            StatusCode::BAD_REQUEST,
-            LinkError::Malformed.message(),
-        );
+        let e = LinkError::Malformed;
+        return page(e.status(), "Not done", &format!("<p>{}</p>", e.message()));
     };
     let c = match s.key.verify(&q.t, s.applier.store.now()) {
         Ok(c) => c,

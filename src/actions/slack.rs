@@ -11,8 +11,8 @@
 //! the `payload` form field is one `block_actions` click on one of our buttons, its
 //! value an alert id, its `response_url` Slack's own (400); the Slack user is known
 //! (the account's `owner_chat`, or `[notify.slack.users]`) and may act on the account
-//! (403). Then the action goes through [`Applier::apply`] with the click's `action_ts`
-//! as its origin, so the same click replayed at another instance (after the window
+//! (403). Then the action goes through [`Applier::apply`] with the click's user and
+//! `action_ts` as its origin, so the same click replayed at another instance (after the window
 //! here is gone) is refused by the history it left in the topic. The answer comes
 //! within Slack's 3 seconds; the updated message is POSTed to `response_url` after
 //! (or, when a known click was refused, a note to the person who clicked saying why).
@@ -469,7 +469,7 @@ async fn interactions(
     let (tx, rx) = tokio::sync::oneshot::channel();
     let s2 = s.clone();
     tokio::spawn(async move {
-        let origin = format!("slack:{}", click.action_ts);
+        let origin = format!("slack:{}:{}", click.user, click.action_ts);
         let r = s2.applier.apply(&who, &req, Source::Slack, &origin).await;
         let update = match &r {
             Ok(a) => updated_message(
