@@ -686,6 +686,55 @@ mod tests {
         assert_eq!(aside["response_type"], "ephemeral");
     }
 
+    /// Through the router: a body over the bound is refused (413), an unsigned one is
+    /// refused (401), before anything else happens.
+    #[tokio::test]
+    async fn bodies_are_bounded_and_unsigned_ones_refused() {
+        use tower::ServiceExt;
+        let producer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .create_with_context(crate::kafka::client::LogContext)
+            .unwrap();
+        let store = Arc::new(super::super::Actions::new(10, Arc::new(|| 0)));
+        let applier = Arc::new(Applier {
+            store: store.clone(),
+            producer,
+            topic: "t".into(),
+            horizon: 90 * DAY,
+            owners: None,
+            view: None,
+            writing: tokio::sync::Mutex::new(()),
+        });
+        let app = router(Arc::new(SlackInteractions {
+            applier,
+            secret: SECRET.to_vec(),
+            users: BTreeMap::new(),
+            role_of: Arc::new(|_: &str| Role::Csm),
+            seen: Seen::default(),
+            http: reqwest::Client::new(),
+            loopback: false,
+        }));
+        let req = |body: Vec<u8>| {
+            axum::http::Request::post("/api/v1/slack/interactions")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("x-slack-request-timestamp", "0")
+                .header("x-slack-signature", sign(SECRET, "0", &body))
+                .body(axum::body::Body::from(body))
+                .unwrap()
+        };
+        let huge = app
+            .clone()
+            .oneshot(req(vec![b'x'; MAX_BODY_BYTES + 1]))
+            .await
+            .unwrap();
+        assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let mut unsigned = req(b"payload=%7B%7D".to_vec());
+        unsigned.headers_mut().remove("x-slack-signature");
+        let r = app.oneshot(unsigned).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(store.is_empty());
+    }
+
     #[test]
     fn slack_requests_carry_a_fixed_reason_and_a_bounded_until() {
         let now = 1_780_000_000_000;
