@@ -59,7 +59,12 @@ fn config(dir: &Path, name: &str, smtp_port: u16) -> std::path::PathBuf {
              [notify.email_links]\nenabled = true\nsecret_env = \"CW_TEST_LINK_KEY\"\n\
              [[notify.receivers]]\nname = \"mail\"\ntype = \"email\"\nsmtp_host = \"127.0.0.1\"\n\
              smtp_port = {smtp_port}\nsmtp_tls = \"none\"\nfrom = \"churnwatch@example.com\"\n\
-             [notify.route]\nreceiver = \"mail\"\n",
+             [[notify.receivers]]\nname = \"team\"\ntype = \"email\"\nsmtp_host = \"127.0.0.1\"\n\
+             smtp_port = {smtp_port}\nsmtp_tls = \"none\"\nfrom = \"churnwatch@example.com\"\n\
+             to = \"cs-team@example.com\"\n\
+             [notify.route]\nreceiver = \"mail\"\n\
+             [[notify.route.routes]]\nmatch = {{ owner = \"*\" }}\nreceiver = \"team\"\ncontinue = true\n\
+             [[notify.route.routes]]\nmatch = {{ owner = \"*\" }}\nreceiver = \"mail\"\n",
             accounts.display(),
         ),
     )
@@ -194,13 +199,23 @@ fn a_mailed_link_works_once_and_tampered_expired_or_foreign_links_do_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     let mails = smtp.messages();
-    assert_eq!(mails.len(), 1);
-    let ack = link(&mails[0], "Acknowledge");
-    let snooze = link(&mails[0], "Snooze 7 days");
+    assert_eq!(mails.len(), 2);
+    let to = |who: &str| {
+        mails
+            .iter()
+            .find(|m| m.lines().any(|l| l.starts_with("To:") && l.contains(who)))
+            .unwrap_or_else(|| panic!("no mail to {who}"))
+    };
+    // The copy to a shared mailbox (a fixed `to`) carries no links: they act as Ana.
+    assert!(to("cs-team@example.com").contains(ACME_ALERT));
+    assert!(!unquote(to("cs-team@example.com")).contains("/actions/email"));
+    let mail = to("ana@example.com");
+    let ack = link(mail, "Acknowledge");
+    let snooze = link(mail, "Snooze 7 days");
     assert!(ack.starts_with("/inbox/actions/email?t=v1."), "{ack}");
     assert_ne!(token_of(&ack), token_of(&snooze));
     assert!(
-        unquote(&mails[0]).contains(">Snooze 7 days</a>"),
+        unquote(mail).contains(">Snooze 7 days</a>"),
         "the HTML part links too"
     );
 

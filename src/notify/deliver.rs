@@ -458,9 +458,11 @@ impl Sender {
                 render::escape::cut(to.domain(), 80)
             )));
         }
-        // Links act as the owner the mail goes to; a mail for unowned accounts has none.
+        // Links act as the owner, so only a mail to the owner themselves carries them:
+        // not one for unowned accounts, nor one a fixed `to` sends to someone else.
         let now = crate::time::wall_clock_ms();
-        let maker = self.email_links.as_ref().filter(|_| !n.owner.is_empty());
+        let to_owner = !n.owner.is_empty() && to.to_string().eq_ignore_ascii_case(n.owner.trim());
+        let maker = self.email_links.as_ref().filter(|_| to_owner);
         let link = |id: &str, k| maker?.link(id, k, &n.owner, now);
         let (subject, text, html) = render::email_with_links(
             n,
