@@ -269,9 +269,13 @@ fn signed_clicks_are_applied_and_everything_else_is_refused_and_writes_nothing()
     );
     let ts = now();
     let ok_headers = signed(ts, signature(SECRET, ts, &body));
+    let started = std::time::Instant::now();
     let (code, v) = post(&addr_a, &body, &ok_headers);
+    let took = started.elapsed();
     assert_eq!(code, 200, "{v}");
-    assert_eq!(v["action"], "acknowledge");
+    assert_eq!(v["action"], "acknowledge", "stored before the answer: {v}");
+    assert!(took < Duration::from_secs(3), "Slack waits 3 s: {took:?}");
+    eprintln!("a click answered, stored in Kafka, in {took:?}");
     let l = listed(&addr_a, "acme");
     assert_eq!(l["actions"][0]["action"], "acknowledge", "{l}");
     assert_eq!(l["actions"][0]["by"], "ana@example.com");
