@@ -31,7 +31,7 @@ pub const OUTCOMES: [&str; 12] = [
 
 /// Outcomes of a request by channel: [`OUTCOMES`] and the refusals of the Slack and
 /// email channels before an action is known.
-pub const SOURCE_OUTCOMES: [&str; 8] = [
+pub const SOURCE_OUTCOMES: [&str; 9] = [
     "bad_signature",
     "stale",
     "replayed",
@@ -40,6 +40,7 @@ pub const SOURCE_OUTCOMES: [&str; 8] = [
     "bad_token",
     "expired",
     "bad_response_url",
+    "busy",
 ];
 
 /// Buckets of the time from an alert to its first action, in seconds: a minute to a

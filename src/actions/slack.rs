@@ -437,7 +437,7 @@ async fn interactions(
     if let Err(why) = s.seen.first_time(sig.unwrap_or_default(), ts, now_secs) {
         return if why == "full" {
             refuse(
-                "replayed",
+                "busy",
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many Slack requests; try again",
             )
