@@ -88,6 +88,81 @@ fn the_test_server_refuses_what_slack_refuses() {
     assert_eq!(resp.status().as_u16(), 400);
     assert_eq!(rt.block_on(resp.text()).unwrap(), "invalid_blocks");
     assert_eq!(rec.reqs.lock().unwrap().len(), 1);
+    // Rows of buttons: too many, a repeated action_id, a value too long; and one fine.
+    let button = |id: String, value: usize| {
+        json!({"type": "button", "action_id": id, "value": "v".repeat(value),
+               "text": {"type": "plain_text", "text": "Acknowledge"}})
+    };
+    let row = |elements: Vec<Value>| json!({"type": "actions", "elements": elements});
+    for (elements, want) in [
+        ((0..26).map(|i| button(format!("b{i}"), 1)).collect(), 400),
+        (vec![button("b".into(), 1), button("b".into(), 1)], 400),
+        (vec![button("b".into(), 2001)], 400),
+        (vec![button("a".into(), 2000), button("b".into(), 1)], 200),
+    ] {
+        let status = rt.block_on(async {
+            reqwest::Client::new()
+                .post(format!("http://{http}/slack"))
+                .json(&json!({"text": "t", "blocks": [row(elements)]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+        assert_eq!(status, want);
+    }
+}
+
+/// With buttons (`notify.slack.interactions`), a batch of 120 warnings with the
+/// longest alert ids events allow still fits: 15 alerts in full, each with its row of
+/// three buttons carrying its id, the rest counted.
+#[test]
+fn a_batch_of_120_with_buttons_stays_within_block_kits_limits() {
+    let (http, rec) = http_server();
+    let s = sender(&http, "[notify.slack]\ninteractions = true");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let alerts: Vec<AlertRecord> = (0..120)
+        .map(|i| {
+            let mut a = warning(i);
+            a.account_id = format!("{i}-{}", "ü".repeat(120));
+            a.id = format!("{}/inactive/2026-03-01", a.account_id);
+            a
+        })
+        .collect();
+    assert!(alerts.iter().all(|a| a.id.len() <= 300));
+    let n = Notification {
+        receiver: "slack".into(),
+        owner: "ana@example.com".into(),
+        owner_chat: Some("U024BE7LH".into()),
+        alerts,
+        digest: false,
+    };
+    assert_eq!(rt.block_on(s.deliver(&n)), Ok(1));
+    let reqs = rec.reqs.lock().unwrap().clone();
+    let msg: Value = serde_json::from_str(&reqs[0].body).unwrap();
+    let blocks = msg["blocks"].as_array().unwrap();
+    assert!(blocks.len() <= 50, "{}", blocks.len());
+    let rows: Vec<&Value> = blocks.iter().filter(|b| b["type"] == "actions").collect();
+    assert_eq!((rows.len(), counted(&msg)), (15, 105));
+    let ids: BTreeSet<&str> = rows
+        .iter()
+        .map(|r| {
+            let values: BTreeSet<&str> = r["elements"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["value"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                (r["elements"].as_array().unwrap().len(), values.len()),
+                (3, 1)
+            );
+            *values.first().unwrap()
+        })
+        .collect();
+    assert_eq!(ids.len(), 15, "one row per alert shown");
+    assert!(ids.iter().all(|id| n.alerts.iter().any(|a| a.id == *id)));
 }
 
 #[test]

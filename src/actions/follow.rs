@@ -111,7 +111,8 @@ fn read_then_follow(
 }
 
 /// Creates the actions topic if missing, reads it, starts following it, and returns
-/// the store and the `/api/v1/actions` routes. `view`: the inbox's view when this
+/// the store and the routes: `/api/v1/actions`, and when configured Slack's
+/// interactions and the email links. `view`: the inbox's view when this
 /// process serves it (alerts are then checked against it).
 pub fn start(
     cfg: &crate::config::Config,
@@ -150,7 +151,7 @@ pub fn start(
             None
         }
     };
-    let api = Arc::new(super::api::Api {
+    let applier = Arc::new(super::apply::Applier {
         store: store.clone(),
         producer,
         topic,
@@ -159,5 +160,52 @@ pub fn start(
         view,
         writing: tokio::sync::Mutex::new(()),
     });
-    Ok((store, super::api::router(api, Arc::new(auth))))
+    let auth = Arc::new(auth);
+    let role_of: Arc<dyn Fn(&str) -> crate::inbox::model::Role + Send + Sync> = {
+        let auth = auth.clone();
+        Arc::new(move |email: &str| auth.role_of(email))
+    };
+    let mut routes = super::api::router(applier.clone(), auth);
+    let slack = &cfg.notify.slack;
+    if slack.interactions {
+        let secret = std::env::var(&slack.signing_secret_env)
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| s.len() >= 16)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "notify.slack.interactions is on but {} does not hold the Slack app's \
+                     signing secret",
+                    slack.signing_secret_env
+                )
+            })?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        routes = routes.merge(super::slack::router(Arc::new(
+            super::slack::SlackInteractions {
+                applier: applier.clone(),
+                secret: secret.into_bytes(),
+                users: slack.users.clone(),
+                role_of: role_of.clone(),
+                seen: Default::default(),
+                http,
+                loopback: slack.allow_loopback_response_url,
+            },
+        )));
+    }
+    let links = &cfg.notify.email_links;
+    if links.enabled {
+        let key =
+            super::email_link::LinkKey::from_env(&links.secret_env).map_err(anyhow::Error::msg)?;
+        routes = routes.merge(super::email_link::router(Arc::new(
+            super::email_link::EmailLinks {
+                applier,
+                key,
+                role_of,
+            },
+        )));
+    }
+    Ok((store, routes))
 }

@@ -7,18 +7,24 @@
 //! - [`record`]: the record, the per-alert value, the state, request validation.
 //! - [`store`]: the bounded in-memory store and [`Actions::state`], the query for the
 //!   notifier and the inbox.
+//! - [`apply`]: the one path every channel takes to apply an action.
 //! - [`api`]: `POST`/`GET /api/v1/actions`, behind the inbox's sign-in and roles.
+//! - [`slack`]: `POST /api/v1/slack/interactions`, Slack's buttons (signed by Slack).
+//! - [`email_link`]: signed, expiring one-click links in emails.
 //! - [`follow`]: following the topic; [`start`] wires it all for a process.
 //! - [`metrics`]: actions by kind and outcome.
 //! - [`view`]: the inbox view with actions on the account page.
 
 pub mod api;
+pub mod apply;
+pub mod email_link;
 pub mod follow;
 pub mod metrics;
 pub mod record;
+pub mod slack;
 pub mod store;
 pub mod view;
 
 pub use follow::start;
-pub use record::{ActionKind, ActionRecord, ActionState, AlertActions};
+pub use record::{ActionKind, ActionRecord, ActionState, AlertActions, Source};
 pub use store::Actions;

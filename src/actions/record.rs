@@ -68,6 +68,44 @@ pub struct ActionRecord {
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until_ms: Option<Millis>,
+    /// Where the action came from (the API, a Slack button, an email link).
+    #[serde(default, skip_serializing_if = "Source::is_api")]
+    pub source: Source,
+    /// The id of the request that carried it, when the channel has one that must be
+    /// used once (a Slack action's `action_ts`, an email link's nonce): an action whose
+    /// origin is already in the alert's history is a replay and is refused, on every
+    /// instance, since the history travels through the topic.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub origin: String,
+}
+
+/// The channel an action came through; a label of the actions' metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// `POST /api/v1/actions` (and the inbox's buttons, which call it).
+    #[default]
+    Api,
+    /// An interactive button of a Slack message.
+    Slack,
+    /// A one-click link of an email.
+    Email,
+}
+
+impl Source {
+    pub const ALL: [Source; 3] = [Source::Api, Source::Slack, Source::Email];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Api => "api",
+            Source::Slack => "slack",
+            Source::Email => "email",
+        }
+    }
+
+    fn is_api(&self) -> bool {
+        *self == Source::Api
+    }
 }
 
 impl ActionRecord {
@@ -133,6 +171,11 @@ impl AlertActions {
 
     pub fn latest(&self) -> Option<&ActionRecord> {
         self.history.last()
+    }
+
+    /// Whether an action with request id `origin` (non-empty) is in the history.
+    pub fn has_origin(&self, origin: &str) -> bool {
+        !origin.is_empty() && self.history.iter().any(|a| a.origin == origin)
     }
 
     /// Whether the value is well formed: every action is about this alert and account,
@@ -310,6 +353,8 @@ pub fn validate(
         at_ms: now,
         reason: req.reason.clone(),
         until_ms,
+        source: Source::Api,
+        origin: String::new(),
     })
 }
 

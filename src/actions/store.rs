@@ -179,6 +179,8 @@ mod tests {
             at_ms: at,
             reason: "r".into(),
             until_ms: until,
+            source: Default::default(),
+            origin: String::new(),
         }
     }
 

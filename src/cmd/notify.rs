@@ -122,6 +122,7 @@ pub fn cmd_notify(
                                 inbox_url: &cfg.notify.inbox_url,
                                 mention_owner: mention,
                                 priority: cfg.priority.clone(),
+                                buttons: cfg.notify.slack.interactions,
                             }
                         ))?
                     );

@@ -10,12 +10,14 @@ use serde::{Deserialize, Deserializer};
 
 use crate::time::{format_duration, parse_duration, Millis};
 
+mod actions;
 mod auth;
 mod inbox;
 mod notify;
 mod sections;
 mod validate;
 
+pub use actions::{EmailLinksConfig, SlackActionsConfig};
 pub use auth::*;
 pub use inbox::InboxConfig;
 pub use notify::*;

@@ -49,6 +49,12 @@ pub struct NotifyConfig {
     pub max_silence: Duration,
     pub receivers: Vec<ReceiverConfig>,
     pub route: RouteConfig,
+    /// Buttons in Slack messages and the interactions endpoint.
+    #[serde(default)]
+    pub slack: super::SlackActionsConfig,
+    /// One-click links in emails.
+    #[serde(default)]
+    pub email_links: super::EmailLinksConfig,
 }
 
 /// One destination of notifications.
@@ -324,6 +330,10 @@ impl Config {
                 "notify.inbox_url",
                 format!("{:?} is not an http(s) URL", n.inbox_url),
             ));
+        }
+        if let Some((option, msg)) = super::actions::problem(&n.slack, &n.email_links, &n.inbox_url)
+        {
+            return Err(invalid(option, msg));
         }
         if let Some(r) = n.receivers.iter().find(|r| r.max_body_bytes < 4096) {
             return Err(invalid(

@@ -72,6 +72,10 @@ pub struct Sender {
     in_flight: Semaphore,
     /// `notify.delivery_deadline`: the longest a call of `deliver_all` takes.
     deadline: Duration,
+    /// `notify.slack.interactions`: Slack messages carry buttons.
+    slack_buttons: bool,
+    /// `notify.email_links`: emails carry one-click action links.
+    email_links: Option<crate::actions::email_link::LinkMaker>,
 }
 
 /// Shortest HMAC key accepted: 32 bytes, the output size of SHA-256 (RFC 2104 advises
@@ -194,6 +198,17 @@ impl Sender {
                 },
             );
         }
+        let email_links = if cfg.email_links.enabled {
+            let key = crate::actions::email_link::LinkKey::from_env(&cfg.email_links.secret_env)
+                .map_err(DeliveryError::Config)?;
+            Some(crate::actions::email_link::LinkMaker {
+                key,
+                inbox_url: cfg.inbox_url.clone(),
+                ttl: cfg.email_links.ttl.0,
+            })
+        } else {
+            None
+        };
         Ok(Sender {
             http,
             receivers,
@@ -206,6 +221,8 @@ impl Sender {
             retry_max: ms(cfg.retry_max),
             in_flight: Semaphore::new(cfg.max_concurrent_deliveries.max(1) as usize),
             deadline: ms(cfg.delivery_deadline),
+            slack_buttons: cfg.slack.interactions,
+            email_links,
         })
     }
 
@@ -271,6 +288,7 @@ impl Sender {
                     inbox_url: &self.inbox_url,
                     mention_owner: r.cfg.mention_owner,
                     priority: self.priority.clone(),
+                    buttons: self.slack_buttons,
                 };
                 Some(vec![WebhookPart {
                     key: n.idempotency_key(),
@@ -440,8 +458,19 @@ impl Sender {
                 render::escape::cut(to.domain(), 80)
             )));
         }
-        let (subject, text, html) =
-            render::email(n, &self.crm_template, &self.inbox_url, &self.priority);
+        // Links act as the owner, so only a mail to the owner themselves carries them:
+        // not one for unowned accounts, nor one a fixed `to` sends to someone else.
+        let now = crate::time::wall_clock_ms();
+        let to_owner = !n.owner.is_empty() && to.to_string().eq_ignore_ascii_case(n.owner.trim());
+        let maker = self.email_links.as_ref().filter(|_| to_owner);
+        let link = |id: &str, k| maker?.link(id, k, &n.owner, now);
+        let (subject, text, html) = render::email_with_links(
+            n,
+            &self.crm_template,
+            &self.inbox_url,
+            &self.priority,
+            maker.map(|_| &link as render::ActionLink),
+        );
         let msg = Message::builder()
             .from(
                 r.cfg

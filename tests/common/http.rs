@@ -59,7 +59,9 @@ impl Recorder {
 
 /// What Slack answers a message over Block Kit's limits: `invalid_blocks` (400), as
 /// its incoming webhooks do (50 blocks; section and text objects 3,000 characters;
-/// header 150; context 10 elements).
+/// header 150; context 10 elements; actions 25 elements, each with a unique
+/// `action_id` of at most 255 characters, a `value` of at most 2,000 and a text of at
+/// most 75).
 fn slack_refusal(body: &str) -> Option<&'static str> {
     let Ok(m) = serde_json::from_str::<serde_json::Value>(body) else {
         return Some("invalid_payload");
@@ -74,6 +76,19 @@ fn slack_refusal(body: &str) -> Option<&'static str> {
             Some("context") => b["elements"]
                 .as_array()
                 .is_none_or(|e| e.len() > 10 || e.iter().any(|x| chars(&x["text"]) > 3000)),
+            Some("actions") => b["elements"].as_array().is_none_or(|e| {
+                let mut ids: Vec<&str> = e.iter().filter_map(|x| x["action_id"].as_str()).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                e.len() > 25
+                    || ids.len() != e.len()
+                    || chars(&b["block_id"]) > 255
+                    || e.iter().any(|x| {
+                        chars(&x["action_id"]) > 255
+                            || chars(&x["value"]) > 2000
+                            || chars(&x["text"]["text"]) > 75
+                    })
+            }),
             _ => false,
         });
     bad.then_some("invalid_blocks")

@@ -3,6 +3,7 @@
 
 pub mod broker;
 pub mod http;
+pub mod smtp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -2,7 +2,8 @@
 //! [`EMAIL_MAX_ALERTS`] alerts in full, most important first; the rest counted in one
 //! closing paragraph. Every value is escaped for HTML; links from the CRM are `https:`
 //! only. With an inbox (`notify.inbox_url`), each account's name links to its page
-//! there and the CRM link follows it.
+//! there and the CRM link follows it. With one-click links (`notify.email_links`),
+//! each firing alert carries Acknowledge and Snooze 7 days links.
 
 use super::escape;
 use super::limits::EMAIL_MAX_ALERTS;
@@ -10,7 +11,18 @@ use super::{
     account_facts, crm_link, headline, id_line, inbox_account_link, plain_evidence, shown_name,
 };
 use super::{Notification, Overflow};
+use crate::actions::ActionKind;
 use crate::priority::PriorityConfig;
+
+/// The one-click link that takes an action on an alert (`actions::email_link`), if
+/// links are on.
+pub type ActionLink<'a> = &'a dyn Fn(&str, ActionKind) -> Option<String>;
+
+/// The one-click actions an email offers on each firing alert.
+const LINKED: [(ActionKind, &str); 2] = [
+    (ActionKind::Acknowledge, "Acknowledge"),
+    (ActionKind::Snooze, "Snooze 7 days"),
+];
 
 /// An email for one notification: (subject, plain text, HTML).
 pub fn email(
@@ -18,6 +30,17 @@ pub fn email(
     crm_template: &str,
     inbox_url: &str,
     priority: &PriorityConfig,
+) -> (String, String, String) {
+    email_with_links(n, crm_template, inbox_url, priority, None)
+}
+
+/// An email whose firing alerts carry one-click action links made by `links`.
+pub fn email_with_links(
+    n: &Notification,
+    crm_template: &str,
+    inbox_url: &str,
+    priority: &PriorityConfig,
+    links: Option<ActionLink>,
 ) -> (String, String, String) {
     let opening = n.opening();
     let intro = if n.digest {
@@ -59,6 +82,19 @@ pub fn email(
                 .map(|l| format!("\n  {}{l}", if page.is_some() { "CRM: " } else { "" }))
                 .unwrap_or_default(),
         ));
+        let actions: Vec<(&str, String)> = match links {
+            Some(f) if a.is_firing() => LINKED
+                .iter()
+                .filter_map(|(k, label)| Some((*label, f(&a.id, *k)?)))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (label, url) in &actions {
+            text.push_str(&format!("  {label}: {url}\n"));
+        }
+        if !actions.is_empty() {
+            text.push('\n');
+        }
         let name = escape::html(&name);
         let (named, crm_after) = match (&page, &link) {
             (Some(p), l) => (
@@ -73,8 +109,24 @@ pub fn email(
             ),
             (None, None) => (name, String::new()),
         };
+        let action_html: String = actions
+            .iter()
+            .map(|(label, url)| {
+                format!(
+                    "<a href=\"{}\">{}</a>",
+                    escape::html(url),
+                    escape::html(label)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" &middot; ");
+        let action_html = if action_html.is_empty() {
+            action_html
+        } else {
+            format!("<br>{action_html}")
+        };
         html.push_str(&format!(
-            "<li><p><b>{named}</b>{}{crm_after} &mdash; {}<br>{}<br><small>{}</small></p></li>",
+            "<li><p><b>{named}</b>{}{crm_after} &mdash; {}<br>{}<br><small>{}</small>{action_html}</p></li>",
             if facts.is_empty() {
                 String::new()
             } else {
@@ -137,6 +189,35 @@ mod tests {
                "evidence": {"last_activity": "2026-02-15T00:00:00Z", "idle_days": 14},
                "account": {"name": name, "crm_url": "javascript:alert(document.cookie)"}}))
         .unwrap()
+    }
+
+    #[test]
+    fn firing_alerts_carry_escaped_action_links_and_resolved_ones_none() {
+        let mut resolved = alert(2, "Globex");
+        resolved.status = serde_json::from_value(json!("resolved")).unwrap();
+        let n = note(vec![alert(1, "Acme"), resolved]);
+        let link = |id: &str, k: ActionKind| {
+            Some(format!(
+                "https://cw.example/inbox/actions/email?t={}&x=<{id}>",
+                k.as_str()
+            ))
+        };
+        let (_, text, html) = email_with_links(&n, "", "", &PriorityConfig::default(), Some(&link));
+        assert!(text.contains(
+            "  Acknowledge: https://cw.example/inbox/actions/email?t=acknowledge&x=<a1/inactive/2026-03-01>\n"
+        ));
+        assert!(text.contains("  Snooze 7 days: https://cw.example/inbox/actions/email?t=snooze"));
+        assert!(
+            !text.contains("<a2/inactive"),
+            "no links on a resolved alert"
+        );
+        assert!(html.contains(
+            "<a href=\"https://cw.example/inbox/actions/email?t=snooze&amp;x=&lt;a1/inactive/2026-03-01&gt;\">Snooze 7 days</a>"
+        ));
+        assert_eq!(html.matches("/actions/email").count(), 2);
+        // Without links the email is as before.
+        let (_, plain, _) = email(&n, "", "", &PriorityConfig::default());
+        assert!(!plain.contains("Acknowledge"));
     }
 
     fn note(alerts: Vec<AlertRecord>) -> Notification {

@@ -25,6 +25,18 @@ pub const SLACK_MAX_FALLBACK_TEXT: usize = 3_000;
 /// leaves room for a row of buttons per alert later.
 pub const SLACK_MAX_ALERTS: usize = 20;
 const _: () = assert!(3 + 2 * SLACK_MAX_ALERTS <= SLACK_MAX_BLOCKS);
+/// Alerts shown in full when each carries a row of buttons (an actions block): three
+/// blocks per alert, plus a header, an opening line and the summary.
+pub const SLACK_MAX_ALERTS_WITH_BUTTONS: usize = 15;
+const _: () = assert!(3 + 3 * SLACK_MAX_ALERTS_WITH_BUTTONS <= SLACK_MAX_BLOCKS);
+/// Block Kit actions block: at most 25 elements.
+pub const SLACK_MAX_ACTIONS_ELEMENTS: usize = 25;
+/// Block Kit button: `action_id` and `value` at most 2,000 characters (an alert id is
+/// at most 300 bytes), its `plain_text` at most 75 characters.
+pub const SLACK_MAX_BUTTON_VALUE: usize = 2_000;
+pub const SLACK_MAX_BUTTON_TEXT: usize = 75;
+/// Block Kit `block_id`: at most 255 characters.
+pub const SLACK_MAX_BLOCK_ID: usize = 255;
 
 /// Email subject: RFC 5322 advises lines of at most 78 characters; mail clients show
 /// about that much. Longer subjects are cut with an ellipsis.

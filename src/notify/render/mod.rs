@@ -10,7 +10,7 @@ pub mod limits;
 mod slack;
 mod webhook;
 
-pub use email::email;
+pub use email::{email, email_with_links, ActionLink};
 pub use slack::{slack, SlackOptions};
 pub use webhook::{webhook, webhook_parts, WebhookPart};
 
@@ -319,6 +319,19 @@ pub fn crm_link(a: &AlertRecord, template: &str) -> Option<String> {
 /// when no inbox is configured or the URL is not an absolute http(s) URL without
 /// credentials; its query and fragment are dropped.
 pub fn inbox_account_link(inbox_url: &str, account_id: &str) -> Option<String> {
+    Some(
+        format!(
+            "{}{}",
+            inbox_base(inbox_url)?,
+            crate::inbox::pages::account_path(account_id)
+        )
+        .replace('|', "%7C"),
+    )
+}
+
+/// Where the inbox's paths (`/inbox/...`) start: `notify.inbox_url`'s origin and path
+/// without a trailing `/inbox`. `None` as for [`inbox_account_link`].
+pub fn inbox_base(inbox_url: &str) -> Option<String> {
     let raw = inbox_url.trim();
     if raw.is_empty() {
         return None;
@@ -333,14 +346,7 @@ pub fn inbox_account_link(inbox_url: &str, account_id: &str) -> Option<String> {
     }
     let path = u.path().trim_end_matches('/');
     let path = path.strip_suffix("/inbox").unwrap_or(path);
-    Some(
-        format!(
-            "{}{path}{}",
-            u.origin().ascii_serialization(),
-            crate::inbox::pages::account_path(account_id)
-        )
-        .replace('|', "%7C"),
-    )
+    Some(format!("{}{path}", u.origin().ascii_serialization()))
 }
 
 /// "growth, $1,250 MRR" (plain, cut to a sane length).
@@ -484,6 +490,7 @@ mod tests {
                 inbox_url: "",
                 mention_owner: true,
                 priority: PriorityConfig::default(),
+                buttons: false,
             },
         );
         let text = m.to_string();

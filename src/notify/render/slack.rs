@@ -4,6 +4,10 @@
 //! can be seen (`notify.inbox_url`) or names their accounts. With an inbox, each
 //! account's name links to its page there (and the CRM gets its own link).
 //!
+//! With `buttons` (`notify.slack.interactions`), each firing alert shown carries a
+//! row of Acknowledge / Snooze 7 days / Not a risk buttons whose value is the alert
+//! id, and [`SLACK_MAX_ALERTS_WITH_BUTTONS`] alerts are shown in full.
+//!
 //! Summarising, not splitting into several messages: a CSM reads one message per
 //! batch, a channel is not flooded after a backfill, and the batch stays one delivery
 //! with one idempotency key, recorded as delivered only when Slack accepted it.
@@ -32,6 +36,27 @@ pub struct SlackOptions<'a> {
     pub mention_owner: bool,
     /// The order of the alerts.
     pub priority: PriorityConfig,
+    /// Each firing alert carries Acknowledge / Snooze 7 days / Not a risk buttons
+    /// (`notify.slack.interactions`; the app's interactions reach
+    /// `actions::slack`). Fewer alerts are then shown in full.
+    pub buttons: bool,
+}
+
+/// The row of buttons under a firing alert: each button's value is the alert id.
+fn buttons(a: &AlertRecord, i: usize) -> Option<Value> {
+    let value = a.id.as_str();
+    if !a.is_firing() || value.chars().count() > SLACK_MAX_BUTTON_VALUE {
+        return None;
+    }
+    let elements: Vec<Value> = crate::actions::slack::BUTTONS
+        .iter()
+        .map(|(action_id, _, text)| {
+            json!({"type": "button", "action_id": action_id, "value": value,
+                   "text": {"type": "plain_text", "text": escape::cut(text, SLACK_MAX_BUTTON_TEXT)}})
+        })
+        .collect();
+    debug_assert!(elements.len() <= SLACK_MAX_ACTIONS_ELEMENTS);
+    Some(json!({"type": "actions", "block_id": format!("cw-actions-{i}"), "elements": elements}))
 }
 
 fn section(text: String) -> Value {
@@ -72,13 +97,21 @@ pub fn slack(n: &Notification, opts: &SlackOptions) -> Value {
         }));
     }
     let ordered = n.ordered(&opts.priority);
-    let shown = ordered.len().min(SLACK_MAX_ALERTS);
-    for a in &ordered[..shown] {
+    let most = if opts.buttons {
+        SLACK_MAX_ALERTS_WITH_BUTTONS
+    } else {
+        SLACK_MAX_ALERTS
+    };
+    let shown = ordered.len().min(most);
+    for (i, a) in ordered[..shown].iter().enumerate() {
         blocks.push(alert_section(a, opts));
         blocks.push(json!({
             "type": "context",
             "elements": [{"type": "mrkdwn", "text": cut_markup(&escape::slack(&id_line(a)), SLACK_MAX_TEXT_OBJECT)}]
         }));
+        if let Some(b) = buttons(a, i).filter(|_| opts.buttons) {
+            blocks.push(b);
+        }
     }
     let overflow = Overflow {
         hidden: ordered[shown..].to_vec(),
@@ -202,6 +235,7 @@ mod tests {
             inbox_url: "",
             mention_owner: true,
             priority: PriorityConfig::default(),
+            buttons: false,
         }
     }
 
@@ -222,6 +256,28 @@ mod tests {
                 }
                 Some("section") if chars(&b["text"]["text"]) > SLACK_MAX_SECTION_TEXT => {
                     return Err("section too long".into())
+                }
+                Some("actions") => {
+                    let el = b["elements"].as_array().ok_or("no elements")?;
+                    let bid = b["block_id"].as_str().map_or(0, |t| t.chars().count());
+                    if el.len() > SLACK_MAX_ACTIONS_ELEMENTS || bid > SLACK_MAX_BLOCK_ID {
+                        return Err("actions block too large".into());
+                    }
+                    for e in el {
+                        if chars(&e["value"]) > SLACK_MAX_BUTTON_VALUE
+                            || chars(&e["action_id"]) > SLACK_MAX_BUTTON_VALUE
+                            || chars(&e["text"]["text"]) > SLACK_MAX_BUTTON_TEXT
+                        {
+                            return Err("button too large".into());
+                        }
+                    }
+                    let mut ids: Vec<&str> =
+                        el.iter().filter_map(|e| e["action_id"].as_str()).collect();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    if ids.len() != el.len() {
+                        return Err("action ids repeat within a block".into());
+                    }
                 }
                 Some("context") => {
                     let el = b["elements"].as_array().ok_or("no elements")?;
@@ -396,8 +452,37 @@ mod tests {
                 })
                 .collect();
             let inbox = if seed % 2 == 0 { "https://cw.example/inbox" } else { "" };
-            let m = slack(&note(alerts, digest), &SlackOptions { inbox_url: inbox, ..opts() });
+            // Every third batch with buttons, ids at their longest (300 bytes).
+            let buttons = seed % 3 == 0;
+            let alerts: Vec<AlertRecord> = alerts
+                .into_iter()
+                .map(|mut a| {
+                    if buttons {
+                        a.id = format!("{}/{}/{}", "é".repeat(130), a.kind.as_str(), a.id.len());
+                    }
+                    a
+                })
+                .collect();
+            let n = note(alerts.clone(), digest);
+            let firing: Vec<String> = n
+                .ordered(&PriorityConfig::default())
+                .into_iter()
+                .take(SLACK_MAX_ALERTS_WITH_BUTTONS)
+                .filter(|a| a.is_firing())
+                .map(|a| a.id.clone())
+                .collect();
+            let m = slack(&note(alerts, digest), &SlackOptions { inbox_url: inbox, buttons, ..opts() });
             prop_assert!(check_limits(&m).is_ok(), "{:?}", check_limits(&m));
+            let rows: Vec<&Value> = m["blocks"].as_array().unwrap().iter().filter(|b| b["type"] == "actions").collect();
+            if buttons {
+                prop_assert_eq!(rows.len(), firing.len());
+                for (r, id) in rows.iter().zip(&firing) {
+                    prop_assert_eq!(r["elements"].as_array().unwrap().len(), 3);
+                    prop_assert!(r["elements"].as_array().unwrap().iter().all(|e| e["value"] == id.as_str()));
+                }
+            } else {
+                prop_assert!(rows.is_empty());
+            }
             if seed % 2 == 0 {
                 prop_assert!(m.to_string().contains("<https://cw.example/inbox/accounts/acct-"));
             }

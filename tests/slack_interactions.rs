@@ -1,0 +1,521 @@
+//! Slack's interactive buttons over real HTTP on loopback, against a real broker: two
+//! `notify` processes serve `POST /api/v1/slack/interactions` and follow the same
+//! actions topic; a recording HTTP server on loopback is the clicks' `response_url`.
+//! A click signed with Slack's algorithm (HMAC-SHA256 computed here) on a button of
+//! the message churnwatch renders is recorded and the message is updated; a wrong
+//! signature, an old timestamp, the same request again (at the same instance or at
+//! the other one), an unknown Slack user, a user on another owner's account and a
+//! malformed payload are refused and write nothing to the topic.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use churnwatch::notify::render::{slack, Notification, SlackOptions};
+use churnwatch::record::AlertRecord;
+use churnwatch::server::auth::sha256;
+use churnwatch::time::wall_clock_ms;
+use common::broker::Broker;
+use common::http::http_server;
+use common::{bin, wait_for};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+
+const SECRET: &str = "slack-signing-secret-of-the-test-0123456789";
+const LEE_TOKEN: &str = "cw_lee_0123456789abcdef0123456789abcdef";
+const ACME_ALERT: &str = "acme/inactive/2026-03-01";
+const GLOBEX_ALERT: &str = "globex/inactive/2026-03-01";
+
+struct Proc {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Proc {
+    fn addr(&self) -> String {
+        let mut found = None;
+        wait_for(
+            "the http address in the log",
+            Duration::from_secs(60),
+            || {
+                found = common::logged_http_addr(
+                    &std::fs::read_to_string(&self.log).unwrap_or_default(),
+                );
+                found.is_some()
+            },
+        );
+        found.unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Ana owns acme (her Slack id UANA is its `owner_chat` in the metadata), Ben globex;
+/// Ben (a CSM) and Lee (a lead) are known to Slack through `[notify.slack.users]`.
+fn config(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let accounts = dir.join("accounts.csv");
+    std::fs::write(
+        &accounts,
+        "account_id,owner_email,owner_chat\nacme,ana@example.com,UANA\nglobex,ben@example.com,UBEN\n",
+    )
+    .unwrap();
+    let hash: String = sha256(LEE_TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let cfg = dir.join("churnwatch.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server.auth]\nleads = [\"lee@example.com\"]\n\
+             [[server.auth.tokens]]\nsha256 = \"{hash}\"\nemail = \"lee@example.com\"\nrole = \"lead\"\n\
+             [notify]\ngroup_id = \"{name}-notifier\"\naccounts_file = \"{}\"\n\
+             [notify.slack]\ninteractions = true\nsigning_secret_env = \"CW_TEST_SLACK_SECRET\"\n\
+             allow_loopback_response_url = true\n\
+             [notify.slack.users]\nULEE = \"Lee@Example.com\"\nUBEN = \"ben@example.com\"\n\
+             [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n\
+             [notify.route]\nreceiver = \"hook\"\n",
+            accounts.display(),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn spawn(
+    broker: &Broker,
+    cfg: &std::path::Path,
+    alerts: &str,
+    dir: &std::path::Path,
+    i: &str,
+) -> Proc {
+    let log = dir.join(format!("notify-{i}.log"));
+    let child = Command::new(bin())
+        .args(["notify", "--config", cfg.to_str().unwrap()])
+        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+        .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", alerts)
+        .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
+        .env("CW_TEST_SLACK_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    Proc { child, log }
+}
+
+/// Records ever written to the (one-partition) actions topic: its end offset.
+fn written(broker: &Broker, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .create()
+        .unwrap();
+    c.fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap()
+        .1
+}
+
+/// The Slack message churnwatch sends for `alert_id` (with buttons), as Slack echoes
+/// it back in a click's payload.
+fn rendered_message(alert_id: &str) -> Value {
+    let line = common::alert_line(alert_id, "firing", "warning", "2026-03-15T10:00:00Z", None);
+    let a: AlertRecord = serde_json::from_str(line.trim()).unwrap();
+    let n = Notification {
+        receiver: "slack".into(),
+        owner: "ana@example.com".into(),
+        owner_chat: Some("UANA".into()),
+        alerts: vec![a],
+        digest: false,
+    };
+    slack(
+        &n,
+        &SlackOptions {
+            buttons: true,
+            ..Default::default()
+        },
+    )
+}
+
+/// A `block_actions` payload: `user` clicked the button `label` of the message of
+/// `alert_id`, as form body `payload=...`.
+fn click(user: &str, label: &str, alert_id: &str, action_ts: &str, response_url: &str) -> String {
+    let message = rendered_message(alert_id);
+    let row = message["blocks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "actions")
+        .expect("a row of buttons")
+        .clone();
+    let button = row["elements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["text"]["text"] == label)
+        .unwrap_or_else(|| panic!("no button {label}"))
+        .clone();
+    let payload = json!({
+        "type": "block_actions",
+        "user": {"id": user, "username": "someone", "team_id": "T1"},
+        "api_app_id": "A1",
+        "token": "deprecated-verification-token",
+        "container": {"type": "message", "message_ts": "1700000000.000100"},
+        "channel": {"id": "C1", "name": "csm"},
+        "response_url": response_url,
+        "message": message,
+        "actions": [{
+            "type": "button",
+            "action_id": button["action_id"],
+            "block_id": row["block_id"],
+            "value": button["value"],
+            "text": button["text"],
+            "action_ts": action_ts,
+        }],
+    });
+    format!(
+        "payload={}",
+        percent_encoding::utf8_percent_encode(
+            &payload.to_string(),
+            percent_encoding::NON_ALPHANUMERIC
+        )
+    )
+}
+
+/// Slack's signature of `body` at `ts`: `v0=` hex HMAC-SHA256 of `v0:{ts}:{body}`.
+fn signature(secret: &str, ts: i64, body: &str) -> String {
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    m.update(format!("v0:{ts}:{body}").as_bytes());
+    let hex: String = m
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("v0={hex}")
+}
+
+/// POSTs `body` to the interactions endpoint with the given headers: (status, JSON).
+fn post(addr: &str, body: &str, headers: &[(&str, String)]) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(
+        s,
+        "POST /api/v1/slack/interactions HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\n{extra}\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// Request headers: (name, value).
+type Headers = Vec<(&'static str, String)>;
+
+fn signed(ts: i64, sig: String) -> Headers {
+    vec![
+        ("X-Slack-Request-Timestamp", ts.to_string()),
+        ("X-Slack-Signature", sig),
+    ]
+}
+
+fn listed(addr: &str, account: &str) -> Value {
+    let (code, body) = common::http::get_with(
+        addr,
+        &format!("/api/v1/actions?account_id={account}"),
+        &[("Authorization", &format!("Bearer {LEE_TOKEN}"))],
+    );
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn signed_clicks_are_applied_and_everything_else_is_refused_and_writes_nothing() {
+    let broker = Broker::shared();
+    let name = format!("slack-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = format!("{name}-alerts");
+    broker.create_topic(&alerts, 1);
+    let cfg = config(dir.path(), &name);
+    let a = spawn(broker, &cfg, &alerts, dir.path(), "a");
+    let b = spawn(broker, &cfg, &alerts, dir.path(), "b");
+    let (addr_a, addr_b) = (a.addr(), b.addr());
+    let topic = format!("{name}-notifier-actions");
+    let (http, rec) = http_server();
+    let response_url = format!("http://{http}/slack-response");
+    let now = || wall_clock_ms() / 1000;
+
+    // Ana, the owner of acme (her Slack id is acme's owner_chat), acknowledges.
+    let body = click(
+        "UANA",
+        "Acknowledge",
+        ACME_ALERT,
+        "1700000001.000001",
+        &response_url,
+    );
+    let ts = now();
+    let ok_headers = signed(ts, signature(SECRET, ts, &body));
+    let started = std::time::Instant::now();
+    let (code, v) = post(&addr_a, &body, &ok_headers);
+    let took = started.elapsed();
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["action"], "acknowledge", "stored before the answer: {v}");
+    assert!(took < Duration::from_secs(3), "Slack waits 3 s: {took:?}");
+    eprintln!("a click answered, stored in Kafka, in {took:?}");
+    let l = listed(&addr_a, "acme");
+    assert_eq!(l["actions"][0]["action"], "acknowledge", "{l}");
+    assert_eq!(l["actions"][0]["by"], "ana@example.com");
+    assert_eq!(l["actions"][0]["source"], "slack");
+    assert_eq!(l["actions"][0]["origin"], "slack:UANA:1700000001.000001");
+    assert_eq!(l["states"][ACME_ALERT]["state"], "acknowledged");
+    // The message is updated through response_url: the row of buttons clicked is
+    // replaced by who did what; the rest is the message as sent (and within Block
+    // Kit's limits: the recorder answers 400 otherwise).
+    wait_for("the message update", Duration::from_secs(20), || {
+        rec.reqs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.path == "slack-response")
+    });
+    let update: Value = {
+        let reqs = rec.reqs.lock().unwrap();
+        serde_json::from_str(
+            &reqs
+                .iter()
+                .find(|r| r.path == "slack-response")
+                .unwrap()
+                .body,
+        )
+        .unwrap()
+    };
+    assert_eq!(update["replace_original"], true, "{update}");
+    let blocks = update["blocks"].as_array().unwrap();
+    assert!(blocks.iter().all(|b| b["type"] != "actions"), "{update}");
+    assert!(
+        update.to_string().contains("Acknowledged by <@UANA>"),
+        "{update}"
+    );
+    assert!(update.to_string().contains(ACME_ALERT));
+    let after_first = written(broker, &topic);
+    assert_eq!(after_first, 1);
+
+    // The same request again: refused by this instance's memory of the signature...
+    let (code, v) = post(&addr_a, &body, &ok_headers);
+    assert_eq!(code, 401, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("replay"), "{v}");
+    // ...and at the other instance, which has not seen it, by the click's id in the
+    // alert's history (read from the topic).
+    wait_for(
+        "instance b to read the action",
+        Duration::from_secs(30),
+        || {
+            listed(&addr_b, "acme")["actions"]
+                .as_array()
+                .is_some_and(|a| a.len() == 1)
+        },
+    );
+    let (code, v) = post(&addr_b, &body, &ok_headers);
+    assert_eq!(code, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("already used"), "{v}");
+
+    // Refusals, each signed but for the thing it tests, each writing nothing.
+    let snooze = click(
+        "UANA",
+        "Snooze 7 days",
+        ACME_ALERT,
+        "1700000002.000001",
+        &response_url,
+    );
+    let t = now();
+    let cases: Vec<(&str, String, Headers, u16)> = vec![
+        ("unsigned", snooze.clone(), vec![], 401),
+        (
+            "wrong secret",
+            snooze.clone(),
+            signed(t, signature("not-the-secret-0123456789", t, &snooze)),
+            401,
+        ),
+        (
+            "signature of another body",
+            snooze.clone(),
+            signed(t, signature(SECRET, t, &body)),
+            401,
+        ),
+        (
+            "timestamp not the signed one",
+            snooze.clone(),
+            signed(t - 1, signature(SECRET, t, &snooze)),
+            401,
+        ),
+        (
+            "six minutes old",
+            snooze.clone(),
+            signed(t - 360, signature(SECRET, t - 360, &snooze)),
+            401,
+        ),
+        {
+            let b = click(
+                "UEVE",
+                "Acknowledge",
+                ACME_ALERT,
+                "1700000003.000001",
+                &response_url,
+            );
+            (
+                "unknown Slack user",
+                b.clone(),
+                signed(t, signature(SECRET, t, &b)),
+                403,
+            )
+        },
+        {
+            let b = click(
+                "UBEN",
+                "Not a risk",
+                ACME_ALERT,
+                "1700000004.000001",
+                &response_url,
+            );
+            (
+                "another owner's account",
+                b.clone(),
+                signed(t, signature(SECRET, t, &b)),
+                403,
+            )
+        },
+        {
+            let b = "payload=%7B%22type%22%3A%22block_actions%22%7D".to_string();
+            (
+                "malformed",
+                b.clone(),
+                signed(t, signature(SECRET, t, &b)),
+                400,
+            )
+        },
+        {
+            let b = click(
+                "UANA",
+                "Snooze 7 days",
+                ACME_ALERT,
+                "1700000005.000001",
+                "https://evil.example/x",
+            );
+            (
+                "response_url elsewhere",
+                b.clone(),
+                signed(t, signature(SECRET, t, &b)),
+                400,
+            )
+        },
+    ];
+    for (what, body, headers, want) in cases {
+        let (code, v) = post(&addr_a, &body, &headers);
+        assert_eq!(code, want, "{what}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {v}"
+        );
+    }
+    assert_eq!(
+        written(broker, &topic),
+        after_first,
+        "refusals wrote nothing"
+    );
+    // The people whose clicks were refused are told why, aside; the message stays.
+    let notes = || -> Vec<Value> {
+        let reqs = rec.reqs.lock().unwrap();
+        reqs.iter()
+            .filter(|r| r.path == "slack-response")
+            .skip(1)
+            .map(|r| serde_json::from_str(&r.body).unwrap())
+            .collect()
+    };
+    let said = |what: &str| {
+        notes()
+            .iter()
+            .any(|n| n["text"].as_str().unwrap().contains(what))
+    };
+    wait_for("the notes of refusal", Duration::from_secs(20), || {
+        said("not known") && said("not yours") && said("already used")
+    });
+    assert!(
+        notes()
+            .iter()
+            .all(|n| n["response_type"] == "ephemeral" && n["replace_original"] == false),
+        "{:?}",
+        notes()
+    );
+    assert_eq!(
+        listed(&addr_a, "acme")["actions"].as_array().unwrap().len(),
+        1
+    );
+    assert!(listed(&addr_a, "globex")["actions"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    // Lee, a lead known through [notify.slack.users], may act on Ben's account; Not a
+    // risk from Slack carries its fixed reason and lasts a week.
+    let b2 = click(
+        "ULEE",
+        "Not a risk",
+        GLOBEX_ALERT,
+        "1700000006.000001",
+        &response_url,
+    );
+    let t = now();
+    let (code, v) = post(&addr_b, &b2, &signed(t, signature(SECRET, t, &b2)));
+    assert_eq!(code, 200, "{v}");
+    let g = listed(&addr_b, "globex");
+    assert_eq!(g["actions"][0]["action"], "not_a_risk", "{g}");
+    assert_eq!(g["actions"][0]["by"], "lee@example.com");
+    assert_eq!(g["actions"][0]["reason"], "marked not a risk from Slack");
+    let until =
+        churnwatch::time::parse_rfc3339(g["actions"][0]["until"].as_str().unwrap()).unwrap();
+    let week = 7 * churnwatch::time::DAY;
+    assert!((until - wall_clock_ms() - week).abs() < 120_000, "{g}");
+    assert_eq!(written(broker, &topic), after_first + 1);
+
+    // The metrics count by channel and outcome, with no account or person in them; the
+    // notifier has no inbox view, so the alerts' times are unknown and counted so.
+    let (_, m) = common::http::get(&addr_a, "/metrics");
+    assert!(
+        m.contains("churnwatch_action_requests_total{outcome=\"accepted\",source=\"slack\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "churnwatch_action_requests_total{outcome=\"bad_signature\",source=\"slack\"} 4"
+        ),
+        "{m}"
+    );
+    assert!(m.contains("churnwatch_action_requests_total{outcome=\"stale\",source=\"slack\"} 1"));
+    assert!(m.contains("churnwatch_action_requests_total{outcome=\"replayed\",source=\"slack\"} 1"));
+    assert!(
+        m.contains("churnwatch_action_requests_total{outcome=\"unknown_user\",source=\"slack\"} 1")
+    );
+    assert!(
+        m.contains("churnwatch_action_requests_total{outcome=\"forbidden\",source=\"slack\"} 1")
+    );
+    assert!(m.contains("churnwatch_actions_first_action_unknown_time_total{source=\"slack\"} 1"));
+    assert!(!m.lines().any(|l| l.starts_with("churnwatch_action")
+        && (l.contains("acme") || l.contains("UANA") || l.contains("ana@"))));
+    let log = std::fs::read_to_string(&a.log).unwrap();
+    assert!(!log.contains(SECRET), "the signing secret is never logged");
+    drop((a, b));
+}
