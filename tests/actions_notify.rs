@@ -327,6 +327,8 @@ fn write_action(w: &World, alert: &str, kind: &str, at: i64, until: Option<i64>)
         at_ms: at,
         reason: "renewal call on Friday".into(),
         until_ms: until,
+        source: Default::default(),
+        origin: String::new(),
     };
     let value = churnwatch::actions::AlertActions::with(None, record);
     let p: FutureProducer = rdkafka::ClientConfig::new()

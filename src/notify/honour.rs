@@ -104,6 +104,8 @@ mod tests {
             at_ms: at,
             reason: "r".into(),
             until_ms: until,
+            source: Default::default(),
+            origin: String::new(),
         };
         s.apply(AlertActions::with(s.get(id), a)).unwrap();
     }
