@@ -7,10 +7,12 @@
 //!
 //! - `html`: the frame, the list and team pages, formatting.
 //! - `account`: the account page.
+//! - `actions`: the alert states, action buttons and action history on it.
 //! - `svg`: sparklines and the activity chart.
 //! - `fixture`: an in-memory view for tests.
 
 mod account;
+mod actions;
 pub mod fixture;
 mod html;
 mod svg;
