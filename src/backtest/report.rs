@@ -279,6 +279,7 @@ mod tests {
                 end,
                 horizon: 10 * DAY,
             },
+            feedback: None,
         };
         let specs = plan(
             "",
