@@ -905,6 +905,7 @@ async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
         errors.iter().all(|e| e.contains("400")),
         "console errors: {errors:?}"
     );
+    c.set_window_size(1280, 860).await.unwrap();
     std::fs::write(
         artifacts.join("inbox-actions.png"),
         c.screenshot().await.unwrap(),
