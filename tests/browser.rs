@@ -671,8 +671,8 @@ leads = ["lee@example.com"]
 /// real broker (the actions are stored in Kafka) with one firing alert on Ana's
 /// account. In the browser Ana gets the API's own error for a date in the past, then
 /// snoozes the alert with a reason: the page shows it snoozed until that date with the
-/// reason, at once and after a reload (rendered by the server), and the API lists the
-/// action. Ben, another CSM, gets no page and no button for that account, and his
+/// reason, at once and after a reload (rendered by the server), the list page marks
+/// the account's row snoozed, and the API lists the action. Ben, another CSM, gets no page and no button for that account, and his
 /// direct POST is refused (403) and writes nothing to the actions topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
@@ -911,6 +911,10 @@ async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
         c.screenshot().await.unwrap(),
     )
     .unwrap();
+
+    // The list shows the row's state.
+    c.goto(&format!("{base}/inbox")).await.unwrap();
+    assert_eq!(text("tr.account td.alert .badge.state").await, "snoozed");
 
     // Ben is not the owner: no page, no button; his direct POST is refused and
     // nothing is written.

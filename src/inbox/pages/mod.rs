@@ -202,9 +202,14 @@ async fn list(
         }
     };
     let p = view.list(&who, &q);
+    let states: Vec<_> = p
+        .items
+        .iter()
+        .map(|a| a.firing.first().and_then(|f| view.alert_state(&f.id)))
+        .collect();
     page(
         StatusCode::OK,
-        html::list_page(&who, &view.status(), &q, &p, wall_clock_ms()),
+        html::list_page(&who, &view.status(), &q, &p, &states, wall_clock_ms()),
     )
 }
 
