@@ -647,6 +647,25 @@ fn actions_on_alerts_are_scored_beside_precision() {
         "{text}"
     );
     assert!(text.contains("config: 6 alerts with actions matched, 1 not"));
+    // The HTML report has the same row.
+    let report = dir.path().join("report.html");
+    churnwatch(&[
+        "backtest",
+        "-q",
+        "--input",
+        input.to_str().unwrap(),
+        "--horizon",
+        "10d",
+        "--actions",
+        actions.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("6 alerts with actions matched this run's alerts, 1 did not"));
+    assert!(html.contains(
+        "<tr><td>not_activated</td><td>6</td><td>6</td><td>2</td><td>3</td><td>1</td><td>0.60</td><td>0.50</td><td>0.50</td></tr>"
+    ));
 
     // A bad line refuses the file, naming it; nothing is scored.
     std::fs::write(&actions, format!("{}\n{{\"alert_id\": 3}}\n", lines[0])).unwrap();
