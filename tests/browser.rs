@@ -672,7 +672,8 @@ leads = ["lee@example.com"]
 /// account. In the browser Ana gets the API's own error for a date in the past, then
 /// snoozes the alert with a reason: the page shows it snoozed until that date with the
 /// reason, at once and after a reload (rendered by the server), the list page marks
-/// the account's row snoozed, and the API lists the action. Ben, another CSM, gets no page and no button for that account, and his
+/// the account's row snoozed, and the API lists the action; Reopen and Acknowledge
+/// work the same way. Ben, another CSM, gets no page and no button for that account, and his
 /// direct POST is refused (403) and writes nothing to the actions topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
@@ -916,6 +917,56 @@ async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
     c.goto(&format!("{base}/inbox")).await.unwrap();
     assert_eq!(text("tr.account td.alert .badge.state").await, "snoozed");
 
+    // Reopen, then acknowledge: each re-renders the state, and the buttons follow.
+    c.goto(&page).await.unwrap();
+    click("div.act button[data-action='reopen']").await;
+    c.wait()
+        .for_element(Locator::Css(
+            "article.alert .action-state[data-state='open']",
+        ))
+        .await
+        .unwrap();
+    click("div.act button[data-action='acknowledge']").await;
+    c.wait()
+        .for_element(Locator::Css(
+            "article.alert .action-state[data-state='acknowledged']",
+        ))
+        .await
+        .unwrap();
+    let state = text("article.alert .action-state").await;
+    assert!(
+        state.starts_with(&format!("Acknowledged by {ANA}")),
+        "{state}"
+    );
+    let shown = |sel: &'static str| {
+        let c = c.clone();
+        async move {
+            c.find(Locator::Css(sel))
+                .await
+                .unwrap()
+                .is_displayed()
+                .await
+                .unwrap()
+        }
+    };
+    assert!(
+        !shown("div.act button.ack").await,
+        "no second acknowledgement"
+    );
+    assert!(shown("div.act button.reopen").await);
+    let (_, listed) = get_as(&base, "/api/v1/actions?account_id=acme", ANA).await;
+    let kinds: Vec<&str> = listed["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["acknowledge", "reopen", "snooze"], "newest first");
+    assert_eq!(listed["states"][ALERT]["state"], "acknowledged");
+    assert_eq!(written(), 3);
+    let errors = console_errors(&c).await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+
     // Ben is not the owner: no page, no button; his direct POST is refused and
     // nothing is written.
     sign_in_as(&c, BEN).await;
@@ -941,10 +992,10 @@ async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
         body["error"].as_str().unwrap().contains("not yours"),
         "{body}"
     );
-    assert_eq!(written(), 1, "the refused request wrote to the topic");
+    assert_eq!(written(), 3, "the refused request wrote to the topic");
     let (_, listed) = get_as(&base, "/api/v1/actions?account_id=acme", ANA).await;
-    assert_eq!(listed["actions"].as_array().unwrap().len(), 1);
-    assert_eq!(listed["states"][ALERT]["state"], "snoozed");
+    assert_eq!(listed["actions"].as_array().unwrap().len(), 3);
+    assert_eq!(listed["states"][ALERT]["state"], "acknowledged");
     c.close().await.unwrap();
     drop(serve);
 }
