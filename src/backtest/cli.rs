@@ -36,7 +36,8 @@ pub struct Args {
     pub outcomes: Option<PathBuf>,
     /// What CSMs did about the alerts: an export of the actions topic (JSON lines, each
     /// an alert's value as the topic stores it or one action; `churnwatch actions
-    /// export` writes one), scored beside precision (docs/backtest.md, "Feedback from actions").
+    /// export` writes one), scored beside precision (docs/backtest.md, "Feedback from
+    /// actions").
     #[arg(long)]
     pub actions: Option<PathBuf>,
     /// Read the actions from Kafka (kafka.brokers of the config): this topic, or

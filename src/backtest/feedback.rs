@@ -5,7 +5,8 @@
 //! deterministic: `replay`, `backtest` and the daemon give the same alert the same id).
 //! [`score`] counts, per kind, the alerts acted on, acknowledged and marked not a
 //! risk, how many of the not-a-risk ones churned anyway, and the precision among the
-//! acknowledged ones (docs/backtest.md, "Feedback"). Pure but for reading the file.
+//! acknowledged ones (docs/backtest.md, "Feedback from actions"). Pure but for reading
+//! the file.
 
 use std::collections::{HashMap, HashSet};
 

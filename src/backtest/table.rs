@@ -154,7 +154,8 @@ fn feedback(runs: &[Run]) -> String {
     s.push_str(
         "acted: firing alerts with any action; churned: not-a-risk alerts whose account \
          churned anyway within the horizon;\nack precision: precision among acknowledged \
-         alerts; not-a-risk churn: churned / decided not-a-risk alerts (docs/backtest.md, Feedback from actions)\n",
+         alerts; not-a-risk churn: churned / decided not-a-risk alerts\n\
+         (how to read them: docs/backtest.md, Feedback from actions)\n",
     );
     s
 }
