@@ -104,6 +104,7 @@ fn main() {
             end,
             horizon: 90 * DAY,
         },
+        feedback: None,
     };
     let runs = run_all(&inputs, specs, threads, || {});
     let sweep_secs = t.elapsed().as_secs_f64();

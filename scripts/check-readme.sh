@@ -63,7 +63,7 @@ helps = {}
 
 def help_of(sub):
     if sub not in helps:
-        p = subprocess.run([bin_, sub, "--help"], capture_output=True, text=True)
+        p = subprocess.run([bin_, *sub.split(), "--help"], capture_output=True, text=True)
         helps[sub] = p.stdout if p.returncode == 0 else None
     return helps[sub]
 
@@ -76,6 +76,15 @@ def check_command(where, words):
     if h is None:
         errors.append(f"{where}: `churnwatch {sub}`: no such subcommand")
         return
+    # A subcommand with its own subcommands (`actions export`): check the options
+    # against the nested one's help.
+    if "\nCommands:" in h and len(words) > 1 and not words[1].startswith("-"):
+        sub = f"{sub} {words[1]}"
+        words = [sub] + words[1:]
+        h = help_of(sub)
+        if h is None:
+            errors.append(f"{where}: `churnwatch {sub}`: no such subcommand")
+            return
     for w in words[1:]:
         for opt in re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", w):
             if not re.search(r"(?<![\w-])" + re.escape(opt) + r"(?![\w-])", h):

@@ -152,6 +152,9 @@ enum Command {
     /// Score the alerts replay would write against the churns of an event history, for
     /// the config or a sweep of settings (docs/backtest.md).
     Backtest(churnwatch::backtest::cli::Args),
+    /// Actions on alerts: `export` writes the actions topic as the file `backtest
+    /// --actions` reads.
+    Actions(cmd::actions::ActionsArgs),
     /// Validate a config file (with environment overrides) and print the result.
     CheckConfig {
         #[arg(long, env = "CHURNWATCH_CONFIG")]
@@ -391,6 +394,7 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Backtest(args) => churnwatch::backtest::cli::run(args),
+        Command::Actions(args) => cmd::actions::cmd_actions(args),
         Command::CheckConfig { config } => load_config(config.as_deref())
             .and_then(|cfg| {
                 // What is read only at start: token files, the legacy token, TLS files.

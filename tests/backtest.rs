@@ -519,3 +519,260 @@ proptest! {
         prop_assert_eq!(weekly, any.firing);
     }
 }
+
+/// `backtest --actions` on the hand-made history (horizon 10 days), with actions on
+/// its alerts by the ids `replay` gives them: "not a risk" on `hit_edge` (churned
+/// anyway: a hit), `false_edge` (no churn: a false alarm) and `p` (pending); an
+/// acknowledgement on `multi`'s first alert (a hit) and on `fe` (a false alarm); a
+/// snooze on `multi`'s second alert; and an alert the backtest does not have. By hand:
+/// acted 6, acknowledged 2 (precision 1/2), not a risk 3, of which 1 churned and 1
+/// did not (churn rate 1/2); 6 alerts matched, 1 not. The outcome scores are
+/// unchanged, and the text table shows the same figures.
+#[test]
+fn actions_on_alerts_are_scored_beside_precision() {
+    let ids = [
+        "hit_edge/not_activated/2026-01-01+30d",
+        "false_edge/not_activated/2026-01-01+30d",
+        "p/not_activated/2026-03-07+30d",
+        "multi/not_activated/2026-01-01+30d",
+        "fe/not_activated/2026-03-06+30d",
+        "multi/not_activated/2026-02-06+30d",
+    ];
+    // The ids are the ones replay (and so the daemon) writes for this history.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("h.ndjson");
+    std::fs::write(&input, history_text()).unwrap();
+    let replayed =
+        String::from_utf8(churnwatch(&["replay", "-q", "--input", input.to_str().unwrap()]).stdout)
+            .unwrap();
+    for id in ids {
+        assert!(replayed.contains(&format!("\"id\":\"{id}\"")), "{id}");
+    }
+    let action = |id: &str, action: &str, at: &str| {
+        let account = id.split('/').next().unwrap();
+        let mut a = json!({"alert_id": id, "account_id": account, "action": action,
+                           "by": "ana@example.com", "at_ms": ts(at)});
+        if action == "not_a_risk" || action == "snooze" {
+            a["reason"] = json!("seasonal: they always go quiet in January");
+            a["until_ms"] = json!(ts(at) + 7 * DAY);
+        }
+        a
+    };
+    // As the topic stores them (an alert's value) and as single actions, mixed.
+    let value = |id: &str, history: Vec<Value>| json!({"alert_id": id, "account_id": id.split('/').next().unwrap(), "history": history});
+    let lines = [
+        value(
+            ids[0],
+            vec![action(ids[0], "not_a_risk", "2026-02-01T09:00:00Z")],
+        ),
+        action(ids[1], "not_a_risk", "2026-02-01T09:00:00Z"),
+        // Not a risk after a withdrawn acknowledgement: not a risk only.
+        value(
+            ids[2],
+            vec![
+                action(ids[2], "acknowledge", "2026-04-06T09:00:00Z"),
+                action(ids[2], "reopen", "2026-04-06T10:00:00Z"),
+                action(ids[2], "not_a_risk", "2026-04-06T11:00:00Z"),
+            ],
+        ),
+        action(ids[3], "acknowledge", "2026-02-01T09:00:00Z"),
+        action(ids[4], "acknowledge", "2026-04-05T09:00:00Z"),
+        action(ids[5], "snooze", "2026-03-08T09:00:00Z"),
+        action(
+            "gone/inactive/2025-12-01",
+            "acknowledge",
+            "2026-01-02T09:00:00Z",
+        ),
+    ];
+    let actions = dir.path().join("actions.ndjson");
+    std::fs::write(
+        &actions,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+    let plain = backtest(&[], None);
+    let m = backtest(&["--actions", actions.to_str().unwrap()], None);
+    let fb = json!({"acted": 6, "acknowledged": 2, "not_a_risk": 3,
+                    "not_a_risk_churned": 1, "not_a_risk_no_churn": 1,
+                    "not_a_risk_churn_rate": 0.5, "acknowledged_hits": 1,
+                    "acknowledged_false_alarms": 1, "acknowledged_precision": 0.5});
+    let run = &m["runs"][0];
+    for k in ["not_activated", "any"] {
+        assert_eq!(run["kinds"][k]["feedback"], fb, "{k}");
+        let mut without = run["kinds"][k].clone();
+        without.as_object_mut().unwrap().remove("feedback");
+        assert_eq!(
+            without, plain["runs"][0]["kinds"][k],
+            "outcome scores moved"
+        );
+    }
+    assert_eq!(run["kinds"]["inactive"]["feedback"]["acted"], 0);
+    assert_eq!(
+        run["feedback"],
+        json!({"matched_alerts": 6, "unmatched_alerts": 1})
+    );
+    assert!(plain["runs"][0].get("feedback").is_none());
+
+    // The text table: a feedback row per rule.
+    let out = churnwatch(&[
+        "backtest",
+        "--input",
+        input.to_str().unwrap(),
+        "--horizon",
+        "10d",
+        "--actions",
+        actions.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    let row = text
+        .lines()
+        .skip_while(|l| !l.starts_with("feedback from the actions"))
+        .find(|l| l.contains("not_activated"))
+        .unwrap_or_else(|| panic!("no feedback row: {text}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells,
+        [
+            "config",
+            "not_activated",
+            "6",
+            "6",
+            "2",
+            "3",
+            "1",
+            "0.60",
+            "0.50",
+            "0.50"
+        ],
+        "{text}"
+    );
+    assert!(text.contains("config: 6 alerts with actions matched, 1 not"));
+    // The HTML report has the same row.
+    let report = dir.path().join("report.html");
+    churnwatch(&[
+        "backtest",
+        "-q",
+        "--input",
+        input.to_str().unwrap(),
+        "--horizon",
+        "10d",
+        "--actions",
+        actions.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(html.contains("6 alerts with actions matched this run's alerts, 1 did not"));
+    assert!(html.contains(
+        "<tr><td>not_activated</td><td>6</td><td>6</td><td>2</td><td>3</td><td>1</td><td>0.60</td><td>0.50</td><td>0.50</td></tr>"
+    ));
+
+    // A bad line refuses the file, naming it; nothing is scored.
+    std::fs::write(&actions, format!("{}\n{{\"alert_id\": 3}}\n", lines[0])).unwrap();
+    let out = Command::new(bin())
+        .args(["backtest", "-q", "--input", input.to_str().unwrap()])
+        .args(["--actions", actions.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("actions.ndjson line 2"), "{err}");
+}
+
+/// `--actions-topic` and `churnwatch actions export` against a real broker: the
+/// topic holds two values of one alert (the newer one wins), an alert deleted by a
+/// tombstone, and another alert; the export is the live values, one a line in id
+/// order, and the backtest scores the same feedback from the topic as from the export.
+#[test]
+fn the_actions_topic_and_its_export_give_the_same_feedback() {
+    let broker = common::broker::Broker::shared();
+    let topic = format!("bt-actions-{}", std::process::id());
+    broker.create_topic(&topic, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("h.ndjson");
+    std::fs::write(&input, history_text()).unwrap();
+    let act = |id: &str, action: &str, at: &str| {
+        let mut a = json!({"alert_id": id, "account_id": id.split('/').next().unwrap(),
+                           "action": action, "by": "ana@example.com", "at_ms": ts(at)});
+        if action == "not_a_risk" {
+            a["reason"] = json!("a pilot, not a customer");
+            a["until_ms"] = json!(ts(at) + 7 * DAY);
+        }
+        a
+    };
+    let value = |id: &str, history: Vec<Value>| json!({"alert_id": id, "account_id": id.split('/').next().unwrap(), "history": history});
+    let hit = "hit_edge/not_activated/2026-01-01+30d";
+    let multi = "multi/not_activated/2026-01-01+30d";
+    let gone = "gone/inactive/2025-12-01";
+    let older = value(hit, vec![act(hit, "acknowledge", "2026-02-01T09:00:00Z")]);
+    let newer = value(
+        hit,
+        vec![
+            act(hit, "acknowledge", "2026-02-01T09:00:00Z"),
+            act(hit, "reopen", "2026-02-01T10:00:00Z"),
+            act(hit, "not_a_risk", "2026-02-01T11:00:00Z"),
+        ],
+    );
+    let m = value(
+        multi,
+        vec![act(multi, "acknowledge", "2026-02-02T09:00:00Z")],
+    );
+    let g = value(gone, vec![act(gone, "acknowledge", "2026-01-02T09:00:00Z")]);
+    let file = dir.path().join("values.ndjson");
+    std::fs::write(&file, format!("{older}\n{g}\n{newer}\n{m}\n")).unwrap();
+    broker.produce_ok(&file, &["--topic", &topic, "--key-field", "alert_id"]);
+    std::fs::write(&file, format!("{g}\n")).unwrap();
+    broker.produce_ok(
+        &file,
+        &["--topic", &topic, "--key-field", "alert_id", "--tombstones"],
+    );
+
+    let export = dir.path().join("export.ndjson");
+    let out = Command::new(bin())
+        .args(["actions", "export", "--topic", &topic, "--output"])
+        .arg(&export)
+        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<Value> = std::fs::read_to_string(&export)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines, vec![newer, m], "the live values, in alert id order");
+
+    let run = |source: &[&str]| {
+        let out = dir.path().join("m.json");
+        let status = Command::new(bin())
+            .args(["backtest", "-q", "--horizon", "10d", "--input"])
+            .arg(&input)
+            .args(source)
+            .arg("--output")
+            .arg(&out)
+            .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{source:?}");
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        v["runs"][0].clone()
+    };
+    let from_topic = run(&["--actions-topic", &topic]);
+    let from_file = run(&["--actions", export.to_str().unwrap()]);
+    assert_eq!(from_topic, from_file);
+    assert_eq!(
+        from_topic["kinds"]["not_activated"]["feedback"],
+        json!({"acted": 2, "acknowledged": 1, "not_a_risk": 1,
+               "not_a_risk_churned": 1, "not_a_risk_no_churn": 0,
+               "not_a_risk_churn_rate": 1.0, "acknowledged_hits": 1,
+               "acknowledged_false_alarms": 0, "acknowledged_precision": 1.0})
+    );
+    assert_eq!(
+        from_topic["feedback"],
+        json!({"matched_alerts": 2, "unmatched_alerts": 0})
+    );
+}

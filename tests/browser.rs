@@ -3,7 +3,8 @@
 //! with no console errors and nothing fetched from a network, the charts are there,
 //! and a screenshot goes to `target/test-artifacts/`. The CSM inbox the same way: on an
 //! in-memory fixture (every page, including the team page) and on the real binary
-//! (`serve --events` over a generated population, checked against its own API).
+//! (`serve --events` over a generated population, checked against its own API); and
+//! acting on an alert from the account page (`serve` on a real broker).
 
 mod common;
 
@@ -664,4 +665,337 @@ leads = ["lee@example.com"]
     .await;
     assert_eq!(code, 403);
     c.close().await.unwrap();
+}
+
+/// Acting on an alert from the account page, on the real binary: `serve` following a
+/// real broker (the actions are stored in Kafka) with one firing alert on Ana's
+/// account. In the browser Ana gets the API's own error for a date in the past, then
+/// snoozes the alert with a reason: the page shows it snoozed until that date with the
+/// reason, at once and after a reload (rendered by the server), the list page marks
+/// the account's row snoozed, and the API lists the action; Reopen and Acknowledge
+/// work the same way. Ben, another CSM, gets no page and no button for that account, and his
+/// direct POST is refused (403) and writes nothing to the actions topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
+    use common::broker::Broker;
+    const ANA: &str = "ana@example.com";
+    const BEN: &str = "ben@example.com";
+    const ALERT: &str = "acme/inactive/2026-03-01";
+
+    let artifacts = repo().join("target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let name = format!("bract-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = format!("{name}-alerts");
+    let lines = dir.path().join("alerts.ndjson");
+    std::fs::write(
+        &lines,
+        common::alert_line(ALERT, "firing", "warning", "2026-03-15T10:00:00Z", None),
+    )
+    .unwrap();
+    // The broker helpers block (they run their own runtime).
+    let broker = tokio::task::block_in_place(|| {
+        let broker = Broker::shared();
+        broker.create_topic(&alerts, 1);
+        broker.create_topic(&format!("{name}-group-changelog"), 1);
+        broker.produce_ok(&lines, &["--topic", &alerts]);
+        broker
+    });
+    let accounts = dir.path().join("accounts.csv");
+    std::fs::write(
+        &accounts,
+        format!("account_id,name,owner_email\nacme,Acme Corp,{ANA}\nglobex,Globex,{BEN}\n"),
+    )
+    .unwrap();
+    let cfg = dir.path().join("serve.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[server.auth]\ntrusted_proxies = [\"127.0.0.1/32\"]\n\
+             [notify]\ngroup_id = \"{name}-notifier\"\naccounts_file = \"{}\"\n",
+            accounts.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("serve.log");
+    let child = Command::new(common::bin())
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+        .env("CHURNWATCH_KAFKA__GROUP_ID", format!("{name}-group"))
+        .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", &alerts)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut addr = None;
+    common::wait_for("serve to listen", Duration::from_secs(120), || {
+        addr = common::logged_http_addr(&std::fs::read_to_string(&log).unwrap_or_default());
+        addr.is_some()
+    });
+    let serve = Serve {
+        child,
+        base: format!("http://{}", addr.unwrap()),
+    };
+    let base = serve.base.clone();
+    let topic = format!("{name}-notifier-actions");
+    let written = || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &broker.bootstrap)
+            .create()
+            .unwrap();
+        c.fetch_watermarks(&topic, 0, Duration::from_secs(10))
+            .unwrap()
+            .1
+    };
+    // The view holds the alert and has caught up (the API then checks alerts).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, v) = get_as(&base, "/api/v1/accounts/acme", ANA).await;
+        let ready = reqwest::get(format!("{base}/readyz"))
+            .await
+            .unwrap()
+            .status()
+            == 200;
+        if ready && code == 200 && v["firing"][0]["id"] == ALERT {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the view never held the alert: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let driver = Driver::start();
+    let c = connect(&driver).await;
+    c.set_window_size(1280, 1400).await.unwrap();
+    sign_in_as(&c, ANA).await;
+    let page = format!("{base}/inbox/accounts/acme");
+    c.goto(&page).await.unwrap();
+    let text = |sel: &'static str| {
+        let c = c.clone();
+        async move {
+            c.find(Locator::Css(sel))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let state = text("article.alert .action-state").await;
+    assert!(state.starts_with("Open"), "{state}");
+    let box_sel = "article.alert div.act[data-alert-id='acme/inactive/2026-03-01']";
+    assert_eq!(c.find_all(Locator::Css(box_sel)).await.unwrap().len(), 1);
+    let click = |sel: &'static str| {
+        let c = c.clone();
+        async move {
+            c.find(Locator::Css(sel))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap()
+        }
+    };
+    let error_shown = |needle: &'static str| {
+        let c = c.clone();
+        async move {
+            let e = c.find(Locator::Css("div.act .act-error")).await.unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let t = e.text().await.unwrap();
+                if t.contains(needle) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "error shown: {t:?}, wanted {needle:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    // No reason: refused before anything is sent.
+    click("div.act button[data-action='snooze']").await;
+    error_shown("reason is required").await;
+    // A date in the past: the API's own refusal, shown as it words it.
+    let reason = c
+        .find(Locator::Css("div.act input[name=reason]"))
+        .await
+        .unwrap();
+    reason.send_keys("renewal call on Friday").await.unwrap();
+    let default_until: Value = c
+        .execute(
+            "const i = document.querySelector('div.act input[name=until]'); const v = i.value; i.value = '2001-01-01'; return v",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let default_until = default_until.as_str().unwrap().to_string();
+    let today = churnwatch::time::wall_clock_ms().div_euclid(churnwatch::time::DAY);
+    assert_eq!(default_until, churnwatch::time::format_day(today + 7));
+    click("div.act button[data-action='snooze']").await;
+    error_shown("Not recorded (400): until is in the past").await;
+    assert_eq!(written(), 0, "a refused action was written");
+    // The default date (a week ahead): snoozed, the state re-rendered in place.
+    c.execute(
+        "document.querySelector('div.act input[name=until]').value = arguments[0]",
+        vec![json!(default_until)],
+    )
+    .await
+    .unwrap();
+    click("div.act button[data-action='snooze']").await;
+    c.wait()
+        .for_element(Locator::Css(
+            "article.alert .action-state[data-state='snoozed']",
+        ))
+        .await
+        .unwrap();
+    let state = text("article.alert .action-state").await;
+    assert!(
+        state.contains(&format!("Snoozed until {default_until}"))
+            && state.contains(ANA)
+            && state.contains("renewal call on Friday"),
+        "{state}"
+    );
+    assert!(
+        c.find(Locator::Css("div.act button.reopen"))
+            .await
+            .unwrap()
+            .is_displayed()
+            .await
+            .unwrap(),
+        "Reopen is offered once acted on"
+    );
+
+    // The API lists the action.
+    let (code, listed) = get_as(&base, "/api/v1/actions?account_id=acme", ANA).await;
+    assert_eq!(code, 200, "{listed}");
+    let acts = listed["actions"].as_array().unwrap();
+    assert_eq!(acts.len(), 1, "{listed}");
+    assert_eq!(acts[0]["action"], "snooze");
+    assert_eq!(acts[0]["alert_id"], ALERT);
+    assert_eq!(acts[0]["by"], ANA);
+    assert_eq!(acts[0]["reason"], "renewal call on Friday");
+    assert_eq!(
+        acts[0]["until"],
+        format!("{default_until}T00:00:00.000Z").as_str()
+    );
+    assert_eq!(listed["states"][ALERT]["state"], "snoozed");
+    assert_eq!(written(), 1);
+
+    // A reload: the server renders the same state, and the history lists the action.
+    c.goto(&page).await.unwrap();
+    let state = text("article.alert .action-state").await;
+    assert!(
+        state.contains(&format!("Snoozed until {default_until}"))
+            && state.contains("renewal call on Friday"),
+        "{state}"
+    );
+    let hist = text("ol.actions li.snooze").await;
+    assert!(
+        hist.contains(ANA) && hist.contains("snoozed until") && hist.contains(ALERT),
+        "{hist}"
+    );
+    let errors = console_errors(&c).await;
+    // The 400 above is logged by the browser as a failed resource; nothing else.
+    assert!(
+        errors.iter().all(|e| e.contains("400")),
+        "console errors: {errors:?}"
+    );
+    c.set_window_size(1280, 860).await.unwrap();
+    std::fs::write(
+        artifacts.join("inbox-actions.png"),
+        c.screenshot().await.unwrap(),
+    )
+    .unwrap();
+
+    // The list shows the row's state.
+    c.goto(&format!("{base}/inbox")).await.unwrap();
+    assert_eq!(text("tr.account td.alert .badge.state").await, "snoozed");
+
+    // Reopen, then acknowledge: each re-renders the state, and the buttons follow.
+    c.goto(&page).await.unwrap();
+    click("div.act button[data-action='reopen']").await;
+    c.wait()
+        .for_element(Locator::Css(
+            "article.alert .action-state[data-state='open']",
+        ))
+        .await
+        .unwrap();
+    click("div.act button[data-action='acknowledge']").await;
+    c.wait()
+        .for_element(Locator::Css(
+            "article.alert .action-state[data-state='acknowledged']",
+        ))
+        .await
+        .unwrap();
+    let state = text("article.alert .action-state").await;
+    assert!(
+        state.starts_with(&format!("Acknowledged by {ANA}")),
+        "{state}"
+    );
+    let shown = |sel: &'static str| {
+        let c = c.clone();
+        async move {
+            c.find(Locator::Css(sel))
+                .await
+                .unwrap()
+                .is_displayed()
+                .await
+                .unwrap()
+        }
+    };
+    assert!(
+        !shown("div.act button.ack").await,
+        "no second acknowledgement"
+    );
+    assert!(shown("div.act button.reopen").await);
+    let (_, listed) = get_as(&base, "/api/v1/actions?account_id=acme", ANA).await;
+    let kinds: Vec<&str> = listed["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["acknowledge", "reopen", "snooze"], "newest first");
+    assert_eq!(listed["states"][ALERT]["state"], "acknowledged");
+    assert_eq!(written(), 3);
+    let errors = console_errors(&c).await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+
+    // Ben is not the owner: no page, no button; his direct POST is refused and
+    // nothing is written.
+    sign_in_as(&c, BEN).await;
+    c.goto(&page).await.unwrap();
+    assert_eq!(text("h1").await, "Not allowed");
+    assert_eq!(
+        c.find_all(Locator::Css("button[data-action]"))
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/v1/actions"))
+        .header("X-Forwarded-Email", BEN)
+        .json(&json!({"alert_id": ALERT, "action": "reopen"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"].as_str().unwrap().contains("not yours"),
+        "{body}"
+    );
+    assert_eq!(written(), 3, "the refused request wrote to the topic");
+    let (_, listed) = get_as(&base, "/api/v1/actions?account_id=acme", ANA).await;
+    assert_eq!(listed["actions"].as_array().unwrap().len(), 3);
+    assert_eq!(listed["states"][ALERT]["state"], "acknowledged");
+    c.close().await.unwrap();
+    drop(serve);
 }

@@ -59,6 +59,16 @@ fn a_stray_fence_a_broken_block_and_a_wrong_option_are_caught() {
             "```sh\nchurnwatch tail\n```\n",
             "no such subcommand",
         ),
+        (
+            "unknown option of a nested subcommand",
+            "```sh\nchurnwatch actions export --nope\n```\n",
+            "`churnwatch actions export` has no option --nope",
+        ),
+        (
+            "unknown nested subcommand",
+            "```sh\nchurnwatch actions frob\n```\n",
+            "`churnwatch actions frob`: no such subcommand",
+        ),
     ];
     for (what, text, needle) in cases {
         let path = dir.path().join("t.md");
@@ -72,7 +82,8 @@ fn a_stray_fence_a_broken_block_and_a_wrong_option_are_caught() {
     let path = dir.path().join("ok.md");
     std::fs::write(
         &path,
-        "```sh\nchurnwatch gen --accounts 600 --seed 42 | churnwatch replay --input -\n```\n",
+        "```sh\nchurnwatch gen --accounts 600 --seed 42 | churnwatch replay --input -\n\
+         churnwatch actions export --topic t --output a.ndjson\n```\n",
     )
     .unwrap();
     let out = check(&[&path]);

@@ -1,6 +1,7 @@
 //! The inbox's view with actions: [`WithActions`] answers as the view it wraps, and
 //! adds to an account in full (`AccountDetail::actions`) the actions on its alerts, so
-//! the account page and `GET /api/v1/accounts/{id}` show them.
+//! the account page and `GET /api/v1/accounts/{id}` show them, and each alert's state
+//! (the list page's badges).
 
 use std::sync::Arc;
 
@@ -32,6 +33,10 @@ impl InboxView for WithActions {
 
     fn status(&self) -> ViewStatus {
         self.view.status()
+    }
+
+    fn alert_state(&self, alert_id: &str) -> Option<super::ActionState> {
+        self.actions.state(alert_id)
     }
 }
 
@@ -68,6 +73,11 @@ mod tests {
         let other = serde_json::to_value(v.account("globex").unwrap()).unwrap();
         assert_eq!(other["actions"]["actions"], serde_json::json!([]));
         // The wrapped view without actions: no field at all.
+        assert!(matches!(
+            v.alert_state(&alert),
+            Some(crate::actions::ActionState::Snoozed { .. })
+        ));
+        assert_eq!(v.view.alert_state(&alert), None);
         assert!(serde_json::to_value(v.view.account("acme").unwrap())
             .unwrap()
             .get("actions")

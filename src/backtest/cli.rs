@@ -1,6 +1,6 @@
 //! The `backtest` subcommand: arguments, and the steps in order (config and `--set`
-//! checked first, then the history read once, churns, owners, the runs on all cores,
-//! and the outputs).
+//! checked first, then the history read once, churns, the actions on alerts when
+//! given, owners, the runs on all cores, and the outputs).
 
 use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
@@ -11,7 +11,9 @@ use crate::accounts::MetaStore;
 use crate::source::file::LineReader;
 use crate::time::{parse_cli_time, parse_duration, Millis};
 
+use super::actions_topic;
 use super::churns::Churns;
+use super::feedback::{Collect, Feedback};
 use super::history::History;
 use super::score::{Owners, Window};
 use super::sweep::{parse_set, plan, SetFlag};
@@ -32,6 +34,16 @@ pub struct Args {
     /// Churns (CSV `account_id,churned_at` or NDJSON) instead of the end events.
     #[arg(long)]
     pub outcomes: Option<PathBuf>,
+    /// What CSMs did about the alerts: an export of the actions topic (JSON lines, each
+    /// an alert's value as the topic stores it or one action; `churnwatch actions
+    /// export` writes one), scored beside precision (docs/backtest.md, "Feedback from
+    /// actions").
+    #[arg(long)]
+    pub actions: Option<PathBuf>,
+    /// Read the actions from Kafka (kafka.brokers of the config): this topic, or
+    /// without a value `<notify.group_id>-actions`. With --actions too, both count.
+    #[arg(long, num_args = 0..=1, default_missing_value = "")]
+    pub actions_topic: Option<String>,
     /// How long after an alert a churn still counts for it.
     #[arg(long, default_value = "90d", value_parser = parse_duration)]
     pub horizon: Millis,
@@ -65,6 +77,31 @@ fn bar(len: u64, template: &str, show: bool) -> Option<indicatif::ProgressBar> {
         b.set_style(indicatif::ProgressStyle::with_template(template).expect("valid template"));
         b
     })
+}
+
+/// The actions of `--actions` and `--actions-topic`, merged; None when neither is given.
+fn load_feedback(a: &Args, cfg: &crate::config::Config) -> Result<Option<Feedback>> {
+    if a.actions.is_none() && a.actions_topic.is_none() {
+        return Ok(None);
+    }
+    let mut c = Collect::default();
+    if let Some(t) = &a.actions_topic {
+        let topic = actions_topic::topic_of(cfg, Some(t));
+        let read = actions_topic::read(cfg, &topic)
+            .with_context(|| format!("reading the actions topic {topic}"))?;
+        if read.skipped > 0 {
+            eprintln!(
+                "{topic}: {} unreadable action records skipped (see the log)",
+                read.skipped
+            );
+        }
+        read.values.into_values().for_each(|v| c.add_value(v));
+    }
+    if let Some(p) = &a.actions {
+        c.read_file(p)?;
+    }
+    let fb = c.finish();
+    Ok(Some(fb))
 }
 
 /// Runs the backtest.
@@ -111,6 +148,7 @@ pub fn run(a: Args) -> Result<()> {
         Some(p) => outcomes::load(p, &history)?,
         None => Churns::from_end_events(&history, &base),
     };
+    let feedback = load_feedback(&a, &base)?;
     let owners = Owners::build(
         history.known_accounts(),
         |i| {
@@ -129,6 +167,7 @@ pub fn run(a: Args) -> Result<()> {
             end,
             horizon: a.horizon,
         },
+        feedback: feedback.as_ref(),
     };
     let runs_bar = bar(
         specs.len() as u64,

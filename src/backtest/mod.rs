@@ -3,10 +3,14 @@
 //! sweep of settings. The history is parsed once (`history`, on several threads with
 //! `parse`) and the order its events apply in is worked out once (`order`); each run
 //! replays it through the engine and is scored (`score`); `sweep` expands `--set`
-//! flags and runs them on all cores; `output`, `table` and `report` present the result.
+//! flags and runs them on all cores; `feedback` scores what CSMs did about the alerts
+//! (an export of the actions topic, or the topic itself through `actions_topic`)
+//! beside the outcomes; `output`, `table` and `report` present the result.
 
+pub mod actions_topic;
 pub mod churns;
 pub mod cli;
+pub mod feedback;
 pub mod history;
 pub mod order;
 pub mod outcomes;
@@ -33,6 +37,8 @@ pub struct Inputs<'a> {
     pub churns: &'a Churns,
     pub owners: &'a Owners,
     pub window: Window,
+    /// The actions on alerts, when given (`--actions`, `--actions-topic`).
+    pub feedback: Option<&'a feedback::Feedback>,
 }
 
 /// One scored run.
@@ -59,7 +65,18 @@ pub fn kinds_enabled(cfg: &Config) -> Vec<AlertKind> {
 /// The firing records of one run of the history with `cfg`, its events in `order`
 /// (worked out for `cfg`'s `OrderKey`).
 pub fn firings(h: &History, order: &Order, cfg: &Config) -> Vec<Firing> {
+    firings_with_ids(h, order, cfg, false).0
+}
+
+/// [`firings`], and with `ids` each one's alert id (as `replay` writes it).
+fn firings_with_ids(
+    h: &History,
+    order: &Order,
+    cfg: &Config,
+    ids: bool,
+) -> (Vec<Firing>, Vec<String>) {
     let mut out = Vec::new();
+    let mut alert_ids = Vec::new();
     h.run_ordered(order, cfg, |a| {
         if a.status == Status::Firing {
             let account = h
@@ -70,21 +87,32 @@ pub fn firings(h: &History, order: &Order, cfg: &Config) -> Vec<Firing> {
                 kind: a.kind,
                 t: a.event_time,
             });
+            if ids {
+                alert_ids.push(a.id());
+            }
         }
     });
-    out
+    (out, alert_ids)
 }
 
 /// Runs and scores one config, its events in `order`.
 pub fn run_one(inputs: &Inputs<'_>, order: &Order, cfg: &Config) -> RunScore {
-    let f = firings(inputs.history, order, cfg);
-    score::score(
-        &f,
-        inputs.churns,
-        &inputs.window,
-        &kinds_enabled(cfg),
-        inputs.owners,
-    )
+    let (f, ids) = firings_with_ids(inputs.history, order, cfg, inputs.feedback.is_some());
+    let kinds = kinds_enabled(cfg);
+    let mut s = score::score(&f, inputs.churns, &inputs.window, &kinds, inputs.owners);
+    if let Some(fb) = inputs.feedback {
+        let (verdicts, matched) = feedback::match_ids(ids, fb);
+        s.feedback = Some(feedback::score(
+            &f,
+            &verdicts,
+            matched,
+            fb,
+            inputs.churns,
+            &inputs.window,
+            &kinds,
+        ));
+    }
+    s
 }
 
 /// Runs every spec over the same inputs on `threads` threads, in spec order. The order

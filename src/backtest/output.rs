@@ -1,5 +1,6 @@
 //! The `--output` JSON document (docs/backtest.md, "Output"): the history, the horizon
-//! and one entry per run with its settings, scores per kind and alert load.
+//! and one entry per run with its settings, scores per kind (with the feedback from
+//! actions, when given) and alert load.
 
 use serde_json::{json, Map, Value};
 
@@ -52,17 +53,29 @@ pub fn document(h: &History, churns: &Churns, w: &Window, runs: &[Run]) -> Value
                 .iter()
                 .map(|(k, v)| (k.clone(), toml_to_json(&toml_value(v))))
                 .collect();
+            let fb = r.score.feedback.as_ref();
             let kinds: Map<String, Value> = r
                 .score
                 .kinds
                 .iter()
-                .map(|(k, s)| (k.to_string(), serde_json::to_value(s).expect("plain data")))
+                .enumerate()
+                .map(|(i, (k, s))| {
+                    let mut v = serde_json::to_value(s).expect("plain data");
+                    if let Some((_, f)) = fb.and_then(|f| f.kinds.get(i)) {
+                        v["feedback"] = serde_json::to_value(f).expect("plain data");
+                    }
+                    (k.to_string(), v)
+                })
                 .collect();
-            json!({
+            let mut run = json!({
                 "settings": settings,
                 "kinds": kinds,
                 "load": serde_json::to_value(&r.score.load).expect("plain data"),
-            })
+            });
+            if let Some(f) = fb {
+                run["feedback"] = serde_json::to_value(f).expect("plain data");
+            }
+            run
         })
         .collect();
     json!({

@@ -2,7 +2,8 @@
 //! loaded from a network) for a team lead choosing settings: for a sweep, precision
 //! and recall against alerts per CSM per week (one point per run, the current config
 //! marked) and a table of runs; for the current run (else the first), precision and
-//! recall per rule, the lead-time distribution per rule, and each CSM's weekly load.
+//! recall per rule, what CSMs did about the alerts (with actions given), the lead-time
+//! distribution per rule, and each CSM's weekly load.
 
 use std::fmt::Write;
 
@@ -161,6 +162,7 @@ fn one_run(h: &mut String, inputs: &Inputs<'_>, r: &Run, nweeks: f64) {
         );
     }
     h.push_str("</table>");
+    feedback(h, r);
     h.push_str("<h2>Lead time: how long before the churn the first alert came</h2><p>Each dot is a caught churn; the box spans the 25th to 75th percentile, the bar is the median.</p>");
     let rows: Vec<svg::Strip> = kinds
         .iter()
@@ -176,6 +178,35 @@ fn one_run(h: &mut String, inputs: &Inputs<'_>, r: &Run, nweeks: f64) {
         (inputs.window.horizon as f64 / DAY as f64).max(1.0),
     ));
     load(h, r);
+}
+
+/// What CSMs did about the run's alerts, beside precision (with `--actions`).
+fn feedback(h: &mut String, r: &Run) {
+    let Some(fb) = &r.score.feedback else {
+        return;
+    };
+    let _ = write!(
+        h,
+        "<h2>Feedback: what CSMs said, against what happened</h2><p>{} alerts with actions matched this run's alerts, {} did not. A not-a-risk churn rate near precision means CSMs dismiss real risks; far below it, with many dismissals, the rule is noisy where they say so.</p>",
+        fb.matched_alerts, fb.unmatched_alerts
+    );
+    h.push_str("<table class=\"feedback\"><tr><th>rule</th><th>firing</th><th>acted on</th><th>acknowledged</th><th>not a risk</th><th>not a risk, churned anyway</th><th>precision</th><th>precision among acknowledged</th><th>not-a-risk churn rate</th></tr>");
+    for ((k, s), (_, f)) in r.score.kinds.iter().zip(&fb.kinds) {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(k),
+            s.firing,
+            f.acted,
+            f.acknowledged,
+            f.not_a_risk,
+            f.not_a_risk_churned,
+            ratio(s.precision),
+            ratio(f.acknowledged_precision),
+            ratio(f.not_a_risk_churn_rate)
+        );
+    }
+    h.push_str("</table>");
 }
 
 fn load(h: &mut String, r: &Run) {
@@ -279,6 +310,7 @@ mod tests {
                 end,
                 horizon: 10 * DAY,
             },
+            feedback: None,
         };
         let specs = plan(
             "",

@@ -136,6 +136,8 @@ pub struct Load {
 pub struct RunScore {
     pub kinds: Vec<(&'static str, KindScore)>,
     pub load: Load,
+    /// What CSMs said about the run's alerts, when actions were given.
+    pub feedback: Option<super::feedback::RunFeedback>,
 }
 
 impl RunScore {
@@ -174,6 +176,30 @@ pub fn percentile(v: &[f64], q: f64) -> Option<f64> {
     })
 }
 
+/// The class of a firing record (docs/backtest.md, "Alerts").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// The account churns in `(t, t + H]`.
+    Hit,
+    /// No churn in `(t, t + H]`, and `t + H <= end`.
+    FalseAlarm,
+    /// Neither: the history ends before the horizon does.
+    Pending,
+}
+
+/// Classifies `f` against the churns.
+pub fn classify(f: &Firing, churns: &Churns, w: &Window) -> Class {
+    let cs = churns.of(f.account);
+    let next = cs.partition_point(|&c| c <= f.t);
+    if cs.get(next).is_some_and(|&c| c - f.t <= w.horizon) {
+        Class::Hit
+    } else if f.t.saturating_add(w.horizon) <= w.end {
+        Class::FalseAlarm
+    } else {
+        Class::Pending
+    }
+}
+
 /// Scores the firing records of one run. `kinds` are the kinds the run's config
 /// enables, in config order; firing records of other kinds cannot occur.
 pub fn score(
@@ -204,19 +230,15 @@ pub fn score(
         let Some(ki) = kinds.iter().position(|&k| k == f.kind) else {
             continue;
         };
-        let cs = churns.of(f.account);
-        let next = cs.partition_point(|&c| c <= f.t);
-        let hit = cs.get(next).is_some_and(|&c| c - f.t <= h);
+        let class = classify(f, churns, w);
         let owner = owners.of_account[f.account as usize] as usize;
         for i in [ki, any] {
             let s = &mut out[i].1;
             s.firing += 1;
-            if hit {
-                s.hits += 1;
-            } else if f.t.saturating_add(h) <= w.end {
-                s.false_alarms += 1;
-            } else {
-                s.pending += 1;
+            match class {
+                Class::Hit => s.hits += 1,
+                Class::FalseAlarm => s.false_alarms += 1,
+                Class::Pending => s.pending += 1,
             }
             s.per_owner[owner] += 1;
         }
@@ -272,7 +294,11 @@ pub fn score(
         weekly,
         first_week: first_week * 7 * DAY - 3 * DAY,
     };
-    RunScore { kinds: out, load }
+    RunScore {
+        kinds: out,
+        load,
+        feedback: None,
+    }
 }
 
 #[cfg(test)]

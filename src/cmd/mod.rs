@@ -2,6 +2,7 @@
 //! every command shares (config, logging, output files). `main.rs` parses the command
 //! line and dispatches.
 
+pub mod actions;
 pub mod notify;
 pub mod serve;
 pub mod services;

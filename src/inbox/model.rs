@@ -296,6 +296,11 @@ pub trait InboxView: Send + Sync + 'static {
     /// Per owner, highest total priority first.
     fn team(&self) -> Vec<TeamRow>;
     fn status(&self) -> ViewStatus;
+    /// What the latest action on `alert_id` says now (None: open, or no actions
+    /// served here), for the list's state badges.
+    fn alert_state(&self, _alert_id: &str) -> Option<crate::actions::ActionState> {
+        None
+    }
 }
 
 #[cfg(test)]

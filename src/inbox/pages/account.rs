@@ -1,10 +1,11 @@
 //! The account page: who and what is at stake (metadata, CRM link when it is a safe
 //! `https:` URL), the activity chart against the baseline's expectation, the firing
-//! alerts with their evidence, the activation checklist, the alert timeline and the
-//! silences.
+//! alerts with their evidence and what was done about them (`actions`), the activation
+//! checklist, the alert timeline, the account's actions and the silences.
 
 use std::fmt::Write;
 
+use super::actions;
 use super::html::{badge, e, layout, money, renewal, when};
 use super::svg;
 use crate::inbox::model::{AccountDetail, Lifecycle, Principal, ViewStatus};
@@ -54,6 +55,9 @@ pub fn account_page(
     now: Millis,
 ) -> String {
     let s = &a.summary;
+    // Whoever may open the page may act (its owner, a lead, an admin); the API checks
+    // again. Where this process serves no actions (`serve --events`), nobody may.
+    let may_act = a.actions.is_some() && who.may_see(s.owner_email.as_deref());
     let name = s.name.as_deref().unwrap_or(&s.account_id);
     let mut b = format!(
         "<p class=\"crumbs\"><a href=\"/inbox\">Accounts</a> /</p><h1>{}</h1>\
@@ -89,7 +93,7 @@ pub fn account_page(
         let _ = write!(
             b,
             "<article class=\"alert {}\"><h3>{} {}</h3><p class=\"summary\">{}</p>\
-             <p class=\"since\">since {} <small class=\"id\">{}</small></p>{}</article>",
+             <p class=\"since\">since {} <small class=\"id\">{}</small></p>{}{}</article>",
             if f.severity == "critical" {
                 "critical"
             } else {
@@ -100,10 +104,16 @@ pub fn account_page(
             e(&f.summary),
             when(&f.since),
             e(&f.id),
-            evidence(&f.evidence.value())
+            evidence(&f.evidence.value()),
+            a.actions.as_ref().map_or(String::new(), |acts| {
+                actions::alert_actions(f, acts, may_act, now)
+            })
         );
     }
     b.push_str("</section>");
+    if let Some(acts) = &a.actions {
+        b.push_str(&actions::history(acts));
+    }
 
     let _ = write!(
         b,

@@ -6,6 +6,7 @@
 use std::fmt::Write;
 
 use super::svg;
+use crate::actions::ActionState;
 use crate::inbox::model::{AccountSummary, ListQuery, Page, Principal, Role, TeamRow, ViewStatus};
 use crate::notify::render::escape;
 use crate::time::{parse_date, parse_rfc3339, Millis, DAY};
@@ -77,6 +78,20 @@ pub fn badge(severity: &str) -> String {
         _ => "info",
     };
     format!("<span class=\"badge {class}\">{}</span>", e(severity))
+}
+
+/// A badge for an alert's action state (empty when open).
+pub fn state_badge(state: Option<&ActionState>) -> &'static str {
+    match state {
+        Some(ActionState::Acknowledged { .. }) => {
+            "<span class=\"badge state acknowledged\">acknowledged</span> "
+        }
+        Some(ActionState::Snoozed { .. }) => "<span class=\"badge state snoozed\">snoozed</span> ",
+        Some(ActionState::NotARisk { .. }) => {
+            "<span class=\"badge state not_a_risk\">not a risk</span> "
+        }
+        None => "",
+    }
 }
 
 /// The whole page around `body`.
@@ -182,6 +197,7 @@ pub fn list_page(
     status: &ViewStatus,
     q: &ListQuery,
     page: &Page<AccountSummary>,
+    top_states: &[Option<ActionState>],
     now: Millis,
 ) -> String {
     let title = match (who.sees_all(), q.at_risk) {
@@ -231,8 +247,9 @@ pub fn list_page(
         let name = a.name.as_deref().unwrap_or(&a.account_id);
         let top = match a.firing.first() {
             Some(f) => format!(
-                "{} <span class=\"kind\">{}</span> <span class=\"summary\">{}</span>{}",
+                "{} {}<span class=\"kind\">{}</span> <span class=\"summary\">{}</span>{}",
                 badge(&f.severity),
+                state_badge(top_states.get(i).and_then(Option::as_ref)),
                 e(&f.kind.replace('_', " ")),
                 e(&escape::cut(&f.summary, 160)),
                 if a.firing.len() > 1 {
@@ -346,5 +363,31 @@ mod tests {
             "?kind=inactive&segment=a%26b&all=1&offset=50"
         );
         assert_eq!(query_string(&ListQuery::default(), 0), "");
+    }
+
+    #[test]
+    fn list_rows_carry_their_top_alerts_state() {
+        use crate::inbox::model::{InboxView, Role};
+        use crate::inbox::pages::fixture::{FixtureView, ANA};
+        let v = FixtureView::sample(20_000);
+        let who = Principal {
+            email: ANA.into(),
+            role: Role::Csm,
+        };
+        let p = v.list(&who, &ListQuery::default());
+        assert!(p.items.len() >= 2);
+        let mut states = vec![None; p.items.len()];
+        states[1] = Some(ActionState::Snoozed {
+            by: ANA.into(),
+            until_ms: 1,
+        });
+        let html = list_page(&who, &v.status(), &ListQuery::default(), &p, &states, 0);
+        let rows: Vec<&str> = html.split("<tr class=\"account\"").skip(1).collect();
+        assert_eq!(rows.len(), p.items.len());
+        assert!(!rows[0].contains("badge state"));
+        assert!(rows[1].contains("<span class=\"badge state snoozed\">snoozed</span>"));
+        // No state known (a view without actions): no badge anywhere.
+        let plain = list_page(&who, &v.status(), &ListQuery::default(), &p, &[], 0);
+        assert!(!plain.contains("badge state"));
     }
 }

@@ -7,10 +7,12 @@
 //!
 //! - `html`: the frame, the list and team pages, formatting.
 //! - `account`: the account page.
+//! - `actions`: the alert states, action buttons and action history on it.
 //! - `svg`: sparklines and the activity chart.
 //! - `fixture`: an in-memory view for tests.
 
 mod account;
+mod actions;
 pub mod fixture;
 mod html;
 mod svg;
@@ -200,9 +202,14 @@ async fn list(
         }
     };
     let p = view.list(&who, &q);
+    let states: Vec<_> = p
+        .items
+        .iter()
+        .map(|a| a.firing.first().and_then(|f| view.alert_state(&f.id)))
+        .collect();
     page(
         StatusCode::OK,
-        html::list_page(&who, &view.status(), &q, &p, wall_clock_ms()),
+        html::list_page(&who, &view.status(), &q, &p, &states, wall_clock_ms()),
     )
 }
 
