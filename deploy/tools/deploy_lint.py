@@ -14,7 +14,7 @@
         Every alert of RULES has a firing and a not-firing case in TESTS, and TESTS names
         no alert that RULES lacks.
     deploy_lint.py metric-refs METRICS_RS FILE...
-        Every churnwatch_* metric named in FILEs is registered in src/metrics.rs (with
+        Every churnwatch_* metric named in FILEs is registered in src/metrics.rs or a module's metrics.rs (with
         _bucket/_sum/_count for histograms).
     deploy_lint.py dashboard JSON --promql-out RULEFILE
         Grafana dashboard structure (uid, datasource variable used by every panel and
@@ -372,9 +372,13 @@ def check_rule_tests(rules_path, tests_path):
 
 # ---------------------------------------------------------------- metric names
 def registered_metrics(metrics_rs):
-    src = Path(metrics_rs).read_text()
-    ns = re.search(r'new_custom\(Some\("([a-z_]+)"', src)
+    main = Path(metrics_rs).read_text()
+    ns = re.search(r'new_custom\(Some\("([a-z_]+)"', main)
     ns = ns.group(1) if ns else "churnwatch"
+    # Modules register their own metrics in the same registry from a metrics.rs of
+    # their own (src/actions/metrics.rs, src/inbox/view/metrics.rs).
+    src = main + "".join(p.read_text() for p in sorted(Path(metrics_rs).parent.rglob("metrics.rs"))
+                         if p != Path(metrics_rs))
     names, hist = set(), set()
     for m in re.finditer(r'\b(?:(IntCounterVec|IntGaugeVec|HistogramVec|IntCounter|IntGauge)::new|(secs))\(\s*'
                          r'(?:(?:Histogram)?Opts::new\(\s*)?"([a-z0-9_]+)"', src):
