@@ -392,6 +392,13 @@ mod tests {
     }
 
     #[test]
+    fn the_notifier_member_is_named_by_instance_apart_from_the_threads() {
+        let k = kafka("[kafka]\ninstance_id = \"pod-7\"\n");
+        assert_eq!(k.notifier_instance_id(), "pod-7-notify");
+        assert!((0..8).all(|t| k.group_instance_id(t) != k.notifier_instance_id()));
+    }
+
+    #[test]
     fn static_members_are_named_by_instance_and_thread() {
         let k = kafka("[kafka]\ninstance_id = \"pod-7\"\ngroup_id = \"g\"\n");
         let s = group_settings(&k, 1);

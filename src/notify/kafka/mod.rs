@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use tracing::{info, warn};
@@ -204,7 +205,13 @@ pub fn run_probed(
         probe,
         failed: None,
     };
-    let consumer: BaseConsumer<Ctx> = base_config(k, "notify-consumer")?
+    let mut member = base_config(k, "notify-consumer")?;
+    if k.static_membership {
+        // As the stream threads (KIP-345): a restarted notifier takes its partitions
+        // back at once instead of waiting for its old member's session to expire.
+        member.set("group.instance.id", k.notifier_instance_id());
+    }
+    let consumer: BaseConsumer<Ctx> = member
         .set("group.id", &n.group_id)
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
@@ -246,6 +253,15 @@ pub fn run_probed(
         }
         match polled {
             Some(Ok(m)) => take(st, &m, &cfg, &*meta)?,
+            // Replaced under its own group.instance.id (another process with this
+            // kafka.instance_id, or a rejoin after its session expired): fatal for
+            // librdkafka, so the process stops and its supervisor starts it again.
+            Some(Err(e)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId) => {
+                anyhow::bail!(
+                    "the notifier's group member was replaced under group.instance.id {:?}: {e}",
+                    k.notifier_instance_id()
+                )
+            }
             Some(Err(e)) => warn!(error = %e, "notifier consumer error"),
             None => {}
         }
@@ -266,6 +282,15 @@ pub fn run_probed(
     // A graceful stop leaves the group's offsets where the work stopped.
     health.notifier(|h| h.phase = Phase::Stopping);
     lock(&consumer.context().state).commit(&consumer)?;
+    if k.static_membership && k.leave_group_on_stop {
+        // A static member sends no LeaveGroup when it closes; unsubscribing does (the
+        // revocation commits again), so the others take the partitions over at once.
+        consumer.unsubscribe();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && consumer.assignment().map_or(false, |a| a.count() > 0) {
+            consumer.poll(Duration::from_millis(100));
+        }
+    }
     producer.flush(Duration::from_secs(30))?;
     info!("notifier stopped");
     Ok(())
