@@ -287,7 +287,7 @@ pub fn run_probed(
         // revocation commits again), so the others take the partitions over at once.
         consumer.unsubscribe();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline && consumer.assignment().map_or(false, |a| a.count() > 0) {
+        while Instant::now() < deadline && consumer.assignment().is_ok_and(|a| a.count() > 0) {
             consumer.poll(Duration::from_millis(100));
         }
     }
