@@ -137,8 +137,57 @@ pub fn run_with(
     run_probed(cfg, shutdown, silences, clock, health, Arc::default())
 }
 
+/// Group members the notifier starts again in a row (each replaced within a minute of
+/// its start) after its static member was replaced (see `run_probed`) before it gives
+/// up.
+const MAX_REJOINS: u32 = 10;
+
+/// The notifier's group member was replaced under its own `group.instance.id`.
+#[derive(Debug, thiserror::Error)]
+#[error("the notifier's group member was replaced under group.instance.id {0}")]
+struct Replaced(String);
+
 /// `run_with`, reporting what it owns to `probe`.
+///
+/// A static member whose session expired while the brokers were unreachable is
+/// replaced by librdkafka's own rejoin under the same `group.instance.id`, and the old
+/// member's consumer is then fenced (`FENCED_INSTANCE_ID`, fatal for librdkafka). The
+/// notifier then starts again in-process, as after a restart: a new member is assigned
+/// partitions and reads their notification log, so nothing goes out twice.
 pub fn run_probed(
+    cfg: Arc<Config>,
+    shutdown: Arc<AtomicBool>,
+    silences: Arc<Silences>,
+    clock: Clock,
+    health: Arc<Health>,
+    probe: Arc<Probe>,
+) -> anyhow::Result<()> {
+    let mut rejoins = 0;
+    loop {
+        let started = Instant::now();
+        let r = member(
+            cfg.clone(),
+            shutdown.clone(),
+            silences.clone(),
+            clock.clone(),
+            health.clone(),
+            probe.clone(),
+        );
+        match r {
+            Err(e) if rejoins < MAX_REJOINS && e.downcast_ref::<Replaced>().is_some() => {
+                if started.elapsed() > Duration::from_secs(60) {
+                    rejoins = 0;
+                }
+                rejoins += 1;
+                warn!(reason = %e, rejoins, "the notifier's group member was replaced under its own group.instance.id; joining again");
+            }
+            r => return r,
+        }
+    }
+}
+
+/// One group member of the notifier, until `shutdown` or a failure.
+fn member(
     cfg: Arc<Config>,
     shutdown: Arc<AtomicBool>,
     silences: Arc<Silences>,
@@ -253,14 +302,9 @@ pub fn run_probed(
         }
         match polled {
             Some(Ok(m)) => take(st, &m, &cfg, &*meta)?,
-            // Replaced under its own group.instance.id (another process with this
-            // kafka.instance_id, or a rejoin after its session expired): fatal for
-            // librdkafka, so the process stops and its supervisor starts it again.
+            // Replaced under its own group.instance.id: fatal for librdkafka.
             Some(Err(e)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId) => {
-                anyhow::bail!(
-                    "the notifier's group member was replaced under group.instance.id {:?}: {e}",
-                    k.notifier_instance_id()
-                )
+                return Err(Replaced(format!("{:?}: {e}", k.notifier_instance_id())).into());
             }
             Some(Err(e)) => warn!(error = %e, "notifier consumer error"),
             None => {}
