@@ -113,14 +113,14 @@ struct Input {
 }
 
 fn generate(dir: &Path, seed: u64, events: u64) -> Input {
-    // ~410 events per account over 150 days at volume 0.25.
-    let accounts = (events / 410).max(40);
+    // ~144 events per account over 150 days at volume 0.1 (~1 alert record each).
+    let accounts = (events / 144).max(40);
     let file = dir.join("events.ndjson");
     churnwatch(&[
         "gen",
         &format!("--accounts={accounts}"),
         "--days=150",
-        "--volume=0.25",
+        "--volume=0.1",
         &format!("--seed={seed}"),
         "--jitter=0s",
         "--bad-lines=0.001",
@@ -353,7 +353,7 @@ fn soak() {
                         p.paused = true;
                         pending.push((now + Duration::from_millis(SESSION_MS + 4000), r));
                     }
-                    Fault::WebhookBurst => rec.fail_until(now + BURST),
+                    Fault::WebhookBurst => rec.burst(BURST, 3),
                 }
             }
         }
@@ -404,7 +404,10 @@ fn soak() {
         }
         // Phases: the load, then every alert committed, then every latest state
         // notified (no fault pending).
-        let quiet = pending.is_empty() && broker_restart.is_none() && next.peek().is_none();
+        let quiet = pending.is_empty()
+            && broker_restart.is_none()
+            && next.peek().is_none()
+            && !rec.failing();
         match phase {
             "load" if done(&counts) && quiet && start.elapsed().as_secs() >= secs => {
                 println!(

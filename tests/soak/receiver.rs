@@ -2,7 +2,7 @@
 //! alerts, the status it answered) and answers 503 while a burst of failures is on.
 
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -17,17 +17,42 @@ pub struct Hit {
     pub ok: bool,
 }
 
+/// A burst of failures: 503 to every request until `until` and to the first
+/// `at_least` requests, but never after `cap`.
+struct Burst {
+    until: Instant,
+    at_least: usize,
+    refused: usize,
+    cap: Instant,
+}
+
 #[derive(Default)]
 pub struct Receiver {
     pub hits: Mutex<Vec<Hit>>,
-    /// 503 to every request until then.
-    fail_until: Mutex<Option<Instant>>,
+    burst: Mutex<Option<Burst>>,
 }
 
 impl Receiver {
-    /// Answers 503 to everything until `until`.
-    pub fn fail_until(&self, until: Instant) {
-        *self.fail_until.lock().unwrap() = Some(until);
+    /// Answers 503 to everything for `length`, and to `at_least` requests at least
+    /// (within 60 s), so that a burst meets deliveries even when they are sparse.
+    pub fn burst(&self, length: Duration, at_least: usize) {
+        let now = Instant::now();
+        *self.burst.lock().unwrap() = Some(Burst {
+            until: now + length,
+            at_least,
+            refused: 0,
+            cap: now + Duration::from_secs(60),
+        });
+    }
+
+    /// A burst is on.
+    pub fn failing(&self) -> bool {
+        let now = Instant::now();
+        self.burst
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|b| now < b.cap && (now < b.until || b.refused < b.at_least))
     }
 
     pub fn hits(&self) -> Vec<Hit> {
@@ -36,11 +61,17 @@ impl Receiver {
 }
 
 async fn handle(State(rec): State<Arc<Receiver>>, headers: HeaderMap, body: String) -> StatusCode {
-    let failing = rec
-        .fail_until
-        .lock()
-        .unwrap()
-        .is_some_and(|t| Instant::now() < t);
+    let failing = {
+        let mut burst = rec.burst.lock().unwrap();
+        let now = Instant::now();
+        match burst.as_mut() {
+            Some(b) if now < b.cap && (now < b.until || b.refused < b.at_least) => {
+                b.refused += 1;
+                true
+            }
+            _ => false,
+        }
+    };
     let key = headers
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())

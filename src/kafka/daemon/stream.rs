@@ -152,6 +152,7 @@ fn new_state(shared: &Shared, thread: usize) -> Result<State, DaemonError> {
         stats: DaemonStats::default(),
         health: health.clone(),
         producer_rebuilds: 0,
+        fenced_at: None,
     };
     Ok(state)
 }
@@ -280,7 +281,18 @@ fn member(
             last_checkpoint = Instant::now();
         }
     };
-    result?;
+    if let Err(e) = result {
+        // A consumer fenced meanwhile fails the next call made on it (a seek of a
+        // rollback, say): the fencing is what to act on.
+        return Err(match consumer.client().fatal_error() {
+            Some((code @ RDKafkaErrorCode::FencedInstanceId, reason))
+                if !matches!(e, DaemonError::InstanceFenced(_)) =>
+            {
+                consumer_fatal(k, thread, code, &reason)
+            }
+            _ => e,
+        });
+    }
     // Graceful stop: commit what was done, then leave the group.
     health.detector(|h| h.phase = Phase::Stopping);
     let deadline = Instant::now() + Duration::from_millis(k.shutdown_timeout.0 as u64);
