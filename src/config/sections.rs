@@ -124,7 +124,8 @@ impl KafkaConfig {
     }
 
     /// The notifier's `group.instance.id` (static membership, in the notifier's own
-    /// group `notify.group_id`): `<instance>-notify`, the same after a restart.
+    /// group `notify.group_id`, used when `instance_id` is set): `<instance>-notify`,
+    /// the same after a restart.
     pub fn notifier_instance_id(&self) -> String {
         format!("{}-notify", self.instance())
     }

@@ -255,9 +255,11 @@ fn member(
         failed: None,
     };
     let mut member = base_config(k, "notify-consumer")?;
-    if k.static_membership {
+    if k.static_membership && !k.instance_id.is_empty() {
         // As the stream threads (KIP-345): a restarted notifier takes its partitions
         // back at once instead of waiting for its old member's session to expire.
+        // Only with kafka.instance_id set: notifiers alone never needed one, and
+        // several on one host would share the host name's.
         member.set("group.instance.id", k.notifier_instance_id());
     }
     let consumer: BaseConsumer<Ctx> = member
@@ -326,7 +328,7 @@ fn member(
     // A graceful stop leaves the group's offsets where the work stopped.
     health.notifier(|h| h.phase = Phase::Stopping);
     lock(&consumer.context().state).commit(&consumer)?;
-    if k.static_membership && k.leave_group_on_stop {
+    if k.static_membership && !k.instance_id.is_empty() && k.leave_group_on_stop {
         // A static member sends no LeaveGroup when it closes; unsubscribing does (the
         // revocation commits again), so the others take the partitions over at once.
         consumer.unsubscribe();
