@@ -20,8 +20,9 @@ mod chaos;
 mod load;
 mod procs;
 mod receiver;
+mod verdict;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::Ordering;
@@ -165,94 +166,12 @@ fn generate(dir: &Path, seed: u64, events: u64) -> Input {
         "--input",
         all.to_str().unwrap(),
     ]);
-    let expected = normalize(out.stdout.split(|&b| b == b'\n').map(<[u8]>::to_vec));
+    let expected = verdict::normalize(out.stdout.split(|&b| b == b'\n').map(<[u8]>::to_vec));
     Input {
         lines,
         ends,
         expected,
     }
-}
-
-/// Alert records without `emitted_at`, sorted.
-fn normalize(lines: impl Iterator<Item = Vec<u8>>) -> Vec<serde_json::Value> {
-    let mut v: Vec<serde_json::Value> = lines
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let mut r: serde_json::Value = serde_json::from_slice(&l).expect("an alert record");
-            r.as_object_mut().unwrap().remove("emitted_at");
-            r
-        })
-        .collect();
-    v.sort_by_key(|r| r.to_string());
-    v
-}
-
-/// (missing, extra) of `got` against `want`, as multisets.
-fn diff(want: &[serde_json::Value], got: &[serde_json::Value]) -> (Vec<String>, Vec<String>) {
-    let mut count: BTreeMap<String, i64> = BTreeMap::new();
-    for r in want {
-        *count.entry(r.to_string()).or_default() += 1;
-    }
-    for r in got {
-        *count.entry(r.to_string()).or_default() -= 1;
-    }
-    let (mut missing, mut extra) = (Vec::new(), Vec::new());
-    for (r, n) in count {
-        for _ in 0..n.max(0) {
-            missing.push(r.clone());
-        }
-        for _ in 0..(-n).max(0) {
-            extra.push(r.clone());
-        }
-    }
-    (missing, extra)
-}
-
-/// Each alert's latest state: (id, status).
-fn latest_states(records: &[serde_json::Value]) -> BTreeSet<(String, String)> {
-    let mut latest: BTreeMap<String, String> = BTreeMap::new();
-    for r in records {
-        let e = latest
-            .entry(r["id"].as_str().unwrap().to_string())
-            .or_default();
-        if *e != "resolved" {
-            *e = r["status"].as_str().unwrap().to_string();
-        }
-    }
-    latest.into_iter().collect()
-}
-
-/// What the notifications came to: (lost, delivered under two keys, same key
-/// delivered again, requests answered 503).
-fn notification_figures(
-    hits: &[receiver::Hit],
-    want: &BTreeSet<(String, String)>,
-) -> (usize, usize, usize, usize) {
-    let mut first_key: BTreeMap<(String, String), String> = BTreeMap::new();
-    let (mut twice, mut again, mut refused) = (0, 0, 0);
-    let mut keys = BTreeSet::new();
-    for h in hits {
-        if !h.ok {
-            refused += 1;
-            continue;
-        }
-        if !keys.insert(h.key.clone()) {
-            again += 1;
-            continue;
-        }
-        for a in &h.alerts {
-            if let Some(k) = first_key.insert(a.clone(), h.key.clone()) {
-                eprintln!("soak: {a:?} delivered under two keys ({k}, {})", h.key);
-                twice += 1;
-            }
-        }
-    }
-    let lost = want.iter().filter(|a| !first_key.contains_key(*a)).count();
-    (lost, twice, again, refused)
-}
-
-fn mib(kb: u64) -> f64 {
-    kb as f64 / 1024.0
 }
 
 /// The run: processes, load, faults; then the checks.
@@ -320,8 +239,9 @@ fn soak() {
     let mut last_sample = Instant::now() - Duration::from_secs(10);
     let done = |counts: &load::Counts| counts.done.load(Ordering::SeqCst);
     let alerts_done = |w: &World| w.broker.count(&w.alerts_topic()) >= input.expected.len();
-    let want = latest_states(&input.expected);
-    let notified = |rec: &receiver::Receiver| notification_figures(&rec.hits(), &want).0 == 0;
+    let want = verdict::latest_states(&input.expected);
+    let notified =
+        |rec: &receiver::Receiver| verdict::notification_figures(&rec.hits(), &want).lost == 0;
     let mut phase = "load";
     let mut phase_deadline = start + Duration::from_secs(secs + 300);
     loop {
@@ -453,73 +373,24 @@ fn soak() {
     producer.join().unwrap();
 
     // The checks.
-    let got = normalize(
+    let got = verdict::normalize(
         w.broker
             .read_all(&w.alerts_topic())
             .into_iter()
             .map(|(_, v, _)| v),
     );
-    let (missing, extra) = diff(&input.expected, &got);
-    let (n_lost, twice, again, refused) = notification_figures(&rec.hits(), &want);
-    let failed_sends = counts.failed.load(Ordering::Relaxed);
     println!("soak: ---- figures (seed {seed}, {run_secs:.0} s)");
-    println!(
-        "events produced      {} (failed sends {failed_sends})",
-        counts.sent.load(Ordering::Relaxed)
-    );
-    println!("faults injected      {faults:?}");
-    println!("unexpected exits     {exits}");
-    println!(
-        "alert records        {} expected, {} in the topic: lost {}, duplicated {}",
-        input.expected.len(),
-        got.len(),
-        missing.len(),
-        extra.len()
-    );
-    println!(
-        "notifications        {} latest states: lost {n_lost}, duplicated {twice} \
-         (same key again {again}, 503 answers {refused}, requests {})",
-        want.len(),
-        rec.hits().len()
-    );
-    let long = run_secs * 0.5;
-    for life in &lives {
-        let lived = (life.end.unwrap() - life.start).as_secs_f64();
-        match procs::memory(life) {
-            Some((warm, end)) if lived >= long => {
-                let ok = end as f64 <= warm as f64 * 1.10 + 10.0 * 1024.0;
-                println!(
-                    "memory {:>8} #{}  {:.1} MiB after warm-up, {:.1} MiB at end ({lived:.0} s){}",
-                    life.role.name(),
-                    life.n,
-                    mib(warm),
-                    mib(end),
-                    if ok { "" } else { "  GREW" }
-                );
-                if !ok {
-                    failures.push(format!("{} #{} memory grew", life.role.name(), life.n));
-                }
-            }
-            _ => println!(
-                "memory {:>8} #{}  lived {lived:.0} s (not long-lived: not compared)",
-                life.role.name(),
-                life.n
-            ),
-        }
-    }
-    if failed_sends > 0 {
-        failures.push(format!("{failed_sends} input records failed to send"));
-    }
-    if !missing.is_empty() || !extra.is_empty() {
-        failures.push(format!(
-            "alerts topic differs from replay: missing {:?}, extra {:?}",
-            &missing[..missing.len().min(3)],
-            &extra[..extra.len().min(3)]
-        ));
-    }
-    if n_lost > 0 || twice > 0 {
-        failures.push(format!("notifications: lost {n_lost}, duplicated {twice}"));
-    }
+    failures.extend(verdict::report(&verdict::Run {
+        sent: counts.sent.load(Ordering::Relaxed),
+        failed_sends: counts.failed.load(Ordering::Relaxed),
+        faults: &faults,
+        exits,
+        expected: &input.expected,
+        got: &got,
+        hits: &rec.hits(),
+        lives: &lives,
+        run_secs,
+    }));
     if std::env::var("SOAK_KEEP").is_ok_and(|v| v == "1") {
         println!("soak: logs kept in {}", tmp.keep().display());
     }
