@@ -370,6 +370,7 @@ fn soak() {
         }
         lives.push(life);
     }
+    counts.stop.store(true, Ordering::SeqCst);
     producer.join().unwrap();
 
     // The checks.
@@ -382,7 +383,7 @@ fn soak() {
     println!("soak: ---- figures (seed {seed}, {run_secs:.0} s)");
     failures.extend(verdict::report(&verdict::Run {
         sent: counts.sent.load(Ordering::Relaxed),
-        failed_sends: counts.failed.load(Ordering::Relaxed),
+        retried: counts.retried.load(Ordering::Relaxed),
         faults: &faults,
         exits,
         expected: &input.expected,

@@ -10,7 +10,8 @@ use crate::receiver::Hit;
 /// What a run came to, for the checks.
 pub struct Run<'a> {
     pub sent: u64,
-    pub failed_sends: u64,
+    /// Load transactions that failed and were sent again.
+    pub retried: u64,
     pub faults: &'a BTreeMap<&'static str, usize>,
     pub exits: usize,
     pub expected: &'a [serde_json::Value],
@@ -124,8 +125,8 @@ pub fn report(r: &Run<'_>) -> Vec<String> {
     let want = latest_states(r.expected);
     let n = notification_figures(r.hits, &want);
     println!(
-        "events produced      {} (failed sends {})",
-        r.sent, r.failed_sends
+        "events produced      {} (transactions of the load sent again {})",
+        r.sent, r.retried
     );
     println!("faults injected      {:?}", r.faults);
     println!("unexpected exits     {}", r.exits);
@@ -170,9 +171,6 @@ pub fn report(r: &Run<'_>) -> Vec<String> {
                 life.n
             ),
         }
-    }
-    if r.failed_sends > 0 {
-        failures.push(format!("{} input records failed to send", r.failed_sends));
     }
     if !missing.is_empty() || !extra.is_empty() {
         failures.push(format!(
