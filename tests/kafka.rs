@@ -999,6 +999,112 @@ fn broker_restart_mid_stream_is_survived() {
 }
 
 #[test]
+fn a_zombie_mid_transaction_replaced_under_its_instance_id_is_fenced() {
+    zombie_and_twin("zombie-busy", false);
+}
+
+#[test]
+fn an_idle_zombie_and_its_twin_settle_on_one_member_with_nothing_lost_or_doubled() {
+    zombie_and_twin("zombie-idle", true);
+}
+
+/// Instance `a` (one stream thread) is paused (SIGSTOP) and another process starts
+/// with the same kafka.instance_id: its member takes over `a-0` at once (the broker
+/// replaces the static member) and its producer fences the paused one's transactional
+/// id. Then the zombie is resumed (SIGCONT).
+///
+/// Paused mid-stream (`idle` false), the zombie finds its producer fenced and its
+/// member replaced: it replaces its producer once and joins again once (either could
+/// be a pause of its own), which fences the twin's; one of the two is fenced again
+/// sooner than is possible for a pause of its own and stops with that error, and the
+/// other goes on. Paused idle, once the whole stream is done (`idle`), the zombie
+/// writes nothing, so only FENCED_INSTANCE_ID tells: it joins again, which fences the
+/// twin's member; the twin, which joined longer than a session timeout before, joins
+/// again too (the recovery path of a member replaced under its own instance id); the
+/// zombie, fenced again sooner than a session timeout after its join, stops. Either
+/// way the alerts equal the replay: nothing lost, nothing twice.
+fn zombie_and_twin(name: &str, idle: bool) {
+    let broker = Broker::shared();
+    let case = Case::new(broker, name, 2, 120, 150, 27);
+    case.produce(broker);
+    let env = [("CHURNWATCH_KAFKA__STREAM_THREADS", "1".to_string())];
+    let spawn = || Daemon::spawn_with(broker, &case.name, "a", &env);
+    let mut zombie = spawn();
+    let n = case.expected.len();
+    let share = if idle { n } else { n / 3 };
+    wait_for("alerts before the pause", Duration::from_secs(240), || {
+        zombie.assert_alive();
+        broker.count(&case.alerts_topic()) >= share
+    });
+    let log_of = |d: &Daemon| std::fs::read_to_string(&d.log).unwrap_or_default();
+    if idle {
+        wait_for(
+            "the zombie to follow the input live",
+            Duration::from_secs(60),
+            || log_of(&zombie).contains("caught up on every assigned partition"),
+        );
+    }
+    let pid = zombie.child.id().to_string();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let mut twin = spawn();
+    wait_for(
+        "the twin to take a-0's partitions",
+        Duration::from_secs(120),
+        || {
+            twin.assert_alive();
+            log_of(&twin).contains("partitions assigned")
+        },
+    );
+    if idle {
+        // Time that must pass, not a condition: the twin's member is older than the
+        // session timeout (6 s, Daemon::spawn_with) when the zombie takes it over.
+        std::thread::sleep(Duration::from_secs(7));
+    }
+    Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+    let mut stopped = None;
+    wait_for("one of the two to stop", Duration::from_secs(120), || {
+        for (who, d) in [("zombie", &mut zombie), ("twin", &mut twin)] {
+            if let Some(s) = d.child.try_wait().unwrap() {
+                stopped = Some((who, s));
+            }
+        }
+        stopped.is_some()
+    });
+    let (who, status) = stopped.unwrap();
+    let (mut survivor, gone) = if who == "zombie" {
+        (twin, zombie)
+    } else {
+        (zombie, twin)
+    };
+    let said = log_of(&gone);
+    assert!(
+        !status.success()
+            && (said.contains("another process runs with this kafka.instance_id")
+                || said.contains("this instance was fenced")),
+        "the {who} should stop fenced:\n{}",
+        gone.log_tail()
+    );
+    eprintln!(
+        "{name}: the {who} stopped: {}",
+        said.lines().last().unwrap_or_default()
+    );
+    if idle {
+        assert_eq!(who, "zombie", "{}", gone.log_tail());
+    }
+    case.await_alerts(broker, &mut [&mut survivor], Duration::from_secs(240));
+    let kept = log_of(&survivor);
+    survivor.stop();
+    case.assert_alerts_equal_replay(broker);
+    if idle {
+        assert_eq!(
+            kept.matches("joining again").count(),
+            1,
+            "the twin should have joined again once"
+        );
+    }
+}
+
+#[test]
 fn misconfiguration_fails_fast_with_a_clear_message() {
     let broker = Broker::shared();
     let out = Command::new(bin())

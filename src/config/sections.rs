@@ -123,6 +123,13 @@ impl KafkaConfig {
         format!("{}-{thread}", self.instance())
     }
 
+    /// The notifier's `group.instance.id` (static membership, in the notifier's own
+    /// group `notify.group_id`, used when `instance_id` is set): `<instance>-notify`,
+    /// the same after a restart.
+    pub fn notifier_instance_id(&self) -> String {
+        format!("{}-notify", self.instance())
+    }
+
     /// Stream threads to run for an input of `partitions` partitions.
     pub fn stream_threads(&self, partitions: usize) -> usize {
         let n = match self.stream_threads {

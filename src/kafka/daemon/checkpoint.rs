@@ -39,10 +39,25 @@ enum Recovery {
     Stop(DaemonError),
 }
 
-/// The recovery for `err`, after `rebuilds` producers were replaced already.
-fn recovery(err: DaemonError, rebuilds: u32) -> Recovery {
+/// The recovery for `err`, after `rebuilds` producers were replaced already;
+/// `fenced_lately`: a producer was replaced for being fenced less than a transaction
+/// timeout ago.
+///
+/// A fenced producer is replaced once: the transaction coordinator also fences the
+/// producer of a transaction it aborted for outliving `kafka.transaction_timeout`
+/// (the process was paused or starved), which a new producer recovers from. Fenced
+/// again sooner than a transaction timeout later (no transaction of the new producer
+/// can have timed out yet), it is another process with the same transactional id:
+/// stop.
+fn recovery(err: DaemonError, rebuilds: u32, fenced_lately: bool) -> Recovery {
     match err {
         DaemonError::Kafka(e) => Recovery::Abort(e),
+        DaemonError::Fenced(id) if !fenced_lately && rebuilds < MAX_PRODUCER_REBUILDS => {
+            Recovery::ReplaceProducer(format!(
+                "fenced (transactional id {id:?}): a transaction outlived \
+                 kafka.transaction_timeout, or another process has this kafka.instance_id"
+            ))
+        }
         DaemonError::ProducerFailed(msg) if rebuilds < MAX_PRODUCER_REBUILDS => {
             Recovery::ReplaceProducer(msg)
         }
@@ -168,7 +183,11 @@ impl State {
         consumer: &BaseConsumer<Ctx>,
         err: DaemonError,
     ) -> Result<(), DaemonError> {
-        match recovery(err, self.producer_rebuilds) {
+        let fenced = matches!(err, DaemonError::Fenced(_));
+        let fenced_lately = self
+            .fenced_at
+            .is_some_and(|t| t.elapsed() < self.out.txn_timeout);
+        match recovery(err, self.producer_rebuilds, fenced_lately) {
             Recovery::Abort(e) => {
                 warn!(error = %e, "Kafka error; aborting the transaction and rolling back to the last checkpoint");
                 self.stats.aborts += 1;
@@ -190,6 +209,9 @@ impl State {
             }
             Recovery::ReplaceProducer(msg) => {
                 self.producer_rebuilds += 1;
+                if fenced {
+                    self.fenced_at = Some(Instant::now());
+                }
                 warn!(error = %msg, rebuilds = self.producer_rebuilds, "transactional producer failed; replacing it and rolling back to the last checkpoint");
                 self.stats.aborts += 1;
                 METRICS.checkpoint_failures.inc();
@@ -491,20 +513,29 @@ mod tests {
     fn failures_abort_replace_the_producer_or_stop() {
         let kafka = DaemonError::Kafka(KafkaError::Canceled);
         assert!(matches!(
-            recovery(kafka, 0),
+            recovery(kafka, 0, false),
             Recovery::Abort(KafkaError::Canceled)
         ));
         let failed = || DaemonError::ProducerFailed("coordinator aborted".into());
         assert!(matches!(
-            recovery(failed(), MAX_PRODUCER_REBUILDS - 1),
+            recovery(failed(), MAX_PRODUCER_REBUILDS - 1, false),
             Recovery::ReplaceProducer(m) if m == "coordinator aborted"
         ));
         assert!(matches!(
-            recovery(failed(), MAX_PRODUCER_REBUILDS),
+            recovery(failed(), MAX_PRODUCER_REBUILDS, false),
             Recovery::Stop(DaemonError::Fatal(m)) if m == "coordinator aborted"
         ));
+        let fenced = || DaemonError::Fenced("t".into());
         assert!(matches!(
-            recovery(DaemonError::Fenced("t".into()), 0),
+            recovery(fenced(), 0, false),
+            Recovery::ReplaceProducer(m) if m.contains("transaction_timeout")
+        ));
+        assert!(matches!(
+            recovery(fenced(), 1, true),
+            Recovery::Stop(DaemonError::Fenced(_))
+        ));
+        assert!(matches!(
+            recovery(fenced(), MAX_PRODUCER_REBUILDS, false),
             Recovery::Stop(DaemonError::Fenced(_))
         ));
     }

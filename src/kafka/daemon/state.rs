@@ -34,6 +34,8 @@ pub(super) struct State {
     pub(super) health: Arc<Health>,
     /// Producers replaced after a fatal error so far (see `ProducerFailed`).
     pub(super) producer_rebuilds: u32,
+    /// When a producer was last replaced for being fenced.
+    pub(super) fenced_at: Option<std::time::Instant>,
 }
 
 /// A producer that keeps failing fatally is a problem for a restart to surface.

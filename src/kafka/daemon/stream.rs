@@ -47,12 +47,16 @@ const MAX_REJOINS: u32 = 10;
 /// issue 3437). The thread then aborts its open transaction, forgets its partitions and
 /// joins again with a new consumer; the new member restores what it is assigned.
 /// Another process with the same instance id is stopped by the producers' fencing
-/// (same transactional ids), so this does not hide a duplicate instance.
+/// (same transactional ids) when it writes; an idle one, which does not, would take
+/// the member back and forth with the other process: a member fenced sooner than a
+/// session timeout after it joined cannot have been replaced by its own rejoin (that
+/// comes only after its session expired), so the thread stops then.
 pub(super) fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStats, DaemonError> {
     let k = &shared.cfg.kafka;
     let mut state = new_state(shared, thread)?;
     let mut rejoins = 0;
     loop {
+        let joined = Instant::now();
         let ctx = Ctx {
             state: Mutex::new(Some(state)),
             input: OnceLock::new(),
@@ -70,6 +74,15 @@ pub(super) fn stream_thread(shared: &Shared, thread: usize) -> Result<DaemonStat
             return Ok(DaemonStats::default());
         }
         match member(shared, thread, &consumer) {
+            Err(DaemonError::InstanceFenced(why)) if joined.elapsed() < session_timeout(k) => {
+                let e = DaemonError::InstanceFenced(format!(
+                    "{why} ({:.1} s after joining, sooner than a session timeout: another \
+                     process runs with this kafka.instance_id)",
+                    joined.elapsed().as_secs_f64()
+                ));
+                error!(error = %e, "stopping");
+                return Err(e);
+            }
             Err(DaemonError::InstanceFenced(why)) if rejoins < MAX_REJOINS => {
                 rejoins += 1;
                 warn!(reason = %why, rejoins, "this group member was replaced under its own group.instance.id; joining again");
@@ -139,6 +152,7 @@ fn new_state(shared: &Shared, thread: usize) -> Result<State, DaemonError> {
         stats: DaemonStats::default(),
         health: health.clone(),
         producer_rebuilds: 0,
+        fenced_at: None,
     };
     Ok(state)
 }
@@ -267,7 +281,18 @@ fn member(
             last_checkpoint = Instant::now();
         }
     };
-    result?;
+    if let Err(e) = result {
+        // A consumer fenced meanwhile fails the next call made on it (a seek of a
+        // rollback, say): the fencing is what to act on.
+        return Err(match consumer.client().fatal_error() {
+            Some((code @ RDKafkaErrorCode::FencedInstanceId, reason))
+                if !matches!(e, DaemonError::InstanceFenced(_)) =>
+            {
+                consumer_fatal(k, thread, code, &reason)
+            }
+            _ => e,
+        });
+    }
     // Graceful stop: commit what was done, then leave the group.
     health.detector(|h| h.phase = Phase::Stopping);
     let deadline = Instant::now() + Duration::from_millis(k.shutdown_timeout.0 as u64);
@@ -327,6 +352,21 @@ fn consumer_fatal(
         ),
         _ => format!("consumer: {reason}"),
     })
+}
+
+/// The group session timeout: `session.timeout.ms` of `[kafka.client]` (librdkafka's
+/// default 45 s); KIP-848: the broker's `group.consumer.session.timeout.ms`, taken as
+/// its default 45 s.
+fn session_timeout(k: &KafkaConfig) -> Duration {
+    let ms = match k.group_protocol {
+        GroupProtocol::Classic => k
+            .client
+            .get("session.timeout.ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(45_000),
+        GroupProtocol::Consumer => 45_000,
+    };
+    Duration::from_millis(ms)
 }
 
 /// Whether a graceful stop leaves the group. Without static membership a closing
@@ -389,6 +429,20 @@ mod tests {
 
     fn get<'a>(s: &'a [(&str, String)], key: &str) -> Option<&'a str> {
         s.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn the_session_timeout_is_the_clients_or_the_default() {
+        let k = kafka("[kafka.client]\n\"session.timeout.ms\" = \"6000\"\n");
+        assert_eq!(session_timeout(&k), Duration::from_secs(6));
+        assert_eq!(session_timeout(&kafka("")), Duration::from_secs(45));
+    }
+
+    #[test]
+    fn the_notifier_member_is_named_by_instance_apart_from_the_threads() {
+        let k = kafka("[kafka]\ninstance_id = \"pod-7\"\n");
+        assert_eq!(k.notifier_instance_id(), "pod-7-notify");
+        assert!((0..8).all(|t| k.group_instance_id(t) != k.notifier_instance_id()));
     }
 
     #[test]

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use tracing::{info, warn};
@@ -142,7 +143,23 @@ pub fn run_with(
     run_probed(cfg, shutdown, silences, clock, health, Arc::default())
 }
 
+/// Group members the notifier starts again in a row (each replaced within a minute of
+/// its start) after its static member was replaced (see `run_probed`) before it gives
+/// up.
+const MAX_REJOINS: u32 = 10;
+
+/// The notifier's group member was replaced under its own `group.instance.id`.
+#[derive(Debug, thiserror::Error)]
+#[error("the notifier's group member was replaced under group.instance.id {0}")]
+struct Replaced(String);
+
 /// `run_with`, reporting what it owns to `probe`.
+///
+/// A static member whose session expired while the brokers were unreachable is
+/// replaced by librdkafka's own rejoin under the same `group.instance.id`, and the old
+/// member's consumer is then fenced (`FENCED_INSTANCE_ID`, fatal for librdkafka). The
+/// notifier then starts again in-process, as after a restart: a new member is assigned
+/// partitions and reads their notification log, so nothing goes out twice.
 pub fn run_probed(
     cfg: Arc<Config>,
     shutdown: Arc<AtomicBool>,
@@ -165,8 +182,43 @@ pub fn run_honouring(
     health: Arc<Health>,
     probe: Arc<Probe>,
 ) -> anyhow::Result<()> {
-    use anyhow::Context;
     let actions: Arc<dyn ActionLookup> = actions.unwrap_or_else(|| Arc::new(NoActions));
+    let mut rejoins = 0;
+    loop {
+        let started = Instant::now();
+        let r = member(
+            cfg.clone(),
+            shutdown.clone(),
+            silences.clone(),
+            actions.clone(),
+            clock.clone(),
+            health.clone(),
+            probe.clone(),
+        );
+        match r {
+            Err(e) if rejoins < MAX_REJOINS && e.downcast_ref::<Replaced>().is_some() => {
+                if started.elapsed() > Duration::from_secs(60) {
+                    rejoins = 0;
+                }
+                rejoins += 1;
+                warn!(reason = %e, rejoins, "the notifier's group member was replaced under its own group.instance.id; joining again");
+            }
+            r => return r,
+        }
+    }
+}
+
+/// One group member of the notifier, until `shutdown` or a failure.
+fn member(
+    cfg: Arc<Config>,
+    shutdown: Arc<AtomicBool>,
+    silences: Arc<Silences>,
+    actions: Arc<dyn ActionLookup>,
+    clock: Clock,
+    health: Arc<Health>,
+    probe: Arc<Probe>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
     health.notifier(|h| h.phase = Phase::Starting);
     health.beat(Loop::Notifier);
     let k = &cfg.kafka;
@@ -225,7 +277,15 @@ pub fn run_honouring(
         probe,
         failed: None,
     };
-    let consumer: BaseConsumer<Ctx> = base_config(k, "notify-consumer")?
+    let mut member = base_config(k, "notify-consumer")?;
+    if k.static_membership && !k.instance_id.is_empty() {
+        // As the stream threads (KIP-345): a restarted notifier takes its partitions
+        // back at once instead of waiting for its old member's session to expire.
+        // Only with kafka.instance_id set: notifiers alone never needed one, and
+        // several on one host would share the host name's.
+        member.set("group.instance.id", k.notifier_instance_id());
+    }
+    let consumer: BaseConsumer<Ctx> = member
         .set("group.id", &n.group_id)
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
@@ -267,6 +327,10 @@ pub fn run_honouring(
         }
         match polled {
             Some(Ok(m)) => take(st, &m, &cfg, &*meta)?,
+            // Replaced under its own group.instance.id: fatal for librdkafka.
+            Some(Err(e)) if e.rdkafka_error_code() == Some(RDKafkaErrorCode::FencedInstanceId) => {
+                return Err(Replaced(format!("{:?}: {e}", k.notifier_instance_id())).into());
+            }
             Some(Err(e)) => warn!(error = %e, "notifier consumer error"),
             None => {}
         }
@@ -287,6 +351,15 @@ pub fn run_honouring(
     // A graceful stop leaves the group's offsets where the work stopped.
     health.notifier(|h| h.phase = Phase::Stopping);
     lock(&consumer.context().state).commit(&consumer)?;
+    if k.static_membership && !k.instance_id.is_empty() && k.leave_group_on_stop {
+        // A static member sends no LeaveGroup when it closes; unsubscribing does (the
+        // revocation commits again), so the others take the partitions over at once.
+        consumer.unsubscribe();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && consumer.assignment().is_ok_and(|a| a.count() > 0) {
+            consumer.poll(Duration::from_millis(100));
+        }
+    }
     producer.flush(Duration::from_secs(30))?;
     info!("notifier stopped");
     Ok(())
