@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +17,10 @@ use churnwatch::config::{AuthConfig, TokenEntry};
 use churnwatch::inbox::model::Role;
 use churnwatch::server::auth::{sha256, Authenticator};
 use churnwatch::time::{format_rfc3339, wall_clock_ms, DAY};
+use common::actions::{call, hex, token_entry, written};
 use common::broker::Broker;
-use common::{bin, wait_for};
+use common::proc::Proc;
+use common::wait_for;
 use serde_json::{json, Value};
 
 const ANA: &str = "ana@example.com";
@@ -29,69 +30,6 @@ const ANA_TOKEN: &str = "cw_ana_0123456789abcdef0123456789abcdef";
 const BEN_TOKEN: &str = "cw_ben_0123456789abcdef0123456789abcdef";
 const LEE_TOKEN: &str = "cw_lee_0123456789abcdef0123456789abcdef";
 
-fn hex(b: [u8; 32]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A request with a JSON body and a bearer token: (status, body as JSON).
-fn call(addr: &str, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Authorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
-/// Records ever written to the (one-partition) actions topic: its end offset.
-fn written(broker: &Broker, topic: &str) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &broker.bootstrap)
-        .create()
-        .unwrap();
-    c.fetch_watermarks(topic, 0, Duration::from_secs(10))
-        .unwrap()
-        .1
-}
-
-struct Proc {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Proc {
-    fn addr(&self) -> String {
-        let mut found = None;
-        wait_for(
-            "the http address in the log",
-            Duration::from_secs(60),
-            || {
-                found = common::logged_http_addr(
-                    &std::fs::read_to_string(&self.log).unwrap_or_default(),
-                );
-                found.is_some()
-            },
-        );
-        found.unwrap()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A config with three tokens (Ana and Ben CSMs, Lee a lead) and the account owners.
 fn config(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     let accounts = dir.join("accounts.csv");
@@ -100,12 +38,6 @@ fn config(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
         format!("account_id,owner_email\nacme,{ANA}\nglobex,{BEN}\n"),
     )
     .unwrap();
-    let token = |t: &str, email: &str, role: &str| {
-        format!(
-            "[[server.auth.tokens]]\nsha256 = \"{}\"\nemail = \"{email}\"\nrole = \"{role}\"\n",
-            hex(sha256(t.as_bytes()))
-        )
-    };
     let cfg = dir.join("churnwatch.toml");
     std::fs::write(
         &cfg,
@@ -114,9 +46,9 @@ fn config(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
              [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n\
              [notify.route]\nreceiver = \"hook\"\n{}{}{}",
             accounts.display(),
-            token(ANA_TOKEN, ANA, "csm"),
-            token(BEN_TOKEN, BEN, "csm"),
-            token(LEE_TOKEN, LEE, "lead"),
+            token_entry(ANA_TOKEN, ANA, "csm"),
+            token_entry(BEN_TOKEN, BEN, "csm"),
+            token_entry(LEE_TOKEN, LEE, "lead"),
         ),
     )
     .unwrap();
@@ -130,17 +62,14 @@ fn spawn(
     dir: &std::path::Path,
     i: &str,
 ) -> Proc {
-    let log = dir.join(format!("notify-{i}.log"));
-    let child = Command::new(bin())
-        .args(["notify", "--config", cfg.to_str().unwrap()])
-        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-        .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", alerts)
-        .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    Proc { child, log }
+    Proc::spawn(
+        &["notify", "--config", cfg.to_str().unwrap()],
+        dir.join(format!("notify-{i}.log")),
+        |c| {
+            c.env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+                .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", alerts);
+        },
+    )
 }
 
 #[test]
@@ -509,20 +438,15 @@ fn serve_checks_alerts_against_its_view_and_shows_actions_on_the_account() {
     .unwrap();
     broker.produce_ok(&lines, &["--topic", &alerts]);
     let cfg = config(dir.path(), &name);
-    let log = dir.path().join("serve.log");
-    let serve = Proc {
-        child: Command::new(bin())
-            .args(["serve", "--config", cfg.to_str().unwrap()])
-            .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-            .env("CHURNWATCH_KAFKA__GROUP_ID", format!("{name}-group"))
-            .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", &alerts)
-            .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-        log,
-    };
+    let serve = Proc::spawn(
+        &["serve", "--config", cfg.to_str().unwrap()],
+        dir.path().join("serve.log"),
+        |c| {
+            c.env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+                .env("CHURNWATCH_KAFKA__GROUP_ID", format!("{name}-group"))
+                .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", &alerts);
+        },
+    );
     let addr = serve.addr();
     wait_for(
         "the view to hold acme's alert",

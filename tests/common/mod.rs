@@ -1,8 +1,10 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod actions;
 pub mod broker;
 pub mod http;
+pub mod proc;
 pub mod smtp;
 
 use std::path::{Path, PathBuf};
