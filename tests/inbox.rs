@@ -8,7 +8,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use churnwatch::inbox::model::{InboxView, ListQuery, Principal, Role};
 use churnwatch::inbox::view::{feed, follow, View};
 use churnwatch::server::Health;
 use common::broker::Broker;
+use common::proc::Proc;
 use common::{bin, churnwatch, wait_for};
 use serde_json::Value;
 
@@ -70,49 +71,12 @@ fn kafka_env(broker: &Broker, name: &str) -> Vec<(String, String)> {
     .collect()
 }
 
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(args: &[&str], env: &[(String, String)], log: PathBuf) -> Proc {
-        let child = Command::new(bin())
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Proc { child, log }
-    }
-
-    fn http_addr(&self) -> String {
-        let mut found = None;
-        wait_for(
-            "the http address in the log",
-            Duration::from_secs(30),
-            || {
-                found = std::fs::read_to_string(&self.log)
-                    .unwrap_or_default()
-                    .lines()
-                    .find(|l| l.contains("http server listening"))
-                    .and_then(|l| l.split("addr=").nth(1))
-                    .and_then(|a| a.split_whitespace().next())
-                    .map(str::to_string);
-                found.is_some()
-            },
-        );
-        found.unwrap()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `churnwatch` with `args` in `env`, logging at info to `log`.
+fn spawn(args: &[&str], env: &[(String, String)], log: PathBuf) -> Proc {
+    Proc::spawn(args, log, |c| {
+        c.envs(env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "info");
+    })
 }
 
 /// A GET on loopback, with an optional test caller: (status, body).
@@ -249,7 +213,7 @@ fn a_view_of_the_topics_answers_what_a_replay_answers_and_follows_new_alerts() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let run = Proc::spawn(&["run"], &env, dir.path().join("run.log"));
+    let run = spawn(&["run"], &env, dir.path().join("run.log"));
 
     // The reference: the same input replayed in-process into a view, up to where the
     // daemon's watermarks end (the newest event plus max_idle_advance).
@@ -348,12 +312,12 @@ fn a_view_of_the_topics_answers_what_a_replay_answers_and_follows_new_alerts() {
 
     // `churnwatch serve` alone: ready once caught up, every account in its metrics,
     // nothing answered to a caller nobody signed in.
-    let serve = Proc::spawn(
+    let serve = spawn(
         &["serve", "--accounts", accounts.to_str().unwrap()],
         &env,
         dir.path().join("serve.log"),
     );
-    let saddr = serve.http_addr();
+    let saddr = serve.addr_within(Duration::from_secs(30));
     wait_for("serve ready", Duration::from_secs(60), || {
         http_get(&saddr, "/readyz", None).0 == 200
     });
@@ -374,7 +338,7 @@ fn a_view_of_the_topics_answers_what_a_replay_answers_and_follows_new_alerts() {
         "no auth layer yet: the header means nothing"
     );
     // `run` with `[inbox] enabled` holds the same view.
-    let raddr = run.http_addr();
+    let raddr = run.addr_within(Duration::from_secs(30));
     wait_for("run ready with its inbox", Duration::from_secs(30), || {
         let (code, ready) = http_get(&raddr, "/readyz", None);
         code == 200 && ready.contains("\"inbox\":true")
@@ -408,12 +372,12 @@ fn serve_events_builds_the_view_of_a_file_without_kafka() {
         "CHURNWATCH_SERVER__LISTEN".to_string(),
         "127.0.0.1:0".to_string(),
     )];
-    let serve = Proc::spawn(
+    let serve = spawn(
         &["serve", "--events", input.to_str().unwrap()],
         &env,
         dir.path().join("serve.log"),
     );
-    let addr = serve.http_addr();
+    let addr = serve.addr_within(Duration::from_secs(30));
     let (code, ready) = http_get(&addr, "/readyz", None);
     assert_eq!(code, 200, "listening only once the file is read: {ready}");
     let (_, metrics) = http_get(&addr, "/metrics", None);
