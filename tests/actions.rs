@@ -17,7 +17,7 @@ use churnwatch::config::{AuthConfig, TokenEntry};
 use churnwatch::inbox::model::Role;
 use churnwatch::server::auth::{sha256, Authenticator};
 use churnwatch::time::{format_rfc3339, wall_clock_ms, DAY};
-use common::actions::{call, hex, token_entry, written};
+use common::actions::{call, hex, notifier, token_entry, written};
 use common::broker::Broker;
 use common::proc::Proc;
 use common::wait_for;
@@ -62,14 +62,8 @@ fn spawn(
     dir: &std::path::Path,
     i: &str,
 ) -> Proc {
-    Proc::spawn(
-        &["notify", "--config", cfg.to_str().unwrap()],
-        dir.join(format!("notify-{i}.log")),
-        |c| {
-            c.env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-                .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", alerts);
-        },
-    )
+    let log = dir.join(format!("notify-{i}.log"));
+    notifier(broker, cfg, alerts, log, &[])
 }
 
 #[test]

@@ -728,16 +728,16 @@ fn the_actions_topic_and_its_export_give_the_same_feedback() {
     );
 
     let export = dir.path().join("export.ndjson");
-    let out = Command::new(bin())
-        .args(["actions", "export", "--topic", &topic, "--output"])
-        .arg(&export)
-        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::churnwatch_env(
+        &[
+            "actions",
+            "export",
+            "--topic",
+            &topic,
+            "--output",
+            export.to_str().unwrap(),
+        ],
+        [("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)],
     );
     let lines: Vec<Value> = std::fs::read_to_string(&export)
         .unwrap()

@@ -9,16 +9,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use churnwatch::actions::email_link::{Claims, LinkKey};
 use churnwatch::actions::ActionKind;
 use churnwatch::time::{wall_clock_ms, DAY};
-use common::actions::{request, token_entry, written};
-use common::bin;
+use common::actions::{notifier, request, token_entry, written};
 use common::broker::Broker;
-use common::proc::Proc;
+use common::churnwatch_env;
 use common::smtp::Smtp;
 use serde_json::{json, Value};
 
@@ -145,21 +143,15 @@ fn a_mailed_link_works_once_and_tampered_expired_or_foreign_links_do_nothing() {
         ),
     )
     .unwrap();
-    let out = Command::new(bin())
-        .args([
+    churnwatch_env(
+        &[
             "notify",
             "--config",
             cfg.to_str().unwrap(),
             "--input",
             alerts.to_str().unwrap(),
-        ])
-        .env("CW_TEST_LINK_KEY", SECRET)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        [("CW_TEST_LINK_KEY", SECRET)],
     );
     let mails = smtp.messages();
     assert_eq!(mails.len(), 2);
@@ -185,14 +177,13 @@ fn a_mailed_link_works_once_and_tampered_expired_or_foreign_links_do_nothing() {
     // A notifier following the actions topic serves the links.
     let alerts_topic = format!("{name}-alerts");
     broker.create_topic(&alerts_topic, 1);
-    let server = Proc::spawn(
-        &["notify", "--config", cfg.to_str().unwrap()],
-        dir.path().join("notify.log"),
-        |c| {
-            c.env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-                .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", &alerts_topic)
-                .env("CW_TEST_LINK_KEY", SECRET);
-        },
+    let log = dir.path().join("notify.log");
+    let server = notifier(
+        broker,
+        &cfg,
+        &alerts_topic,
+        log,
+        &[("CW_TEST_LINK_KEY", SECRET)],
     );
     let addr = server.addr();
     let topic = format!("{name}-notifier-actions");

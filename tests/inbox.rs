@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +21,7 @@ use churnwatch::inbox::view::{feed, follow, View};
 use churnwatch::server::Health;
 use common::broker::Broker;
 use common::proc::Proc;
-use common::{bin, churnwatch, wait_for};
+use common::{churnwatch, wait_for};
 use serde_json::Value;
 
 /// Java's murmur2 partitioner (what `produce` uses for keyed records).
@@ -203,15 +202,9 @@ fn a_view_of_the_topics_answers_what_a_replay_answers_and_follows_new_alerts() {
     let (input, accounts, newest) = generate(dir.path(), 3);
     broker.create_topic(&format!("{name}-events"), 3);
     let env = kafka_env(broker, &name);
-    let out = Command::new(bin())
-        .args(["produce", "--input", input.to_str().unwrap()])
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::churnwatch_env(
+        &["produce", "--input", input.to_str().unwrap()],
+        env.clone(),
     );
     let run = spawn(&["run"], &env, dir.path().join("run.log"));
 

@@ -357,21 +357,13 @@ fn delivers_to_different_owners_concurrently_within_the_bound_and_the_rate_limit
         ),
     )
     .unwrap();
-    let out = Command::new(bin())
-        .args([
-            "notify",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::churnwatch(&[
+        "notify",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
     let reqs = rec.reqs.lock().unwrap().clone();
     // Every owner got exactly their message.
     let owners: Vec<String> = reqs

@@ -14,7 +14,7 @@ use std::time::Duration;
 use churnwatch::notify::render::{slack, Notification, SlackOptions};
 use churnwatch::record::AlertRecord;
 use churnwatch::time::wall_clock_ms;
-use common::actions::{json_body, request, token_entry, written};
+use common::actions::{json_body, notifier, request, token_entry, written};
 use common::broker::Broker;
 use common::http::http_server;
 use common::proc::Proc;
@@ -63,14 +63,13 @@ fn spawn(
     dir: &std::path::Path,
     i: &str,
 ) -> Proc {
-    Proc::spawn(
-        &["notify", "--config", cfg.to_str().unwrap()],
-        dir.join(format!("notify-{i}.log")),
-        |c| {
-            c.env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-                .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", alerts)
-                .env("CW_TEST_SLACK_SECRET", SECRET);
-        },
+    let log = dir.join(format!("notify-{i}.log"));
+    notifier(
+        broker,
+        cfg,
+        alerts,
+        log,
+        &[("CW_TEST_SLACK_SECRET", SECRET)],
     )
 }
 

@@ -1,12 +1,30 @@
-//! What the tests of actions on alerts share: token entries for a config, JSON
-//! requests with a bearer token, the actions listed for an account and the records
-//! ever written to the actions topic.
+//! What the tests of actions on alerts share: a `notify` process serving the actions
+//! API, token entries for a config, JSON requests with a bearer token, the actions
+//! listed for an account and the records ever written to the actions topic.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use super::broker::Broker;
+use super::proc::Proc;
+
+/// `churnwatch notify` on `cfg`, following `alerts` on `broker` (with `env` besides),
+/// serving HTTP on a free loopback port and logging to `log`.
+pub fn notifier(
+    broker: &Broker,
+    cfg: &Path,
+    alerts: &str,
+    log: PathBuf,
+    env: &[(&str, &str)],
+) -> Proc {
+    Proc::spawn(&["notify", "--config", cfg.to_str().unwrap()], log, |c| {
+        c.env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+            .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", alerts)
+            .envs(env.iter().copied());
+    })
+}
 
 /// Lowercase hex of a digest.
 pub fn hex(b: [u8; 32]) -> String {

@@ -25,8 +25,19 @@ pub fn bin() -> PathBuf {
 
 /// Runs the binary; panics with its stderr if it fails.
 pub fn churnwatch(args: &[&str]) -> Output {
+    churnwatch_env(args, std::iter::empty::<(&str, &str)>())
+}
+
+/// Runs the binary with `args` in the environment `env` besides this one's; panics
+/// with its stderr if it fails.
+pub fn churnwatch_env<K, V>(args: &[&str], env: impl IntoIterator<Item = (K, V)>) -> Output
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
     let out = Command::new(bin())
         .args(args)
+        .envs(env)
         .output()
         .expect("run churnwatch");
     assert!(
