@@ -55,17 +55,6 @@ fn config(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     cfg
 }
 
-fn spawn(
-    broker: &Broker,
-    cfg: &std::path::Path,
-    alerts: &str,
-    dir: &std::path::Path,
-    i: &str,
-) -> Proc {
-    let log = dir.join(format!("notify-{i}.log"));
-    notifier(broker, cfg, alerts, log, &[])
-}
-
 #[test]
 fn an_action_on_one_instance_is_listed_by_another_and_refusals_write_nothing() {
     let broker = Broker::shared();
@@ -74,8 +63,8 @@ fn an_action_on_one_instance_is_listed_by_another_and_refusals_write_nothing() {
     let alerts = format!("{name}-alerts");
     broker.create_topic(&alerts, 1);
     let cfg = config(dir.path(), &name);
-    let a = spawn(broker, &cfg, &alerts, dir.path(), "a");
-    let b = spawn(broker, &cfg, &alerts, dir.path(), "b");
+    let a = notifier(broker, &cfg, &alerts, dir.path().join("notify-a.log"), &[]);
+    let b = notifier(broker, &cfg, &alerts, dir.path().join("notify-b.log"), &[]);
     let (addr_a, addr_b) = (a.addr(), b.addr());
     let topic = format!("{name}-notifier-actions");
     let until = format_rfc3339(wall_clock_ms() + 7 * DAY);
@@ -223,7 +212,7 @@ fn an_action_on_one_instance_is_listed_by_another_and_refusals_write_nothing() {
         .any(|l| l.starts_with("churnwatch_actions") && l.contains("acme")));
     // kill -9 of A and a new instance: nothing acknowledged is lost.
     drop(a);
-    let a2 = spawn(broker, &cfg, &alerts, dir.path(), "a2");
+    let a2 = notifier(broker, &cfg, &alerts, dir.path().join("notify-a2.log"), &[]);
     let addr_a2 = a2.addr();
     let l = call(
         &addr_a2,

@@ -66,11 +66,17 @@ fn history_text() -> String {
         .collect()
 }
 
+/// The hand-made history as a file `h.ndjson` in `dir`.
+fn history_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let input = dir.join("h.ndjson");
+    std::fs::write(&input, history_text()).unwrap();
+    input
+}
+
 /// Runs `churnwatch backtest` over the hand-made history; returns the JSON output.
 fn backtest(extra: &[&str], outcomes: Option<&str>) -> Value {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("h.ndjson");
-    std::fs::write(&input, history_text()).unwrap();
+    let input = history_file(dir.path());
     let accounts = dir.path().join("accounts.csv");
     std::fs::write(&accounts, ACCOUNTS_CSV).unwrap();
     let out = dir.path().join("m.json");
@@ -203,8 +209,7 @@ fn sweep_runs_every_combination_in_order() {
 #[test]
 fn terminal_table_has_a_row_per_run_and_rule() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("h.ndjson");
-    std::fs::write(&input, history_text()).unwrap();
+    let input = history_file(dir.path());
     let out = churnwatch(&[
         "backtest",
         "--input",
@@ -239,8 +244,13 @@ fn gen_history(accounts: u32, days: u32, seed: u64) -> Vec<u8> {
     buf
 }
 
+/// A line reader over a copy of `input`.
+fn reader(input: &[u8]) -> LineReader {
+    LineReader::from_reader(Box::new(Cursor::new(input.to_vec())))
+}
+
 fn replay_records(cfg: &Config, input: &[u8], until: Option<Millis>) -> Vec<String> {
-    let mut r = LineReader::from_reader(Box::new(Cursor::new(input.to_vec())));
+    let mut r = reader(input);
     let mut out = Vec::new();
     replay(
         cfg,
@@ -261,11 +271,21 @@ fn replay_records(cfg: &Config, input: &[u8], until: Option<Millis>) -> Vec<Stri
 }
 
 fn backtest_records(cfg: &Config, input: &[u8], until: Option<Millis>) -> Vec<String> {
-    let mut r = LineReader::from_reader(Box::new(Cursor::new(input.to_vec())));
+    let mut r = reader(input);
     let h = History::read(cfg, &mut r, until, |_| {}).unwrap();
     let mut out = Vec::new();
     h.run(cfg, |a| out.push(to_json_line(&a, 0)));
     out
+}
+
+/// Under the config `cfg_text`, the backtest writes the records replay writes (more
+/// than ten of them) for `input` up to `until`.
+fn assert_backtest_records_are_replays(cfg_text: &str, input: &[u8], until: Option<Millis>) {
+    let cfg = Config::from_toml_str(cfg_text, []).unwrap();
+    let a = replay_records(&cfg, input, until);
+    let b = backtest_records(&cfg, input, until);
+    assert!(a.len() > 10, "{cfg_text} {until:?}: {} records", a.len());
+    assert_eq!(a, b, "{cfg_text} {until:?}");
 }
 
 #[test]
@@ -281,11 +301,7 @@ fn backtest_alerts_are_exactly_replays() {
         ),
         ("", Some(start + 200 * DAY)),
     ] {
-        let cfg = Config::from_toml_str(cfg_text, []).unwrap();
-        let a = replay_records(&cfg, &input, until);
-        let b = backtest_records(&cfg, &input, until);
-        assert!(a.len() > 10, "{cfg_text} {until:?}: {} records", a.len());
-        assert_eq!(a, b, "{cfg_text} {until:?}");
+        assert_backtest_records_are_replays(cfg_text, &input, until);
     }
 }
 
@@ -304,11 +320,7 @@ fn resolved_events_give_replays_records_under_every_input_that_matters() {
         "[time]\nallowed_lateness = \"1s\"\n[rules.inactive]\nafter_days = 5\n",
         "[lifecycle]\nstart_on_first_event = false\n",
     ] {
-        let cfg = Config::from_toml_str(cfg_text, []).unwrap();
-        let a = replay_records(&cfg, &input, None);
-        let b = backtest_records(&cfg, &input, None);
-        assert!(a.len() > 10, "{cfg_text}: {} records", a.len());
-        assert_eq!(a, b, "{cfg_text}");
+        assert_backtest_records_are_replays(cfg_text, &input, None);
     }
 }
 
@@ -343,7 +355,7 @@ fn replay_as_of_equals_replay_of_the_events_until_then() {
     }
     // The summary counts the accepted events left out.
     let summary = |bytes: &[u8]| {
-        let mut r = LineReader::from_reader(Box::new(Cursor::new(bytes.to_vec())));
+        let mut r = reader(bytes);
         replay(
             &cfg,
             &mut r,
@@ -389,8 +401,7 @@ fn fails(args: &[&str]) -> String {
 #[test]
 fn bad_outcomes_name_the_line() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("h.ndjson");
-    std::fs::write(&input, history_text()).unwrap();
+    let input = history_file(dir.path());
     let outcomes = dir.path().join("o.csv");
     for (text, needle) in [
         (
@@ -540,8 +551,7 @@ fn actions_on_alerts_are_scored_beside_precision() {
     ];
     // The ids are the ones replay (and so the daemon) writes for this history.
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("h.ndjson");
-    std::fs::write(&input, history_text()).unwrap();
+    let input = history_file(dir.path());
     let replayed =
         String::from_utf8(churnwatch(&["replay", "-q", "--input", input.to_str().unwrap()]).stdout)
             .unwrap();
@@ -669,13 +679,14 @@ fn actions_on_alerts_are_scored_beside_precision() {
 
     // A bad line refuses the file, naming it; nothing is scored.
     std::fs::write(&actions, format!("{}\n{{\"alert_id\": 3}}\n", lines[0])).unwrap();
-    let out = Command::new(bin())
-        .args(["backtest", "-q", "--input", input.to_str().unwrap()])
-        .args(["--actions", actions.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails(&[
+        "backtest",
+        "-q",
+        "--input",
+        input.to_str().unwrap(),
+        "--actions",
+        actions.to_str().unwrap(),
+    ]);
     assert!(err.contains("actions.ndjson line 2"), "{err}");
 }
 
@@ -689,8 +700,7 @@ fn the_actions_topic_and_its_export_give_the_same_feedback() {
     let topic = format!("bt-actions-{}", std::process::id());
     broker.create_topic(&topic, 1);
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("h.ndjson");
-    std::fs::write(&input, history_text()).unwrap();
+    let input = history_file(dir.path());
     let act = |id: &str, action: &str, at: &str| {
         let mut a = json!({"alert_id": id, "account_id": id.split('/').next().unwrap(),
                            "action": action, "by": "ana@example.com", "at_ms": ts(at)});

@@ -14,9 +14,10 @@ use std::sync::Arc;
 use churnwatch::actions::email_link::{Claims, LinkKey};
 use churnwatch::actions::ActionKind;
 use churnwatch::time::{wall_clock_ms, DAY};
-use common::actions::{notifier, request, token_entry, written};
+use common::actions::{notifier, token_entry, written};
 use common::broker::Broker;
 use common::churnwatch_env;
+use common::http::request;
 use common::smtp::Smtp;
 use serde_json::{json, Value};
 

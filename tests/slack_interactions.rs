@@ -14,10 +14,9 @@ use std::time::Duration;
 use churnwatch::notify::render::{slack, Notification, SlackOptions};
 use churnwatch::record::AlertRecord;
 use churnwatch::time::wall_clock_ms;
-use common::actions::{json_body, notifier, request, token_entry, written};
+use common::actions::{notifier, token_entry, written};
 use common::broker::Broker;
-use common::http::http_server;
-use common::proc::Proc;
+use common::http::{http_server, json_body, request};
 use common::wait_for;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -54,23 +53,6 @@ fn config(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
     )
     .unwrap();
     cfg
-}
-
-fn spawn(
-    broker: &Broker,
-    cfg: &std::path::Path,
-    alerts: &str,
-    dir: &std::path::Path,
-    i: &str,
-) -> Proc {
-    let log = dir.join(format!("notify-{i}.log"));
-    notifier(
-        broker,
-        cfg,
-        alerts,
-        log,
-        &[("CW_TEST_SLACK_SECRET", SECRET)],
-    )
 }
 
 /// The Slack message churnwatch sends for `alert_id` (with buttons), as Slack echoes
@@ -187,8 +169,9 @@ fn signed_clicks_are_applied_and_everything_else_is_refused_and_writes_nothing()
     let alerts = format!("{name}-alerts");
     broker.create_topic(&alerts, 1);
     let cfg = config(dir.path(), &name);
-    let a = spawn(broker, &cfg, &alerts, dir.path(), "a");
-    let b = spawn(broker, &cfg, &alerts, dir.path(), "b");
+    let env = [("CW_TEST_SLACK_SECRET", SECRET)];
+    let a = notifier(broker, &cfg, &alerts, dir.path().join("notify-a.log"), &env);
+    let b = notifier(broker, &cfg, &alerts, dir.path().join("notify-b.log"), &env);
     let (addr_a, addr_b) = (a.addr(), b.addr());
     let topic = format!("{name}-notifier-actions");
     let (http, rec) = http_server();
@@ -278,6 +261,11 @@ fn signed_clicks_are_applied_and_everything_else_is_refused_and_writes_nothing()
         &response_url,
     );
     let t = now();
+    // A case whose body is signed as Slack signs, now.
+    let correctly_signed = |what: &'static str, b: String, want: u16| {
+        let headers = signed(t, signature(SECRET, t, &b));
+        (what, b, headers, want)
+    };
     let cases: Vec<(&str, String, Headers, u16)> = vec![
         ("unsigned", snooze.clone(), vec![], 401),
         (
@@ -304,60 +292,44 @@ fn signed_clicks_are_applied_and_everything_else_is_refused_and_writes_nothing()
             signed(t - 360, signature(SECRET, t - 360, &snooze)),
             401,
         ),
-        {
-            let b = click(
+        correctly_signed(
+            "unknown Slack user",
+            click(
                 "UEVE",
                 "Acknowledge",
                 ACME_ALERT,
                 "1700000003.000001",
                 &response_url,
-            );
-            (
-                "unknown Slack user",
-                b.clone(),
-                signed(t, signature(SECRET, t, &b)),
-                403,
-            )
-        },
-        {
-            let b = click(
+            ),
+            403,
+        ),
+        correctly_signed(
+            "another owner's account",
+            click(
                 "UBEN",
                 "Not a risk",
                 ACME_ALERT,
                 "1700000004.000001",
                 &response_url,
-            );
-            (
-                "another owner's account",
-                b.clone(),
-                signed(t, signature(SECRET, t, &b)),
-                403,
-            )
-        },
-        {
-            let b = "payload=%7B%22type%22%3A%22block_actions%22%7D".to_string();
-            (
-                "malformed",
-                b.clone(),
-                signed(t, signature(SECRET, t, &b)),
-                400,
-            )
-        },
-        {
-            let b = click(
+            ),
+            403,
+        ),
+        correctly_signed(
+            "malformed",
+            "payload=%7B%22type%22%3A%22block_actions%22%7D".to_string(),
+            400,
+        ),
+        correctly_signed(
+            "response_url elsewhere",
+            click(
                 "UANA",
                 "Snooze 7 days",
                 ACME_ALERT,
                 "1700000005.000001",
                 "https://evil.example/x",
-            );
-            (
-                "response_url elsewhere",
-                b.clone(),
-                signed(t, signature(SECRET, t, &b)),
-                400,
-            )
-        },
+            ),
+            400,
+        ),
     ];
     for (what, body, headers, want) in cases {
         let (code, v) = post(&addr_a, &body, &headers);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::broker::Broker;
+use super::http::{json_body, request};
 use super::proc::Proc;
 
 /// `churnwatch notify` on `cfg`, following `alerts` on `broker` (with `env` besides),
@@ -38,43 +39,6 @@ pub fn token_entry(token: &str, email: &str, role: &str) -> String {
         "[[server.auth.tokens]]\nsha256 = \"{}\"\nemail = \"{email}\"\nrole = \"{role}\"\n",
         hex(churnwatch::server::auth::sha256(token.as_bytes()))
     )
-}
-
-/// A request on loopback with `body` of `content_type` and extra `headers`: (status,
-/// headers and body as received).
-pub fn request(
-    addr: &str,
-    method: &str,
-    path: &str,
-    content_type: &str,
-    headers: &[(&str, String)],
-    body: &str,
-) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\n{extra}\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    (buf.split_whitespace().nth(1).unwrap().parse().unwrap(), buf)
-}
-
-/// The body of a response `request` returned, as JSON (`null` if it is not JSON).
-pub fn json_body(response: &str) -> Value {
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or("");
-    serde_json::from_str(body).unwrap_or(Value::Null)
 }
 
 /// A request with a JSON body and a bearer token: (status, body as JSON).
