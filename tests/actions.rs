@@ -17,7 +17,7 @@ use churnwatch::config::{AuthConfig, TokenEntry};
 use churnwatch::inbox::model::Role;
 use churnwatch::server::auth::{sha256, Authenticator};
 use churnwatch::time::{format_rfc3339, wall_clock_ms, DAY};
-use common::actions::{call, hex, notifier, token_entry, written};
+use common::actions::{call, hex, notifier, token_entry, write_config, written};
 use common::broker::Broker;
 use common::proc::Proc;
 use common::wait_for;
@@ -32,27 +32,21 @@ const LEE_TOKEN: &str = "cw_lee_0123456789abcdef0123456789abcdef";
 
 /// A config with three tokens (Ana and Ben CSMs, Lee a lead) and the account owners.
 fn config(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let accounts = dir.join("accounts.csv");
-    std::fs::write(
-        &accounts,
-        format!("account_id,owner_email\nacme,{ANA}\nglobex,{BEN}\n"),
+    write_config(
+        dir,
+        &format!("account_id,owner_email\nacme,{ANA}\nglobex,{BEN}\n"),
+        |accounts| {
+            format!(
+                "[notify]\ngroup_id = \"{name}-notifier\"\naccounts_file = \"{}\"\n\
+                 [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n\
+                 [notify.route]\nreceiver = \"hook\"\n{}{}{}",
+                accounts.display(),
+                token_entry(ANA_TOKEN, ANA, "csm"),
+                token_entry(BEN_TOKEN, BEN, "csm"),
+                token_entry(LEE_TOKEN, LEE, "lead"),
+            )
+        },
     )
-    .unwrap();
-    let cfg = dir.join("churnwatch.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[notify]\ngroup_id = \"{name}-notifier\"\naccounts_file = \"{}\"\n\
-             [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n\
-             [notify.route]\nreceiver = \"hook\"\n{}{}{}",
-            accounts.display(),
-            token_entry(ANA_TOKEN, ANA, "csm"),
-            token_entry(BEN_TOKEN, BEN, "csm"),
-            token_entry(LEE_TOKEN, LEE, "lead"),
-        ),
-    )
-    .unwrap();
-    cfg
 }
 
 #[test]

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::actions::token_entry;
+use common::actions::{token_entry, write_config};
 use common::broker::Broker;
 use common::http::{http_server, Recorder};
 use common::proc::Proc;
@@ -74,30 +74,25 @@ impl World {
         let alerts = format!("{name}-alerts");
         broker.create_topic(&alerts, 1);
         broker.create_topic(&format!("{name}-group-changelog"), 1);
-        let accounts = dir.path().join("accounts.csv");
-        std::fs::write(
-            &accounts,
-            format!("account_id,owner_email\nacme,{ANA}\nglobex,{ANA}\n"),
-        )
-        .unwrap();
         let (http, rec) = http_server();
-        let config = dir.path().join("churnwatch.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[kafka]\nbrokers = \"{}\"\nalerts_topic = \"{alerts}\"\ngroup_id = \"{name}-group\"\n\
-                 [kafka.client]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\
-                 [notify]\ngroup_id = \"{name}-notifier\"\naccounts_file = \"{}\"\n\
-                 group_wait = \"{wait}\"\ngroup_interval = \"{wait}\"\nrepeat_interval = \"{repeat}\"\n\
-                 [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{http}/hook\"\n\
-                 [notify.route]\nreceiver = \"hook\"\n\
-                 {}",
-                broker.bootstrap,
-                accounts.display(),
-                token_entry(ANA_TOKEN, ANA, "csm"),
-            ),
-        )
-        .unwrap();
+        let config = write_config(
+            dir.path(),
+            &format!("account_id,owner_email\nacme,{ANA}\nglobex,{ANA}\n"),
+            |accounts| {
+                format!(
+                    "[kafka]\nbrokers = \"{}\"\nalerts_topic = \"{alerts}\"\ngroup_id = \"{name}-group\"\n\
+                     [kafka.client]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\
+                     [notify]\ngroup_id = \"{name}-notifier\"\naccounts_file = \"{}\"\n\
+                     group_wait = \"{wait}\"\ngroup_interval = \"{wait}\"\nrepeat_interval = \"{repeat}\"\n\
+                     [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{http}/hook\"\n\
+                     [notify.route]\nreceiver = \"hook\"\n\
+                     {}",
+                    broker.bootstrap,
+                    accounts.display(),
+                    token_entry(ANA_TOKEN, ANA, "csm"),
+                )
+            },
+        );
         World {
             broker,
             dir,

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use churnwatch::actions::email_link::{Claims, LinkKey};
 use churnwatch::actions::ActionKind;
 use churnwatch::time::{wall_clock_ms, DAY};
-use common::actions::{notifier, token_entry, written};
+use common::actions::{notifier, token_entry, write_config, written};
 use common::broker::Broker;
 use common::churnwatch_env;
 use common::http::request;
@@ -26,34 +26,28 @@ const LEE_TOKEN: &str = "cw_lee_0123456789abcdef0123456789abcdef";
 const ACME_ALERT: &str = "acme/inactive/2026-03-01";
 
 fn config(dir: &Path, name: &str, smtp_port: u16) -> std::path::PathBuf {
-    let accounts = dir.join("accounts.csv");
-    std::fs::write(
-        &accounts,
+    write_config(
+        dir,
         "account_id,owner_email\nacme,ana@example.com\nglobex,ben@example.com\n",
+        |accounts| {
+            format!(
+                "{}\
+                 [notify]\ngroup_id = \"{name}-notifier\"\naccounts_file = \"{}\"\n\
+                 inbox_url = \"https://cw.example/inbox\"\n\
+                 [notify.email_links]\nenabled = true\nsecret_env = \"CW_TEST_LINK_KEY\"\n\
+                 [[notify.receivers]]\nname = \"mail\"\ntype = \"email\"\nsmtp_host = \"127.0.0.1\"\n\
+                 smtp_port = {smtp_port}\nsmtp_tls = \"none\"\nfrom = \"churnwatch@example.com\"\n\
+                 [[notify.receivers]]\nname = \"team\"\ntype = \"email\"\nsmtp_host = \"127.0.0.1\"\n\
+                 smtp_port = {smtp_port}\nsmtp_tls = \"none\"\nfrom = \"churnwatch@example.com\"\n\
+                 to = \"cs-team@example.com\"\n\
+                 [notify.route]\nreceiver = \"mail\"\n\
+                 [[notify.route.routes]]\nmatch = {{ owner = \"*\" }}\nreceiver = \"team\"\ncontinue = true\n\
+                 [[notify.route.routes]]\nmatch = {{ owner = \"*\" }}\nreceiver = \"mail\"\n",
+                token_entry(LEE_TOKEN, "lee@example.com", "lead"),
+                accounts.display(),
+            )
+        },
     )
-    .unwrap();
-    let cfg = dir.join("churnwatch.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "{}\
-             [notify]\ngroup_id = \"{name}-notifier\"\naccounts_file = \"{}\"\n\
-             inbox_url = \"https://cw.example/inbox\"\n\
-             [notify.email_links]\nenabled = true\nsecret_env = \"CW_TEST_LINK_KEY\"\n\
-             [[notify.receivers]]\nname = \"mail\"\ntype = \"email\"\nsmtp_host = \"127.0.0.1\"\n\
-             smtp_port = {smtp_port}\nsmtp_tls = \"none\"\nfrom = \"churnwatch@example.com\"\n\
-             [[notify.receivers]]\nname = \"team\"\ntype = \"email\"\nsmtp_host = \"127.0.0.1\"\n\
-             smtp_port = {smtp_port}\nsmtp_tls = \"none\"\nfrom = \"churnwatch@example.com\"\n\
-             to = \"cs-team@example.com\"\n\
-             [notify.route]\nreceiver = \"mail\"\n\
-             [[notify.route.routes]]\nmatch = {{ owner = \"*\" }}\nreceiver = \"team\"\ncontinue = true\n\
-             [[notify.route.routes]]\nmatch = {{ owner = \"*\" }}\nreceiver = \"mail\"\n",
-            token_entry(LEE_TOKEN, "lee@example.com", "lead"),
-            accounts.display(),
-        ),
-    )
-    .unwrap();
-    cfg
 }
 
 /// Quoted-printable as far as a mail of ASCII text needs: soft breaks and `=XX`.

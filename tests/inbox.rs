@@ -24,31 +24,6 @@ use common::proc::Proc;
 use common::{churnwatch, wait_for};
 use serde_json::Value;
 
-/// Java's murmur2 partitioner (what `produce` uses for keyed records).
-fn murmur2_partition(key: &[u8], partitions: u32) -> u32 {
-    let (seed, m): (u32, u32) = (0x9747_b28c, 0x5bd1_e995);
-    let mut h: u32 = seed ^ key.len() as u32;
-    let chunks = key.chunks_exact(4);
-    let tail = chunks.remainder();
-    for c in chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        k = k.wrapping_mul(m);
-        k ^= k >> 24;
-        k = k.wrapping_mul(m);
-        h = h.wrapping_mul(m) ^ k;
-    }
-    if !tail.is_empty() {
-        for (i, b) in tail.iter().enumerate().rev() {
-            h ^= (*b as u32) << (8 * i);
-        }
-        h = h.wrapping_mul(m);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(m);
-    h ^= h >> 15;
-    (h & 0x7fff_ffff) % partitions
-}
-
 /// The environment `run` and `serve` share for one test's topics.
 fn kafka_env(broker: &Broker, name: &str) -> Vec<(String, String)> {
     [
@@ -183,7 +158,7 @@ fn generate(dir: &Path, partitions: u32) -> (PathBuf, PathBuf, i64) {
     for p in 0..partitions {
         let id = (0..)
             .map(|i| format!("zz-end-{i}"))
-            .find(|id| murmur2_partition(id.as_bytes(), partitions) == p)
+            .find(|id| common::murmur2_partition(id.as_bytes(), partitions) == p)
             .unwrap();
         writeln!(
             f,

@@ -14,7 +14,7 @@ use std::time::Duration;
 use churnwatch::notify::render::{slack, Notification, SlackOptions};
 use churnwatch::record::AlertRecord;
 use churnwatch::time::wall_clock_ms;
-use common::actions::{notifier, token_entry, written};
+use common::actions::{notifier, token_entry, write_config, written};
 use common::broker::Broker;
 use common::http::{http_server, json_body, request};
 use common::wait_for;
@@ -29,15 +29,7 @@ const GLOBEX_ALERT: &str = "globex/inactive/2026-03-01";
 /// Ana owns acme (her Slack id UANA is its `owner_chat` in the metadata), Ben globex;
 /// Ben (a CSM) and Lee (a lead) are known to Slack through `[notify.slack.users]`.
 fn config(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let accounts = dir.join("accounts.csv");
-    std::fs::write(
-        &accounts,
-        "account_id,owner_email,owner_chat\nacme,ana@example.com,UANA\nglobex,ben@example.com,UBEN\n",
-    )
-    .unwrap();
-    let cfg = dir.join("churnwatch.toml");
-    std::fs::write(
-        &cfg,
+    write_config(dir, "account_id,owner_email,owner_chat\nacme,ana@example.com,UANA\nglobex,ben@example.com,UBEN\n", |accounts| {
         format!(
             "[server.auth]\nleads = [\"lee@example.com\"]\n\
              {}\
@@ -49,10 +41,8 @@ fn config(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
              [notify.route]\nreceiver = \"hook\"\n",
             token_entry(LEE_TOKEN, "lee@example.com", "lead"),
             accounts.display(),
-        ),
-    )
-    .unwrap();
-    cfg
+        )
+    })
 }
 
 /// The Slack message churnwatch sends for `alert_id` (with buttons), as Slack echoes

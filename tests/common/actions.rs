@@ -1,5 +1,5 @@
 //! What the tests of actions on alerts share: a `notify` process serving the actions
-//! API, token entries for a config, JSON requests with a bearer token, the actions
+//! API, their config files and token entries, JSON requests with a bearer token, the actions
 //! listed for an account and the records ever written to the actions topic.
 
 use std::path::{Path, PathBuf};
@@ -25,6 +25,16 @@ pub fn notifier(
             .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", alerts)
             .envs(env.iter().copied());
     })
+}
+
+/// Writes `accounts_csv` to `dir/accounts.csv` and the config `toml` gives for that
+/// file to `dir/churnwatch.toml`; returns the config's path.
+pub fn write_config(dir: &Path, accounts_csv: &str, toml: impl FnOnce(&Path) -> String) -> PathBuf {
+    let accounts = dir.join("accounts.csv");
+    std::fs::write(&accounts, accounts_csv).unwrap();
+    let cfg = dir.join("churnwatch.toml");
+    std::fs::write(&cfg, toml(&accounts)).unwrap();
+    cfg
 }
 
 /// Lowercase hex of a digest.

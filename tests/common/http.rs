@@ -198,20 +198,16 @@ pub fn get(addr: &str, path: &str) -> (u16, String) {
 
 /// A plain HTTP/1.1 GET on loopback with extra request headers: (status, body).
 pub fn get_with(addr: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
+    let extra = header_lines(headers);
     let buf = exchange(
         addr,
         &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"),
     );
-    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
     let body = buf
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    (status, body)
+    (status_of(&buf), body)
 }
 
 /// A request on loopback with `body` of `content_type` and extra `headers`: (status,
@@ -224,10 +220,7 @@ pub fn request(
     headers: &[(&str, String)],
     body: &str,
 ) -> (u16, String) {
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
+    let extra = header_lines(headers);
     let buf = exchange(
         addr,
         &format!(
@@ -236,7 +229,7 @@ pub fn request(
             body.len()
         ),
     );
-    (buf.split_whitespace().nth(1).unwrap().parse().unwrap(), buf)
+    (status_of(&buf), buf)
 }
 
 /// The body of a response `request` returned, as JSON (`null` if it is not JSON).
@@ -246,6 +239,19 @@ pub fn json_body(response: &str) -> serde_json::Value {
         .map(|(_, b)| b)
         .unwrap_or("");
     serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+}
+
+/// `name: value` lines of request headers.
+fn header_lines<V: std::fmt::Display>(headers: &[(&str, V)]) -> String {
+    headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect()
+}
+
+/// The status code of a response.
+fn status_of(response: &str) -> u16 {
+    response.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// Writes `request` to a new connection to `addr` and reads the whole response.

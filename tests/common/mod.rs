@@ -180,3 +180,28 @@ pub fn logged_http_addr(log: &str) -> Option<String> {
         .and_then(|a| a.split_whitespace().next())
         .map(str::to_string)
 }
+
+/// Java's murmur2 partitioner (what `produce` uses for keyed records).
+pub fn murmur2_partition(key: &[u8], partitions: u32) -> u32 {
+    let (seed, m): (u32, u32) = (0x9747_b28c, 0x5bd1_e995);
+    let mut h: u32 = seed ^ key.len() as u32;
+    let chunks = key.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(m);
+        k ^= k >> 24;
+        k = k.wrapping_mul(m);
+        h = h.wrapping_mul(m) ^ k;
+    }
+    if !tail.is_empty() {
+        for (i, b) in tail.iter().enumerate().rev() {
+            h ^= (*b as u32) << (8 * i);
+        }
+        h = h.wrapping_mul(m);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(m);
+    h ^= h >> 15;
+    (h & 0x7fff_ffff) % partitions
+}
