@@ -73,6 +73,19 @@ fn history_file(dir: &std::path::Path) -> std::path::PathBuf {
     input
 }
 
+/// `churnwatch backtest --input <input> --horizon 10d <args>`, which must succeed.
+fn backtest_of(input: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec![
+        "backtest",
+        "--input",
+        input.to_str().unwrap(),
+        "--horizon",
+        "10d",
+    ];
+    all.extend_from_slice(args);
+    churnwatch(&all)
+}
+
 /// Runs `churnwatch backtest` over the hand-made history; returns the JSON output.
 fn backtest(extra: &[&str], outcomes: Option<&str>) -> Value {
     let dir = tempfile::tempdir().unwrap();
@@ -80,28 +93,19 @@ fn backtest(extra: &[&str], outcomes: Option<&str>) -> Value {
     let accounts = dir.path().join("accounts.csv");
     std::fs::write(&accounts, ACCOUNTS_CSV).unwrap();
     let out = dir.path().join("m.json");
-    let mut args: Vec<String> = [
-        "backtest",
-        "--input",
-        input.to_str().unwrap(),
+    let outcomes_file = dir.path().join("outcomes.csv");
+    let mut args = vec![
         "--accounts",
         accounts.to_str().unwrap(),
-        "--horizon",
-        "10d",
         "--output",
         out.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ];
     if let Some(o) = outcomes {
-        let p = dir.path().join("outcomes.csv");
-        std::fs::write(&p, o).unwrap();
-        args.extend(["--outcomes".into(), p.to_str().unwrap().into()]);
+        std::fs::write(&outcomes_file, o).unwrap();
+        args.extend(["--outcomes", outcomes_file.to_str().unwrap()]);
     }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    churnwatch(&refs);
+    args.extend_from_slice(extra);
+    backtest_of(&input, &args);
     serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
 }
 
@@ -210,15 +214,7 @@ fn sweep_runs_every_combination_in_order() {
 fn terminal_table_has_a_row_per_run_and_rule() {
     let dir = tempfile::tempdir().unwrap();
     let input = history_file(dir.path());
-    let out = churnwatch(&[
-        "backtest",
-        "--input",
-        input.to_str().unwrap(),
-        "--horizon",
-        "10d",
-        "--set",
-        "rules.inactive.after_days=7,14",
-    ]);
+    let out = backtest_of(&input, &["--set", "rules.inactive.after_days=7,14"]);
     let text = String::from_utf8(out.stdout).unwrap();
     let rows: Vec<&str> = text
         .lines()
@@ -624,15 +620,7 @@ fn actions_on_alerts_are_scored_beside_precision() {
     assert!(plain["runs"][0].get("feedback").is_none());
 
     // The text table: a feedback row per rule.
-    let out = churnwatch(&[
-        "backtest",
-        "--input",
-        input.to_str().unwrap(),
-        "--horizon",
-        "10d",
-        "--actions",
-        actions.to_str().unwrap(),
-    ]);
+    let out = backtest_of(&input, &["--actions", actions.to_str().unwrap()]);
     let text = String::from_utf8(out.stdout).unwrap();
     let row = text
         .lines()
@@ -659,18 +647,16 @@ fn actions_on_alerts_are_scored_beside_precision() {
     assert!(text.contains("config: 6 alerts with actions matched, 1 not"));
     // The HTML report has the same row.
     let report = dir.path().join("report.html");
-    churnwatch(&[
-        "backtest",
-        "-q",
-        "--input",
-        input.to_str().unwrap(),
-        "--horizon",
-        "10d",
-        "--actions",
-        actions.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-    ]);
+    backtest_of(
+        &input,
+        &[
+            "-q",
+            "--actions",
+            actions.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(html.contains("6 alerts with actions matched this run's alerts, 1 did not"));
     assert!(html.contains(
