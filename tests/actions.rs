@@ -17,8 +17,7 @@ use churnwatch::config::{AuthConfig, TokenEntry};
 use churnwatch::inbox::model::Role;
 use churnwatch::server::auth::{sha256, Authenticator};
 use churnwatch::time::{format_rfc3339, wall_clock_ms, DAY};
-use common::actions::{call, hex, notifier, token_entry, write_config, written};
-use common::broker::Broker;
+use common::actions::{call, hex, notifier, token_entry, write_config, written, Setup};
 use common::proc::Proc;
 use common::wait_for;
 use serde_json::{json, Value};
@@ -51,11 +50,12 @@ fn config(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
 
 #[test]
 fn an_action_on_one_instance_is_listed_by_another_and_refusals_write_nothing() {
-    let broker = Broker::shared();
-    let name = format!("act-{}", std::process::id());
-    let dir = tempfile::tempdir().unwrap();
-    let alerts = format!("{name}-alerts");
-    broker.create_topic(&alerts, 1);
+    let Setup {
+        broker,
+        name,
+        dir,
+        alerts,
+    } = Setup::new("act");
     let cfg = config(dir.path(), &name);
     let a = notifier(broker, &cfg, &alerts, dir.path().join("notify-a.log"), &[]);
     let b = notifier(broker, &cfg, &alerts, dir.path().join("notify-b.log"), &[]);
@@ -395,11 +395,12 @@ async fn requests_are_checked_against_the_view_and_refused_ones_store_nothing() 
 /// lacks is 404), and the account in full carries the actions on its alerts.
 #[test]
 fn serve_checks_alerts_against_its_view_and_shows_actions_on_the_account() {
-    let broker = Broker::shared();
-    let name = format!("acts-{}", std::process::id());
-    let dir = tempfile::tempdir().unwrap();
-    let alerts = format!("{name}-alerts");
-    broker.create_topic(&alerts, 1);
+    let Setup {
+        broker,
+        name,
+        dir,
+        alerts,
+    } = Setup::new("acts");
     broker.create_topic(&format!("{name}-group-changelog"), 1);
     let lines = dir.path().join("alerts.ndjson");
     std::fs::write(

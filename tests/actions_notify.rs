@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::actions::{token_entry, write_config};
+use common::actions::{token_entry, write_config, Setup};
 use common::broker::Broker;
 use common::http::{http_server, Recorder};
 use common::proc::Proc;
@@ -68,11 +68,12 @@ impl World {
     /// Ana owns acme and globex; the notifier waits `wait` (group_wait and
     /// group_interval) and repeats every `repeat`.
     fn new(tag: &str, wait: &str, repeat: &str) -> World {
-        let broker = Broker::shared();
-        let name = format!("actnotify-{tag}-{}", std::process::id());
-        let dir = tempfile::tempdir().unwrap();
-        let alerts = format!("{name}-alerts");
-        broker.create_topic(&alerts, 1);
+        let Setup {
+            broker,
+            name,
+            dir,
+            alerts,
+        } = Setup::new(&format!("actnotify-{tag}"));
         broker.create_topic(&format!("{name}-group-changelog"), 1);
         let (http, rec) = http_server();
         let config = write_config(

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::elements::Element;
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
@@ -138,34 +139,24 @@ async fn count(c: &Client, sel: &str) -> usize {
     c.find_all(Locator::Css(sel)).await.unwrap().len()
 }
 
+/// The first element matching `sel`.
+async fn first(c: &Client, sel: &str) -> Element {
+    c.find(Locator::Css(sel)).await.unwrap()
+}
+
 /// The text of the first element matching `sel`.
 async fn text(c: &Client, sel: &str) -> String {
-    c.find(Locator::Css(sel))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    first(c, sel).await.text().await.unwrap()
 }
 
 /// Clicks the first element matching `sel`.
 async fn click(c: &Client, sel: &str) {
-    c.find(Locator::Css(sel))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap()
+    first(c, sel).await.click().await.unwrap()
 }
 
 /// Whether the first element matching `sel` is displayed.
 async fn shown(c: &Client, sel: &str) -> bool {
-    c.find(Locator::Css(sel))
-        .await
-        .unwrap()
-        .is_displayed()
-        .await
-        .unwrap()
+    first(c, sel).await.is_displayed().await.unwrap()
 }
 
 /// Waits until an element matches `sel`.
@@ -642,29 +633,29 @@ leads = ["lee@example.com"]
 /// direct POST is refused (403) and writes nothing to the actions topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
-    use common::broker::Broker;
+    use common::actions::Setup;
     const ANA: &str = "ana@example.com";
     const BEN: &str = "ben@example.com";
     const ALERT: &str = "acme/inactive/2026-03-01";
 
     let artifacts = repo().join("target/test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
-    let name = format!("bract-{}", std::process::id());
-    let dir = tempfile::tempdir().unwrap();
-    let alerts = format!("{name}-alerts");
+    // The broker helpers block (they run their own runtime).
+    let Setup {
+        broker,
+        name,
+        dir,
+        alerts,
+    } = tokio::task::block_in_place(|| Setup::new("bract"));
     let lines = dir.path().join("alerts.ndjson");
     std::fs::write(
         &lines,
         common::alert_line(ALERT, "firing", "warning", "2026-03-15T10:00:00Z", None),
     )
     .unwrap();
-    // The broker helpers block (they run their own runtime).
-    let broker = tokio::task::block_in_place(|| {
-        let broker = Broker::shared();
-        broker.create_topic(&alerts, 1);
+    tokio::task::block_in_place(|| {
         broker.create_topic(&format!("{name}-group-changelog"), 1);
         broker.produce_ok(&lines, &["--topic", &alerts]);
-        broker
     });
     let accounts = dir.path().join("accounts.csv");
     std::fs::write(
@@ -745,10 +736,7 @@ async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
     click(&c, "div.act button[data-action='snooze']").await;
     error_shown("reason is required").await;
     // A date in the past: the API's own refusal, shown as it words it.
-    let reason = c
-        .find(Locator::Css("div.act input[name=reason]"))
-        .await
-        .unwrap();
+    let reason = first(&c, "div.act input[name=reason]").await;
     reason.send_keys("renewal call on Friday").await.unwrap();
     let default_until: Value = c
         .execute(

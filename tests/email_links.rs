@@ -14,7 +14,7 @@ use std::sync::Arc;
 use churnwatch::actions::email_link::{Claims, LinkKey};
 use churnwatch::actions::ActionKind;
 use churnwatch::time::{wall_clock_ms, DAY};
-use common::actions::{notifier, token_entry, write_config, written};
+use common::actions::{notifier, token_entry, write_config, written, Setup};
 use common::broker::Broker;
 use common::churnwatch_env;
 use common::http::request;
@@ -118,9 +118,12 @@ fn listed(addr: &str, account: &str) -> Value {
 
 #[test]
 fn a_mailed_link_works_once_and_tampered_expired_or_foreign_links_do_nothing() {
-    let broker = Broker::shared();
-    let name = format!("mail-{}", std::process::id());
-    let dir = tempfile::tempdir().unwrap();
+    let Setup {
+        broker,
+        name,
+        dir,
+        alerts: alerts_topic,
+    } = Setup::new("mail");
     let smtp = Smtp::start();
     let cfg = config(dir.path(), &name, smtp.port);
 
@@ -170,8 +173,6 @@ fn a_mailed_link_works_once_and_tampered_expired_or_foreign_links_do_nothing() {
     );
 
     // A notifier following the actions topic serves the links.
-    let alerts_topic = format!("{name}-alerts");
-    broker.create_topic(&alerts_topic, 1);
     let log = dir.path().join("notify.log");
     let server = notifier(
         broker,

@@ -14,8 +14,7 @@ use std::time::Duration;
 use churnwatch::notify::render::{slack, Notification, SlackOptions};
 use churnwatch::record::AlertRecord;
 use churnwatch::time::wall_clock_ms;
-use common::actions::{notifier, token_entry, write_config, written};
-use common::broker::Broker;
+use common::actions::{notifier, token_entry, write_config, written, Setup};
 use common::http::{http_server, json_body, request};
 use common::wait_for;
 use hmac::{Hmac, Mac};
@@ -153,11 +152,12 @@ fn listed(addr: &str, account: &str) -> Value {
 
 #[test]
 fn signed_clicks_are_applied_and_everything_else_is_refused_and_writes_nothing() {
-    let broker = Broker::shared();
-    let name = format!("slack-{}", std::process::id());
-    let dir = tempfile::tempdir().unwrap();
-    let alerts = format!("{name}-alerts");
-    broker.create_topic(&alerts, 1);
+    let Setup {
+        broker,
+        name,
+        dir,
+        alerts,
+    } = Setup::new("slack");
     let cfg = config(dir.path(), &name);
     let env = [("CW_TEST_SLACK_SECRET", SECRET)];
     let a = notifier(broker, &cfg, &alerts, dir.path().join("notify-a.log"), &env);

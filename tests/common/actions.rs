@@ -1,5 +1,5 @@
-//! What the tests of actions on alerts share: a `notify` process serving the actions
-//! API, their config files and token entries, JSON requests with a bearer token, the actions
+//! What the tests of actions on alerts share: their broker and topics, a `notify`
+//! process serving the actions API, their config files and token entries, JSON requests with a bearer token, the actions
 //! listed for an account and the records ever written to the actions topic.
 
 use std::path::{Path, PathBuf};
@@ -10,6 +10,33 @@ use serde_json::Value;
 use super::broker::Broker;
 use super::http::{json_body, request};
 use super::proc::Proc;
+
+/// What a test of actions against the broker starts from: the shared broker, a name
+/// unique to the test (the prefix of its topics and consumer groups), a temporary
+/// directory and the alerts topic `{name}-alerts` (one partition, created).
+pub struct Setup {
+    pub broker: &'static Broker,
+    pub name: String,
+    pub dir: tempfile::TempDir,
+    pub alerts: String,
+}
+
+impl Setup {
+    /// The name is `tag` and this process's id.
+    pub fn new(tag: &str) -> Setup {
+        let broker = Broker::shared();
+        let name = format!("{tag}-{}", std::process::id());
+        let dir = tempfile::tempdir().unwrap();
+        let alerts = format!("{name}-alerts");
+        broker.create_topic(&alerts, 1);
+        Setup {
+            broker,
+            name,
+            dir,
+            alerts,
+        }
+    }
+}
 
 /// `churnwatch notify` on `cfg`, following `alerts` on `broker` (with `env` besides),
 /// serving HTTP on a free loopback port and logging to `log`.
