@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::{bin, logged_http_addr, wait_for};
+use super::{bin, logged_http_addr};
 
 pub struct Proc {
     pub child: Child,
@@ -28,14 +28,21 @@ impl Proc {
         Proc { child, log }
     }
 
-    /// The address of its HTTP server, once it has logged it (within `timeout`).
+    /// The address of its HTTP server, once it has logged it; panics with the log if
+    /// it has not within `timeout`.
     pub fn addr_within(&self, timeout: Duration) -> String {
-        let mut found = None;
-        wait_for("the http address in the log", timeout, || {
-            found = logged_http_addr(&std::fs::read_to_string(&self.log).unwrap_or_default());
-            found.is_some()
-        });
-        found.unwrap()
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(addr) = logged_http_addr(&log) {
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for the http address in the log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The address of its HTTP server, once it has logged it (within 60 s).
