@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +17,9 @@ use churnwatch::config::{AuthConfig, TokenEntry};
 use churnwatch::inbox::model::Role;
 use churnwatch::server::auth::{sha256, Authenticator};
 use churnwatch::time::{format_rfc3339, wall_clock_ms, DAY};
-use common::broker::Broker;
-use common::{bin, wait_for};
+use common::actions::{call, hex, notifier, token_entry, write_config, written, Setup};
+use common::proc::Proc;
+use common::wait_for;
 use serde_json::{json, Value};
 
 const ANA: &str = "ana@example.com";
@@ -29,130 +29,36 @@ const ANA_TOKEN: &str = "cw_ana_0123456789abcdef0123456789abcdef";
 const BEN_TOKEN: &str = "cw_ben_0123456789abcdef0123456789abcdef";
 const LEE_TOKEN: &str = "cw_lee_0123456789abcdef0123456789abcdef";
 
-fn hex(b: [u8; 32]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A request with a JSON body and a bearer token: (status, body as JSON).
-fn call(addr: &str, method: &str, path: &str, token: &str, body: &str) -> (u16, Value) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Authorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
-}
-
-/// Records ever written to the (one-partition) actions topic: its end offset.
-fn written(broker: &Broker, topic: &str) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &broker.bootstrap)
-        .create()
-        .unwrap();
-    c.fetch_watermarks(topic, 0, Duration::from_secs(10))
-        .unwrap()
-        .1
-}
-
-struct Proc {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Proc {
-    fn addr(&self) -> String {
-        let mut found = None;
-        wait_for(
-            "the http address in the log",
-            Duration::from_secs(60),
-            || {
-                found = common::logged_http_addr(
-                    &std::fs::read_to_string(&self.log).unwrap_or_default(),
-                );
-                found.is_some()
-            },
-        );
-        found.unwrap()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A config with three tokens (Ana and Ben CSMs, Lee a lead) and the account owners.
 fn config(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let accounts = dir.join("accounts.csv");
-    std::fs::write(
-        &accounts,
-        format!("account_id,owner_email\nacme,{ANA}\nglobex,{BEN}\n"),
+    write_config(
+        dir,
+        &format!("account_id,owner_email\nacme,{ANA}\nglobex,{BEN}\n"),
+        |accounts| {
+            format!(
+                "[notify]\ngroup_id = \"{name}-notifier\"\naccounts_file = \"{}\"\n\
+                 [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n\
+                 [notify.route]\nreceiver = \"hook\"\n{}{}{}",
+                accounts.display(),
+                token_entry(ANA_TOKEN, ANA, "csm"),
+                token_entry(BEN_TOKEN, BEN, "csm"),
+                token_entry(LEE_TOKEN, LEE, "lead"),
+            )
+        },
     )
-    .unwrap();
-    let token = |t: &str, email: &str, role: &str| {
-        format!(
-            "[[server.auth.tokens]]\nsha256 = \"{}\"\nemail = \"{email}\"\nrole = \"{role}\"\n",
-            hex(sha256(t.as_bytes()))
-        )
-    };
-    let cfg = dir.join("churnwatch.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[notify]\ngroup_id = \"{name}-notifier\"\naccounts_file = \"{}\"\n\
-             [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n\
-             [notify.route]\nreceiver = \"hook\"\n{}{}{}",
-            accounts.display(),
-            token(ANA_TOKEN, ANA, "csm"),
-            token(BEN_TOKEN, BEN, "csm"),
-            token(LEE_TOKEN, LEE, "lead"),
-        ),
-    )
-    .unwrap();
-    cfg
-}
-
-fn spawn(
-    broker: &Broker,
-    cfg: &std::path::Path,
-    alerts: &str,
-    dir: &std::path::Path,
-    i: &str,
-) -> Proc {
-    let log = dir.join(format!("notify-{i}.log"));
-    let child = Command::new(bin())
-        .args(["notify", "--config", cfg.to_str().unwrap()])
-        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-        .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", alerts)
-        .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    Proc { child, log }
 }
 
 #[test]
 fn an_action_on_one_instance_is_listed_by_another_and_refusals_write_nothing() {
-    let broker = Broker::shared();
-    let name = format!("act-{}", std::process::id());
-    let dir = tempfile::tempdir().unwrap();
-    let alerts = format!("{name}-alerts");
-    broker.create_topic(&alerts, 1);
+    let Setup {
+        broker,
+        name,
+        dir,
+        alerts,
+    } = Setup::new("act");
     let cfg = config(dir.path(), &name);
-    let a = spawn(broker, &cfg, &alerts, dir.path(), "a");
-    let b = spawn(broker, &cfg, &alerts, dir.path(), "b");
+    let a = notifier(broker, &cfg, &alerts, dir.path().join("notify-a.log"), &[]);
+    let b = notifier(broker, &cfg, &alerts, dir.path().join("notify-b.log"), &[]);
     let (addr_a, addr_b) = (a.addr(), b.addr());
     let topic = format!("{name}-notifier-actions");
     let until = format_rfc3339(wall_clock_ms() + 7 * DAY);
@@ -300,7 +206,7 @@ fn an_action_on_one_instance_is_listed_by_another_and_refusals_write_nothing() {
         .any(|l| l.starts_with("churnwatch_actions") && l.contains("acme")));
     // kill -9 of A and a new instance: nothing acknowledged is lost.
     drop(a);
-    let a2 = spawn(broker, &cfg, &alerts, dir.path(), "a2");
+    let a2 = notifier(broker, &cfg, &alerts, dir.path().join("notify-a2.log"), &[]);
     let addr_a2 = a2.addr();
     let l = call(
         &addr_a2,
@@ -489,11 +395,12 @@ async fn requests_are_checked_against_the_view_and_refused_ones_store_nothing() 
 /// lacks is 404), and the account in full carries the actions on its alerts.
 #[test]
 fn serve_checks_alerts_against_its_view_and_shows_actions_on_the_account() {
-    let broker = Broker::shared();
-    let name = format!("acts-{}", std::process::id());
-    let dir = tempfile::tempdir().unwrap();
-    let alerts = format!("{name}-alerts");
-    broker.create_topic(&alerts, 1);
+    let Setup {
+        broker,
+        name,
+        dir,
+        alerts,
+    } = Setup::new("acts");
     broker.create_topic(&format!("{name}-group-changelog"), 1);
     let lines = dir.path().join("alerts.ndjson");
     std::fs::write(
@@ -509,20 +416,15 @@ fn serve_checks_alerts_against_its_view_and_shows_actions_on_the_account() {
     .unwrap();
     broker.produce_ok(&lines, &["--topic", &alerts]);
     let cfg = config(dir.path(), &name);
-    let log = dir.path().join("serve.log");
-    let serve = Proc {
-        child: Command::new(bin())
-            .args(["serve", "--config", cfg.to_str().unwrap()])
-            .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-            .env("CHURNWATCH_KAFKA__GROUP_ID", format!("{name}-group"))
-            .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", &alerts)
-            .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-        log,
-    };
+    let serve = Proc::spawn(
+        &["serve", "--config", cfg.to_str().unwrap()],
+        dir.path().join("serve.log"),
+        |c| {
+            c.env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+                .env("CHURNWATCH_KAFKA__GROUP_ID", format!("{name}-group"))
+                .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", &alerts);
+        },
+    );
     let addr = serve.addr();
     wait_for(
         "the view to hold acme's alert",

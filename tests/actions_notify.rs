@@ -14,40 +14,24 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::actions::{token_entry, write_config, Setup};
 use common::broker::Broker;
 use common::http::{http_server, Recorder};
-use common::{bin, wait_for};
+use common::proc::Proc;
+use common::wait_for;
 use serde_json::{json, Value};
 
 const ANA: &str = "ana@example.com";
 const ANA_TOKEN: &str = "cw_ana_0123456789abcdef0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(90);
 
-fn hex(b: [u8; 32]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// A request with a JSON body and Ana's bearer token: (status, body as JSON).
 fn call(addr: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
-         Authorization: Bearer {ANA_TOKEN}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    common::actions::call(addr, method, path, ANA_TOKEN, body)
 }
 
 /// The (id, status) pairs of each webhook message received, in arrival order.
@@ -84,36 +68,32 @@ impl World {
     /// Ana owns acme and globex; the notifier waits `wait` (group_wait and
     /// group_interval) and repeats every `repeat`.
     fn new(tag: &str, wait: &str, repeat: &str) -> World {
-        let broker = Broker::shared();
-        let name = format!("actnotify-{tag}-{}", std::process::id());
-        let dir = tempfile::tempdir().unwrap();
-        let alerts = format!("{name}-alerts");
-        broker.create_topic(&alerts, 1);
+        let Setup {
+            broker,
+            name,
+            dir,
+            alerts,
+        } = Setup::new(&format!("actnotify-{tag}"));
         broker.create_topic(&format!("{name}-group-changelog"), 1);
-        let accounts = dir.path().join("accounts.csv");
-        std::fs::write(
-            &accounts,
-            format!("account_id,owner_email\nacme,{ANA}\nglobex,{ANA}\n"),
-        )
-        .unwrap();
         let (http, rec) = http_server();
-        let config = dir.path().join("churnwatch.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[kafka]\nbrokers = \"{}\"\nalerts_topic = \"{alerts}\"\ngroup_id = \"{name}-group\"\n\
-                 [kafka.client]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\
-                 [notify]\ngroup_id = \"{name}-notifier\"\naccounts_file = \"{}\"\n\
-                 group_wait = \"{wait}\"\ngroup_interval = \"{wait}\"\nrepeat_interval = \"{repeat}\"\n\
-                 [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{http}/hook\"\n\
-                 [notify.route]\nreceiver = \"hook\"\n\
-                 [[server.auth.tokens]]\nsha256 = \"{}\"\nemail = \"{ANA}\"\nrole = \"csm\"\n",
-                broker.bootstrap,
-                accounts.display(),
-                hex(churnwatch::server::auth::sha256(ANA_TOKEN.as_bytes())),
-            ),
-        )
-        .unwrap();
+        let config = write_config(
+            dir.path(),
+            &format!("account_id,owner_email\nacme,{ANA}\nglobex,{ANA}\n"),
+            |accounts| {
+                format!(
+                    "[kafka]\nbrokers = \"{}\"\nalerts_topic = \"{alerts}\"\ngroup_id = \"{name}-group\"\n\
+                     [kafka.client]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"1000\"\n\
+                     [notify]\ngroup_id = \"{name}-notifier\"\naccounts_file = \"{}\"\n\
+                     group_wait = \"{wait}\"\ngroup_interval = \"{wait}\"\nrepeat_interval = \"{repeat}\"\n\
+                     [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://{http}/hook\"\n\
+                     [notify.route]\nreceiver = \"hook\"\n\
+                     {}",
+                    broker.bootstrap,
+                    accounts.display(),
+                    token_entry(ANA_TOKEN, ANA, "csm"),
+                )
+            },
+        );
         World {
             broker,
             dir,
@@ -142,15 +122,11 @@ impl World {
 
     /// `churnwatch <cmd>` on this world's config, logging to `<label>.log`.
     fn spawn(&self, cmd: &str, label: &str) -> Proc {
-        let log = self.dir.path().join(format!("{label}.log"));
-        let child = Command::new(bin())
-            .args([cmd, "--config", self.config.to_str().unwrap()])
-            .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Proc { child, log }
+        Proc::spawn(
+            &[cmd, "--config", self.config.to_str().unwrap()],
+            self.dir.path().join(format!("{label}.log")),
+            |_| {},
+        )
     }
 
     /// Waits for `serve` at `addr` to be ready and to hold `alert` in its view.
@@ -174,36 +150,6 @@ impl World {
     }
 }
 
-struct Proc {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Proc {
-    fn addr(&self) -> String {
-        let mut found = None;
-        wait_for("the http address in the log", WAIT, || {
-            found =
-                common::logged_http_addr(&std::fs::read_to_string(&self.log).unwrap_or_default());
-            found.is_some()
-        });
-        found.unwrap()
-    }
-
-    /// `kill -9`.
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Waits until `want` messages hold (id, status).
 fn await_count(rec: &Recorder, id: &str, status: &str, want: usize) {
     wait_for(
@@ -220,7 +166,7 @@ fn an_acknowledgement_taken_on_serve_stops_the_notifiers_repeats_but_not_the_res
     w.produce(&[(acme, "firing"), (globex, "firing")]);
     let notifier = w.spawn("notify", "notify");
     let serve = w.spawn("serve", "serve");
-    let (n_addr, s_addr) = (notifier.addr(), serve.addr());
+    let (n_addr, s_addr) = (notifier.addr_within(WAIT), serve.addr_within(WAIT));
     // Before any action, both alerts repeat (in one message: one owner).
     await_count(&w.rec, acme, "firing", 2);
     w.await_view(&s_addr, "acme", acme);
@@ -412,7 +358,7 @@ fn kill_9_of_the_acting_process_and_of_the_notifier_loses_no_action() {
     w.produce(&[(acme, "firing"), (globex, "firing")]);
     let notifier = w.spawn("notify", "notify-1");
     let serve = w.spawn("serve", "serve");
-    let s_addr = serve.addr();
+    let s_addr = serve.addr_within(WAIT);
     await_count(&w.rec, acme, "firing", 1);
     w.await_view(&s_addr, "acme", acme);
     let until =
@@ -425,7 +371,7 @@ fn kill_9_of_the_acting_process_and_of_the_notifier_loses_no_action() {
     serve.kill9();
     notifier.kill9();
     let notifier = w.spawn("notify", "notify-2");
-    let n_addr = notifier.addr();
+    let n_addr = notifier.addr_within(WAIT);
     // A new episode of the snoozed account and kind, and a marker of another kind of
     // the same account: they travel in one message, so the marker's message shows
     // whether the new episode was honoured as quiet.

@@ -66,36 +66,46 @@ fn history_text() -> String {
         .collect()
 }
 
-/// Runs `churnwatch backtest` over the hand-made history; returns the JSON output.
-fn backtest(extra: &[&str], outcomes: Option<&str>) -> Value {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("h.ndjson");
+/// The hand-made history as a file `h.ndjson` in `dir`.
+fn history_file(dir: &std::path::Path) -> std::path::PathBuf {
+    let input = dir.join("h.ndjson");
     std::fs::write(&input, history_text()).unwrap();
-    let accounts = dir.path().join("accounts.csv");
-    std::fs::write(&accounts, ACCOUNTS_CSV).unwrap();
-    let out = dir.path().join("m.json");
-    let mut args: Vec<String> = [
+    input
+}
+
+/// `churnwatch backtest --input <input> --horizon 10d <args>`, which must succeed.
+fn backtest_of(input: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec![
         "backtest",
         "--input",
         input.to_str().unwrap(),
-        "--accounts",
-        accounts.to_str().unwrap(),
         "--horizon",
         "10d",
+    ];
+    all.extend_from_slice(args);
+    churnwatch(&all)
+}
+
+/// Runs `churnwatch backtest` over the hand-made history; returns the JSON output.
+fn backtest(extra: &[&str], outcomes: Option<&str>) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let input = history_file(dir.path());
+    let accounts = dir.path().join("accounts.csv");
+    std::fs::write(&accounts, ACCOUNTS_CSV).unwrap();
+    let out = dir.path().join("m.json");
+    let outcomes_file = dir.path().join("outcomes.csv");
+    let mut args = vec![
+        "--accounts",
+        accounts.to_str().unwrap(),
         "--output",
         out.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ];
     if let Some(o) = outcomes {
-        let p = dir.path().join("outcomes.csv");
-        std::fs::write(&p, o).unwrap();
-        args.extend(["--outcomes".into(), p.to_str().unwrap().into()]);
+        std::fs::write(&outcomes_file, o).unwrap();
+        args.extend(["--outcomes", outcomes_file.to_str().unwrap()]);
     }
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    churnwatch(&refs);
+    args.extend_from_slice(extra);
+    backtest_of(&input, &args);
     serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap()
 }
 
@@ -203,17 +213,8 @@ fn sweep_runs_every_combination_in_order() {
 #[test]
 fn terminal_table_has_a_row_per_run_and_rule() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("h.ndjson");
-    std::fs::write(&input, history_text()).unwrap();
-    let out = churnwatch(&[
-        "backtest",
-        "--input",
-        input.to_str().unwrap(),
-        "--horizon",
-        "10d",
-        "--set",
-        "rules.inactive.after_days=7,14",
-    ]);
+    let input = history_file(dir.path());
+    let out = backtest_of(&input, &["--set", "rules.inactive.after_days=7,14"]);
     let text = String::from_utf8(out.stdout).unwrap();
     let rows: Vec<&str> = text
         .lines()
@@ -239,8 +240,13 @@ fn gen_history(accounts: u32, days: u32, seed: u64) -> Vec<u8> {
     buf
 }
 
+/// A line reader over a copy of `input`.
+fn reader(input: &[u8]) -> LineReader {
+    LineReader::from_reader(Box::new(Cursor::new(input.to_vec())))
+}
+
 fn replay_records(cfg: &Config, input: &[u8], until: Option<Millis>) -> Vec<String> {
-    let mut r = LineReader::from_reader(Box::new(Cursor::new(input.to_vec())));
+    let mut r = reader(input);
     let mut out = Vec::new();
     replay(
         cfg,
@@ -261,11 +267,21 @@ fn replay_records(cfg: &Config, input: &[u8], until: Option<Millis>) -> Vec<Stri
 }
 
 fn backtest_records(cfg: &Config, input: &[u8], until: Option<Millis>) -> Vec<String> {
-    let mut r = LineReader::from_reader(Box::new(Cursor::new(input.to_vec())));
+    let mut r = reader(input);
     let h = History::read(cfg, &mut r, until, |_| {}).unwrap();
     let mut out = Vec::new();
     h.run(cfg, |a| out.push(to_json_line(&a, 0)));
     out
+}
+
+/// Under the config `cfg_text`, the backtest writes the records replay writes (more
+/// than ten of them) for `input` up to `until`.
+fn assert_backtest_records_are_replays(cfg_text: &str, input: &[u8], until: Option<Millis>) {
+    let cfg = Config::from_toml_str(cfg_text, []).unwrap();
+    let a = replay_records(&cfg, input, until);
+    let b = backtest_records(&cfg, input, until);
+    assert!(a.len() > 10, "{cfg_text} {until:?}: {} records", a.len());
+    assert_eq!(a, b, "{cfg_text} {until:?}");
 }
 
 #[test]
@@ -281,11 +297,7 @@ fn backtest_alerts_are_exactly_replays() {
         ),
         ("", Some(start + 200 * DAY)),
     ] {
-        let cfg = Config::from_toml_str(cfg_text, []).unwrap();
-        let a = replay_records(&cfg, &input, until);
-        let b = backtest_records(&cfg, &input, until);
-        assert!(a.len() > 10, "{cfg_text} {until:?}: {} records", a.len());
-        assert_eq!(a, b, "{cfg_text} {until:?}");
+        assert_backtest_records_are_replays(cfg_text, &input, until);
     }
 }
 
@@ -304,11 +316,7 @@ fn resolved_events_give_replays_records_under_every_input_that_matters() {
         "[time]\nallowed_lateness = \"1s\"\n[rules.inactive]\nafter_days = 5\n",
         "[lifecycle]\nstart_on_first_event = false\n",
     ] {
-        let cfg = Config::from_toml_str(cfg_text, []).unwrap();
-        let a = replay_records(&cfg, &input, None);
-        let b = backtest_records(&cfg, &input, None);
-        assert!(a.len() > 10, "{cfg_text}: {} records", a.len());
-        assert_eq!(a, b, "{cfg_text}");
+        assert_backtest_records_are_replays(cfg_text, &input, None);
     }
 }
 
@@ -343,7 +351,7 @@ fn replay_as_of_equals_replay_of_the_events_until_then() {
     }
     // The summary counts the accepted events left out.
     let summary = |bytes: &[u8]| {
-        let mut r = LineReader::from_reader(Box::new(Cursor::new(bytes.to_vec())));
+        let mut r = reader(bytes);
         replay(
             &cfg,
             &mut r,
@@ -389,8 +397,7 @@ fn fails(args: &[&str]) -> String {
 #[test]
 fn bad_outcomes_name_the_line() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("h.ndjson");
-    std::fs::write(&input, history_text()).unwrap();
+    let input = history_file(dir.path());
     let outcomes = dir.path().join("o.csv");
     for (text, needle) in [
         (
@@ -540,8 +547,7 @@ fn actions_on_alerts_are_scored_beside_precision() {
     ];
     // The ids are the ones replay (and so the daemon) writes for this history.
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("h.ndjson");
-    std::fs::write(&input, history_text()).unwrap();
+    let input = history_file(dir.path());
     let replayed =
         String::from_utf8(churnwatch(&["replay", "-q", "--input", input.to_str().unwrap()]).stdout)
             .unwrap();
@@ -614,15 +620,7 @@ fn actions_on_alerts_are_scored_beside_precision() {
     assert!(plain["runs"][0].get("feedback").is_none());
 
     // The text table: a feedback row per rule.
-    let out = churnwatch(&[
-        "backtest",
-        "--input",
-        input.to_str().unwrap(),
-        "--horizon",
-        "10d",
-        "--actions",
-        actions.to_str().unwrap(),
-    ]);
+    let out = backtest_of(&input, &["--actions", actions.to_str().unwrap()]);
     let text = String::from_utf8(out.stdout).unwrap();
     let row = text
         .lines()
@@ -649,18 +647,16 @@ fn actions_on_alerts_are_scored_beside_precision() {
     assert!(text.contains("config: 6 alerts with actions matched, 1 not"));
     // The HTML report has the same row.
     let report = dir.path().join("report.html");
-    churnwatch(&[
-        "backtest",
-        "-q",
-        "--input",
-        input.to_str().unwrap(),
-        "--horizon",
-        "10d",
-        "--actions",
-        actions.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-    ]);
+    backtest_of(
+        &input,
+        &[
+            "-q",
+            "--actions",
+            actions.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(html.contains("6 alerts with actions matched this run's alerts, 1 did not"));
     assert!(html.contains(
@@ -669,13 +665,14 @@ fn actions_on_alerts_are_scored_beside_precision() {
 
     // A bad line refuses the file, naming it; nothing is scored.
     std::fs::write(&actions, format!("{}\n{{\"alert_id\": 3}}\n", lines[0])).unwrap();
-    let out = Command::new(bin())
-        .args(["backtest", "-q", "--input", input.to_str().unwrap()])
-        .args(["--actions", actions.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = fails(&[
+        "backtest",
+        "-q",
+        "--input",
+        input.to_str().unwrap(),
+        "--actions",
+        actions.to_str().unwrap(),
+    ]);
     assert!(err.contains("actions.ndjson line 2"), "{err}");
 }
 
@@ -689,8 +686,7 @@ fn the_actions_topic_and_its_export_give_the_same_feedback() {
     let topic = format!("bt-actions-{}", std::process::id());
     broker.create_topic(&topic, 1);
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("h.ndjson");
-    std::fs::write(&input, history_text()).unwrap();
+    let input = history_file(dir.path());
     let act = |id: &str, action: &str, at: &str| {
         let mut a = json!({"alert_id": id, "account_id": id.split('/').next().unwrap(),
                            "action": action, "by": "ana@example.com", "at_ms": ts(at)});
@@ -728,16 +724,16 @@ fn the_actions_topic_and_its_export_give_the_same_feedback() {
     );
 
     let export = dir.path().join("export.ndjson");
-    let out = Command::new(bin())
-        .args(["actions", "export", "--topic", &topic, "--output"])
-        .arg(&export)
-        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::churnwatch_env(
+        &[
+            "actions",
+            "export",
+            "--topic",
+            &topic,
+            "--output",
+            export.to_str().unwrap(),
+        ],
+        [("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)],
     );
     let lines: Vec<Value> = std::fs::read_to_string(&export)
         .unwrap()

@@ -13,10 +13,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use fantoccini::elements::Element;
 use fantoccini::wd::WebDriverCompatibleCommand;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
+use common::proc::Proc;
 use common::{churnwatch, repo};
 
 /// `chromedriver` on a free loopback port, killed on drop.
@@ -106,10 +108,9 @@ async fn account_page_drawn(c: &Client, png: &std::path::Path) {
         size[0].as_f64().unwrap() > 400.0 && size[1].as_f64().unwrap() > 100.0,
         "{size}"
     );
-    let errors = console_errors(c).await;
-    assert!(errors.is_empty(), "console errors: {errors:?}");
+    assert_no_console_errors(c).await;
     c.set_window_size(1280, 1500).await.unwrap();
-    std::fs::write(png, c.screenshot().await.unwrap()).unwrap();
+    screenshot(c, png).await;
 }
 
 async fn console_errors(c: &Client) -> Vec<String> {
@@ -120,6 +121,96 @@ async fn console_errors(c: &Client) -> Vec<String> {
         .filter(|e| e["level"] == "SEVERE")
         .map(|e| e["message"].as_str().unwrap_or_default().to_string())
         .collect()
+}
+
+/// Asserts the page logged no console error since the last look.
+async fn assert_no_console_errors(c: &Client) {
+    let errors = console_errors(c).await;
+    assert!(errors.is_empty(), "console errors: {errors:?}");
+}
+
+/// Saves a screenshot of the window to `png`.
+async fn screenshot(c: &Client, png: &Path) {
+    std::fs::write(png, c.screenshot().await.unwrap()).unwrap();
+}
+
+/// How many elements match the CSS selector `sel`.
+async fn count(c: &Client, sel: &str) -> usize {
+    c.find_all(Locator::Css(sel)).await.unwrap().len()
+}
+
+/// The first element matching `sel`.
+async fn first(c: &Client, sel: &str) -> Element {
+    c.find(Locator::Css(sel)).await.unwrap()
+}
+
+/// The text of the first element matching `sel`.
+async fn text(c: &Client, sel: &str) -> String {
+    first(c, sel).await.text().await.unwrap()
+}
+
+/// Clicks the first element matching `sel`.
+async fn click(c: &Client, sel: &str) {
+    first(c, sel).await.click().await.unwrap()
+}
+
+/// Whether the first element matching `sel` is displayed.
+async fn shown(c: &Client, sel: &str) -> bool {
+    first(c, sel).await.is_displayed().await.unwrap()
+}
+
+/// Waits until an element matches `sel`.
+async fn wait_for_element(c: &Client, sel: &str) {
+    c.wait().for_element(Locator::Css(sel)).await.unwrap();
+}
+
+/// `email`'s inbox list at `base` in a new session of `driver`: signed in, the page
+/// open and titled as the list. Returns the session and the rows' links, in order.
+async fn open_inbox(driver: &Driver, base: &str, email: &str) -> (Client, Value) {
+    let c = connect(driver).await;
+    c.set_window_size(1280, 900).await.unwrap();
+    sign_in_as(&c, email).await;
+    c.goto(&format!("{base}/inbox")).await.unwrap();
+    assert_eq!(c.title().await.unwrap(), "My accounts at risk - churnwatch");
+    let rows: Value = c
+        .execute(
+            "return [...document.querySelectorAll('tr.account')].map(r => r.dataset.href)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    (c, rows)
+}
+
+/// Clicks the first row of the list and waits for `url` (its account page).
+async fn open_first_row(c: &Client, url: &str) {
+    click(c, "tr.account td.rank").await;
+    c.wait()
+        .for_url(&url::Url::parse(url).unwrap())
+        .await
+        .unwrap();
+}
+
+/// The status of a GET of `url` as `email` through the proxy header.
+async fn status_as(url: &str, email: &str) -> u16 {
+    reqwest::Client::new()
+        .get(url)
+        .header("X-Forwarded-Email", email)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// The URLs the page has fetched (its resource timing entries).
+async fn fetched(c: &Client) -> Value {
+    c.execute(
+        "return performance.getEntriesByType('resource').map(e => e.name)",
+        vec![],
+    )
+    .await
+    .unwrap()
 }
 
 fn file_url(p: &Path) -> String {
@@ -177,15 +268,8 @@ async fn report_loads_cleanly_with_its_charts() {
 
     c.goto(&file_url(&report)).await.unwrap();
     assert_eq!(c.title().await.unwrap(), "churnwatch backtest");
-    let errors = console_errors(&c).await;
-    assert!(errors.is_empty(), "console errors: {errors:?}");
-    let fetched: Value = c
-        .execute(
-            "return performance.getEntriesByType('resource').map(e => e.name)",
-            vec![],
-        )
-        .await
-        .unwrap();
+    assert_no_console_errors(&c).await;
+    let fetched = fetched(&c).await;
     assert_eq!(fetched, json!([]), "the report fetched something");
 
     let charts = c.find_all(Locator::Css("svg.chart")).await.unwrap();
@@ -194,18 +278,14 @@ async fn report_loads_cleanly_with_its_charts() {
         4,
         "trade-off, per-rule bars, lead times, weekly load"
     );
-    let count = |sel: &'static str| {
-        let c = c.clone();
-        async move { c.find_all(Locator::Css(sel)).await.unwrap().len() }
-    };
     // 6 runs: a precision and (with eligible churns) a recall point each.
-    assert_eq!(count("svg.chart circle.point").await, 12);
+    assert_eq!(count(&c, "svg.chart circle.point").await, 12);
     // The current config (after_days 14, alpha 0.001): its precision and recall points.
-    assert_eq!(count("svg.chart circle.current").await, 2);
-    assert!(count("svg.chart rect.bar").await >= 4);
-    assert!(count("svg.chart polyline.series").await >= 1);
+    assert_eq!(count(&c, "svg.chart circle.current").await, 2);
+    assert!(count(&c, "svg.chart rect.bar").await >= 4);
+    assert!(count(&c, "svg.chart polyline.series").await >= 1);
     assert!(
-        count("svg.chart circle.lead").await >= 1,
+        count(&c, "svg.chart circle.lead").await >= 1,
         "no caught churn drawn"
     );
     // The charts are laid out (not zero-sized).
@@ -286,18 +366,7 @@ async fn inbox_shows_a_csm_their_accounts_and_nobody_elses() {
     let base = format!("http://127.0.0.1:{}", addr.port());
 
     let driver = Driver::start();
-    let c = connect(&driver).await;
-    c.set_window_size(1280, 900).await.unwrap();
-    sign_in_as(&c, ANA).await;
-    c.goto(&format!("{base}/inbox")).await.unwrap();
-    assert_eq!(c.title().await.unwrap(), "My accounts at risk - churnwatch");
-    let rows: Value = c
-        .execute(
-            "return [...document.querySelectorAll('tr.account')].map(r => r.dataset.href)",
-            vec![],
-        )
-        .await
-        .unwrap();
+    let (c, rows) = open_inbox(&driver, &base, ANA).await;
     assert_eq!(
         rows,
         json!([
@@ -307,28 +376,11 @@ async fn inbox_shows_a_csm_their_accounts_and_nobody_elses() {
         ]),
         "Ana's accounts at risk, highest priority first, nobody else's"
     );
-    let sparks = c
-        .find_all(Locator::Css("tr.account svg.spark polyline"))
-        .await
-        .unwrap();
-    assert_eq!(sparks.len(), 3);
-    let who = c
-        .find(Locator::Css("header .who"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    assert_eq!(count(&c, "tr.account svg.spark polyline").await, 3);
+    let who = text(&c, "header .who").await;
     assert!(who.contains(ANA), "{who}");
-    let errors = console_errors(&c).await;
-    assert!(errors.is_empty(), "console errors: {errors:?}");
-    let fetched: Value = c
-        .execute(
-            "return performance.getEntriesByType('resource').map(e => e.name)",
-            vec![],
-        )
-        .await
-        .unwrap();
+    assert_no_console_errors(&c).await;
+    let fetched = fetched(&c).await;
     let fetched = fetched.as_array().unwrap();
     assert!(
         fetched.len() >= 2
@@ -337,34 +389,20 @@ async fn inbox_shows_a_csm_their_accounts_and_nobody_elses() {
                 .all(|u| u.as_str().unwrap().starts_with(&base)),
         "fetched from elsewhere (or nothing): {fetched:?}"
     );
-    let png = c.screenshot().await.unwrap();
-    std::fs::write(artifacts.join("inbox-list.png"), png).unwrap();
+    screenshot(&c, &artifacts.join("inbox-list.png")).await;
 
     // The whole row opens the account (the enhancement script runs).
-    c.find(Locator::Css("tr.account td.rank"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait()
-        .for_url(&url::Url::parse(&format!("{base}/inbox/accounts/acme")).unwrap())
-        .await
-        .unwrap();
+    open_first_row(&c, &format!("{base}/inbox/accounts/acme")).await;
     assert_eq!(c.title().await.unwrap(), "Acme Corp - churnwatch");
-    let count = |sel: &'static str| {
-        let c = c.clone();
-        async move { c.find_all(Locator::Css(sel)).await.unwrap().len() }
-    };
     assert_eq!(
-        count("svg.chart.activity rect.bar").await,
+        count(&c, "svg.chart.activity rect.bar").await,
         56,
         "a bar per day"
     );
-    assert_eq!(count("svg.chart.activity line.expected").await, 1);
-    assert_eq!(count("article.alert.critical dl.evidence dt").await, 4);
-    assert_eq!(count("ul.checklist li").await, 2);
-    assert_eq!(count("a.crm[href^='https://']").await, 1);
+    assert_eq!(count(&c, "svg.chart.activity line.expected").await, 1);
+    assert_eq!(count(&c, "article.alert.critical dl.evidence dt").await, 4);
+    assert_eq!(count(&c, "ul.checklist li").await, 2);
+    assert_eq!(count(&c, "a.crm[href^='https://']").await, 1);
     account_page_drawn(&c, &artifacts.join("inbox-account.png")).await;
 
     // Ben may not open Ana's account.
@@ -372,24 +410,13 @@ async fn inbox_shows_a_csm_their_accounts_and_nobody_elses() {
     c.goto(&format!("{base}/inbox/accounts/acme"))
         .await
         .unwrap();
-    let h1 = c
-        .find(Locator::Css("h1"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(h1, "Not allowed");
+    assert_eq!(text(&c, "h1").await, "Not allowed");
     let body = c.source().await.unwrap();
     assert!(!body.contains("Acme Corp"), "the refusal shows the account");
-    let status = reqwest::Client::new()
-        .get(format!("{base}/inbox/accounts/acme"))
-        .header("X-Forwarded-Email", BEN)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 403);
+    assert_eq!(
+        status_as(&format!("{base}/inbox/accounts/acme"), BEN).await,
+        403
+    );
 
     // A lead sees the team: one line per CSM, the busiest first. (The log so far has
     // the 403 in it.)
@@ -404,57 +431,29 @@ async fn inbox_shows_a_csm_their_accounts_and_nobody_elses() {
         .await
         .unwrap();
     assert_eq!(owners, json!([ANA, BEN]));
-    assert_eq!(count("table.team svg.load rect").await, 2);
-    let errors = console_errors(&c).await;
-    assert!(errors.is_empty(), "console errors: {errors:?}");
+    assert_eq!(count(&c, "table.team svg.load rect").await, 2);
+    assert_no_console_errors(&c).await;
     c.set_window_size(1280, 500).await.unwrap();
-    let png = c.screenshot().await.unwrap();
-    std::fs::write(artifacts.join("inbox-team.png"), png).unwrap();
+    screenshot(&c, &artifacts.join("inbox-team.png")).await;
     c.close().await.unwrap();
 }
 
-/// `churnwatch serve --events` on a generated population, its log in `log`; killed on
-/// drop.
+/// `churnwatch serve` with `args` (in the environment `configure` adds), logging at
+/// info to `log`, once it listens; killed on drop.
 struct Serve {
-    child: Child,
+    _proc: Proc,
     base: String,
 }
 
 impl Serve {
-    fn start(args: &[&str], log: &Path) -> Serve {
-        let child = Command::new(common::bin())
-            .arg("serve")
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let addr = loop {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            if let Some(a) = text
-                .lines()
-                .find(|l| l.contains("http server listening"))
-                .and_then(|l| l.split("addr=").nth(1))
-                .and_then(|a| a.split_whitespace().next())
-            {
-                break a.to_string();
-            }
-            assert!(Instant::now() < deadline, "serve did not listen: {text}");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        Serve {
-            child,
-            base: format!("http://{addr}"),
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn start(args: &[&str], log: &Path, configure: impl FnOnce(&mut Command)) -> Serve {
+        let args: Vec<&str> = ["serve"].iter().chain(args).copied().collect();
+        let proc = Proc::spawn(&args, log.to_path_buf(), |c| {
+            c.env("RUST_LOG", "info");
+            configure(c);
+        });
+        let base = format!("http://{}", proc.addr_within(Duration::from_secs(120)));
+        Serve { _proc: proc, base }
     }
 }
 
@@ -520,6 +519,7 @@ leads = ["lee@example.com"]
             accounts.to_str().unwrap(),
         ],
         &dir.path().join("serve.log"),
+        |_| {},
     );
     let base = serve.base.clone();
 
@@ -565,44 +565,18 @@ leads = ["lee@example.com"]
     );
 
     let driver = Driver::start();
-    let c = connect(&driver).await;
-    c.set_window_size(1280, 900).await.unwrap();
-    sign_in_as(&c, &csm).await;
-    c.goto(&format!("{base}/inbox")).await.unwrap();
-    assert_eq!(c.title().await.unwrap(), "My accounts at risk - churnwatch");
-    let rows: Value = c
-        .execute(
-            "return [...document.querySelectorAll('tr.account')].map(r => r.dataset.href)",
-            vec![],
-        )
-        .await
-        .unwrap();
+    let (c, rows) = open_inbox(&driver, &base, &csm).await;
     assert_eq!(
         rows,
         json!(want),
         "the page lists what the API lists, in order"
     );
-    let sparks = c
-        .find_all(Locator::Css("tr.account svg.spark polyline"))
-        .await
-        .unwrap();
-    assert_eq!(sparks.len(), want.len());
-    let errors = console_errors(&c).await;
-    assert!(errors.is_empty(), "console errors: {errors:?}");
-    let png = c.screenshot().await.unwrap();
-    std::fs::write(artifacts.join("inbox-real-list.png"), png).unwrap();
+    assert_eq!(count(&c, "tr.account svg.spark polyline").await, want.len());
+    assert_no_console_errors(&c).await;
+    screenshot(&c, &artifacts.join("inbox-real-list.png")).await;
 
     // The top account opens from its row.
-    c.find(Locator::Css("tr.account td.rank"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    c.wait()
-        .for_url(&url::Url::parse(&format!("{base}{}", want[0])).unwrap())
-        .await
-        .unwrap();
+    open_first_row(&c, &format!("{base}{}", want[0])).await;
     let top = items[0]["account_id"].as_str().unwrap();
     let (code, detail) = get_as(
         &base,
@@ -614,22 +588,18 @@ leads = ["lee@example.com"]
     )
     .await;
     assert_eq!(code, 200, "{detail}");
-    let count = |sel: &'static str| {
-        let c = c.clone();
-        async move { c.find_all(Locator::Css(sel)).await.unwrap().len() }
-    };
     let series = detail["series"].as_array().unwrap().len();
     assert!(series >= 28, "{series} days kept");
     assert_eq!(
-        count("svg.chart.activity rect.bar").await,
+        count(&c, "svg.chart.activity rect.bar").await,
         series,
         "a bar per day"
     );
     let firing = detail["firing"].as_array().unwrap().len();
     assert!(firing >= 1);
-    assert_eq!(count("section.firing article.alert").await, firing);
+    assert_eq!(count(&c, "section.firing article.alert").await, firing);
     assert_eq!(
-        count("section.firing article.alert .evidence").await,
+        count(&c, "section.firing article.alert .evidence").await,
         firing,
         "each firing alert's evidence"
     );
@@ -638,22 +608,8 @@ leads = ["lee@example.com"]
     // Another CSM may not open it, in the browser or through the API.
     sign_in_as(&c, &other).await;
     c.goto(&format!("{base}{}", want[0])).await.unwrap();
-    let h1 = c
-        .find(Locator::Css("h1"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(h1, "Not allowed");
-    let status = reqwest::Client::new()
-        .get(format!("{base}{}", want[0]))
-        .header("X-Forwarded-Email", &other)
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 403);
+    assert_eq!(text(&c, "h1").await, "Not allowed");
+    assert_eq!(status_as(&format!("{base}{}", want[0]), &other).await, 403);
     let (code, _) = get_as(
         &base,
         &format!(
@@ -677,29 +633,29 @@ leads = ["lee@example.com"]
 /// direct POST is refused (403) and writes nothing to the actions topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
-    use common::broker::Broker;
+    use common::actions::Setup;
     const ANA: &str = "ana@example.com";
     const BEN: &str = "ben@example.com";
     const ALERT: &str = "acme/inactive/2026-03-01";
 
     let artifacts = repo().join("target/test-artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
-    let name = format!("bract-{}", std::process::id());
-    let dir = tempfile::tempdir().unwrap();
-    let alerts = format!("{name}-alerts");
+    // The broker helpers block (they run their own runtime).
+    let Setup {
+        broker,
+        name,
+        dir,
+        alerts,
+    } = tokio::task::block_in_place(|| Setup::new("bract"));
     let lines = dir.path().join("alerts.ndjson");
     std::fs::write(
         &lines,
         common::alert_line(ALERT, "firing", "warning", "2026-03-15T10:00:00Z", None),
     )
     .unwrap();
-    // The broker helpers block (they run their own runtime).
-    let broker = tokio::task::block_in_place(|| {
-        let broker = Broker::shared();
-        broker.create_topic(&alerts, 1);
+    tokio::task::block_in_place(|| {
         broker.create_topic(&format!("{name}-group-changelog"), 1);
         broker.produce_ok(&lines, &["--topic", &alerts]);
-        broker
     });
     let accounts = dir.path().join("accounts.csv");
     std::fs::write(
@@ -717,38 +673,18 @@ async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
         ),
     )
     .unwrap();
-    let log = dir.path().join("serve.log");
-    let child = Command::new(common::bin())
-        .args(["serve", "--config", cfg.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-        .env("CHURNWATCH_KAFKA__GROUP_ID", format!("{name}-group"))
-        .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", &alerts)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut addr = None;
-    common::wait_for("serve to listen", Duration::from_secs(120), || {
-        addr = common::logged_http_addr(&std::fs::read_to_string(&log).unwrap_or_default());
-        addr.is_some()
-    });
-    let serve = Serve {
-        child,
-        base: format!("http://{}", addr.unwrap()),
-    };
+    let serve = Serve::start(
+        &["--config", cfg.to_str().unwrap()],
+        &dir.path().join("serve.log"),
+        |c| {
+            c.env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
+                .env("CHURNWATCH_KAFKA__GROUP_ID", format!("{name}-group"))
+                .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", &alerts);
+        },
+    );
     let base = serve.base.clone();
     let topic = format!("{name}-notifier-actions");
-    let written = || {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        let c: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &broker.bootstrap)
-            .create()
-            .unwrap();
-        c.fetch_watermarks(&topic, 0, Duration::from_secs(10))
-            .unwrap()
-            .1
-    };
+    let written = || common::actions::written(broker, &topic);
     // The view holds the alert and has caught up (the API then checks alerts).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -774,32 +710,10 @@ async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
     sign_in_as(&c, ANA).await;
     let page = format!("{base}/inbox/accounts/acme");
     c.goto(&page).await.unwrap();
-    let text = |sel: &'static str| {
-        let c = c.clone();
-        async move {
-            c.find(Locator::Css(sel))
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
-    };
-    let state = text("article.alert .action-state").await;
+    let state = text(&c, "article.alert .action-state").await;
     assert!(state.starts_with("Open"), "{state}");
     let box_sel = "article.alert div.act[data-alert-id='acme/inactive/2026-03-01']";
-    assert_eq!(c.find_all(Locator::Css(box_sel)).await.unwrap().len(), 1);
-    let click = |sel: &'static str| {
-        let c = c.clone();
-        async move {
-            c.find(Locator::Css(sel))
-                .await
-                .unwrap()
-                .click()
-                .await
-                .unwrap()
-        }
-    };
+    assert_eq!(count(&c, box_sel).await, 1);
     let error_shown = |needle: &'static str| {
         let c = c.clone();
         async move {
@@ -819,13 +733,10 @@ async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
         }
     };
     // No reason: refused before anything is sent.
-    click("div.act button[data-action='snooze']").await;
+    click(&c, "div.act button[data-action='snooze']").await;
     error_shown("reason is required").await;
     // A date in the past: the API's own refusal, shown as it words it.
-    let reason = c
-        .find(Locator::Css("div.act input[name=reason]"))
-        .await
-        .unwrap();
+    let reason = first(&c, "div.act input[name=reason]").await;
     reason.send_keys("renewal call on Friday").await.unwrap();
     let default_until: Value = c
         .execute(
@@ -837,7 +748,7 @@ async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
     let default_until = default_until.as_str().unwrap().to_string();
     let today = churnwatch::time::wall_clock_ms().div_euclid(churnwatch::time::DAY);
     assert_eq!(default_until, churnwatch::time::format_day(today + 7));
-    click("div.act button[data-action='snooze']").await;
+    click(&c, "div.act button[data-action='snooze']").await;
     error_shown("Not recorded (400): until is in the past").await;
     assert_eq!(written(), 0, "a refused action was written");
     // The default date (a week ahead): snoozed, the state re-rendered in place.
@@ -847,14 +758,9 @@ async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
     )
     .await
     .unwrap();
-    click("div.act button[data-action='snooze']").await;
-    c.wait()
-        .for_element(Locator::Css(
-            "article.alert .action-state[data-state='snoozed']",
-        ))
-        .await
-        .unwrap();
-    let state = text("article.alert .action-state").await;
+    click(&c, "div.act button[data-action='snooze']").await;
+    wait_for_element(&c, "article.alert .action-state[data-state='snoozed']").await;
+    let state = text(&c, "article.alert .action-state").await;
     assert!(
         state.contains(&format!("Snoozed until {default_until}"))
             && state.contains(ANA)
@@ -862,12 +768,7 @@ async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
         "{state}"
     );
     assert!(
-        c.find(Locator::Css("div.act button.reopen"))
-            .await
-            .unwrap()
-            .is_displayed()
-            .await
-            .unwrap(),
+        shown(&c, "div.act button.reopen").await,
         "Reopen is offered once acted on"
     );
 
@@ -889,13 +790,13 @@ async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
 
     // A reload: the server renders the same state, and the history lists the action.
     c.goto(&page).await.unwrap();
-    let state = text("article.alert .action-state").await;
+    let state = text(&c, "article.alert .action-state").await;
     assert!(
         state.contains(&format!("Snoozed until {default_until}"))
             && state.contains("renewal call on Friday"),
         "{state}"
     );
-    let hist = text("ol.actions li.snooze").await;
+    let hist = text(&c, "ol.actions li.snooze").await;
     assert!(
         hist.contains(ANA) && hist.contains("snoozed until") && hist.contains(ALERT),
         "{hist}"
@@ -907,53 +808,31 @@ async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
         "console errors: {errors:?}"
     );
     c.set_window_size(1280, 860).await.unwrap();
-    std::fs::write(
-        artifacts.join("inbox-actions.png"),
-        c.screenshot().await.unwrap(),
-    )
-    .unwrap();
+    screenshot(&c, &artifacts.join("inbox-actions.png")).await;
 
     // The list shows the row's state.
     c.goto(&format!("{base}/inbox")).await.unwrap();
-    assert_eq!(text("tr.account td.alert .badge.state").await, "snoozed");
+    assert_eq!(
+        text(&c, "tr.account td.alert .badge.state").await,
+        "snoozed"
+    );
 
     // Reopen, then acknowledge: each re-renders the state, and the buttons follow.
     c.goto(&page).await.unwrap();
-    click("div.act button[data-action='reopen']").await;
-    c.wait()
-        .for_element(Locator::Css(
-            "article.alert .action-state[data-state='open']",
-        ))
-        .await
-        .unwrap();
-    click("div.act button[data-action='acknowledge']").await;
-    c.wait()
-        .for_element(Locator::Css(
-            "article.alert .action-state[data-state='acknowledged']",
-        ))
-        .await
-        .unwrap();
-    let state = text("article.alert .action-state").await;
+    click(&c, "div.act button[data-action='reopen']").await;
+    wait_for_element(&c, "article.alert .action-state[data-state='open']").await;
+    click(&c, "div.act button[data-action='acknowledge']").await;
+    wait_for_element(&c, "article.alert .action-state[data-state='acknowledged']").await;
+    let state = text(&c, "article.alert .action-state").await;
     assert!(
         state.starts_with(&format!("Acknowledged by {ANA}")),
         "{state}"
     );
-    let shown = |sel: &'static str| {
-        let c = c.clone();
-        async move {
-            c.find(Locator::Css(sel))
-                .await
-                .unwrap()
-                .is_displayed()
-                .await
-                .unwrap()
-        }
-    };
     assert!(
-        !shown("div.act button.ack").await,
+        !shown(&c, "div.act button.ack").await,
         "no second acknowledgement"
     );
-    assert!(shown("div.act button.reopen").await);
+    assert!(shown(&c, "div.act button.reopen").await);
     let (_, listed) = get_as(&base, "/api/v1/actions?account_id=acme", ANA).await;
     let kinds: Vec<&str> = listed["actions"]
         .as_array()
@@ -964,21 +843,14 @@ async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
     assert_eq!(kinds, ["acknowledge", "reopen", "snooze"], "newest first");
     assert_eq!(listed["states"][ALERT]["state"], "acknowledged");
     assert_eq!(written(), 3);
-    let errors = console_errors(&c).await;
-    assert!(errors.is_empty(), "console errors: {errors:?}");
+    assert_no_console_errors(&c).await;
 
     // Ben is not the owner: no page, no button; his direct POST is refused and
     // nothing is written.
     sign_in_as(&c, BEN).await;
     c.goto(&page).await.unwrap();
-    assert_eq!(text("h1").await, "Not allowed");
-    assert_eq!(
-        c.find_all(Locator::Css("button[data-action]"))
-            .await
-            .unwrap()
-            .len(),
-        0
-    );
+    assert_eq!(text(&c, "h1").await, "Not allowed");
+    assert_eq!(count(&c, "button[data-action]").await, 0);
     let r = reqwest::Client::new()
         .post(format!("{base}/api/v1/actions"))
         .header("X-Forwarded-Email", BEN)

@@ -9,67 +9,45 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use churnwatch::actions::email_link::{Claims, LinkKey};
 use churnwatch::actions::ActionKind;
-use churnwatch::server::auth::sha256;
 use churnwatch::time::{wall_clock_ms, DAY};
+use common::actions::{notifier, token_entry, write_config, written, Setup};
 use common::broker::Broker;
+use common::churnwatch_env;
+use common::http::request;
 use common::smtp::Smtp;
-use common::{bin, wait_for};
 use serde_json::{json, Value};
 
 const SECRET: &str = "email-link-key-of-the-test-0123456789abcdef";
 const LEE_TOKEN: &str = "cw_lee_0123456789abcdef0123456789abcdef";
 const ACME_ALERT: &str = "acme/inactive/2026-03-01";
 
-struct Proc {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn config(dir: &Path, name: &str, smtp_port: u16) -> std::path::PathBuf {
-    let accounts = dir.join("accounts.csv");
-    std::fs::write(
-        &accounts,
+    write_config(
+        dir,
         "account_id,owner_email\nacme,ana@example.com\nglobex,ben@example.com\n",
+        |accounts| {
+            format!(
+                "{}\
+                 [notify]\ngroup_id = \"{name}-notifier\"\naccounts_file = \"{}\"\n\
+                 inbox_url = \"https://cw.example/inbox\"\n\
+                 [notify.email_links]\nenabled = true\nsecret_env = \"CW_TEST_LINK_KEY\"\n\
+                 [[notify.receivers]]\nname = \"mail\"\ntype = \"email\"\nsmtp_host = \"127.0.0.1\"\n\
+                 smtp_port = {smtp_port}\nsmtp_tls = \"none\"\nfrom = \"churnwatch@example.com\"\n\
+                 [[notify.receivers]]\nname = \"team\"\ntype = \"email\"\nsmtp_host = \"127.0.0.1\"\n\
+                 smtp_port = {smtp_port}\nsmtp_tls = \"none\"\nfrom = \"churnwatch@example.com\"\n\
+                 to = \"cs-team@example.com\"\n\
+                 [notify.route]\nreceiver = \"mail\"\n\
+                 [[notify.route.routes]]\nmatch = {{ owner = \"*\" }}\nreceiver = \"team\"\ncontinue = true\n\
+                 [[notify.route.routes]]\nmatch = {{ owner = \"*\" }}\nreceiver = \"mail\"\n",
+                token_entry(LEE_TOKEN, "lee@example.com", "lead"),
+                accounts.display(),
+            )
+        },
     )
-    .unwrap();
-    let hash: String = sha256(LEE_TOKEN.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let cfg = dir.join("churnwatch.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[[server.auth.tokens]]\nsha256 = \"{hash}\"\nemail = \"lee@example.com\"\nrole = \"lead\"\n\
-             [notify]\ngroup_id = \"{name}-notifier\"\naccounts_file = \"{}\"\n\
-             inbox_url = \"https://cw.example/inbox\"\n\
-             [notify.email_links]\nenabled = true\nsecret_env = \"CW_TEST_LINK_KEY\"\n\
-             [[notify.receivers]]\nname = \"mail\"\ntype = \"email\"\nsmtp_host = \"127.0.0.1\"\n\
-             smtp_port = {smtp_port}\nsmtp_tls = \"none\"\nfrom = \"churnwatch@example.com\"\n\
-             [[notify.receivers]]\nname = \"team\"\ntype = \"email\"\nsmtp_host = \"127.0.0.1\"\n\
-             smtp_port = {smtp_port}\nsmtp_tls = \"none\"\nfrom = \"churnwatch@example.com\"\n\
-             to = \"cs-team@example.com\"\n\
-             [notify.route]\nreceiver = \"mail\"\n\
-             [[notify.route.routes]]\nmatch = {{ owner = \"*\" }}\nreceiver = \"team\"\ncontinue = true\n\
-             [[notify.route.routes]]\nmatch = {{ owner = \"*\" }}\nreceiver = \"mail\"\n",
-            accounts.display(),
-        ),
-    )
-    .unwrap();
-    cfg
 }
 
 /// Quoted-printable as far as a mail of ASCII text needs: soft breaks and `=XX`.
@@ -112,23 +90,18 @@ fn link(mail: &str, label: &str) -> String {
 
 /// A form POST of `t=token` to the links' path: (status, headers and body).
 fn post_token(addr: &str, token: &str) -> (u16, String) {
-    use std::io::{Read, Write};
     let body = format!(
         "t={}",
         percent_encoding::utf8_percent_encode(token, percent_encoding::NON_ALPHANUMERIC)
     );
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "POST /inbox/actions/email HTTP/1.1\r\nHost: {addr}\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{body}",
-        body.len()
+    request(
+        addr,
+        "POST",
+        "/inbox/actions/email",
+        "application/x-www-form-urlencoded",
+        &[],
+        &body,
     )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    (buf.split_whitespace().nth(1).unwrap().parse().unwrap(), buf)
 }
 
 fn token_of(path: &str) -> String {
@@ -139,32 +112,18 @@ fn token_of(path: &str) -> String {
         .into_owned()
 }
 
-fn written(broker: &Broker, topic: &str) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &broker.bootstrap)
-        .create()
-        .unwrap();
-    c.fetch_watermarks(topic, 0, Duration::from_secs(10))
-        .unwrap()
-        .1
-}
-
 fn listed(addr: &str, account: &str) -> Value {
-    let (code, body) = common::http::get_with(
-        addr,
-        &format!("/api/v1/actions?account_id={account}"),
-        &[("Authorization", &format!("Bearer {LEE_TOKEN}"))],
-    );
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+    common::actions::listed(addr, account, LEE_TOKEN)
 }
 
 #[test]
 fn a_mailed_link_works_once_and_tampered_expired_or_foreign_links_do_nothing() {
-    let broker = Broker::shared();
-    let name = format!("mail-{}", std::process::id());
-    let dir = tempfile::tempdir().unwrap();
+    let Setup {
+        broker,
+        name,
+        dir,
+        alerts: alerts_topic,
+    } = Setup::new("mail");
     let smtp = Smtp::start();
     let cfg = config(dir.path(), &name, smtp.port);
 
@@ -182,21 +141,15 @@ fn a_mailed_link_works_once_and_tampered_expired_or_foreign_links_do_nothing() {
         ),
     )
     .unwrap();
-    let out = Command::new(bin())
-        .args([
+    churnwatch_env(
+        &[
             "notify",
             "--config",
             cfg.to_str().unwrap(),
             "--input",
             alerts.to_str().unwrap(),
-        ])
-        .env("CW_TEST_LINK_KEY", SECRET)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        [("CW_TEST_LINK_KEY", SECRET)],
     );
     let mails = smtp.messages();
     assert_eq!(mails.len(), 2);
@@ -220,33 +173,15 @@ fn a_mailed_link_works_once_and_tampered_expired_or_foreign_links_do_nothing() {
     );
 
     // A notifier following the actions topic serves the links.
-    let alerts_topic = format!("{name}-alerts");
-    broker.create_topic(&alerts_topic, 1);
     let log = dir.path().join("notify.log");
-    let server = Proc {
-        child: Command::new(bin())
-            .args(["notify", "--config", cfg.to_str().unwrap()])
-            .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-            .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", &alerts_topic)
-            .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
-            .env("CW_TEST_LINK_KEY", SECRET)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
+    let server = notifier(
+        broker,
+        &cfg,
+        &alerts_topic,
         log,
-    };
-    let mut addr = None;
-    wait_for(
-        "the http address in the log",
-        Duration::from_secs(60),
-        || {
-            addr =
-                common::logged_http_addr(&std::fs::read_to_string(&server.log).unwrap_or_default());
-            addr.is_some()
-        },
+        &[("CW_TEST_LINK_KEY", SECRET)],
     );
-    let addr = addr.unwrap();
+    let addr = server.addr();
     let topic = format!("{name}-notifier-actions");
 
     // GET (what a mail scanner does): a confirmation page, nothing recorded.

@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,33 +20,9 @@ use churnwatch::inbox::model::{InboxView, ListQuery, Principal, Role};
 use churnwatch::inbox::view::{feed, follow, View};
 use churnwatch::server::Health;
 use common::broker::Broker;
-use common::{bin, churnwatch, wait_for};
+use common::proc::Proc;
+use common::{churnwatch, wait_for};
 use serde_json::Value;
-
-/// Java's murmur2 partitioner (what `produce` uses for keyed records).
-fn murmur2_partition(key: &[u8], partitions: u32) -> u32 {
-    let (seed, m): (u32, u32) = (0x9747_b28c, 0x5bd1_e995);
-    let mut h: u32 = seed ^ key.len() as u32;
-    let chunks = key.chunks_exact(4);
-    let tail = chunks.remainder();
-    for c in chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        k = k.wrapping_mul(m);
-        k ^= k >> 24;
-        k = k.wrapping_mul(m);
-        h = h.wrapping_mul(m) ^ k;
-    }
-    if !tail.is_empty() {
-        for (i, b) in tail.iter().enumerate().rev() {
-            h ^= (*b as u32) << (8 * i);
-        }
-        h = h.wrapping_mul(m);
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(m);
-    h ^= h >> 15;
-    (h & 0x7fff_ffff) % partitions
-}
 
 /// The environment `run` and `serve` share for one test's topics.
 fn kafka_env(broker: &Broker, name: &str) -> Vec<(String, String)> {
@@ -70,49 +45,12 @@ fn kafka_env(broker: &Broker, name: &str) -> Vec<(String, String)> {
     .collect()
 }
 
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(args: &[&str], env: &[(String, String)], log: PathBuf) -> Proc {
-        let child = Command::new(bin())
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        Proc { child, log }
-    }
-
-    fn http_addr(&self) -> String {
-        let mut found = None;
-        wait_for(
-            "the http address in the log",
-            Duration::from_secs(30),
-            || {
-                found = std::fs::read_to_string(&self.log)
-                    .unwrap_or_default()
-                    .lines()
-                    .find(|l| l.contains("http server listening"))
-                    .and_then(|l| l.split("addr=").nth(1))
-                    .and_then(|a| a.split_whitespace().next())
-                    .map(str::to_string);
-                found.is_some()
-            },
-        );
-        found.unwrap()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `churnwatch` with `args` in `env`, logging at info to `log`.
+fn spawn(args: &[&str], env: &[(String, String)], log: PathBuf) -> Proc {
+    Proc::spawn(args, log, |c| {
+        c.envs(env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "info");
+    })
 }
 
 /// A GET on loopback, with an optional test caller: (status, body).
@@ -220,7 +158,7 @@ fn generate(dir: &Path, partitions: u32) -> (PathBuf, PathBuf, i64) {
     for p in 0..partitions {
         let id = (0..)
             .map(|i| format!("zz-end-{i}"))
-            .find(|id| murmur2_partition(id.as_bytes(), partitions) == p)
+            .find(|id| common::murmur2_partition(id.as_bytes(), partitions) == p)
             .unwrap();
         writeln!(
             f,
@@ -239,17 +177,11 @@ fn a_view_of_the_topics_answers_what_a_replay_answers_and_follows_new_alerts() {
     let (input, accounts, newest) = generate(dir.path(), 3);
     broker.create_topic(&format!("{name}-events"), 3);
     let env = kafka_env(broker, &name);
-    let out = Command::new(bin())
-        .args(["produce", "--input", input.to_str().unwrap()])
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    common::churnwatch_env(
+        &["produce", "--input", input.to_str().unwrap()],
+        env.clone(),
     );
-    let run = Proc::spawn(&["run"], &env, dir.path().join("run.log"));
+    let run = spawn(&["run"], &env, dir.path().join("run.log"));
 
     // The reference: the same input replayed in-process into a view, up to where the
     // daemon's watermarks end (the newest event plus max_idle_advance).
@@ -348,12 +280,12 @@ fn a_view_of_the_topics_answers_what_a_replay_answers_and_follows_new_alerts() {
 
     // `churnwatch serve` alone: ready once caught up, every account in its metrics,
     // nothing answered to a caller nobody signed in.
-    let serve = Proc::spawn(
+    let serve = spawn(
         &["serve", "--accounts", accounts.to_str().unwrap()],
         &env,
         dir.path().join("serve.log"),
     );
-    let saddr = serve.http_addr();
+    let saddr = serve.addr_within(Duration::from_secs(30));
     wait_for("serve ready", Duration::from_secs(60), || {
         http_get(&saddr, "/readyz", None).0 == 200
     });
@@ -374,7 +306,7 @@ fn a_view_of_the_topics_answers_what_a_replay_answers_and_follows_new_alerts() {
         "no auth layer yet: the header means nothing"
     );
     // `run` with `[inbox] enabled` holds the same view.
-    let raddr = run.http_addr();
+    let raddr = run.addr_within(Duration::from_secs(30));
     wait_for("run ready with its inbox", Duration::from_secs(30), || {
         let (code, ready) = http_get(&raddr, "/readyz", None);
         code == 200 && ready.contains("\"inbox\":true")
@@ -408,12 +340,12 @@ fn serve_events_builds_the_view_of_a_file_without_kafka() {
         "CHURNWATCH_SERVER__LISTEN".to_string(),
         "127.0.0.1:0".to_string(),
     )];
-    let serve = Proc::spawn(
+    let serve = spawn(
         &["serve", "--events", input.to_str().unwrap()],
         &env,
         dir.path().join("serve.log"),
     );
-    let addr = serve.http_addr();
+    let addr = serve.addr_within(Duration::from_secs(30));
     let (code, ready) = http_get(&addr, "/readyz", None);
     assert_eq!(code, 200, "listening only once the file is read: {ready}");
     let (_, metrics) = http_get(&addr, "/metrics", None);

@@ -97,6 +97,16 @@ async fn status(r: reqwest::RequestBuilder) -> u16 {
     r.send().await.unwrap().status().as_u16()
 }
 
+/// The body of the response, as text.
+async fn text(r: reqwest::RequestBuilder) -> String {
+    r.send().await.unwrap().text().await.unwrap()
+}
+
+/// The body of the response, as JSON.
+async fn json_of(r: reqwest::RequestBuilder) -> Value {
+    r.send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test]
 async fn without_valid_credentials_nothing_is_shown_or_changed() {
     let s = start(&["127.0.0.1"], None).await;
@@ -240,54 +250,36 @@ async fn a_csm_sees_and_silences_only_their_own_accounts() {
     assert!(!html.contains("globex") && !html.contains("soylent"));
     assert!(!html.contains("<script>alert(1)"), "a name was not escaped");
     // Paging keeps the order: one row a page, the second page is the second account.
-    let p1 = get("/inbox?limit=1", ANA_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let p1 = text(get("/inbox?limit=1", ANA_TOKEN)).await;
     assert!(p1.contains("/inbox/accounts/acme") && !p1.contains("/inbox/accounts/umbrella"));
     assert!(
         p1.contains("href=\"/inbox?limit=1&amp;offset=1\""),
         "no next link"
     );
-    let p2 = get("/inbox?limit=1&offset=1", ANA_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let p2 = text(get("/inbox?limit=1&offset=1", ANA_TOKEN)).await;
     assert!(p2.contains("/inbox/accounts/umbrella") && p2.contains("rel=\"prev\""));
-    let critical = get("/inbox?severity=critical&kind=not_activated", ANA_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let critical = text(get(
+        "/inbox?severity=critical&kind=not_activated",
+        ANA_TOKEN,
+    ))
+    .await;
     assert!(
         critical.contains("/inbox/accounts/umbrella") && !critical.contains("/inbox/accounts/acme")
     );
     // Another owner's account, the team page, another owner's filter: 403.
-    assert_eq!(status(get("/inbox/accounts/acme", ANA_TOKEN)).await, 200);
-    assert_eq!(status(get("/inbox/accounts/globex", ANA_TOKEN)).await, 403);
-    assert_eq!(status(get("/inbox/team", ANA_TOKEN)).await, 403);
-    assert_eq!(
-        status(get(&format!("/inbox?owner={BEN}"), ANA_TOKEN)).await,
-        403
-    );
-    assert_eq!(status(get("/inbox/accounts/nope", ANA_TOKEN)).await, 404);
-    // A lead sees all and the team.
-    assert_eq!(status(get("/inbox/accounts/globex", LEAD_TOKEN)).await, 200);
-    let team = get("/inbox/team", LEAD_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let owner_filter = format!("/inbox?owner={BEN}");
+    for (path, token, want) in [
+        ("/inbox/accounts/acme", ANA_TOKEN, 200),
+        ("/inbox/accounts/globex", ANA_TOKEN, 403),
+        ("/inbox/team", ANA_TOKEN, 403),
+        (owner_filter.as_str(), ANA_TOKEN, 403),
+        ("/inbox/accounts/nope", ANA_TOKEN, 404),
+        // A lead sees all and the team.
+        ("/inbox/accounts/globex", LEAD_TOKEN, 200),
+    ] {
+        assert_eq!(status(get(path, token)).await, want, "{path} {token}");
+    }
+    let team = text(get("/inbox/team", LEAD_TOKEN)).await;
     assert!(team.contains(ANA) && team.contains(BEN));
 
     // Silences: Ben's account, or a kind on every account, are not Ana's to silence.
@@ -296,35 +288,19 @@ async fn a_csm_sees_and_silences_only_their_own_accounts() {
             .bearer_auth(token.to_string())
             .json(&body)
     };
-    assert_eq!(
-        status(post(ANA_TOKEN, silence_of(Some("globex"), None))).await,
-        403
-    );
-    assert_eq!(
-        status(post(ANA_TOKEN, silence_of(None, Some("inactive")))).await,
-        403
-    );
-    assert_eq!(
-        status(post(ANA_TOKEN, silence_of(Some("unknown-account"), None))).await,
-        403
-    );
-    assert_eq!(
-        status(post(LEAD_TOKEN, silence_of(None, Some("inactive")))).await,
-        403
-    );
-    // Allowed ones pass every check and reach Kafka, which is unreachable here: 503.
-    assert_eq!(
-        status(post(ANA_TOKEN, silence_of(Some("acme"), None))).await,
-        503
-    );
-    assert_eq!(
-        status(post(LEAD_TOKEN, silence_of(Some("globex"), None))).await,
-        503
-    );
-    assert_eq!(
-        status(post(ADMIN_TOKEN, silence_of(None, Some("inactive")))).await,
-        503
-    );
+    for (token, account, kind, want) in [
+        (ANA_TOKEN, Some("globex"), None, 403),
+        (ANA_TOKEN, None, Some("inactive"), 403),
+        (ANA_TOKEN, Some("unknown-account"), None, 403),
+        (LEAD_TOKEN, None, Some("inactive"), 403),
+        // Allowed ones pass every check and reach Kafka, which is unreachable here: 503.
+        (ANA_TOKEN, Some("acme"), None, 503),
+        (LEAD_TOKEN, Some("globex"), None, 503),
+        (ADMIN_TOKEN, None, Some("inactive"), 503),
+    ] {
+        let code = status(post(token, silence_of(account, kind))).await;
+        assert_eq!(code, want, "{token}: {account:?} {kind:?}");
+    }
     // What another site can make a signed-in browser send: a form post, plain text.
     let trusted_ana = |ctype: &str| {
         c.post(format!("{base}/api/v1/silences"))
@@ -353,21 +329,9 @@ async fn a_csm_sees_and_silences_only_their_own_accounts() {
         created_at_ms: now,
         expired_at_ms: None,
     });
-    let listed: Value = get("/api/v1/silences", ANA_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = json_of(get("/api/v1/silences", ANA_TOKEN)).await;
     assert_eq!(listed["silences"], json!([]));
-    let listed: Value = get("/api/v1/silences", LEAD_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = json_of(get("/api/v1/silences", LEAD_TOKEN)).await;
     assert_eq!(listed["silences"][0]["id"], "sil-ben");
     let code = status(
         c.delete(format!("{base}/api/v1/silences/sil-ben"))
@@ -383,100 +347,68 @@ async fn oversized_and_malformed_requests_are_refused_and_the_server_goes_on() {
     let s = start(&["127.0.0.1"], None).await;
     let c = reqwest::Client::new();
     let base = format!("http://{}", s.addr);
+    // Ana's POST of `body` as JSON to the silences API; Ana's GET of `path`.
+    let silence = |body: String| {
+        c.post(format!("{base}/api/v1/silences"))
+            .bearer_auth(ANA_TOKEN)
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let ana_get = |path: &str| c.get(format!("{base}{path}")).bearer_auth(ANA_TOKEN);
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
         (
-            c.post(format!("{base}/api/v1/silences"))
-                .bearer_auth(ANA_TOKEN)
-                .header("content-type", "application/json")
-                .body(
-                    json!({"account_id": "acme", "until": "2100-01-01T00:00:00Z", "author": "a",
-                             "reason": "x".repeat(2 << 20)})
-                    .to_string(),
-                ),
+            silence(
+                json!({"account_id": "acme", "until": "2100-01-01T00:00:00Z", "author": "a",
+                         "reason": "x".repeat(2 << 20)})
+                .to_string(),
+            ),
             413,
             "2 MiB body",
         ),
         (
-            c.post(format!("{base}/api/v1/silences"))
-                .bearer_auth(ANA_TOKEN)
-                .header("content-type", "application/json")
-                .body("{\"account_id\": \"acme\", \"until\": "),
+            silence("{\"account_id\": \"acme\", \"until\": ".into()),
             400,
             "truncated JSON",
         ),
         (
-            c.post(format!("{base}/api/v1/silences"))
-                .bearer_auth(ANA_TOKEN)
-                .header("content-type", "application/json")
-                .body(
-                    json!({"account_id": "acme", "until": "tomorrow", "author": "a"}).to_string(),
-                ),
+            silence(json!({"account_id": "acme", "until": "tomorrow", "author": "a"}).to_string()),
             400,
             "a date that is not one",
         ),
         (
-            c.post(format!("{base}/api/v1/silences"))
-                .bearer_auth(ANA_TOKEN)
-                .header("content-type", "application/json")
-                .body(
-                    json!({"account_id": "acme", "until": "2100-01-01T00:00:00Z", "evil": 1})
-                        .to_string(),
-                ),
+            silence(
+                json!({"account_id": "acme", "until": "2100-01-01T00:00:00Z", "evil": 1})
+                    .to_string(),
+            ),
             422,
             "an unknown field",
         ),
+        (ana_get("/inbox?limit=abc"), 400, "limit=abc"),
+        (ana_get("/inbox?limit=1000000"), 400, "limit too big"),
         (
-            c.get(format!("{base}/inbox?limit=abc"))
-                .bearer_auth(ANA_TOKEN),
-            400,
-            "limit=abc",
-        ),
-        (
-            c.get(format!("{base}/inbox?limit=1000000"))
-                .bearer_auth(ANA_TOKEN),
-            400,
-            "limit too big",
-        ),
-        (
-            c.get(format!("{base}/inbox?offset=99999999999999999999999"))
-                .bearer_auth(ANA_TOKEN),
+            ana_get("/inbox?offset=99999999999999999999999"),
             400,
             "offset overflow",
         ),
+        (ana_get("/inbox?kind=%3Cscript%3E"), 400, "kind markup"),
         (
-            c.get(format!("{base}/inbox?kind=%3Cscript%3E"))
-                .bearer_auth(ANA_TOKEN),
-            400,
-            "kind markup",
-        ),
-        (
-            c.get(format!("{base}/inbox?segment=%FF%FE"))
-                .bearer_auth(ANA_TOKEN),
+            ana_get("/inbox?segment=%FF%FE"),
             200,
             "invalid UTF-8 read lossily",
         ),
         (
-            c.get(format!("{base}/inbox/accounts/{}", "a".repeat(300)))
-                .bearer_auth(ANA_TOKEN),
+            ana_get(&format!("/inbox/accounts/{}", "a".repeat(300))),
             400,
             "a 300-byte id",
         ),
+        (ana_get("/inbox/accounts/a%00b"), 400, "a NUL in the id"),
         (
-            c.get(format!("{base}/inbox/accounts/a%00b"))
-                .bearer_auth(ANA_TOKEN),
-            400,
-            "a NUL in the id",
-        ),
-        (
-            c.get(format!("{base}/inbox?segment={}", "s".repeat(20_000)))
-                .bearer_auth(ANA_TOKEN),
+            ana_get(&format!("/inbox?segment={}", "s".repeat(20_000))),
             431,
             "20 kB of query",
         ),
         (
-            c.get(format!("{base}/inbox"))
-                .bearer_auth(ANA_TOKEN)
-                .header("x-pad", "p".repeat(20_000)),
+            ana_get("/inbox").header("x-pad", "p".repeat(20_000)),
             431,
             "20 kB header",
         ),

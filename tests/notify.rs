@@ -5,83 +5,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::bin;
 use common::http::{http_server, Req};
-
-struct Smtp {
-    child: Child,
-    port: u16,
-    maildir: tempfile::TempDir,
-}
-
-impl Smtp {
-    fn start() -> Smtp {
-        let python = std::env::var("CHURNWATCH_PYTHON").unwrap_or_else(|_| {
-            common::repo()
-                .join("target/pyenv/bin/python")
-                .display()
-                .to_string()
-        });
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let maildir = tempfile::tempdir().unwrap();
-        let child = Command::new(&python)
-            .args([
-                "-m",
-                "aiosmtpd",
-                "-n",
-                "-l",
-                &format!("127.0.0.1:{port}"),
-                "-c",
-                "aiosmtpd.handlers.Mailbox",
-            ])
-            .arg(maildir.path().join("box"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start aiosmtpd with {python} (scripts/setup.sh installs it): {e}")
-            });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "aiosmtpd did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Smtp {
-            child,
-            port,
-            maildir,
-        }
-    }
-
-    /// Every message received: raw RFC 5322 text.
-    fn messages(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for sub in ["new", "cur"] {
-            if let Ok(rd) = std::fs::read_dir(self.maildir.path().join("box").join(sub)) {
-                for e in rd.flatten() {
-                    out.push(std::fs::read_to_string(e.path()).unwrap());
-                }
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Smtp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::smtp::Smtp;
 
 fn config(dir: &Path, http: &str, smtp_port: u16, webhook_path: &str) -> PathBuf {
     let p = dir.join("notify.toml");
@@ -427,21 +357,13 @@ fn delivers_to_different_owners_concurrently_within_the_bound_and_the_rate_limit
         ),
     )
     .unwrap();
-    let out = Command::new(bin())
-        .args([
-            "notify",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--input",
-            input.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::churnwatch(&[
+        "notify",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+    ]);
     let reqs = rec.reqs.lock().unwrap().clone();
     // Every owner got exactly their message.
     let owners: Vec<String> = reqs

@@ -9,16 +9,14 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use churnwatch::notify::render::{slack, Notification, SlackOptions};
 use churnwatch::record::AlertRecord;
-use churnwatch::server::auth::sha256;
 use churnwatch::time::wall_clock_ms;
-use common::broker::Broker;
-use common::http::http_server;
-use common::{bin, wait_for};
+use common::actions::{notifier, token_entry, write_config, written, Setup};
+use common::http::{http_server, json_body, request};
+use common::wait_for;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 
@@ -27,98 +25,23 @@ const LEE_TOKEN: &str = "cw_lee_0123456789abcdef0123456789abcdef";
 const ACME_ALERT: &str = "acme/inactive/2026-03-01";
 const GLOBEX_ALERT: &str = "globex/inactive/2026-03-01";
 
-struct Proc {
-    child: Child,
-    log: std::path::PathBuf,
-}
-
-impl Proc {
-    fn addr(&self) -> String {
-        let mut found = None;
-        wait_for(
-            "the http address in the log",
-            Duration::from_secs(60),
-            || {
-                found = common::logged_http_addr(
-                    &std::fs::read_to_string(&self.log).unwrap_or_default(),
-                );
-                found.is_some()
-            },
-        );
-        found.unwrap()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Ana owns acme (her Slack id UANA is its `owner_chat` in the metadata), Ben globex;
 /// Ben (a CSM) and Lee (a lead) are known to Slack through `[notify.slack.users]`.
 fn config(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
-    let accounts = dir.join("accounts.csv");
-    std::fs::write(
-        &accounts,
-        "account_id,owner_email,owner_chat\nacme,ana@example.com,UANA\nglobex,ben@example.com,UBEN\n",
-    )
-    .unwrap();
-    let hash: String = sha256(LEE_TOKEN.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let cfg = dir.join("churnwatch.toml");
-    std::fs::write(
-        &cfg,
+    write_config(dir, "account_id,owner_email,owner_chat\nacme,ana@example.com,UANA\nglobex,ben@example.com,UBEN\n", |accounts| {
         format!(
             "[server.auth]\nleads = [\"lee@example.com\"]\n\
-             [[server.auth.tokens]]\nsha256 = \"{hash}\"\nemail = \"lee@example.com\"\nrole = \"lead\"\n\
+             {}\
              [notify]\ngroup_id = \"{name}-notifier\"\naccounts_file = \"{}\"\n\
              [notify.slack]\ninteractions = true\nsigning_secret_env = \"CW_TEST_SLACK_SECRET\"\n\
              allow_loopback_response_url = true\n\
              [notify.slack.users]\nULEE = \"Lee@Example.com\"\nUBEN = \"ben@example.com\"\n\
              [[notify.receivers]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n\
              [notify.route]\nreceiver = \"hook\"\n",
+            token_entry(LEE_TOKEN, "lee@example.com", "lead"),
             accounts.display(),
-        ),
-    )
-    .unwrap();
-    cfg
-}
-
-fn spawn(
-    broker: &Broker,
-    cfg: &std::path::Path,
-    alerts: &str,
-    dir: &std::path::Path,
-    i: &str,
-) -> Proc {
-    let log = dir.join(format!("notify-{i}.log"));
-    let child = Command::new(bin())
-        .args(["notify", "--config", cfg.to_str().unwrap()])
-        .env("CHURNWATCH_KAFKA__BROKERS", &broker.bootstrap)
-        .env("CHURNWATCH_KAFKA__ALERTS_TOPIC", alerts)
-        .env("CHURNWATCH_SERVER__LISTEN", "127.0.0.1:0")
-        .env("CW_TEST_SLACK_SECRET", SECRET)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    Proc { child, log }
-}
-
-/// Records ever written to the (one-partition) actions topic: its end offset.
-fn written(broker: &Broker, topic: &str) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let c: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &broker.bootstrap)
-        .create()
-        .unwrap();
-    c.fetch_watermarks(topic, 0, Duration::from_secs(10))
-        .unwrap()
-        .1
+        )
+    })
 }
 
 /// The Slack message churnwatch sends for `alert_id` (with buttons), as Slack echoes
@@ -202,25 +125,15 @@ fn signature(secret: &str, ts: i64, body: &str) -> String {
 
 /// POSTs `body` to the interactions endpoint with the given headers: (status, JSON).
 fn post(addr: &str, body: &str, headers: &[(&str, String)]) -> (u16, Value) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    let extra: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
-        .collect();
-    write!(
-        s,
-        "POST /api/v1/slack/interactions HTTP/1.1\r\nHost: {addr}\r\n\
-         Content-Type: application/x-www-form-urlencoded\r\n{extra}\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let status = buf.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    let (status, response) = request(
+        addr,
+        "POST",
+        "/api/v1/slack/interactions",
+        "application/x-www-form-urlencoded",
+        headers,
+        body,
+    );
+    (status, json_body(&response))
 }
 
 /// Request headers: (name, value).
@@ -234,25 +147,21 @@ fn signed(ts: i64, sig: String) -> Headers {
 }
 
 fn listed(addr: &str, account: &str) -> Value {
-    let (code, body) = common::http::get_with(
-        addr,
-        &format!("/api/v1/actions?account_id={account}"),
-        &[("Authorization", &format!("Bearer {LEE_TOKEN}"))],
-    );
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).unwrap()
+    common::actions::listed(addr, account, LEE_TOKEN)
 }
 
 #[test]
 fn signed_clicks_are_applied_and_everything_else_is_refused_and_writes_nothing() {
-    let broker = Broker::shared();
-    let name = format!("slack-{}", std::process::id());
-    let dir = tempfile::tempdir().unwrap();
-    let alerts = format!("{name}-alerts");
-    broker.create_topic(&alerts, 1);
+    let Setup {
+        broker,
+        name,
+        dir,
+        alerts,
+    } = Setup::new("slack");
     let cfg = config(dir.path(), &name);
-    let a = spawn(broker, &cfg, &alerts, dir.path(), "a");
-    let b = spawn(broker, &cfg, &alerts, dir.path(), "b");
+    let env = [("CW_TEST_SLACK_SECRET", SECRET)];
+    let a = notifier(broker, &cfg, &alerts, dir.path().join("notify-a.log"), &env);
+    let b = notifier(broker, &cfg, &alerts, dir.path().join("notify-b.log"), &env);
     let (addr_a, addr_b) = (a.addr(), b.addr());
     let topic = format!("{name}-notifier-actions");
     let (http, rec) = http_server();
@@ -342,6 +251,11 @@ fn signed_clicks_are_applied_and_everything_else_is_refused_and_writes_nothing()
         &response_url,
     );
     let t = now();
+    // A case whose body is signed as Slack signs, now.
+    let correctly_signed = |what: &'static str, b: String, want: u16| {
+        let headers = signed(t, signature(SECRET, t, &b));
+        (what, b, headers, want)
+    };
     let cases: Vec<(&str, String, Headers, u16)> = vec![
         ("unsigned", snooze.clone(), vec![], 401),
         (
@@ -368,60 +282,44 @@ fn signed_clicks_are_applied_and_everything_else_is_refused_and_writes_nothing()
             signed(t - 360, signature(SECRET, t - 360, &snooze)),
             401,
         ),
-        {
-            let b = click(
+        correctly_signed(
+            "unknown Slack user",
+            click(
                 "UEVE",
                 "Acknowledge",
                 ACME_ALERT,
                 "1700000003.000001",
                 &response_url,
-            );
-            (
-                "unknown Slack user",
-                b.clone(),
-                signed(t, signature(SECRET, t, &b)),
-                403,
-            )
-        },
-        {
-            let b = click(
+            ),
+            403,
+        ),
+        correctly_signed(
+            "another owner's account",
+            click(
                 "UBEN",
                 "Not a risk",
                 ACME_ALERT,
                 "1700000004.000001",
                 &response_url,
-            );
-            (
-                "another owner's account",
-                b.clone(),
-                signed(t, signature(SECRET, t, &b)),
-                403,
-            )
-        },
-        {
-            let b = "payload=%7B%22type%22%3A%22block_actions%22%7D".to_string();
-            (
-                "malformed",
-                b.clone(),
-                signed(t, signature(SECRET, t, &b)),
-                400,
-            )
-        },
-        {
-            let b = click(
+            ),
+            403,
+        ),
+        correctly_signed(
+            "malformed",
+            "payload=%7B%22type%22%3A%22block_actions%22%7D".to_string(),
+            400,
+        ),
+        correctly_signed(
+            "response_url elsewhere",
+            click(
                 "UANA",
                 "Snooze 7 days",
                 ACME_ALERT,
                 "1700000005.000001",
                 "https://evil.example/x",
-            );
-            (
-                "response_url elsewhere",
-                b.clone(),
-                signed(t, signature(SECRET, t, &b)),
-                400,
-            )
-        },
+            ),
+            400,
+        ),
     ];
     for (what, body, headers, want) in cases {
         let (code, v) = post(&addr_a, &body, &headers);

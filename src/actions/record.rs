@@ -109,6 +109,28 @@ impl Source {
 }
 
 impl ActionRecord {
+    /// A record for the unit tests: `kind` on `alert_id` by ana@x.io at `at_ms`, with
+    /// the reason "r", until `until_ms`, through the API.
+    #[cfg(test)]
+    pub(crate) fn sample(
+        alert_id: &str,
+        kind: ActionKind,
+        at_ms: Millis,
+        until_ms: Option<Millis>,
+    ) -> ActionRecord {
+        ActionRecord {
+            alert_id: alert_id.into(),
+            account_id: account_of(alert_id).unwrap().into(),
+            action: kind,
+            by: "ana@x.io".into(),
+            at_ms,
+            reason: "r".into(),
+            until_ms,
+            source: Default::default(),
+            origin: String::new(),
+        }
+    }
+
     /// The API's shape: the stored fields plus readable times.
     pub fn to_api(&self) -> serde_json::Value {
         serde_json::to_value(ActionEntry::from(self.clone())).expect("action serializes")

@@ -171,17 +171,7 @@ mod tests {
     use crate::actions::record::ActionKind;
 
     fn act(alert: &str, kind: ActionKind, at: Millis, until: Option<Millis>) -> ActionRecord {
-        ActionRecord {
-            alert_id: alert.into(),
-            account_id: crate::actions::record::account_of(alert).unwrap().into(),
-            action: kind,
-            by: "ana@x.io".into(),
-            at_ms: at,
-            reason: "r".into(),
-            until_ms: until,
-            source: Default::default(),
-            origin: String::new(),
-        }
+        ActionRecord::sample(alert, kind, at, until)
     }
 
     #[test]

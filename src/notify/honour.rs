@@ -96,17 +96,7 @@ mod tests {
     }
 
     fn put(s: &Actions, id: &str, kind: ActionKind, at: Millis, until: Option<Millis>) {
-        let a = ActionRecord {
-            alert_id: id.into(),
-            account_id: crate::actions::record::account_of(id).unwrap().into(),
-            action: kind,
-            by: "ana@x.io".into(),
-            at_ms: at,
-            reason: "r".into(),
-            until_ms: until,
-            source: Default::default(),
-            origin: String::new(),
-        };
+        let a = ActionRecord::sample(id, kind, at, until);
         s.apply(AlertActions::with(s.get(id), a)).unwrap();
     }
 

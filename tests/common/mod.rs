@@ -1,8 +1,10 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod actions;
 pub mod broker;
 pub mod http;
+pub mod proc;
 pub mod smtp;
 
 use std::path::{Path, PathBuf};
@@ -23,8 +25,19 @@ pub fn bin() -> PathBuf {
 
 /// Runs the binary; panics with its stderr if it fails.
 pub fn churnwatch(args: &[&str]) -> Output {
+    churnwatch_env(args, std::iter::empty::<(&str, &str)>())
+}
+
+/// Runs the binary with `args` in the environment `env` besides this one's; panics
+/// with its stderr if it fails.
+pub fn churnwatch_env<K, V>(args: &[&str], env: impl IntoIterator<Item = (K, V)>) -> Output
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
     let out = Command::new(bin())
         .args(args)
+        .envs(env)
         .output()
         .expect("run churnwatch");
     assert!(
@@ -166,4 +179,29 @@ pub fn logged_http_addr(log: &str) -> Option<String> {
         .and_then(|l| l.split("addr=").nth(1))
         .and_then(|a| a.split_whitespace().next())
         .map(str::to_string)
+}
+
+/// Java's murmur2 partitioner (what `produce` uses for keyed records).
+pub fn murmur2_partition(key: &[u8], partitions: u32) -> u32 {
+    let (seed, m): (u32, u32) = (0x9747_b28c, 0x5bd1_e995);
+    let mut h: u32 = seed ^ key.len() as u32;
+    let chunks = key.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(m);
+        k ^= k >> 24;
+        k = k.wrapping_mul(m);
+        h = h.wrapping_mul(m) ^ k;
+    }
+    if !tail.is_empty() {
+        for (i, b) in tail.iter().enumerate().rev() {
+            h ^= (*b as u32) << (8 * i);
+        }
+        h = h.wrapping_mul(m);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(m);
+    h ^= h >> 15;
+    (h & 0x7fff_ffff) % partitions
 }
