@@ -17,47 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use common::broker::Broker;
-use common::{bin, churnwatch, repo, wait_for};
-
-/// Java's murmur2 partitioner (what `partitioner=murmur2_random` uses for keyed records).
-fn murmur2_partition(key: &[u8], partitions: u32) -> u32 {
-    let seed: u32 = 0x9747_b28c;
-    let m: u32 = 0x5bd1_e995;
-    let len = key.len() as u32;
-    let mut h: u32 = seed ^ len;
-    let chunks = key.chunks_exact(4);
-    let tail = chunks.remainder();
-    for c in chunks {
-        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        k = k.wrapping_mul(m);
-        k ^= k >> 24;
-        k = k.wrapping_mul(m);
-        h = h.wrapping_mul(m);
-        h ^= k;
-    }
-    match tail.len() {
-        3 => {
-            h ^= (tail[2] as u32) << 16;
-            h ^= (tail[1] as u32) << 8;
-            h ^= tail[0] as u32;
-            h = h.wrapping_mul(m);
-        }
-        2 => {
-            h ^= (tail[1] as u32) << 8;
-            h ^= tail[0] as u32;
-            h = h.wrapping_mul(m);
-        }
-        1 => {
-            h ^= tail[0] as u32;
-            h = h.wrapping_mul(m);
-        }
-        _ => {}
-    }
-    h ^= h >> 13;
-    h = h.wrapping_mul(m);
-    h ^= h >> 15;
-    (h & 0x7fff_ffff) % partitions
-}
+use common::{bin, churnwatch, murmur2_partition, repo, wait_for};
 
 /// A test's topics and input.
 struct Case {
