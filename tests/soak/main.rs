@@ -380,12 +380,21 @@ fn soak() {
             .into_iter()
             .map(|(_, v, _)| v),
     );
+    let input_got: Vec<Vec<u8>> = w
+        .broker
+        .read_all(&format!("{}-events", w.name))
+        .into_iter()
+        .map(|(_, v, _)| v)
+        .collect();
+    let input_lines: Vec<String> = input.lines.iter().chain(&input.ends).cloned().collect();
     println!("soak: ---- figures (seed {seed}, {run_secs:.0} s)");
     failures.extend(verdict::report(&verdict::Run {
         sent: counts.sent.load(Ordering::Relaxed),
         retried: counts.retried.load(Ordering::Relaxed),
         faults: &faults,
         exits,
+        input: &input_lines,
+        input_got: &input_got,
         expected: &input.expected,
         got: &got,
         hits: &rec.hits(),

@@ -1,5 +1,6 @@
-//! The soak's checks and figures: the alerts topic against `replay` (none lost, none
-//! twice), the notifications against each alert's latest state (each delivered, none
+//! The soak's checks and figures: the input topic against the generated lines (the
+//! load wrote each exactly once, which the oracle assumes), the alerts topic against
+//! `replay` (none lost, none twice), the notifications against each alert's latest state (each delivered, none
 //! under two idempotency keys), and each long-lived process's resident memory.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,6 +15,10 @@ pub struct Run<'a> {
     pub retried: u64,
     pub faults: &'a BTreeMap<&'static str, usize>,
     pub exits: usize,
+    /// The lines the load meant to write once each (its input, with the end events).
+    pub input: &'a [String],
+    /// What the input topic holds (read_committed).
+    pub input_got: &'a [Vec<u8>],
     pub expected: &'a [serde_json::Value],
     pub got: &'a [serde_json::Value],
     pub hits: &'a [Hit],
@@ -114,6 +119,29 @@ pub fn notification_figures(hits: &[Hit], want: &BTreeSet<(String, String)>) -> 
     }
 }
 
+/// Lines of `want` missing from `got`, and records of `got` beyond `want` (a line
+/// written twice counts once here), as multisets.
+pub fn input_figures(want: &[String], got: &[Vec<u8>]) -> (usize, usize) {
+    let mut count: BTreeMap<&[u8], i64> = BTreeMap::new();
+    for l in want {
+        *count.entry(l.as_bytes()).or_default() += 1;
+    }
+    for r in got {
+        *count.entry(r.as_slice()).or_default() -= 1;
+    }
+    let missing = count
+        .values()
+        .filter(|&&c| c > 0)
+        .map(|&c| c as usize)
+        .sum();
+    let extra = count
+        .values()
+        .filter(|&&c| c < 0)
+        .map(|&c| (-c) as usize)
+        .sum();
+    (missing, extra)
+}
+
 fn mib(kb: u64) -> f64 {
     kb as f64 / 1024.0
 }
@@ -121,6 +149,19 @@ fn mib(kb: u64) -> f64 {
 /// Prints the figures; returns the failures.
 pub fn report(r: &Run<'_>) -> Vec<String> {
     let mut failures = Vec::new();
+    let (in_missing, in_extra) = input_figures(r.input, r.input_got);
+    println!(
+        "input records        {} lines, {} in the topic: missing {in_missing}, written twice {in_extra}",
+        r.input.len(),
+        r.input_got.len()
+    );
+    if in_missing + in_extra > 0 {
+        failures.push(format!(
+            "the load's input topic differs from its lines (missing {in_missing}, extra \
+             {in_extra}): the replay's oracle assumes each line once, so the alerts below \
+             cannot be judged against it"
+        ));
+    }
     let (missing, extra) = diff(r.expected, r.got);
     let want = latest_states(r.expected);
     let n = notification_figures(r.hits, &want);
@@ -186,6 +227,18 @@ pub fn report(r: &Run<'_>) -> Vec<String> {
         ));
     }
     failures
+}
+
+#[test]
+fn input_lines_missing_or_written_twice_are_counted_as_multisets() {
+    let want: Vec<String> = ["a", "b", "b", "c"].map(String::from).to_vec();
+    let got = |v: &[&str]| v.iter().map(|s| s.as_bytes().to_vec()).collect::<Vec<_>>();
+    assert_eq!(input_figures(&want, &got(&["c", "b", "a", "b"])), (0, 0));
+    assert_eq!(input_figures(&want, &got(&["a", "b", "c"])), (1, 0));
+    assert_eq!(
+        input_figures(&want, &got(&["a", "b", "b", "b", "c", "d"])),
+        (0, 2)
+    );
 }
 
 #[test]
