@@ -4,7 +4,7 @@
 //! key `a:<account_id>` -> the account's record (see `engine::snapshot`),
 //! key `m` -> the partition's record (shard clocks and offsets).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,12 +49,24 @@ pub fn account_key(id: &str) -> Vec<u8> {
     k
 }
 
-/// Context of the restore consumer. librdkafka reports the end of the partition through
-/// the error callback; that is how a restore ends, not an error worth logging.
-#[derive(Default)]
+/// Context of the restore consumer. librdkafka reports the end of a partition through
+/// the error callback too; that is how a restore ends, not an error worth logging. The
+/// partition is remembered: a late end-of-partition of the partition restored before
+/// (the consumer restores one after another) must not end the next one's restore early.
 pub struct RestoreContext {
-    eof: AtomicBool,
+    eof: AtomicI32,
 }
+
+impl Default for RestoreContext {
+    fn default() -> RestoreContext {
+        RestoreContext {
+            eof: AtomicI32::new(NO_EOF),
+        }
+    }
+}
+
+/// No end of partition seen.
+const NO_EOF: i32 = -1;
 
 impl ClientContext for RestoreContext {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
@@ -63,9 +75,9 @@ impl ClientContext for RestoreContext {
 
     fn error(&self, error: KafkaError, reason: &str) {
         match error {
-            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {
-                self.eof.store(true, Ordering::Release);
-            }
+            KafkaError::PartitionEOF(p) => self.eof.store(p, Ordering::Release),
+            // Which partition is not said: the poll loop's own event decides.
+            KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {}
             _ => tracing::warn!(error = %error, reason, "changelog reader error"),
         }
     }
@@ -170,11 +182,11 @@ pub fn restore_partition(
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Beginning)
         .map_err(|e| err(e.to_string()))?;
-    consumer.context().eof.store(false, Ordering::Release);
+    consumer.context().eof.store(NO_EOF, Ordering::Release);
     consumer.assign(&tpl).map_err(|e| err(e.to_string()))?;
     let mut done = low >= high;
     while !done {
-        if consumer.context().eof.load(Ordering::Acquire) {
+        if consumer.context().eof.load(Ordering::Acquire) == partition {
             break;
         }
         if started.elapsed() > timeout {
