@@ -175,6 +175,11 @@ pub fn http_server() -> (String, Arc<Recorder>) {
     let app = Router::new()
         .route("/{path}", post(handle))
         .with_state(rec.clone());
+    (serve_loopback(app), rec)
+}
+
+/// Serves `app` on a loopback port from a background runtime; returns `host:port`.
+pub fn serve_loopback(app: Router) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -188,7 +193,7 @@ pub fn http_server() -> (String, Arc<Recorder>) {
                 axum::serve(l, app).await.unwrap();
             })
     });
-    (addr, rec)
+    addr
 }
 
 /// A plain HTTP/1.1 GET on loopback: (status, body).

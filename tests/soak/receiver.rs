@@ -95,18 +95,6 @@ pub fn start() -> (String, Arc<Receiver>) {
     let app = Router::new()
         .route("/hook", post(handle))
         .with_state(rec.clone());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap()
-            .block_on(async move {
-                let l = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(l, app).await.unwrap();
-            })
-    });
+    let url = format!("http://{}/hook", crate::common::http::serve_loopback(app));
     (url, rec)
 }
