@@ -76,6 +76,19 @@ fn resume_offset(meta: Option<&PartitionMeta>, start_from: &str) -> Offset {
     }
 }
 
+/// Whether a restored partition (`restored`: its checkpoint's committed offset, None
+/// without one) agrees with the offset the group committed for it. A group offset
+/// without a checkpoint, or another one, is a transaction not yet readable in the
+/// changelog. A checkpoint without a group offset (expired by the broker's offset
+/// retention) cannot be helped by waiting.
+fn restore_agrees(restored: Option<i64>, group: Offset) -> bool {
+    match (restored, group) {
+        (Some(r), Offset::Offset(g)) => r == g,
+        (None, Offset::Offset(_)) => false,
+        (_, _) => true,
+    }
+}
+
 /// The offset committed for a partition whose next offset to read is `next`: that of
 /// the oldest event still waiting for the watermark, which must be read again after a
 /// restore.
@@ -100,15 +113,69 @@ fn partition_record(part: &mut Part, accounts_changed: bool) -> Option<Partition
 }
 
 impl State {
+    /// Builds newly assigned partitions from the changelog so that each agrees with
+    /// the offset the group committed for it, where the consumer resumes.
+    ///
+    /// The previous owner's last transaction may still be completing: the group's
+    /// committed offsets are asked for as stable (read_committed: the coordinator
+    /// answers once no transaction holds them pending), but the changelog's commit
+    /// marker can land a moment later, and a restore that stops at the last stable
+    /// offset before it would miss that transaction's state while its input is
+    /// already committed (events lost from the counts). So the committed offsets are
+    /// read first, and a partition whose checkpoint disagrees with them is restored
+    /// again, for up to `kafka.transaction_timeout`; after that (offsets reset by an
+    /// operator, say) it goes on with a warning.
+    pub(super) fn restore_assigned(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        assigned: &[i32],
+    ) -> Result<(), DaemonError> {
+        let topic = self.cfg.kafka.input_topic.clone();
+        let mut tpl = TopicPartitionList::new();
+        for &p in assigned {
+            tpl.add_partition(&topic, p);
+        }
+        let wait = self.out.txn_timeout + Duration::from_secs(10);
+        let committed = consumer.committed_offsets(tpl, wait)?;
+        for &p in assigned {
+            let group = committed
+                .find_partition(&topic, p)
+                .map_or(Offset::Invalid, |e| e.offset());
+            let deadline = Instant::now() + self.out.txn_timeout;
+            let mut tries = 1;
+            loop {
+                let restored = self.restore(consumer, p, false)?;
+                if restore_agrees(restored, group) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    warn!(partition = p, restored = ?restored, group = ?group, tries,
+                        "the restored checkpoint disagrees with the group's committed offset; \
+                         going on from the group's offset");
+                    break;
+                }
+                info!(partition = p, restored = ?restored, group = ?group, tries,
+                    "the restored checkpoint is behind the group's committed offset (a \
+                     transaction still completing); restoring again");
+                self.parts.remove(&p);
+                tries += 1;
+                // The commit marker is being written: nothing to wait on but time.
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+
     /// Builds partition `p` from the changelog. With `seek`, also moves the consumer
     /// back to the checkpoint's committed offset (rollback after an aborted
     /// transaction; after an assignment the group's committed offset applies anyway).
+    /// Returns the restored checkpoint's committed offset (None: no checkpoint yet).
     pub(super) fn restore(
         &mut self,
         consumer: &BaseConsumer<Ctx>,
         p: i32,
         seek: bool,
-    ) -> Result<(), DaemonError> {
+    ) -> Result<Option<i64>, DaemonError> {
         let (health, thread) = (self.health.clone(), self.thread);
         let span = info_span!("partition", p);
         let _g = span.enter();
@@ -133,6 +200,7 @@ impl State {
             Some(m) => (Some(m.next_offset), m.shard.watermark),
             None => (None, Millis::MIN),
         };
+        let restored = r.meta.as_ref().map(|m| m.commit_offset);
         if seek {
             let offset = resume_offset(r.meta.as_ref(), &self.cfg.kafka.start_from);
             consumer.seek(
@@ -145,7 +213,7 @@ impl State {
         let idle = IdleWatch::new(IdlePolicy::new(&self.cfg), wall_clock_ms());
         self.parts
             .insert(p, Part::new(r.shard, next_offset, watermark, idle));
-        Ok(())
+        Ok(restored)
     }
 
     /// Commits one transaction with everything since the last one. On an abortable
@@ -464,6 +532,18 @@ mod tests {
         got.extend(again);
         got.extend(finish(&mut p));
         assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_restore_agrees_when_the_group_committed_its_checkpoint() {
+        assert!(restore_agrees(Some(7), Offset::Offset(7)));
+        assert!(restore_agrees(None, Offset::Invalid));
+        // The group is ahead: a transaction whose changelog records are not readable
+        // yet.
+        assert!(!restore_agrees(Some(7), Offset::Offset(9)));
+        assert!(!restore_agrees(None, Offset::Offset(9)));
+        // Offsets expired by the broker: nothing to wait for.
+        assert!(restore_agrees(Some(7), Offset::Invalid));
     }
 
     #[test]

@@ -140,14 +140,14 @@ impl ConsumerContext for Ctx {
             h.restoring.extend(assigned.iter().copied());
             h.assigned.extend(assigned.iter().copied());
         });
-        for p in assigned {
-            if let Err(e) = st.restore(consumer, p, false) {
-                st.failed.get_or_insert(e);
-            }
-            st.health.detector(|h| {
-                h.restoring.remove(&p);
-            });
+        if let Err(e) = st.restore_assigned(consumer, &assigned) {
+            st.failed.get_or_insert(e);
         }
+        st.health.detector(|h| {
+            for p in &assigned {
+                h.restoring.remove(p);
+            }
+        });
         st.health.detector(|h| {
             // Of the whole process: every stream thread's partitions.
             METRICS.assigned_partitions.set(h.assigned.len() as i64);
