@@ -23,58 +23,16 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+mod common;
+use common::{bin, env_or, kafka_sh, start_broker, stop_broker, topic};
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn kafka_sh(args: &[&str]) -> String {
-    let out = Command::new(repo().join("scripts/kafka.sh"))
-        .args(args)
-        // The test broker forms groups at once (fast tests); a production broker
-        // waits 3 s (Kafka's default) for the first members of a new group, so that a
-        // process's stream threads share the first assignment instead of rebalancing
-        // right after it.
-        .env(
-            "KAFKA_SERVER_PROPS",
-            "group.initial.rebalance.delay.ms=3000",
-        )
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("scripts/kafka.sh");
-    assert!(out.status.success(), "scripts/kafka.sh {args:?} failed");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn topic(bootstrap: &str, name: &str, partitions: u32) {
-    kafka_sh(&[
-        "tool",
-        "org.apache.kafka.tools.TopicCommand",
-        "--bootstrap-server",
-        bootstrap,
-        "--create",
-        "--topic",
-        name,
-        "--partitions",
-        &partitions.to_string(),
-        // The test broker keeps 100 MiB per partition (scripts/kafka.sh); a benchmark
-        // topic must keep all of its few million events.
-        "--config",
-        "retention.bytes=-1",
-        "--config",
-        "retention.ms=-1",
-    ]);
-}
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_churnwatch"))
-}
+/// The test broker forms groups at once (fast tests); a production broker waits 3 s
+/// (Kafka's default) for the first members of a new group, so that a process's stream
+/// threads share the first assignment instead of rebalancing right after it.
+const BROKER_PROPS: [(&str, &str); 1] = [(
+    "KAFKA_SERVER_PROPS",
+    "group.initial.rebalance.delay.ms=3000",
+)];
 
 struct Daemon {
     child: Child,
@@ -270,18 +228,21 @@ fn throughput(bootstrap: &str, dir: &Path, partitions: u32) {
     consume_time(&warm, n as f64);
     warm.stop();
     let consumer_performance = || {
-        kafka_sh(&[
-            "tool",
-            "org.apache.kafka.tools.ConsumerPerformance",
-            "--bootstrap-server",
-            bootstrap,
-            "--topic",
-            "tput-events",
-            "--num-records",
-            &n.to_string(),
-            "--timeout",
-            "120000",
-        ])
+        kafka_sh(
+            &[
+                "tool",
+                "org.apache.kafka.tools.ConsumerPerformance",
+                "--bootstrap-server",
+                bootstrap,
+                "--topic",
+                "tput-events",
+                "--num-records",
+                &n.to_string(),
+                "--timeout",
+                "120000",
+            ],
+            &[],
+        )
     };
     consumer_performance();
     // The broker's raw consume rate for the same topic, with Kafka's own tool.
@@ -545,12 +506,7 @@ fn main() {
         return;
     }
     let partitions = env_or("CHURNWATCH_BENCH_PARTITIONS", 4) as u32;
-    let env: BTreeMap<String, String> =
-        kafka_sh(&["start", "--watch-pid", &std::process::id().to_string()])
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+    let env = start_broker(&BROKER_PROPS);
     let bootstrap = env["KAFKA_BOOTSTRAP"].clone();
     let dir = tempfile::tempdir().unwrap();
     let only = std::env::var("CHURNWATCH_BENCH_ONLY").unwrap_or_default();
@@ -563,5 +519,5 @@ fn main() {
     if only.is_empty() || only == "latency" {
         latency(&bootstrap, partitions);
     }
-    kafka_sh(&["stop", "--dir", &env["KAFKA_DIR"]]);
+    stop_broker(&env);
 }

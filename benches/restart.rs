@@ -23,70 +23,22 @@
 //! CHURNWATCH_BENCH_SCALE_RATE (events/s of the live input, 50000).
 //! Under `cargo test` it only checks that it builds.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
+mod common;
+use common::{bin, env_or, now_ms, start_broker, stop_broker, topic};
+
 const PARTITIONS: i32 = 4;
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_churnwatch"))
-}
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn kafka_sh(args: &[&str]) -> String {
-    let out = Command::new(repo().join("scripts/kafka.sh"))
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("scripts/kafka.sh");
-    assert!(out.status.success(), "scripts/kafka.sh {args:?} failed");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-fn topic(bootstrap: &str, name: &str) {
-    kafka_sh(&[
-        "tool",
-        "org.apache.kafka.tools.TopicCommand",
-        "--bootstrap-server",
-        bootstrap,
-        "--create",
-        "--topic",
-        name,
-        "--partitions",
-        &PARTITIONS.to_string(),
-        "--config",
-        "retention.bytes=-1",
-        "--config",
-        "retention.ms=-1",
-    ]);
-}
 
 /// How the group members join: protocol and static membership.
 #[derive(Clone, Copy)]
@@ -389,7 +341,7 @@ fn live_producer(
 /// A second instance joins one following a live input; prints the pauses (s).
 fn scale_out(bootstrap: &str, events_file: &Path, run: u64) -> [f64; 4] {
     let input = format!("scale-events-{run}");
-    topic(bootstrap, &input);
+    topic(bootstrap, &input, PARTITIONS as u32);
     let rate = env_or("CHURNWATCH_BENCH_SCALE_RATE", 50_000);
     let stop = Arc::new(AtomicBool::new(false));
     let producer = live_producer(
@@ -494,12 +446,7 @@ fn main() {
         println!("restart bench: needs a broker; run `cargo bench --bench restart`");
         return;
     }
-    let env: BTreeMap<String, String> =
-        kafka_sh(&["start", "--watch-pid", &std::process::id().to_string()])
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+    let env = start_broker(&[]);
     let bootstrap = env["KAFKA_BOOTSTRAP"].clone();
     let dir = tempfile::tempdir().unwrap();
     let accounts = env_or("CHURNWATCH_BENCH_RESTART_ACCOUNTS", 2000) as u32;
@@ -518,7 +465,7 @@ fn main() {
     drop(f);
     let only = std::env::var("CHURNWATCH_BENCH_ONLY").unwrap_or_default();
     if only.is_empty() || only == "restart" {
-        topic(&bootstrap, "restart-events");
+        topic(&bootstrap, "restart-events", PARTITIONS as u32);
         let out = Command::new(bin())
             .args(["produce", "--input", input.to_str().unwrap()])
             .args(["--topic", "restart-events"])
@@ -570,5 +517,5 @@ fn main() {
             col(3)
         );
     }
-    kafka_sh(&["stop", "--dir", &env["KAFKA_DIR"]]);
+    stop_broker(&env);
 }
