@@ -66,6 +66,15 @@ fn recovery(err: DaemonError, rebuilds: u32, fenced_lately: bool) -> Recovery {
     }
 }
 
+/// Whether the consumer still holds partition `p` of `topic`: not when librdkafka
+/// lost the assignment (the session expired) or no longer lists it.
+fn still_assigned(consumer: &BaseConsumer<Ctx>, topic: &str, p: i32) -> bool {
+    !consumer.assignment_lost()
+        && consumer
+            .assignment()
+            .is_ok_and(|a| a.find_partition(topic, p).is_some())
+}
+
 /// Where a restored partition's input resumes after a rollback: the checkpoint's
 /// committed offset, or (no checkpoint yet) where `kafka.start_from` says.
 fn resume_offset(meta: Option<&PartitionMeta>, start_from: &str) -> Offset {
@@ -203,12 +212,18 @@ impl State {
         let restored = r.meta.as_ref().map(|m| m.commit_offset);
         if seek {
             let offset = resume_offset(r.meta.as_ref(), &self.cfg.kafka.start_from);
-            consumer.seek(
-                &self.cfg.kafka.input_topic,
-                p,
-                offset,
-                Duration::from_secs(10),
-            )?;
+            let topic = &self.cfg.kafka.input_topic;
+            if let Err(e) = consumer.seek(topic, p, offset, Duration::from_secs(10)) {
+                if still_assigned(consumer, topic, p) {
+                    return Err(e.into());
+                }
+                // The group took the partition away meanwhile (a paused process's
+                // session expired): its revocation follows; it restarts elsewhere
+                // from the changelog.
+                info!(error = %e, "partition no longer assigned; dropped from the rollback");
+                self.forget_partition(p);
+                return Ok(restored);
+            }
         }
         let idle = IdleWatch::new(IdlePolicy::new(&self.cfg), wall_clock_ms());
         self.parts
