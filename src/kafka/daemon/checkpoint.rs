@@ -27,6 +27,9 @@ use crate::metrics::METRICS;
 use crate::time::wall_clock_ms;
 use crate::time::Millis;
 
+/// How long an assignment's restore waits for brokers that are down.
+const RESTORE_PATIENCE: Duration = Duration::from_secs(600);
+
 /// What a failed step of the pipeline calls for.
 #[derive(Debug)]
 enum Recovery {
@@ -122,57 +125,90 @@ fn partition_record(part: &mut Part, accounts_changed: bool) -> Option<Partition
 }
 
 impl State {
-    /// Builds newly assigned partitions from the changelog so that each agrees with
-    /// the offset the group committed for it, where the consumer resumes.
+    /// Builds newly assigned partitions from the changelog; returns, for each one
+    /// with a checkpoint, the offset its input resumes from: the checkpoint's
+    /// committed offset, so that the position always matches the state (the group's
+    /// committed offset is only a check of the restore's completeness).
     ///
     /// The previous owner's last transaction may still be completing: the group's
     /// committed offsets are asked for as stable (read_committed: the coordinator
     /// answers once no transaction holds them pending), but the changelog's commit
     /// marker can land a moment later, and a restore that stops at the last stable
-    /// offset before it would miss that transaction's state while its input is
-    /// already committed (events lost from the counts). So the committed offsets are
-    /// read first, and a partition whose checkpoint disagrees with them is restored
-    /// again, for up to `kafka.transaction_timeout`; after that (offsets reset by an
-    /// operator, say) it goes on with a warning.
+    /// offset before it would miss that transaction's state, and emit its alerts
+    /// again. So the committed offsets are read first, and a partition whose
+    /// checkpoint is behind them is restored again, for up to
+    /// `kafka.transaction_timeout`; after that (offsets reset by an operator, say) it
+    /// resumes from its checkpoint with a warning.
+    ///
+    /// Offsets that stay pending for longer than a transaction can live are held by a
+    /// hanging transaction (a transactional offset commit the broker appended but no
+    /// coordinator will end, seen after broker restarts): librdkafka's own fetch of
+    /// the committed offset would wait for it forever. Past `kafka.transaction_timeout`
+    /// twice, the partitions resume from their checkpoints with a warning naming the
+    /// remedy; this thread's own next checkpoint ends such a transaction if its
+    /// producer left it.
     pub(super) fn restore_assigned(
         &mut self,
         consumer: &BaseConsumer<Ctx>,
         assigned: &[i32],
-    ) -> Result<(), DaemonError> {
+    ) -> Result<Vec<(i32, i64)>, DaemonError> {
         let topic = self.cfg.kafka.input_topic.clone();
         let mut tpl = TopicPartitionList::new();
         for &p in assigned {
             tpl.add_partition(&topic, p);
         }
-        let wait = self.out.txn_timeout + Duration::from_secs(10);
-        let committed = consumer.committed_offsets(tpl, wait)?;
+        let wait = self.out.txn_timeout + Duration::from_secs(5);
+        let started = Instant::now();
+        let committed = loop {
+            match consumer.committed_offsets(tpl.clone(), wait) {
+                Ok(c) => break Some(c),
+                // Brokers restarting or the coordinator moving: wait for them.
+                Err(e) if started.elapsed() < 2 * wait => {
+                    warn!(error = %e, "committed offsets not available yet; retrying");
+                    self.health.beat_thread(self.thread);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => {
+                    warn!(error = %e, partitions = ?assigned, waited_s = started.elapsed().as_secs(),
+                        "the group's committed offsets could not be read as stable: brokers \
+                         down, or a hanging transaction on the group's offsets (list with \
+                         kafka-transactions.sh find-hanging, end with its abort command); \
+                         resuming from the changelog's checkpoints");
+                    break None;
+                }
+            }
+        };
+        let mut resume = Vec::with_capacity(assigned.len());
         for &p in assigned {
             let group = committed
-                .find_partition(&topic, p)
+                .as_ref()
+                .and_then(|c| c.find_partition(&topic, p))
                 .map_or(Offset::Invalid, |e| e.offset());
             let deadline = Instant::now() + self.out.txn_timeout;
             let mut tries = 1;
-            loop {
+            let restored = loop {
                 let restored = self.restore(consumer, p, false)?;
                 if restore_agrees(restored, group) {
-                    break;
+                    break restored;
                 }
                 if Instant::now() >= deadline {
                     warn!(partition = p, restored = ?restored, group = ?group, tries,
                         "the restored checkpoint disagrees with the group's committed offset; \
-                         going on from the group's offset");
-                    break;
+                         resuming from the checkpoint");
+                    break restored;
                 }
                 info!(partition = p, restored = ?restored, group = ?group, tries,
                     "the restored checkpoint is behind the group's committed offset (a \
                      transaction still completing); restoring again");
-                self.parts.remove(&p);
                 tries += 1;
                 // The commit marker is being written: nothing to wait on but time.
                 std::thread::sleep(Duration::from_millis(100));
+            };
+            if let Some(offset) = restored {
+                resume.push((p, offset));
             }
         }
-        Ok(())
+        Ok(resume)
     }
 
     /// Builds partition `p` from the changelog. With `seek`, also moves the consumer
@@ -193,7 +229,7 @@ impl State {
             &self.out.changelog,
             p,
             self.engine.clone(),
-            Duration::from_secs(600),
+            RESTORE_PATIENCE,
             &|| health.beat_thread(thread),
         )?;
         self.stats.restored_records += r.records;

@@ -5,9 +5,10 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use super::lock;
@@ -127,10 +128,73 @@ impl ConsumerContext for Ctx {
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Assign(tpl) = rebalance else {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(_) = rebalance else {
             return;
         };
+        let guard = lock(&self.state);
+        let Some(st) = guard.as_ref() else { return };
+        st.health.detector(|h| {
+            // Of the whole process: every stream thread's partitions.
+            METRICS.assigned_partitions.set(h.assigned.len() as i64);
+            h.phase = Phase::Running;
+        });
+    }
+
+    /// librdkafka's rebalance, as rdkafka's default does it (pre_rebalance, assign or
+    /// unassign, post_rebalance), except that assigned partitions are restored from
+    /// the changelog before they are assigned, each with the offset its checkpoint
+    /// committed: the input resumes where the state stands, and librdkafka does not
+    /// wait on the group's committed offset (see `State::restore_assigned`).
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                self.pre_rebalance(consumer, &Rebalance::Assign(tpl));
+                self.restore(consumer, tpl);
+                let assigned = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = assigned {
+                    self.fail(e.into());
+                }
+                self.post_rebalance(consumer, &Rebalance::Assign(tpl));
+            }
+            // A revocation, or a rebalance error: librdkafka then wants the current
+            // assignment dropped, as rdkafka's default does.
+            other => {
+                if other == RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+                    self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
+                } else {
+                    warn!(error = %RDKafkaErrorCode::from(other), "rebalance error");
+                }
+                let unassigned = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = unassigned {
+                    warn!(error = %e, "unassigning the revoked partitions failed");
+                }
+            }
+        }
+    }
+}
+
+impl Ctx {
+    /// Restores the partitions of `tpl` and sets each one's offset to its
+    /// checkpoint's (those without one keep the group's, or `auto.offset.reset`).
+    fn restore(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let mut guard = lock(&self.state);
         let Some(st) = guard.as_mut() else { return };
         let assigned = partitions(tpl);
@@ -140,19 +204,32 @@ impl ConsumerContext for Ctx {
             h.restoring.extend(assigned.iter().copied());
             h.assigned.extend(assigned.iter().copied());
         });
-        if let Err(e) = st.restore_assigned(consumer, &assigned) {
-            st.failed.get_or_insert(e);
+        match st.restore_assigned(consumer, &assigned) {
+            Ok(resume) => {
+                for (p, offset) in resume {
+                    if let Err(e) =
+                        tpl.set_partition_offset(&self.input_topic, p, Offset::Offset(offset))
+                    {
+                        st.failed.get_or_insert(e.into());
+                    }
+                }
+            }
+            Err(e) => {
+                st.failed.get_or_insert(e);
+            }
         }
         st.health.detector(|h| {
             for p in &assigned {
                 h.restoring.remove(p);
             }
         });
-        st.health.detector(|h| {
-            // Of the whole process: every stream thread's partitions.
-            METRICS.assigned_partitions.set(h.assigned.len() as i64);
-            h.phase = Phase::Running;
-        });
+    }
+
+    /// Records a failure for the stream loop to act on.
+    fn fail(&self, e: super::DaemonError) {
+        if let Some(st) = lock(&self.state).as_mut() {
+            st.failed.get_or_insert(e);
+        }
     }
 }
 
