@@ -958,6 +958,63 @@ fn broker_restart_mid_stream_is_survived() {
         .status();
 }
 
+/// A transaction that holds the group's committed offsets pending far longer than any
+/// of the daemon's own can live (another producer's, open with a 10-minute timeout,
+/// as a hanging transaction left by a broker restart does) neither stalls nor stops
+/// the daemon: its assignment waits twice `kafka.transaction_timeout` for stable
+/// offsets, says so with the remedy, and resumes from the changelog's checkpoints.
+/// librdkafka's own fetch of the committed offset would have waited for that
+/// transaction to end. The alerts equal the replay while it is still open.
+#[test]
+fn offsets_held_pending_by_an_open_transaction_do_not_stall_the_assignment() {
+    use rdkafka::producer::{BaseProducer, Producer};
+    let broker = Broker::shared();
+    let case = Case::new(broker, "pending", 2, 100, 150, 31);
+    case.produce(broker);
+    let mut first = case.daemon(broker, "a");
+    let n = case.expected.len();
+    wait_for("a third of the alerts", Duration::from_secs(240), || {
+        first.assert_alive();
+        broker.count(&case.alerts_topic()) >= n / 3
+    });
+    // A graceful stop commits a checkpoint and leaves the group, which is then empty.
+    first.stop();
+    let group = format!("{}-group", case.name);
+    let member: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", &group)
+        .create()
+        .unwrap();
+    let metadata = member.group_metadata().expect("group metadata");
+    let foreign: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("transactional.id", format!("{}-foreign", case.name))
+        .set("transaction.timeout.ms", "600000")
+        .create()
+        .unwrap();
+    let t = Duration::from_secs(30);
+    foreign.init_transactions(t).unwrap();
+    foreign.begin_transaction().unwrap();
+    let mut offsets = TopicPartitionList::new();
+    offsets
+        .add_partition_offset(&format!("{}-events", case.name), 0, Offset::Offset(0))
+        .unwrap();
+    foreign
+        .send_offsets_to_transaction(&offsets, &metadata, t)
+        .unwrap();
+    let mut second = case.daemon(broker, "b");
+    // Well within the foreign transaction's 600 s.
+    case.await_alerts(broker, &mut [&mut second], Duration::from_secs(240));
+    let log = std::fs::read_to_string(&second.log).unwrap_or_default();
+    second.stop();
+    foreign.abort_transaction(t).unwrap();
+    assert!(
+        log.contains("could not be read as stable"),
+        "the assignment should have said it went on without stable offsets:\n{log}"
+    );
+    case.assert_alerts_equal_replay(broker);
+}
+
 #[test]
 fn a_zombie_mid_transaction_replaced_under_its_instance_id_is_fenced() {
     zombie_and_twin("zombie-busy", false);
