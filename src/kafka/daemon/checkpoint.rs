@@ -145,8 +145,8 @@ impl State {
     /// coordinator will end, seen after broker restarts): librdkafka's own fetch of
     /// the committed offset would wait for it forever. Past `kafka.transaction_timeout`
     /// twice, the partitions resume from their checkpoints with a warning naming the
-    /// remedy; this thread's own next checkpoint ends such a transaction if its
-    /// producer left it.
+    /// remedy. If this thread's own producer left it, its next checkpoint's commit
+    /// marker on the group's offsets partition should end it (not yet observed).
     pub(super) fn restore_assigned(
         &mut self,
         consumer: &BaseConsumer<Ctx>,
@@ -213,7 +213,8 @@ impl State {
 
     /// Builds partition `p` from the changelog. With `seek`, also moves the consumer
     /// back to the checkpoint's committed offset (rollback after an aborted
-    /// transaction; after an assignment the group's committed offset applies anyway).
+    /// transaction; an assignment sets that offset in its partition list instead, see
+    /// `restore_assigned`).
     /// Returns the restored checkpoint's committed offset (None: no checkpoint yet).
     pub(super) fn restore(
         &mut self,
