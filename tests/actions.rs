@@ -218,7 +218,94 @@ fn an_action_on_one_instance_is_listed_by_another_and_refusals_write_nothing() {
     .1;
     assert_eq!(l["actions"].as_array().map(Vec::len), Some(2), "{l}");
     assert_eq!(l["actions"][0]["action"], "reopen");
+
+    // Two instances act on one alert at once: each writes a history without the
+    // other's action (forced here: Lee's snooze written as by an instance that had not
+    // seen Ana's acknowledgement), and compaction would keep only the later value.
+    let fresh = "acme/inactive/2026-04-01";
+    let ack = json!({"alert_id": fresh, "action": "acknowledge"}).to_string();
+    let (code, body) = call(&addr_a2, "POST", "/api/v1/actions", ANA_TOKEN, &ack);
+    assert_eq!(code, 201, "{body}");
+    let of_fresh = |addr: &str| {
+        let l = call(
+            addr,
+            "GET",
+            "/api/v1/actions?account_id=acme",
+            LEE_TOKEN,
+            "",
+        )
+        .1;
+        let acts: Vec<String> = l["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["alert_id"] == fresh)
+            .map(|a| a["action"].as_str().unwrap().to_string())
+            .collect();
+        (acts, l["states"][fresh]["state"].clone())
+    };
+    wait_for(
+        "B to read the acknowledgement",
+        Duration::from_secs(30),
+        || of_fresh(&addr_b).0.len() == 1,
+    );
+    write_value_without_the_first(broker, &topic, fresh);
+    // Both instances keep both (the later one, by time, is the state)...
+    for addr in [&addr_a2, &addr_b] {
+        wait_for("both actions held", Duration::from_secs(30), || {
+            of_fresh(addr)
+                == (
+                    vec!["snooze".into(), "acknowledge".into()],
+                    json!("snoozed"),
+                )
+        });
+    }
+    // ...and the topic's latest value of the alert holds both again (written back).
+    wait_for(
+        "the union written back to the topic",
+        Duration::from_secs(30),
+        || {
+            let last = broker
+                .read_all(&topic)
+                .into_iter()
+                .rev()
+                .find(|r| r.0.as_deref() == Some(fresh.as_bytes()));
+            last.is_some_and(|r| {
+                let v: Value = serde_json::from_slice(&r.1).unwrap();
+                v["history"].as_array().map(Vec::len) == Some(2)
+            })
+        },
+    );
+    let (_, m) = common::http::get(&addr_b, "/metrics");
+    assert!(m.contains("outcome=\"merged\""), "{m}");
     drop((a2, b));
+}
+
+/// Writes Lee's snooze of `alert` to the actions topic as a value whose history has
+/// only that snooze: what an instance that had not yet read the alert's first action
+/// would write.
+fn write_value_without_the_first(broker: &common::broker::Broker, topic: &str, alert: &str) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let snooze = churnwatch::actions::ActionRecord {
+        alert_id: alert.into(),
+        account_id: "acme".into(),
+        action: churnwatch::actions::ActionKind::Snooze,
+        by: LEE.into(),
+        at_ms: wall_clock_ms() + 1_000,
+        reason: "call booked".into(),
+        until_ms: Some(wall_clock_ms() + DAY),
+        source: Default::default(),
+        origin: String::new(),
+    };
+    let value = serde_json::to_vec(&churnwatch::actions::AlertActions::with(None, snooze)).unwrap();
+    let p: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .create()
+        .unwrap();
+    p.send(BaseRecord::to(topic).key(alert).payload(&value))
+        .map_err(|(e, _)| e)
+        .unwrap();
+    p.flush(Duration::from_secs(30)).unwrap();
 }
 
 /// The API in-process over loopback, against the inbox fixture (alerts are checked

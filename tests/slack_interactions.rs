@@ -227,6 +227,13 @@ fn signed_clicks_are_applied_and_everything_else_is_refused_and_writes_nothing()
     let (code, v) = post(&addr_a, &body, &ok_headers);
     assert_eq!(code, 401, "{v}");
     assert!(v["error"].as_str().unwrap().contains("replay"), "{v}");
+    // ...also with its hex in upper case (a valid signature, the same request).
+    let upper = signature(SECRET, ts, &body)
+        .replace("v0=", "")
+        .to_uppercase();
+    let (code, v) = post(&addr_a, &body, &signed(ts, format!("v0={upper}")));
+    assert_eq!(code, 401, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("replay"), "{v}");
     // ...and at the other instance, which has not seen it, by the click's id in the
     // alert's history (read from the topic).
     wait_for(
@@ -403,7 +410,7 @@ fn signed_clicks_are_applied_and_everything_else_is_refused_and_writes_nothing()
         "{m}"
     );
     assert!(m.contains("churnwatch_action_requests_total{outcome=\"stale\",source=\"slack\"} 1"));
-    assert!(m.contains("churnwatch_action_requests_total{outcome=\"replayed\",source=\"slack\"} 1"));
+    assert!(m.contains("churnwatch_action_requests_total{outcome=\"replayed\",source=\"slack\"} 2"));
     assert!(
         m.contains("churnwatch_action_requests_total{outcome=\"unknown_user\",source=\"slack\"} 1")
     );

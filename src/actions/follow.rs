@@ -28,9 +28,13 @@ pub fn topic_name(group_id: &str) -> String {
     format!("{group_id}-actions")
 }
 
-/// Applies one record of the topic to `store`.
-pub fn apply_record(store: &Actions, m: &BorrowedMessage<'_>) {
+/// Applies one record of the topic to `store`. Returns the alert id when the store
+/// now holds more than the record (it is the alert's latest value in the topic, and
+/// lacks an action another instance wrote at the same time): the union must be
+/// written back, or a restart after compaction would lose that action.
+pub fn apply_record(store: &Actions, m: &BorrowedMessage<'_>) -> Option<String> {
     let key = m.key().and_then(|k| std::str::from_utf8(k).ok());
+    let mut repair = None;
     match m.payload() {
         None => {
             if let Some(id) = key {
@@ -39,13 +43,17 @@ pub fn apply_record(store: &Actions, m: &BorrowedMessage<'_>) {
         }
         Some(p) => match serde_json::from_slice::<AlertActions>(p) {
             Ok(v) if v.is_consistent() && key == Some(v.alert_id.as_str()) => {
-                if store.apply(v).is_err() {
-                    count("unknown", "store_full");
-                    tracing::warn!(
-                        partition = m.partition(),
-                        offset = m.offset(),
-                        "the actions store is full; an action record was not applied"
-                    );
+                let id = v.alert_id.clone();
+                match store.apply(v) {
+                    Ok(more) => repair = more.then_some(id),
+                    Err(_) => {
+                        count("unknown", "store_full");
+                        tracing::warn!(
+                            partition = m.partition(),
+                            offset = m.offset(),
+                            "the actions store is full; an action record was not applied"
+                        );
+                    }
                 }
             }
             _ => {
@@ -59,6 +67,22 @@ pub fn apply_record(store: &Actions, m: &BorrowedMessage<'_>) {
         },
     }
     ACTIONS.alerts.set(store.len() as i64);
+    repair
+}
+
+/// Writes back what `store` holds of `alert_id` (see [`apply_record`]); a failure is
+/// logged, and the next value of that alert or restart of an instance that holds the
+/// union tries again.
+fn write_back(store: &Actions, producer: &FutureProducer<LogContext>, topic: &str, alert_id: &str) {
+    let Some(v) = store.get(alert_id) else {
+        return;
+    };
+    let value = serde_json::to_vec(&v).expect("actions serialize");
+    count("unknown", "merged");
+    if let Err((e, _)) = producer.send_result(FutureRecord::to(topic).key(alert_id).payload(&value))
+    {
+        tracing::warn!(error = %e, "could not write back an alert's merged actions");
+    }
 }
 
 /// How long after its latest action (or the end of its snooze) an alert's actions are
@@ -81,8 +105,29 @@ fn read_then_follow(
     beat();
     let parts = compacted::partition_count(&consumer, &topic)?.unwrap_or(0);
     let ends = compacted::assign_from_beginning(&consumer, &topic, 0..parts)?;
-    let n = compacted::read_to_end(&consumer, &topic, &ends, &beat, |m| apply_record(&store, m))?;
-    tracing::info!(records = n, alerts = store.len(), "actions topic read");
+    // Only an alert's last value in the topic decides whether it needs writing back.
+    let mut repairs = std::collections::BTreeSet::new();
+    let n = compacted::read_to_end(&consumer, &topic, &ends, &beat, |m| {
+        let key = m.key().and_then(|k| std::str::from_utf8(k).ok());
+        match (apply_record(&store, m), key) {
+            (Some(id), _) => {
+                repairs.insert(id);
+            }
+            (None, Some(k)) => {
+                repairs.remove(k);
+            }
+            (None, None) => {}
+        }
+    })?;
+    for id in &repairs {
+        write_back(&store, &producer, &topic, id);
+    }
+    tracing::info!(
+        records = n,
+        alerts = store.len(),
+        merged = repairs.len(),
+        "actions topic read"
+    );
     Ok(std::thread::Builder::new()
         .name("actions-topic".into())
         .spawn(move || {
@@ -90,7 +135,11 @@ fn read_then_follow(
             while !stop.load(Ordering::Relaxed) {
                 beat();
                 match consumer.poll(Duration::from_millis(200)) {
-                    Some(Ok(m)) => apply_record(&store, &m),
+                    Some(Ok(m)) => {
+                        if let Some(id) = apply_record(&store, &m) {
+                            write_back(&store, &producer, &topic, &id);
+                        }
+                    }
                     Some(Err(e)) => {
                         tracing::warn!(error = %e, "consumer error on the actions topic")
                     }

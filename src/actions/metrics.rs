@@ -14,7 +14,7 @@ use super::record::{ActionKind, Source};
 use crate::metrics::METRICS;
 
 /// Outcomes of an action request, besides `accepted`: each refusal's bucket.
-pub const OUTCOMES: [&str; 12] = [
+pub const OUTCOMES: [&str; 13] = [
     "accepted",
     "bad_body",
     "bad_action",
@@ -27,6 +27,7 @@ pub const OUTCOMES: [&str; 12] = [
     "unavailable",
     "unreadable_record",
     "replayed",
+    "merged",
 ];
 
 /// Outcomes of a request by channel: [`OUTCOMES`] and the refusals of the Slack and

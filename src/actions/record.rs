@@ -178,7 +178,7 @@ pub struct AlertActions {
 }
 
 impl AlertActions {
-    /// `prev` (what this process knows of the alert) with `a` appended, bounded.
+    /// `prev` (what this process knows of the alert) with `a` added, bounded.
     pub fn with(prev: Option<AlertActions>, a: ActionRecord) -> AlertActions {
         let mut v = prev.unwrap_or_else(|| AlertActions {
             alert_id: a.alert_id.clone(),
@@ -186,9 +186,45 @@ impl AlertActions {
             history: Vec::new(),
         });
         v.history.push(a);
-        let extra = v.history.len().saturating_sub(MAX_HISTORY);
-        v.history.drain(..extra);
+        v.normalize();
         v
+    }
+
+    /// Every action of `self` and of `other` (two values of the same alert: what this
+    /// process holds and what the topic delivered), each once. Two instances that act
+    /// on one alert within the topic's delivery lag each write a history without the
+    /// other's action; the union is what both took, and every instance computes the
+    /// same one (see [`normalize`](Self::normalize)).
+    pub fn merge(mut self, other: &AlertActions) -> AlertActions {
+        self.history.extend(other.history.iter().cloned());
+        self.normalize();
+        self
+    }
+
+    /// The canonical form of a history: ordered by time (then by the other fields, so
+    /// that every instance orders equal times alike), an action that is already there
+    /// kept once, a request id (`origin`) used twice kept at its first use only (a Slack
+    /// click or an email link used on two instances at once is one action), and the
+    /// newest [`MAX_HISTORY`] kept.
+    pub fn normalize(&mut self) {
+        let key = |a: &ActionRecord| {
+            (
+                a.at_ms,
+                a.by.clone(),
+                a.action.as_str(),
+                a.source.as_str(),
+                a.origin.clone(),
+                a.until_ms,
+                a.reason.clone(),
+            )
+        };
+        self.history.sort_by_cached_key(key);
+        self.history.dedup();
+        let mut origins = std::collections::HashSet::new();
+        self.history
+            .retain(|a| a.origin.is_empty() || origins.insert(a.origin.clone()));
+        let extra = self.history.len().saturating_sub(MAX_HISTORY);
+        self.history.drain(..extra);
     }
 
     pub fn latest(&self) -> Option<&ActionRecord> {
@@ -541,5 +577,57 @@ mod tests {
             a.account_id = "globex".into();
         }
         assert!(!wrong_account.is_consistent());
+    }
+
+    #[test]
+    fn merging_two_values_keeps_every_action_once_in_one_order() {
+        let h = 90 * DAY;
+        let until = format_rfc3339(NOW + DAY);
+        let ack = validate(&req("acknowledge", "", None), "ana", NOW, h).unwrap();
+        let base = AlertActions::with(None, ack);
+        // Two instances act within the delivery lag: each appends to the same base.
+        let mut snooze =
+            validate(&req("snooze", "call", Some(&until)), "ben", NOW + 20, h).unwrap();
+        snooze.origin = "slack:UBEN:1.2".into();
+        let reopen = validate(&req("reopen", "", None), "lee", NOW + 10, h).unwrap();
+        let a = AlertActions::with(Some(base.clone()), snooze.clone());
+        let b = AlertActions::with(Some(base.clone()), reopen.clone());
+        let ab = a.clone().merge(&b);
+        assert_eq!(
+            ab,
+            b.clone().merge(&a),
+            "every instance computes the same union"
+        );
+        assert_eq!(ab.history.len(), 3);
+        assert_eq!(ab.latest(), Some(&snooze), "ordered by time");
+        assert_eq!(
+            ab.clone().merge(&a),
+            ab,
+            "merging what is held changes nothing"
+        );
+        assert_eq!(
+            ab.clone().merge(&base),
+            ab,
+            "an older value rolls nothing back"
+        );
+        // The same click used on two instances at once: kept once, at its first use.
+        let mut again = snooze.clone();
+        again.at_ms += 5;
+        let twice = ab.clone().merge(&AlertActions::with(Some(b), again));
+        assert_eq!(twice, ab);
+        // Bounded: the newest MAX_HISTORY of the union.
+        let mut wide = base;
+        for i in 0..MAX_HISTORY as i64 {
+            let x = validate(&req("acknowledge", "", None), "ana", NOW + 100 + i, h).unwrap();
+            wide = AlertActions::with(Some(wide), x);
+        }
+        let m = wide.clone().merge(&ab);
+        assert_eq!(m.history.len(), MAX_HISTORY);
+        assert_eq!(
+            m,
+            wide.history
+                .iter()
+                .fold(ab, |v, x| AlertActions::with(Some(v), x.clone()))
+        );
     }
 }

@@ -434,7 +434,9 @@ async fn interactions(
             return refuse(e.bucket(), StatusCode::UNAUTHORIZED, e.message());
         }
     };
-    if let Err(why) = s.seen.first_time(sig.unwrap_or_default(), ts, now_secs) {
+    // Hex is case-insensitive: the same signature in upper case is the same request.
+    let sig_key = sig.unwrap_or_default().to_ascii_lowercase();
+    if let Err(why) = s.seen.first_time(&sig_key, ts, now_secs) {
         return if why == "full" {
             refuse(
                 "busy",

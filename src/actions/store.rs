@@ -1,5 +1,6 @@
 //! The actions this process knows, as read from the actions topic (and written by its
-//! own API): per alert its latest value, and an index by account for the API's list.
+//! own API): per alert the union of the values read (a late or concurrent value loses
+//! nothing), and an index by account for the API's list.
 //! Bounded: at most `max_alerts` alerts; a new alert beyond that is refused (the API
 //! answers 503, the follower counts and logs it), never a silent eviction of an
 //! action someone took.
@@ -46,18 +47,29 @@ impl Actions {
         (self.clock)()
     }
 
-    /// Replaces what is known of `v.alert_id` with `v` (the topic's latest value).
-    pub fn apply(&self, v: AlertActions) -> Result<(), Full> {
+    /// Merges `v` (a value read from the topic, or one this process just wrote) into
+    /// what is known of its alert ([`AlertActions::merge`]): a value delivered late
+    /// rolls nothing back, and actions two instances wrote at once are both kept.
+    /// Returns whether the result holds more than `v`: the topic's latest value then
+    /// lacks an action, and the follower writes the union back.
+    pub fn apply(&self, v: AlertActions) -> Result<bool, Full> {
         let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        if !g.by_alert.contains_key(&v.alert_id) && g.by_alert.len() >= self.max_alerts {
-            return Err(Full);
-        }
+        let merged = match g.by_alert.remove(&v.alert_id) {
+            Some(held) => held.merge(&v),
+            None if g.by_alert.len() >= self.max_alerts => return Err(Full),
+            None => {
+                let mut v = v.clone();
+                v.normalize();
+                v
+            }
+        };
+        let more = merged != v;
         g.by_account
             .entry(v.account_id.clone())
             .or_default()
             .insert(v.alert_id.clone());
-        g.by_alert.insert(v.alert_id.clone(), v);
-        Ok(())
+        g.by_alert.insert(v.alert_id.clone(), merged);
+        Ok(more)
     }
 
     /// Forgets `alert_id` (a tombstone in the topic).
