@@ -67,6 +67,10 @@ pub const QUIET_FOR: Millis = 7 * DAY;
 /// How long the handler waits for the action to be stored before answering Slack
 /// (which gives up after 3 s); the action and the message update go on after.
 const ANSWER_WITHIN: Duration = Duration::from_millis(2500);
+/// The answer to a signed click that was refused and whose clicker is told why through
+/// `response_url`: 200, as Slack asks of every request it sent (the body says
+/// `"ok": false`). Unsigned, stale, replayed and malformed requests get a 4xx.
+const TOLD: StatusCode = StatusCode::OK;
 
 /// Why a request's signature is not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,7 +331,7 @@ impl SlackInteractions {
 
 fn refuse(source_bucket: &'static str, status: StatusCode, msg: &str) -> Response {
     count_source(Source::Slack, source_bucket);
-    (status, Json(json!({"error": msg}))).into_response()
+    (status, Json(json!({"ok": false, "error": msg}))).into_response()
 }
 
 /// The request an action of `kind` from Slack makes at `now`.
@@ -460,7 +464,7 @@ async fn interactions(
         let msg = "this Slack user is not known to churnwatch (not the account's owner_chat, \
                    not in notify.slack.users)";
         tell(&s, &click.response_url, msg);
-        return refuse("unknown_user", StatusCode::FORBIDDEN, msg);
+        return refuse("unknown_user", TOLD, msg);
     };
     let req = request(
         click.kind,
@@ -490,9 +494,15 @@ async fn interactions(
             Json(json!({"ok": true, "action": a.record.action.as_str()})),
         )
             .into_response(),
+        // Told aside through response_url: Slack gets 200 (any other answer makes
+        // Slack show the clicker an error of its own next to the note).
         Ok(Ok(Err(Refused {
             status, message, ..
-        }))) => (status, Json(json!({"error": message}))).into_response(),
+        }))) => (
+            TOLD,
+            Json(json!({"ok": false, "status": status.as_u16(), "error": message})),
+        )
+            .into_response(),
         Ok(Err(_)) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({"error": "the action was dropped"})),
