@@ -868,6 +868,64 @@ async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
     let (_, listed) = get_as(&base, "/api/v1/actions?account_id=acme", ANA).await;
     assert_eq!(listed["actions"].as_array().unwrap().len(), 3);
     assert_eq!(listed["states"][ALERT]["state"], "acknowledged");
+
+    // A snooze quiets the account's alerts of that kind, also a new episode that fires
+    // after the snoozed one resolved: its page says so (the notifier sends nothing for
+    // it) and offers to reopen the snoozed alert, which has no controls of its own now.
+    const NEXT: &str = "acme/inactive/2026-04-01";
+    let r = reqwest::Client::new()
+        .post(format!("{base}/api/v1/actions"))
+        .header("X-Forwarded-Email", ANA)
+        .json(
+            &json!({"alert_id": ALERT, "action": "snooze", "reason": "quiet until the QBR",
+                      "until": default_until}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    std::fs::write(
+        &lines,
+        common::alert_line(ALERT, "resolved", "warning", "2026-03-20T10:00:00Z", None)
+            + &common::alert_line(NEXT, "firing", "warning", "2026-04-01T10:00:00Z", None),
+    )
+    .unwrap();
+    tokio::task::block_in_place(|| broker.produce_ok(&lines, &["--topic", &alerts]));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get_as(&base, "/api/v1/accounts/acme", ANA).await.1["firing"][0]["id"] != NEXT {
+        assert!(
+            Instant::now() < deadline,
+            "the view never held the new episode"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sign_in_as(&c, ANA).await;
+    c.goto(&format!("{base}/inbox")).await.unwrap();
+    assert_eq!(
+        text(&c, "tr.account td.alert .badge.state").await,
+        "snoozed",
+        "the row's alert is quiet through the snooze"
+    );
+    c.goto(&page).await.unwrap();
+    let state = text(&c, "article.alert .action-state[data-state='quiet']").await;
+    assert!(
+        state.contains(ALERT) && state.contains("quiet until the QBR") && state.contains(ANA),
+        "{state}"
+    );
+    let (_, listed) = get_as(&base, "/api/v1/actions?account_id=acme", ANA).await;
+    assert_eq!(listed["quiet"]["inactive"]["alert_id"], ALERT, "{listed}");
+    assert_eq!(listed["quiet"]["inactive"]["state"], "snoozed");
+    click(
+        &c,
+        &format!("div.act[data-alert-id='{ALERT}'] button[data-action='reopen']"),
+    )
+    .await;
+    wait_for_element(&c, "article.alert .action-state[data-state='open']").await;
+    let (_, listed) = get_as(&base, "/api/v1/actions?account_id=acme", ANA).await;
+    assert!(listed["states"][ALERT].is_null(), "{listed}");
+    assert_eq!(listed["quiet"], json!({}), "{listed}");
+    assert_eq!(written(), 5);
+    assert_no_console_errors(&c).await;
     c.close().await.unwrap();
     drop(serve);
 }

@@ -20,7 +20,7 @@ use serde_json::json;
 
 pub use super::apply::Applier;
 use super::metrics::{count, count_source};
-use super::record::{AccountActions, ActionEntry, NewAction, Source};
+use super::record::{AccountActions, ActionEntry, NewAction, QuietBy, Source};
 use super::store::Actions;
 use crate::inbox::model::Principal;
 use crate::server::auth::{with_auth, Authenticator};
@@ -118,10 +118,16 @@ pub fn account_actions(store: &Actions, account_id: &str) -> AccountActions {
             (id.clone(), store.state_at(id, now))
         })
         .collect();
+    let quiet = store
+        .quiet_of_account(account_id, now)
+        .into_iter()
+        .map(|(kind, (alert_id, state))| (kind, QuietBy { alert_id, state }))
+        .collect();
     AccountActions {
         account_id: account_id.to_string(),
         actions,
         states,
+        quiet,
     }
 }
 

@@ -166,6 +166,19 @@ pub struct AccountActions {
     pub actions: Vec<ActionEntry>,
     /// Each listed alert's state now (null: open).
     pub states: std::collections::BTreeMap<String, Option<ActionState>>,
+    /// The kinds of the account's alerts quieted now by a snooze or "not a risk" on one
+    /// of them: every alert of that kind is quiet (the notifier sends none), also one
+    /// whose own state is open.
+    pub quiet: std::collections::BTreeMap<String, QuietBy>,
+}
+
+/// Why every alert of one kind of an account is quiet: the alert whose action quiets
+/// them, and that action's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QuietBy {
+    pub alert_id: String,
+    #[serde(flatten)]
+    pub state: ActionState,
 }
 
 /// The value stored under an alert id in the actions topic: its actions, oldest first,

@@ -132,6 +132,41 @@ impl Actions {
             .max()
     }
 
+    /// For each kind of `account_id`'s alerts quieted at `now` by a snooze or "not a
+    /// risk": the alert whose action quiets it (the one running longest) and that
+    /// action's state. What [`quiet_until`](Self::quiet_until) tells the notifier, so
+    /// the inbox can show an alert quiet because another of its kind was snoozed.
+    pub fn quiet_of_account(
+        &self,
+        account_id: &str,
+        now: Millis,
+    ) -> std::collections::BTreeMap<String, (String, ActionState)> {
+        let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let mut out = std::collections::BTreeMap::<String, (String, ActionState)>::new();
+        for id in g.by_account.get(account_id).into_iter().flatten() {
+            let Some(kind) = id.rsplit('/').nth(1) else {
+                continue;
+            };
+            let Some(state) = g.by_alert.get(id).and_then(|v| v.state(now)) else {
+                continue;
+            };
+            let (ActionState::Snoozed { until_ms, .. } | ActionState::NotARisk { until_ms, .. }) =
+                &state
+            else {
+                continue;
+            };
+            let longer = out.get(kind).is_none_or(|(_, s)| match s {
+                ActionState::Snoozed { until_ms: u, .. }
+                | ActionState::NotARisk { until_ms: u, .. } => until_ms > u,
+                ActionState::Acknowledged { .. } => true,
+            });
+            if longer {
+                out.insert(kind.to_string(), (id.clone(), state));
+            }
+        }
+        out
+    }
+
     /// Every action on the alerts of `account_id`, newest first.
     pub fn of_account(&self, account_id: &str) -> Vec<ActionRecord> {
         let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
@@ -240,8 +275,18 @@ mod tests {
         assert_eq!(store.quiet_until("acme", "activity_drop", 50), None);
         assert_eq!(store.quiet_until("acme", "not_activated", 50), None);
         assert_eq!(store.quiet_until("globex", "inactive", 50), None);
+        let q = store.quiet_of_account("acme", 50);
+        assert_eq!(q.len(), 1, "only a snooze or not a risk quiets: {q:?}");
+        assert_eq!(
+            q["inactive"].0, "acme/inactive/2",
+            "the one running longest"
+        );
         // Reopened: that one no longer counts; the other runs out at 300.
         put(act("acme/inactive/2", ActionKind::Reopen, 60, None));
+        assert_eq!(
+            store.quiet_of_account("acme", 60)["inactive"].0,
+            "acme/inactive/1"
+        );
         assert_eq!(store.quiet_until("acme", "inactive", 60), Some(100));
         assert_eq!(store.quiet_until("acme", "inactive", 100), None);
     }

@@ -35,8 +35,16 @@ impl InboxView for WithActions {
         self.view.status()
     }
 
+    /// The alert's own state, else the state of the action that quiets its account and
+    /// kind (the list's badge then says snoozed or not a risk, as the notifier acts).
     fn alert_state(&self, alert_id: &str) -> Option<super::ActionState> {
-        self.actions.state(alert_id)
+        let now = self.actions.now();
+        self.actions.state_at(alert_id, now).or_else(|| {
+            let account = super::record::account_of(alert_id)?;
+            let kind = alert_id.rsplit('/').nth(1)?;
+            let mut quiet = self.actions.quiet_of_account(account, now);
+            quiet.remove(kind).map(|(_, state)| state)
+        })
     }
 }
 
@@ -78,6 +86,17 @@ mod tests {
             Some(crate::actions::ActionState::Snoozed { .. })
         ));
         assert_eq!(v.view.alert_state(&alert), None);
+        // Another alert of that account and kind, open itself, is quiet through it.
+        let (account, rest) = alert.split_once('/').unwrap();
+        let sibling = format!("{account}/{}/another", rest.split('/').next().unwrap());
+        assert!(matches!(
+            v.alert_state(&sibling),
+            Some(crate::actions::ActionState::Snoozed { .. })
+        ));
+        assert_eq!(
+            d["actions"]["quiet"][rest.split('/').next().unwrap()]["alert_id"],
+            alert
+        );
         assert!(serde_json::to_value(v.view.account("acme").unwrap())
             .unwrap()
             .get("actions")

@@ -1,6 +1,7 @@
 //! The account page's actions (issue 16): under each firing alert its state as the
-//! latest action leaves it (acknowledged by X, snoozed until D: reason, not a risk)
-//! and, for whoever may act, the controls (Acknowledge; Snooze or Not a risk with a
+//! latest action leaves it (acknowledged by X, snoozed until D: reason, not a risk;
+//! or quiet because another alert of its kind was snoozed, with a button to reopen
+//! that one) and, for whoever may act, the controls (Acknowledge; Snooze or Not a risk with a
 //! date and a required reason; Reopen once acted on); then the account's action
 //! history. The controls are `type="button"` elements that `inbox.js` turns into
 //! `fetch` calls posting JSON to `POST /api/v1/actions` (same origin; the API takes
@@ -11,7 +12,7 @@
 use std::fmt::Write;
 
 use super::html::{e, when};
-use crate::actions::record::{AccountActions, ActionEntry, ActionKind, ActionState};
+use crate::actions::record::{AccountActions, ActionEntry, ActionKind, ActionState, QuietBy};
 use crate::inbox::model::FiringAlert;
 use crate::time::{format_day, format_rfc3339, Millis, DAY};
 
@@ -65,6 +66,43 @@ pub fn state_line(state: Option<&ActionState>, latest: Option<&ActionEntry>) -> 
     format!("<p class=\"action-state {class}\" data-state=\"{class}\">{text}</p>")
 }
 
+/// The state line of an alert that is open itself but quiet because another alert of
+/// its account and kind (`q.alert_id`) was snoozed or marked not a risk: the notifier
+/// sends nothing for it. To whoever may act, a button that reopens that other alert
+/// (which may have resolved and so have no controls of its own).
+fn quiet_line(q: &QuietBy, latest: Option<&ActionEntry>, may_act: bool) -> String {
+    let reason = latest
+        .map(|a| a.record.reason.as_str())
+        .filter(|r| !r.is_empty())
+        .map_or(String::new(), |r| {
+            format!(": <q class=\"reason\">{}</q>", e(r))
+        });
+    let (what, by, until) = match &q.state {
+        ActionState::Snoozed { by, until_ms } => ("snoozed", by, *until_ms),
+        ActionState::NotARisk { by, until_ms } => ("marked not a risk", by, *until_ms),
+        ActionState::Acknowledged { .. } => return String::new(),
+    };
+    let mut s = format!(
+        "<p class=\"action-state quiet\" data-state=\"quiet\">Quiet until {}: {} \
+         {what} <span class=\"id\">{}</span>, and that quiets this account's alerts of \
+         this kind{reason}</p>",
+        at(until),
+        e(by),
+        e(&q.alert_id),
+    );
+    if may_act {
+        let _ = write!(
+            s,
+            "<div class=\"act\" data-alert-id=\"{}\">\
+             <button type=\"button\" class=\"reopen\" data-action=\"reopen\">Reopen {}</button>\
+             <p class=\"act-error\" role=\"alert\" hidden></p></div>",
+            e(&q.alert_id),
+            e(&q.alert_id),
+        );
+    }
+    s
+}
+
 /// The state of `f` and, when `may_act`, its controls.
 pub fn alert_actions(
     f: &FiringAlert,
@@ -73,7 +111,14 @@ pub fn alert_actions(
     now: Millis,
 ) -> String {
     let state = actions.states.get(&f.id).and_then(Option::as_ref);
-    let mut s = state_line(state, latest(actions, &f.id));
+    let quieted_by = actions
+        .quiet
+        .get(&f.kind)
+        .filter(|q| state.is_none() && q.alert_id != f.id);
+    let mut s = match quieted_by {
+        Some(q) => quiet_line(q, latest(actions, &q.alert_id), may_act),
+        None => state_line(state, latest(actions, &f.id)),
+    };
     if !may_act {
         return s;
     }
@@ -182,6 +227,7 @@ mod tests {
                 .into_iter()
                 .collect(),
             actions: entries,
+            quiet: Default::default(),
         }
     }
 
@@ -250,5 +296,47 @@ mod tests {
         let b = with(vec![entry(ActionKind::Snooze, "x", Some(NOW - 1))], None);
         assert!(alert_actions(&alert(), &b, false, NOW).contains("snooze ran out"));
         assert!(history(&with(vec![], None)).contains("Nobody has acted"));
+    }
+
+    #[test]
+    fn an_alert_quiet_through_another_of_its_kind_says_so_and_offers_to_reopen_that_one() {
+        let other = "acme/inactive/2026-03-01";
+        let mut snoozed = entry(ActionKind::Snooze, "renewal <call>", Some(NOW + DAY));
+        snoozed.record.alert_id = other.into();
+        let mut a = with(vec![snoozed], None);
+        a.quiet.insert(
+            "inactive".into(),
+            QuietBy {
+                alert_id: other.into(),
+                state: ActionState::Snoozed {
+                    by: "ana@example.com".into(),
+                    until_ms: NOW + DAY,
+                },
+            },
+        );
+        let owner = alert_actions(&alert(), &a, true, NOW);
+        assert!(owner.contains("data-state=\"quiet\""), "{owner}");
+        assert!(owner.contains("renewal &lt;call&gt;"), "escaped: {owner}");
+        assert!(owner.contains(&format!(
+            "data-alert-id=\"{other}\"><button type=\"button\" class=\"reopen\""
+        )));
+        // Its own controls follow, for the alert itself.
+        assert!(owner.contains("data-alert-id=\"acme/inactive/2026-05-01\""));
+        let reader = alert_actions(&alert(), &a, false, NOW);
+        assert!(reader.contains("data-state=\"quiet\"") && !reader.contains("<button"));
+        // Its own state comes first; another kind is not quieted.
+        let mut acked = a.clone();
+        acked.states.insert(
+            "acme/inactive/2026-05-01".into(),
+            Some(ActionState::Acknowledged {
+                by: "ben@example.com".into(),
+                at_ms: NOW,
+            }),
+        );
+        assert!(alert_actions(&alert(), &acked, false, NOW).contains("data-state=\"acknowledged\""));
+        let mut drop = alert();
+        drop.kind = "activity_drop".into();
+        drop.id = "acme/activity_drop/2026-05-01".into();
+        assert!(alert_actions(&drop, &a, false, NOW).contains("data-state=\"open\""));
     }
 }

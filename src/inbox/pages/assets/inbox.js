@@ -87,9 +87,12 @@ function act(box, action) {
       line.setAttribute("data-state", t[0]);
       line.textContent = t[1];
     }
-    box.querySelector("button.ack").hidden = !!st && st.state === "acknowledged";
-    box.querySelector("button.reopen").hidden = !st;
-    reason.value = "";
+    // A box may hold only a Reopen (of the alert that quiets this one).
+    var ack = box.querySelector("button.ack");
+    if (ack) { ack.hidden = !!st && st.state === "acknowledged"; }
+    var reopen = box.querySelector("button.reopen");
+    if (reopen && ack) { reopen.hidden = !st; }
+    if (reason) { reason.value = ""; }
     var list = document.querySelector("ol.actions");
     if (list) {
       var li = document.createElement("li");
