@@ -868,6 +868,11 @@ async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
     let (_, listed) = get_as(&base, "/api/v1/actions?account_id=acme", ANA).await;
     assert_eq!(listed["actions"].as_array().unwrap().len(), 3);
     assert_eq!(listed["states"][ALERT]["state"], "acknowledged");
+    let errors = console_errors(&c).await;
+    assert!(
+        errors.iter().all(|e| e.contains("403")),
+        "only Ben's refused page: {errors:?}"
+    );
 
     // A snooze quiets the account's alerts of that kind, also a new episode that fires
     // after the snoozed one resolved: its page says so (the notifier sends nothing for

@@ -103,22 +103,31 @@ impl Applier {
     }
 
     /// Whether the alert exists: in the inbox view's firing alerts or history when a
-    /// view is here and caught up; otherwise its id's shape (already checked) is all.
-    fn alert_known(&self, rec: &ActionRecord) -> Result<(), String> {
+    /// view is here (until it has caught up, an action is refused with 503 rather than
+    /// taken unchecked); without a view its id's shape (already checked) is all.
+    fn alert_known(&self, rec: &ActionRecord) -> Result<(), Refused> {
         let Some(view) = &self.view else {
             return Ok(());
         };
         if !view.status().caught_up {
-            return Ok(());
+            return Err(Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the inbox is still reading its topics and cannot check the alert yet; \
+                 try again in a moment",
+            ));
         }
+        let unknown = |why: &str| Refused::new(StatusCode::NOT_FOUND, "unknown_alert", why);
         let Some(d) = view.account(&rec.account_id) else {
-            return Err("no such account in the inbox".into());
+            return Err(unknown("no such account in the inbox"));
         };
         let id = rec.alert_id.as_str();
         if d.summary.firing.iter().any(|f| f.id == id) || d.history.iter().any(|h| h.id == id) {
             Ok(())
         } else {
-            Err("no such alert on that account (neither firing nor in its recent history)".into())
+            Err(unknown(
+                "no such alert on that account (neither firing nor in its recent history)",
+            ))
         }
     }
 
@@ -199,17 +208,8 @@ impl Applier {
         rec.origin = origin.to_string();
         self.may_act(who, &rec.account_id)
             .map_err(|why| Refused::new(StatusCode::FORBIDDEN, "forbidden", why))?;
-        self.alert_known(&rec)
-            .map_err(|why| Refused::new(StatusCode::NOT_FOUND, "unknown_alert", why))?;
+        self.alert_known(&rec)?;
         let _guard = self.writing.lock().await;
-        if !self.store.has_room_for(&rec.alert_id) {
-            tracing::warn!("the actions store is full; refusing an action on a new alert");
-            return Err(Refused::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_full",
-                "too many alerts with actions are held; try again later or ask an administrator",
-            ));
-        }
         let prev = self.store.get(&rec.alert_id);
         if prev.as_ref().is_some_and(|p| p.has_origin(origin)) {
             return Err(Refused::new(
@@ -220,6 +220,14 @@ impl Applier {
         }
         let first = prev.is_none();
         let v = AlertActions::with(prev, rec.clone());
+        if !self.store.has_room_for(&v) {
+            tracing::warn!("the actions store is full; refusing an action");
+            return Err(Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_full",
+                "too many actions are held; try again later or ask an administrator",
+            ));
+        }
         let state = v.state(now);
         if let Err(e) = self.store_durably(v).await {
             tracing::warn!(error = %e, "could not store an action");
@@ -234,5 +242,73 @@ impl Applier {
             first_action(rec.action, source, fired, now);
         }
         Ok(Applied { record: rec, state })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::inbox::model::{
+        AccountDetail, AccountSummary, ListQuery, Page, Role, TeamRow, ViewStatus,
+    };
+    use crate::inbox::pages::fixture::FixtureView;
+    use crate::time::DAY;
+
+    /// The fixture, still reading its topics.
+    struct Loading(FixtureView);
+
+    impl InboxView for Loading {
+        fn list(&self, who: &Principal, q: &ListQuery) -> Page<AccountSummary> {
+            self.0.list(who, q)
+        }
+        fn account(&self, account_id: &str) -> Option<AccountDetail> {
+            self.0.account(account_id)
+        }
+        fn team(&self) -> Vec<TeamRow> {
+            self.0.team()
+        }
+        fn status(&self) -> ViewStatus {
+            ViewStatus {
+                caught_up: false,
+                ..self.0.status()
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_view_still_loading_refuses_with_503_and_stores_nothing() {
+        let now = 1_780_000_000_000;
+        let fixture = FixtureView::sample(now / DAY);
+        let alert = fixture.account("acme").unwrap().summary.firing[0]
+            .id
+            .clone();
+        let applier = Applier {
+            store: Arc::new(Actions::new(10, Arc::new(move || now))),
+            producer: rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", "127.0.0.1:1")
+                .create_with_context(LogContext)
+                .unwrap(),
+            topic: "actions".into(),
+            horizon: 90 * DAY,
+            owners: None,
+            view: Some(Arc::new(Loading(fixture))),
+            writing: tokio::sync::Mutex::new(()),
+        };
+        let lead = Principal {
+            email: "lee@example.com".into(),
+            role: Role::Lead,
+        };
+        let req = NewAction {
+            alert_id: alert,
+            action: "acknowledge".into(),
+            ..Default::default()
+        };
+        let r = applier
+            .apply(&lead, &req, Source::Api, "")
+            .await
+            .unwrap_err();
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
+        assert!(r.message.contains("still reading"), "{r:?}");
+        assert!(applier.store.is_empty());
     }
 }

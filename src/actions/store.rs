@@ -1,9 +1,9 @@
 //! The actions this process knows, as read from the actions topic (and written by its
 //! own API): per alert the union of the values read (a late or concurrent value loses
 //! nothing), and an index by account for the API's list.
-//! Bounded: at most `max_alerts` alerts; a new alert beyond that is refused (the API
-//! answers 503, the follower counts and logs it), never a silent eviction of an
-//! action someone took.
+//! Bounded: at most `max_alerts` alerts and `max_bytes` of actions; an action beyond
+//! that is refused (the API answers 503, the follower counts and logs it), never a
+//! silent eviction of an action someone took.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
@@ -16,18 +16,42 @@ pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
 
 /// Default bound on the alerts with actions held in memory.
 pub const MAX_ALERTS: usize = 200_000;
+/// Default bound on the bytes the held actions take (their strings and a fixed cost per
+/// action): 200,000 alerts of a few short actions fit many times over, while 200,000
+/// alerts of 20 actions with 1,000-character reasons (4 GB and more) do not.
+pub const MAX_BYTES: usize = 256 << 20;
 
 #[derive(Default)]
 struct Inner {
     by_alert: HashMap<String, AlertActions>,
     by_account: HashMap<String, BTreeSet<String>>,
+    /// [`size`] of every held value.
+    bytes: usize,
 }
 
 /// Actions by alert id, shared by the follower, the API and the notifier.
 pub struct Actions {
     inner: RwLock<Inner>,
     max_alerts: usize,
+    max_bytes: usize,
     clock: Clock,
+}
+
+/// What a value costs in memory, roughly: its strings and a fixed cost per action.
+fn size(v: &AlertActions) -> usize {
+    v.alert_id.len()
+        + v.account_id.len()
+        + v.history
+            .iter()
+            .map(|a| {
+                std::mem::size_of::<ActionRecord>()
+                    + a.alert_id.len()
+                    + a.account_id.len()
+                    + a.by.len()
+                    + a.reason.len()
+                    + a.origin.len()
+            })
+            .sum::<usize>()
 }
 
 /// The store is full and `alert_id` is new to it.
@@ -39,8 +63,15 @@ impl Actions {
         Actions {
             inner: RwLock::default(),
             max_alerts,
+            max_bytes: MAX_BYTES,
             clock,
         }
+    }
+
+    /// The same store bounded to `max_bytes` (see [`MAX_BYTES`]).
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Actions {
+        self.max_bytes = max_bytes;
+        self
     }
 
     pub fn now(&self) -> Millis {
@@ -52,17 +83,12 @@ impl Actions {
     /// rolls nothing back, and actions two instances wrote at once are both kept.
     /// Returns whether the result holds more than `v`: the topic's latest value then
     /// lacks an action, and the follower writes the union back.
+    /// Refused ([`Full`]) when the alert is new and `max_alerts` are held, or when it
+    /// would grow the held bytes past `max_bytes`.
     pub fn apply(&self, v: AlertActions) -> Result<bool, Full> {
         let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        let merged = match g.by_alert.remove(&v.alert_id) {
-            Some(held) => held.merge(&v),
-            None if g.by_alert.len() >= self.max_alerts => return Err(Full),
-            None => {
-                let mut v = v.clone();
-                v.normalize();
-                v
-            }
-        };
+        let (merged, old_size, new_size) = self.admit(&g, &v)?;
+        g.bytes = g.bytes - old_size + new_size;
         let more = merged != v;
         g.by_account
             .entry(v.account_id.clone())
@@ -72,10 +98,32 @@ impl Actions {
         Ok(more)
     }
 
+    /// What `v` merged into the store would be, with the held value's size and the
+    /// new one; [`Full`] past a bound.
+    fn admit(&self, g: &Inner, v: &AlertActions) -> Result<(AlertActions, usize, usize), Full> {
+        let held = g.by_alert.get(&v.alert_id);
+        let old_size = held.map_or(0, size);
+        let merged = match held {
+            Some(held) => held.clone().merge(v),
+            None if g.by_alert.len() >= self.max_alerts => return Err(Full),
+            None => {
+                let mut v = v.clone();
+                v.normalize();
+                v
+            }
+        };
+        let new_size = size(&merged);
+        if new_size > old_size && g.bytes - old_size + new_size > self.max_bytes {
+            return Err(Full);
+        }
+        Ok((merged, old_size, new_size))
+    }
+
     /// Forgets `alert_id` (a tombstone in the topic).
     pub fn remove(&self, alert_id: &str) {
         let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
         if let Some(v) = g.by_alert.remove(alert_id) {
+            g.bytes -= size(&v);
             if let Some(set) = g.by_account.get_mut(&v.account_id) {
                 set.remove(alert_id);
                 if set.is_empty() {
@@ -85,10 +133,10 @@ impl Actions {
         }
     }
 
-    /// Whether a new alert could be added now.
-    pub fn has_room_for(&self, alert_id: &str) -> bool {
+    /// Whether `v` could be applied now (within both bounds).
+    pub fn has_room_for(&self, v: &AlertActions) -> bool {
         let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        g.by_alert.contains_key(alert_id) || g.by_alert.len() < self.max_alerts
+        self.admit(&g, v).is_ok()
     }
 
     pub fn get(&self, alert_id: &str) -> Option<AlertActions> {
@@ -306,17 +354,16 @@ mod tests {
             None,
             act("initech/inactive/1", ActionKind::Acknowledge, 5, None),
         );
-        assert!(!store.has_room_for("initech/inactive/1"));
+        assert!(!store.has_room_for(&third));
         assert_eq!(store.apply(third.clone()), Err(Full));
         assert_eq!(store.len(), 2);
         // An alert already held may still change.
-        assert!(store.has_room_for("acme/inactive/1"));
-        store
-            .apply(AlertActions::with(
-                store.get("acme/inactive/1"),
-                act("acme/inactive/1", ActionKind::Reopen, 9, None),
-            ))
-            .unwrap();
+        let reopen = AlertActions::with(
+            store.get("acme/inactive/1"),
+            act("acme/inactive/1", ActionKind::Reopen, 9, None),
+        );
+        assert!(store.has_room_for(&reopen));
+        store.apply(reopen).unwrap();
         store.remove("acme/inactive/1");
         assert!(store.get("acme/inactive/1").is_none());
         assert!(store.of_account("acme").is_empty());
@@ -343,5 +390,34 @@ mod tests {
         let mut ended = store.ended_before(101);
         ended.sort();
         assert_eq!(ended, ["acme/inactive/2", "globex/inactive/1"]);
+    }
+
+    #[test]
+    fn the_bytes_held_are_bounded_and_freed_by_tombstones() {
+        let long = |id: &str, at: Millis| {
+            let mut a = act(id, ActionKind::Snooze, at, Some(at + 10));
+            a.reason = "x".repeat(900);
+            a
+        };
+        let one = size(&AlertActions::with(None, long("acme/inactive/1", 1)));
+        let store = Actions::new(100, Arc::new(|| 0)).with_max_bytes(3 * one);
+        for i in 1..=3 {
+            let id = format!("acme/inactive/{i}");
+            store.apply(AlertActions::with(None, long(&id, 1))).unwrap();
+        }
+        // A fourth alert, or one more action on a held one: over the budget.
+        let fourth = AlertActions::with(None, long("acme/inactive/4", 1));
+        assert!(!store.has_room_for(&fourth));
+        assert_eq!(store.apply(fourth.clone()), Err(Full));
+        let grown = AlertActions::with(store.get("acme/inactive/1"), long("acme/inactive/1", 2));
+        assert_eq!(store.apply(grown), Err(Full));
+        assert_eq!(store.of_account("acme").len(), 3, "nothing was evicted");
+        // A value that adds nothing is still taken (a late copy of what is held).
+        assert_eq!(
+            store.apply(store.get("acme/inactive/2").unwrap()),
+            Ok(false)
+        );
+        store.remove("acme/inactive/3");
+        store.apply(fourth).unwrap();
     }
 }
