@@ -357,6 +357,7 @@ async fn first_action_timed(broker: &Broker, topic: String) {
         applier,
         key: key.clone(),
         role_of: Arc::new(|_: &str| Role::Csm),
+        ttl: DAY,
     }));
     let addr = churnwatch::server::serve_with("127.0.0.1:0", app, None)
         .await

@@ -65,10 +65,18 @@ fn rendered_message(alert_id: &str) -> Value {
     )
 }
 
+/// How long before a click its message was posted (the message's `ts`).
+const POSTED_AGO_SECS: i64 = 600;
+
 /// A `block_actions` payload: `user` clicked the button `label` of the message of
 /// `alert_id`, as form body `payload=...`.
 fn click(user: &str, label: &str, alert_id: &str, action_ts: &str, response_url: &str) -> String {
-    let message = rendered_message(alert_id);
+    let mut message = rendered_message(alert_id);
+    // Slack gives the message its post time; this one was posted ten minutes ago.
+    message["ts"] = json!(format!(
+        "{}.000100",
+        wall_clock_ms() / 1000 - POSTED_AGO_SECS
+    ));
     let row = message["blocks"]
         .as_array()
         .unwrap()
@@ -403,7 +411,8 @@ fn signed_clicks_are_applied_and_everything_else_is_refused_and_writes_nothing()
     assert_eq!(written(broker, &topic), after_first + 1);
 
     // The metrics count by channel and outcome, with no account or person in them; the
-    // notifier has no inbox view, so the alerts' times are unknown and counted so.
+    // notifier has no inbox view, so the time to the first action runs from the
+    // message's post time.
     let (_, m) = common::http::get(&addr_a, "/metrics");
     assert!(
         m.contains("churnwatch_action_requests_total{outcome=\"accepted\",source=\"slack\"} 1"),
@@ -423,7 +432,21 @@ fn signed_clicks_are_applied_and_everything_else_is_refused_and_writes_nothing()
     assert!(
         m.contains("churnwatch_action_requests_total{outcome=\"forbidden\",source=\"slack\"} 1")
     );
-    assert!(m.contains("churnwatch_actions_first_action_unknown_time_total{source=\"slack\"} 1"));
+    let value = |name: &str| {
+        m.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .map(|v| v.parse::<f64>().unwrap())
+    };
+    let first = "churnwatch_actions_first_action_seconds";
+    let labels = "{action=\"acknowledge\",source=\"slack\"}";
+    assert_eq!(value(&format!("{first}_count{labels}")), Some(1.0), "{m}");
+    let took = value(&format!("{first}_sum{labels}")).unwrap();
+    assert!(
+        (POSTED_AGO_SECS as f64..POSTED_AGO_SECS as f64 + 60.0).contains(&took),
+        "{took}"
+    );
+    assert!(!m.contains("churnwatch_actions_first_action_unknown_time_total{source=\"slack\"} 1"));
     assert!(!m.lines().any(|l| l.starts_with("churnwatch_action")
         && (l.contains("acme") || l.contains("UANA") || l.contains("ana@"))));
     let log = std::fs::read_to_string(&a.log).unwrap();

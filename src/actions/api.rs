@@ -60,7 +60,7 @@ async fn create(
             return error(r.status(), format!("{detail}: {SHAPE}"));
         }
     };
-    match api.apply(&who, &req, Source::Api, "").await {
+    match api.apply(&who, &req, Source::Api, "", None).await {
         Ok(a) => {
             let mut body = a.record.to_api();
             body["state"] = serde_json::to_value(a.state).expect("state serializes");

@@ -172,15 +172,21 @@ impl Applier {
     }
 
     /// Applies `req` as `who` through `source`; `origin`: the id of the carrying
-    /// request that may be used once (empty: none). Counts the outcome either way.
+    /// request that may be used once (empty: none); `shown_at`: when the channel put the
+    /// alert before the person (a Slack message's post time, an email link's issue
+    /// time), the start of the time to a first action where no inbox view here knows
+    /// when the alert was emitted. Counts the outcome either way.
     pub async fn apply(
         &self,
         who: &Principal,
         req: &NewAction,
         source: Source,
         origin: &str,
+        shown_at: Option<Millis>,
     ) -> Result<Applied, Refused> {
-        let r = self.apply_uncounted(who, req, source, origin).await;
+        let r = self
+            .apply_uncounted(who, req, source, origin, shown_at)
+            .await;
         let kind = match &r {
             Ok(a) => a.record.action.as_str(),
             Err(_) => req.action.as_str(),
@@ -200,6 +206,7 @@ impl Applier {
         req: &NewAction,
         source: Source,
         origin: &str,
+        shown_at: Option<Millis>,
     ) -> Result<Applied, Refused> {
         let now = self.store.now();
         let mut rec = validate(req, &who.email, now, self.horizon)
@@ -238,7 +245,7 @@ impl Applier {
             ));
         }
         if first {
-            let fired = self.fired_at(&rec.account_id, &rec.alert_id);
+            let fired = self.fired_at(&rec.account_id, &rec.alert_id).or(shown_at);
             first_action(rec.action, source, fired, now);
         }
         Ok(Applied { record: rec, state })
@@ -304,7 +311,7 @@ mod tests {
             ..Default::default()
         };
         let r = applier
-            .apply(&lead, &req, Source::Api, "")
+            .apply(&lead, &req, Source::Api, "", None)
             .await
             .unwrap_err();
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{r:?}");

@@ -209,6 +209,10 @@ pub struct EmailLinks {
     pub key: LinkKey,
     /// The role of an email (`server.auth.leads` / `admins`).
     pub role_of: Arc<dyn Fn(&str) -> Role + Send + Sync>,
+    /// How long a link lasts (`notify.email_links.ttl`): a link was issued, and its
+    /// email sent, its expiry minus this (the start of the time to a first action when
+    /// no inbox view here knows the alert).
+    pub ttl: Millis,
 }
 
 fn what(c: &Claims) -> String {
@@ -326,7 +330,7 @@ async fn act(State(s): State<Arc<EmailLinks>>, headers: HeaderMap, body: Bytes) 
     };
     match s
         .applier
-        .apply(&who, &req, Source::Email, &origin(&c))
+        .apply(&who, &req, Source::Email, &origin(&c), Some(c.e - s.ttl))
         .await
     {
         Ok(a) => page(

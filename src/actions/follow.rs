@@ -253,6 +253,7 @@ pub fn start(
                 applier,
                 key,
                 role_of,
+                ttl: links.ttl.0,
             },
         )));
     }

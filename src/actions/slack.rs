@@ -242,6 +242,21 @@ struct Click {
     message: Option<Value>,
 }
 
+/// When a Slack message was posted: its `ts` (`"1700000000.000100"`, Unix seconds),
+/// in milliseconds; None when absent or not of that shape.
+fn posted_at(message: &Value) -> Option<Millis> {
+    let ts = message.get("ts")?.as_str()?;
+    let (secs, frac) = ts.split_once('.').unwrap_or((ts, ""));
+    if secs.is_empty() || secs.len() > 12 || frac.len() > 9 {
+        return None;
+    }
+    if !(secs.bytes().chain(frac.bytes())).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let ms: i64 = format!("{frac:0<3}")[..3].parse().ok()?;
+    Some(secs.parse::<i64>().ok()? * 1000 + ms)
+}
+
 fn is_member_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32
@@ -476,7 +491,11 @@ async fn interactions(
     let s2 = s.clone();
     tokio::spawn(async move {
         let origin = format!("slack:{}:{}", click.user, click.action_ts);
-        let r = s2.applier.apply(&who, &req, Source::Slack, &origin).await;
+        let shown = click.message.as_ref().and_then(posted_at);
+        let r = s2
+            .applier
+            .apply(&who, &req, Source::Slack, &origin, shown)
+            .await;
         let update = match &r {
             Ok(a) => updated_message(
                 click.message.as_ref(),
@@ -757,5 +776,23 @@ mod tests {
         assert_eq!(short.until, Some(format_rfc3339(now + DAY)));
         let ack = request(ActionKind::Acknowledge, "a/inactive/1", now, DAY);
         assert_eq!((ack.reason.as_str(), ack.until), ("", None));
+    }
+
+    #[test]
+    fn a_message_post_time_is_read_from_its_ts() {
+        let at = |ts: Value| posted_at(&json!({ "ts": ts }));
+        assert_eq!(at(json!("1700000000.000100")), Some(1_700_000_000_000));
+        assert_eq!(at(json!("1700000000.5")), Some(1_700_000_000_500));
+        assert_eq!(at(json!("1700000000")), Some(1_700_000_000_000));
+        for bad in [
+            json!("-1.0"),
+            json!("1e9"),
+            json!(""),
+            json!(1700000000),
+            json!("1.2.3"),
+        ] {
+            assert_eq!(at(bad.clone()), None, "{bad}");
+        }
+        assert_eq!(posted_at(&json!({})), None);
     }
 }
