@@ -618,6 +618,27 @@ fn actions_on_alerts_are_scored_beside_precision() {
         json!({"matched_alerts": 6, "unmatched_alerts": 1})
     );
     assert!(plain["runs"][0].get("feedback").is_none());
+    // The same actions in two exports (two periods, one line in both): the same scores.
+    let (early, late) = (
+        dir.path().join("early.ndjson"),
+        dir.path().join("late.ndjson"),
+    );
+    let half = lines.len() / 2;
+    let write = |p: &std::path::Path, ls: &[Value]| {
+        std::fs::write(p, ls.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap()
+    };
+    write(&early, &lines[..=half]);
+    write(&late, &lines[half..]);
+    let two = backtest(
+        &[
+            "--actions",
+            early.to_str().unwrap(),
+            "--actions",
+            late.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(two["runs"], m["runs"], "two exports score as one");
 
     // The text table: a feedback row per rule.
     let out = backtest_of(&input, &["--actions", actions.to_str().unwrap()]);
@@ -677,7 +698,7 @@ fn actions_on_alerts_are_scored_beside_precision() {
 }
 
 /// `--actions-topic` and `churnwatch actions export` against a real broker: the
-/// topic holds two values of one alert (the newer one wins), an alert deleted by a
+/// topic holds two values of one alert (merged, as the stores do), an alert deleted by a
 /// tombstone, and another alert; the export is the live values, one a line in id
 /// order, and the backtest scores the same feedback from the topic as from the export.
 #[test]

@@ -59,8 +59,14 @@ pub fn read(cfg: &Config, topic: &str) -> anyhow::Result<Read> {
                     out.values.remove(k);
                 }
                 (Some(k), Some(p)) => match serde_json::from_slice::<AlertActions>(p) {
+                    // Merged, as the instances' stores do: an earlier value's action
+                    // that a concurrent write left out still counts.
                     Ok(v) if v.is_consistent() && v.alert_id == k => {
-                        out.values.insert(v.alert_id.clone(), v);
+                        let merged = match out.values.remove(k) {
+                            Some(held) => held.merge(&v),
+                            None => v,
+                        };
+                        out.values.insert(merged.alert_id.clone(), merged);
                     }
                     _ => {
                         out.skipped += 1;

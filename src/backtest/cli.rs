@@ -37,9 +37,10 @@ pub struct Args {
     /// What CSMs did about the alerts: an export of the actions topic (JSON lines, each
     /// an alert's value as the topic stores it or one action; `churnwatch actions
     /// export` writes one), scored beside precision (docs/backtest.md, "Feedback from
-    /// actions").
+    /// actions"). Repeatable (exports of several periods; an alert in several counts
+    /// once, its actions merged).
     #[arg(long)]
-    pub actions: Option<PathBuf>,
+    pub actions: Vec<PathBuf>,
     /// Read the actions from Kafka (kafka.brokers of the config): this topic, or
     /// without a value `<notify.group_id>-actions`. With --actions too, both count.
     #[arg(long, num_args = 0..=1, default_missing_value = "")]
@@ -81,7 +82,7 @@ fn bar(len: u64, template: &str, show: bool) -> Option<indicatif::ProgressBar> {
 
 /// The actions of `--actions` and `--actions-topic`, merged; None when neither is given.
 fn load_feedback(a: &Args, cfg: &crate::config::Config) -> Result<Option<Feedback>> {
-    if a.actions.is_none() && a.actions_topic.is_none() {
+    if a.actions.is_empty() && a.actions_topic.is_none() {
         return Ok(None);
     }
     let mut c = Collect::default();
@@ -97,7 +98,7 @@ fn load_feedback(a: &Args, cfg: &crate::config::Config) -> Result<Option<Feedbac
         }
         read.values.into_values().for_each(|v| c.add_value(v));
     }
-    if let Some(p) = &a.actions {
+    for p in &a.actions {
         c.read_file(p)?;
     }
     let fb = c.finish();
