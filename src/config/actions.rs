@@ -67,7 +67,17 @@ pub fn problem(
     slack: &SlackActionsConfig,
     links: &EmailLinksConfig,
     inbox_url: &str,
+    max_silence: crate::time::Millis,
 ) -> Option<(&'static str, String)> {
+    // Their Snooze is labelled "7 days"; a shorter horizon would cut it silently.
+    if (slack.interactions || links.enabled) && max_silence < 7 * DAY {
+        return Some((
+            "notify.max_silence",
+            "Slack's and the email links' Snooze lasts 7 days: make it at least 7d \
+             while notify.slack.interactions or notify.email_links is on"
+                .into(),
+        ));
+    }
     for (id, email) in &slack.users {
         let handle_ok = !id.is_empty()
             && id.len() <= 32
@@ -152,6 +162,10 @@ mod tests {
             (
                 "[notify.slack]\ninteractions = true\nsigning_secret_env = \"\"",
                 "notify.slack.signing_secret_env",
+            ),
+            (
+                "[notify]\nmax_silence = \"3d\"\n[notify.slack]\ninteractions = true",
+                "notify.max_silence",
             ),
         ] {
             let e = Config::from_toml_str(toml, []).unwrap_err().to_string();

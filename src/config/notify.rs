@@ -331,7 +331,8 @@ impl Config {
                 format!("{:?} is not an http(s) URL", n.inbox_url),
             ));
         }
-        if let Some((option, msg)) = super::actions::problem(&n.slack, &n.email_links, &n.inbox_url)
+        if let Some((option, msg)) =
+            super::actions::problem(&n.slack, &n.email_links, &n.inbox_url, n.max_silence.0)
         {
             return Err(invalid(option, msg));
         }
