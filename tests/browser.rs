@@ -930,6 +930,30 @@ async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
     assert!(listed["states"][ALERT].is_null(), "{listed}");
     assert_eq!(listed["quiet"], json!({}), "{listed}");
     assert_eq!(written(), 5);
+
+    // Feedback on the alert that is over, from its own controls under "Resolved
+    // recently": not a risk, with a reason (what the backtest scores).
+    c.goto(&page).await.unwrap();
+    let resolved = format!("article.alert.resolved div.act[data-alert-id='{ALERT}']");
+    first(&c, &format!("{resolved} input[name=reason]"))
+        .await
+        .send_keys("a pilot that ended as planned")
+        .await
+        .unwrap();
+    click(&c, &format!("{resolved} button[data-action='not_a_risk']")).await;
+    wait_for_element(
+        &c,
+        "article.alert.resolved .action-state[data-state='not_a_risk']",
+    )
+    .await;
+    let (_, listed) = get_as(&base, "/api/v1/actions?account_id=acme", ANA).await;
+    assert_eq!(listed["actions"][0]["action"], "not_a_risk", "{listed}");
+    assert_eq!(listed["actions"][0]["alert_id"], ALERT);
+    assert_eq!(
+        listed["actions"][0]["reason"],
+        "a pilot that ended as planned"
+    );
+    assert_eq!(written(), 6);
     assert_no_console_errors(&c).await;
     c.close().await.unwrap();
     drop(serve);

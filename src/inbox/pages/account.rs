@@ -1,14 +1,17 @@
 //! The account page: who and what is at stake (metadata, CRM link when it is a safe
 //! `https:` URL), the activity chart against the baseline's expectation, the firing
-//! alerts with their evidence and what was done about them (`actions`), the activation
-//! checklist, the alert timeline, the account's actions and the silences.
+//! alerts with their evidence and what was done about them (`actions`), the recently
+//! resolved alerts (feedback on them), the activation checklist, the alert timeline, the account's actions and the silences.
 
 use std::fmt::Write;
 
 use super::actions;
 use super::html::{badge, e, layout, money, renewal, when};
 use super::svg;
-use crate::inbox::model::{AccountDetail, Lifecycle, Principal, ViewStatus};
+use crate::actions::record::AccountActions;
+use crate::inbox::model::{
+    AccountDetail, Evidence, FiringAlert, HistoryEntry, Lifecycle, Principal, ViewStatus,
+};
 use crate::notify::render::escape;
 use crate::time::Millis;
 
@@ -48,6 +51,53 @@ fn evidence(v: &serde_json::Value) -> String {
 }
 
 /// The account page.
+/// Alerts shown resolved, newest first: enough to give feedback on recent ones.
+const RESOLVED_SHOWN: usize = 5;
+
+/// The account's recently resolved alerts (their latest transition in the history is
+/// a resolution), each with its action state and, to whoever may act, the same
+/// controls as a firing alert: "not a risk" on an alert that is over is the feedback
+/// the backtest scores, and a snooze of it quiets the next alerts of its kind.
+fn resolved_alerts(a: &AccountDetail, acts: &AccountActions, may_act: bool, now: Millis) -> String {
+    let mut latest: Vec<&HistoryEntry> = Vec::new();
+    for h in &a.history {
+        match latest.iter_mut().find(|l| l.id == h.id) {
+            Some(l) if h.event_time > l.event_time => *l = h,
+            Some(_) => {}
+            None => latest.push(h),
+        }
+    }
+    latest.retain(|h| h.status == "resolved" && !a.summary.firing.iter().any(|f| f.id == h.id));
+    if latest.is_empty() {
+        return String::new();
+    }
+    latest.sort_by(|x, y| y.event_time.cmp(&x.event_time));
+    let mut b = String::from("<section class=\"resolved\"><h2>Resolved recently</h2>");
+    for h in latest.into_iter().take(RESOLVED_SHOWN) {
+        let as_alert = FiringAlert {
+            id: h.id.clone(),
+            kind: h.kind.clone(),
+            severity: h.severity.clone(),
+            since: h.event_time.clone(),
+            summary: h.summary.clone(),
+            evidence: Evidence::from_value(&serde_json::Value::Null),
+        };
+        let _ = write!(
+            b,
+            "<article class=\"alert resolved\"><h3>{} {}</h3><p class=\"summary\">{}</p>\
+             <p class=\"since\">resolved {} <small class=\"id\">{}</small></p>{}</article>",
+            badge(&h.severity),
+            e(&h.kind.replace('_', " ")),
+            e(&h.summary),
+            when(&h.event_time),
+            e(&h.id),
+            actions::alert_actions(&as_alert, acts, may_act, now)
+        );
+    }
+    b.push_str("</section>");
+    b
+}
+
 pub fn account_page(
     who: &Principal,
     status: &ViewStatus,
@@ -112,6 +162,7 @@ pub fn account_page(
     }
     b.push_str("</section>");
     if let Some(acts) = &a.actions {
+        b.push_str(&resolved_alerts(a, acts, may_act, now));
         b.push_str(&actions::history(acts));
     }
 
@@ -284,5 +335,45 @@ mod tests {
         }
         let acme = account_page(&who, &v.status(), &v.account("acme").unwrap(), 0);
         assert!(acme.contains("href=\"https://crm.example.com/accounts/acme\""));
+    }
+
+    #[test]
+    fn recently_resolved_alerts_take_feedback() {
+        let today = 20_000;
+        let v = FixtureView::sample(today);
+        let ana = Principal {
+            email: ANA.into(),
+            role: Role::Csm,
+        };
+        let mut a = v.account("umbrella").unwrap();
+        let page = |a: &AccountDetail| account_page(&ana, &v.status(), a, today * crate::time::DAY);
+        assert!(
+            !page(&a).contains("Resolved recently"),
+            "no actions here: no section"
+        );
+        a.actions = Some(AccountActions {
+            account_id: "umbrella".into(),
+            actions: vec![],
+            states: Default::default(),
+            quiet: Default::default(),
+        });
+        let html = page(&a);
+        let section = html
+            .split("<section class=\"resolved\">")
+            .nth(1)
+            .and_then(|s| s.split("</section>").next())
+            .unwrap_or_else(|| panic!("no resolved section: {html}"));
+        assert!(
+            section.contains("data-alert-id=\"umbrella/inactive/0\""),
+            "{section}"
+        );
+        assert!(section.contains("data-action=\"not_a_risk\""));
+        assert!(
+            section.contains("Umbrella &lt;script&gt;"),
+            "escaped: {section}"
+        );
+        // A firing alert is not listed again as resolved.
+        let firing = &a.summary.firing[0].id;
+        assert!(!section.contains(&format!("data-alert-id=\"{firing}\"")));
     }
 }
