@@ -32,14 +32,19 @@ fn at(ms: Millis) -> String {
     when(&format_rfc3339(ms))
 }
 
-/// The state line of an alert: what its latest action says now, with who and why.
-pub fn state_line(state: Option<&ActionState>, latest: Option<&ActionEntry>) -> String {
-    let reason = latest
+/// `: “reason”` of an action, escaped (empty without one).
+fn reason_of(latest: Option<&ActionEntry>) -> String {
+    latest
         .map(|a| a.record.reason.as_str())
         .filter(|r| !r.is_empty())
         .map_or(String::new(), |r| {
             format!(": <q class=\"reason\">{}</q>", e(r))
-        });
+        })
+}
+
+/// The state line of an alert: what its latest action says now, with who and why.
+pub fn state_line(state: Option<&ActionState>, latest: Option<&ActionEntry>) -> String {
+    let reason = reason_of(latest);
     let (class, text) = match state {
         Some(ActionState::Acknowledged { by, at_ms }) => (
             "acknowledged",
@@ -71,12 +76,7 @@ pub fn state_line(state: Option<&ActionState>, latest: Option<&ActionEntry>) -> 
 /// sends nothing for it. To whoever may act, a button that reopens that other alert
 /// (which may have resolved and so have no controls of its own).
 fn quiet_line(q: &QuietBy, latest: Option<&ActionEntry>, may_act: bool) -> String {
-    let reason = latest
-        .map(|a| a.record.reason.as_str())
-        .filter(|r| !r.is_empty())
-        .map_or(String::new(), |r| {
-            format!(": <q class=\"reason\">{}</q>", e(r))
-        });
+    let reason = reason_of(latest);
     let (what, by, until) = match &q.state {
         ActionState::Snoozed { by, until_ms } => ("snoozed", by, *until_ms),
         ActionState::NotARisk { by, until_ms } => ("marked not a risk", by, *until_ms),
