@@ -926,6 +926,14 @@ async fn a_csm_snoozes_an_alert_from_the_account_page_and_another_csm_cannot() {
     )
     .await;
     wait_for_element(&c, "article.alert .action-state[data-state='open']").await;
+    assert!(
+        !shown(
+            &c,
+            &format!("section.firing div.act[data-alert-id='{ALERT}'] button.reopen")
+        )
+        .await,
+        "the Reopen of the quieting alert is gone once done"
+    );
     let (_, listed) = get_as(&base, "/api/v1/actions?account_id=acme", ANA).await;
     assert!(listed["states"][ALERT].is_null(), "{listed}");
     assert_eq!(listed["quiet"], json!({}), "{listed}");

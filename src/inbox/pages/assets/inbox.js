@@ -91,7 +91,8 @@ function act(box, action) {
     var ack = box.querySelector("button.ack");
     if (ack) { ack.hidden = !!st && st.state === "acknowledged"; }
     var reopen = box.querySelector("button.reopen");
-    if (reopen && ack) { reopen.hidden = !st; }
+    // A Reopen of the alert that quiets this one has done its work once it succeeded.
+    if (reopen) { reopen.hidden = ack ? !st : true; }
     if (reason) { reason.value = ""; }
     var list = document.querySelector("ol.actions");
     if (list) {
