@@ -37,6 +37,39 @@ pub struct Actions {
     clock: Clock,
 }
 
+/// An alert of an account whose snooze or "not a risk" runs at some time.
+struct Quieting<'a> {
+    alert_id: &'a String,
+    kind: &'a str,
+    until_ms: Millis,
+    state: ActionState,
+}
+
+/// The alerts of `account_id` whose latest action quiets their kind at `now`: what
+/// both the notifier's question and the inbox's are answered from.
+fn quieting<'a>(g: &'a Inner, account_id: &str, now: Millis) -> impl Iterator<Item = Quieting<'a>> {
+    g.by_account
+        .get(account_id)
+        .into_iter()
+        .flatten()
+        .filter_map(move |id| {
+            let kind = id.rsplit('/').nth(1)?;
+            let state = g.by_alert.get(id)?.state(now)?;
+            let until_ms = match &state {
+                ActionState::Snoozed { until_ms, .. } | ActionState::NotARisk { until_ms, .. } => {
+                    *until_ms
+                }
+                ActionState::Acknowledged { .. } => return None,
+            };
+            Some(Quieting {
+                alert_id: id,
+                kind,
+                until_ms,
+                state,
+            })
+        })
+}
+
 /// What a value costs in memory, roughly: its strings and a fixed cost per action.
 fn size(v: &AlertActions) -> usize {
     v.alert_id.len()
@@ -167,16 +200,9 @@ impl Actions {
     /// of that account and kind, not only its own (the notifier asks).
     pub fn quiet_until(&self, account_id: &str, kind: &str, now: Millis) -> Option<Millis> {
         let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        g.by_account
-            .get(account_id)?
-            .iter()
-            .filter(|id| id.rsplit('/').nth(1) == Some(kind))
-            .filter_map(|id| match g.by_alert.get(id)?.state(now)? {
-                ActionState::Snoozed { until_ms, .. } | ActionState::NotARisk { until_ms, .. } => {
-                    Some(until_ms)
-                }
-                ActionState::Acknowledged { .. } => None,
-            })
+        quieting(&g, account_id, now)
+            .filter(|q| q.kind == kind)
+            .map(|q| q.until_ms)
             .max()
     }
 
@@ -190,29 +216,16 @@ impl Actions {
         now: Millis,
     ) -> std::collections::BTreeMap<String, (String, ActionState)> {
         let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        let mut out = std::collections::BTreeMap::<String, (String, ActionState)>::new();
-        for id in g.by_account.get(account_id).into_iter().flatten() {
-            let Some(kind) = id.rsplit('/').nth(1) else {
-                continue;
-            };
-            let Some(state) = g.by_alert.get(id).and_then(|v| v.state(now)) else {
-                continue;
-            };
-            let (ActionState::Snoozed { until_ms, .. } | ActionState::NotARisk { until_ms, .. }) =
-                &state
-            else {
-                continue;
-            };
-            let longer = out.get(kind).is_none_or(|(_, s)| match s {
-                ActionState::Snoozed { until_ms: u, .. }
-                | ActionState::NotARisk { until_ms: u, .. } => until_ms > u,
-                ActionState::Acknowledged { .. } => true,
-            });
-            if longer {
-                out.insert(kind.to_string(), (id.clone(), state));
+        let mut longest = std::collections::BTreeMap::<&str, Quieting<'_>>::new();
+        for q in quieting(&g, account_id, now) {
+            if longest.get(q.kind).is_none_or(|l| q.until_ms > l.until_ms) {
+                longest.insert(q.kind, q);
             }
         }
-        out
+        longest
+            .into_iter()
+            .map(|(kind, q)| (kind.to_string(), (q.alert_id.clone(), q.state)))
+            .collect()
     }
 
     /// Every action on the alerts of `account_id`, newest first.
