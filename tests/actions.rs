@@ -345,10 +345,11 @@ async fn requests_are_checked_against_the_view_and_refused_ones_store_nothing() 
         owners: Some(Arc::new(churnwatch::accounts::Accounts::new(meta))),
         view: Some(Arc::new(view)),
         writing: tokio::sync::Mutex::new(()),
+        rate: Default::default(),
     });
     let app = churnwatch::server::router(
         Arc::new(churnwatch::server::Health::default()),
-        Some(api::router(api, auth)),
+        Some(api::router(api.clone(), auth)),
     );
     let addr = churnwatch::server::serve_with("127.0.0.1:0", app, None)
         .await
@@ -439,6 +440,37 @@ async fn requests_are_checked_against_the_view_and_refused_ones_store_nothing() 
         }
         assert!(store.is_empty(), "{what} changed the store");
     }
+    // One person acting too fast is held back (429 with a Retry-After), no one else.
+    let burst = churnwatch::actions::rate::BURST;
+    let taken = (0..burst)
+        .take_while(|_| api.rate.take(LEE, wall_clock_ms()).is_ok())
+        .count();
+    assert!(
+        taken < burst as usize,
+        "the request above took one of the burst"
+    );
+    let r = post(LEE_TOKEN, json_ct, ack(&globex_alert))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("too many actions"),
+        "{v}"
+    );
+    let r = post(ANA_TOKEN, json_ct, ack(&acme_alert))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "Ana is not held back by Lee");
+    assert!(store.is_empty());
     // Listing: Ana her own account, not Ben's; the parameter is required and bounded.
     let get = |token: &'static str, q: &str| c.get(format!("{url}{q}")).bearer_auth(token);
     assert_eq!(

@@ -351,6 +351,7 @@ async fn first_action_timed(broker: &Broker, topic: String) {
         owners: None,
         view: Some(Arc::new(view)),
         writing: tokio::sync::Mutex::new(()),
+        rate: Default::default(),
     });
     let key = LinkKey::new(SECRET.as_bytes()).unwrap();
     let app = email_link::router(Arc::new(EmailLinks {

@@ -66,7 +66,14 @@ async fn create(
             body["state"] = serde_json::to_value(a.state).expect("state serializes");
             (StatusCode::CREATED, Json(body)).into_response()
         }
-        Err(r) => error(r.status, r.message),
+        Err(r) => {
+            let mut resp = error(r.status, r.message);
+            if let Some(s) = r.retry_after_s {
+                resp.headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, s.into());
+            }
+            resp
+        }
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Applier {
     /// One write at a time per process, so two requests on one alert do not each
     /// append to the same history and lose the other's entry.
     pub writing: tokio::sync::Mutex<()>,
+    /// How fast each person may act.
+    pub rate: super::rate::PerPerson,
 }
 
 /// A request that was not applied: the status to answer, the metrics' bucket, and
@@ -47,6 +49,9 @@ pub struct Refused {
     pub status: StatusCode,
     pub bucket: &'static str,
     pub message: String,
+    /// When to try again, in seconds (a `Retry-After`), for a request refused for
+    /// coming too fast.
+    pub retry_after_s: Option<u64>,
 }
 
 impl Refused {
@@ -55,6 +60,28 @@ impl Refused {
             status,
             bucket,
             message: message.into(),
+            retry_after_s: None,
+        }
+    }
+
+    /// A refusal of `who`'s request for coming too fast (see [`super::rate`]).
+    fn limited(why: super::rate::Limited) -> Refused {
+        use super::rate::Limited;
+        let (message, retry_ms) = match why {
+            Limited::Person { retry_after_ms } => (
+                "too many actions in a short time: wait a moment and try again".to_string(),
+                retry_after_ms,
+            ),
+            Limited::Busy => (
+                "too many people are acting at once: try again in a few seconds".to_string(),
+                super::rate::EVERY,
+            ),
+        };
+        Refused {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            bucket: "rate_limited",
+            message,
+            retry_after_s: Some((retry_ms.max(0) as u64).div_ceil(1_000).max(1)),
         }
     }
 }
@@ -216,6 +243,7 @@ impl Applier {
         self.may_act(who, &rec.account_id)
             .map_err(|why| Refused::new(StatusCode::FORBIDDEN, "forbidden", why))?;
         self.alert_known(&rec)?;
+        self.rate.take(&who.email, now).map_err(Refused::limited)?;
         let _guard = self.writing.lock().await;
         let prev = self.store.get(&rec.alert_id);
         if prev.as_ref().is_some_and(|p| p.has_origin(origin)) {
@@ -300,6 +328,7 @@ mod tests {
             owners: None,
             view: Some(Arc::new(Loading(fixture))),
             writing: tokio::sync::Mutex::new(()),
+            rate: Default::default(),
         };
         let lead = Principal {
             email: "lee@example.com".into(),

@@ -208,6 +208,7 @@ pub fn start(
         owners,
         view,
         writing: tokio::sync::Mutex::new(()),
+        rate: Default::default(),
     });
     let auth = Arc::new(auth);
     let role_of: Arc<dyn Fn(&str) -> crate::inbox::model::Role + Send + Sync> = {

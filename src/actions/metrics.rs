@@ -14,7 +14,7 @@ use super::record::{ActionKind, Source};
 use crate::metrics::METRICS;
 
 /// Outcomes of an action request, besides `accepted`: each refusal's bucket.
-pub const OUTCOMES: [&str; 13] = [
+pub const OUTCOMES: [&str; 14] = [
     "accepted",
     "bad_body",
     "bad_action",
@@ -28,6 +28,7 @@ pub const OUTCOMES: [&str; 13] = [
     "unreadable_record",
     "replayed",
     "merged",
+    "rate_limited",
 ];
 
 /// Outcomes of a request by channel: [`OUTCOMES`] and the refusals of the Slack and

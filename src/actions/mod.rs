@@ -8,6 +8,7 @@
 //! - [`store`]: the bounded in-memory store and [`Actions::state`], the query for the
 //!   notifier and the inbox.
 //! - [`apply`]: the one path every channel takes to apply an action.
+//! - [`rate`]: how fast one person may act.
 //! - [`api`]: `POST`/`GET /api/v1/actions`, behind the inbox's sign-in and roles.
 //! - [`slack`]: `POST /api/v1/slack/interactions`, Slack's buttons (signed by Slack).
 //! - [`email_link`]: signed, expiring one-click links in emails.
@@ -20,6 +21,7 @@ pub mod apply;
 pub mod email_link;
 pub mod follow;
 pub mod metrics;
+pub mod rate;
 pub mod record;
 pub mod slack;
 pub mod store;

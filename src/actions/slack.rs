@@ -735,6 +735,7 @@ mod tests {
             owners: None,
             view: None,
             writing: tokio::sync::Mutex::new(()),
+            rate: Default::default(),
         });
         let app = router(Arc::new(SlackInteractions {
             applier,
