@@ -254,6 +254,7 @@ impl Applier {
             ));
         }
         let first = prev.is_none();
+        rec.at_ms = AlertActions::time_after(prev.as_ref(), rec.at_ms);
         let v = AlertActions::with(prev, rec.clone());
         if !self.store.has_room_for(&v) {
             tracing::warn!("the actions store is full; refusing an action");

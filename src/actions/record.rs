@@ -203,6 +203,20 @@ impl AlertActions {
         v
     }
 
+    /// The time to record an action taken at `now` on an alert whose known history is
+    /// `prev`: `now`, or just after the latest action known here when that one is not
+    /// older (written by a host whose clock runs ahead). An action answers what its
+    /// taker saw, so it must order after it: a reopen on a host whose clock is behind
+    /// must not sort before the acknowledgement it undoes. Only actions taken on two
+    /// hosts within the topic's delivery lag, neither seeing the other, are ordered by
+    /// their clocks alone.
+    pub fn time_after(prev: Option<&AlertActions>, now: Millis) -> Millis {
+        match prev.and_then(|p| p.latest()) {
+            Some(last) if last.at_ms >= now => last.at_ms + 1,
+            _ => now,
+        }
+    }
+
     /// Every action of `self` and of `other` (two values of the same alert: what this
     /// process holds and what the topic delivered), each once. Two instances that act
     /// on one alert within the topic's delivery lag each write a history without the
@@ -590,6 +604,27 @@ mod tests {
             a.account_id = "globex".into();
         }
         assert!(!wrong_account.is_consistent());
+    }
+
+    #[test]
+    fn an_action_orders_after_what_its_taker_saw_whatever_the_clocks() {
+        let h = 90 * DAY;
+        // Acknowledged on a host whose clock runs a minute ahead.
+        let ack = validate(&req("acknowledge", "", None), "ana", NOW + 60_000, h).unwrap();
+        let v = AlertActions::with(None, ack);
+        // Reopened ten seconds later on this host: its clock says NOW + 10 s.
+        let mut reopen = validate(&req("reopen", "", None), "ben", NOW + 10_000, h).unwrap();
+        reopen.at_ms = AlertActions::time_after(Some(&v), reopen.at_ms);
+        assert_eq!(reopen.at_ms, NOW + 60_001);
+        let v = AlertActions::with(Some(v), reopen.clone());
+        assert_eq!(v.latest(), Some(&reopen));
+        assert_eq!(v.state(NOW + 20_000), None, "the reopen wins");
+        // With the clocks in order, the time is the taker's own.
+        assert_eq!(
+            AlertActions::time_after(Some(&v), NOW + 90_000),
+            NOW + 90_000
+        );
+        assert_eq!(AlertActions::time_after(None, NOW), NOW);
     }
 
     #[test]
