@@ -69,12 +69,6 @@ fn recovery(err: DaemonError, rebuilds: u32, fenced_lately: bool) -> Recovery {
     }
 }
 
-/// Whether an abort that failed with `e` goes through [`recovery`] again (a failed or
-/// fenced producer, which it replaces or stops on) rather than ending the thread.
-fn recovers_after_abort(e: &DaemonError) -> bool {
-    matches!(e, DaemonError::ProducerFailed(_) | DaemonError::Fenced(_))
-}
-
 /// Whether the consumer still holds partition `p` of `topic`: not when librdkafka
 /// lost the assignment (the session expired) or no longer lists it.
 fn still_assigned(consumer: &BaseConsumer<Ctx>, topic: &str, p: i32) -> bool {
@@ -319,16 +313,15 @@ impl State {
                 self.stats.aborts += 1;
                 METRICS.checkpoint_failures.inc();
                 if self.out.in_txn {
-                    // An abort that fails fatally (the transaction in an invalid
-                    // state after a broker restart, or fenced: the coordinator aborted
-                    // it for outliving the transaction timeout while the broker was
-                    // away) is a failed producer: recovered like any other (a fenced
-                    // one once per transaction timeout), not the end of the process.
+                    // An abort that fails fatally (e.g. the transaction is in an
+                    // invalid state after a broker restart) is a failed producer:
+                    // replaced like any other, not the end of the process.
                     if let Err(e) = self.out.abort() {
-                        return if recovers_after_abort(&e) {
-                            self.recover(consumer, e)
-                        } else {
-                            Err(e)
+                        return match e {
+                            failed @ DaemonError::ProducerFailed(_) => {
+                                self.recover(consumer, failed)
+                            }
+                            other => Err(other),
                         };
                     }
                 }
@@ -677,14 +670,5 @@ mod tests {
             recovery(fenced(), MAX_PRODUCER_REBUILDS, false),
             Recovery::Stop(DaemonError::Fenced(_))
         ));
-        // An abort that fails because the coordinator fenced the producer (the long
-        // soak: a transaction outlived its timeout across a broker restart) goes
-        // through the same recovery, not straight to a stop.
-        assert!(recovers_after_abort(&fenced()));
-        assert!(recovers_after_abort(&failed()));
-        assert!(!recovers_after_abort(&DaemonError::Fatal("x".into())));
-        assert!(!recovers_after_abort(&DaemonError::InstanceFenced(
-            "x".into()
-        )));
     }
 }
