@@ -23,6 +23,9 @@ pub(super) struct Part {
     pub restored_watermark: Millis,
     /// Something to checkpoint for this partition (offsets or clocks moved).
     pub changed: bool,
+    /// The committed offset of the newest checkpoint known to be committed (restored,
+    /// or committed by this thread since): what a rollback's restore must reach.
+    pub checkpointed: Option<i64>,
     /// Quiet tracking for the live-mode watermark (and whether it is stalled).
     pub idle: IdleWatch,
 }
@@ -61,6 +64,7 @@ impl Part {
             replay_below: next_offset.unwrap_or(0),
             restored_watermark,
             changed: false,
+            checkpointed: None,
             idle,
         }
     }

@@ -101,6 +101,18 @@ fn restore_agrees(restored: Option<i64>, group: Offset) -> bool {
     }
 }
 
+/// Whether a rollback's restore (`restored`: its checkpoint's committed offset) has
+/// reached the last checkpoint known to be committed (`committed`). Later is fine (a
+/// commit that reported an error may still have gone through); committed offsets
+/// never go back.
+fn reaches_checkpoint(restored: Option<i64>, committed: Option<i64>) -> bool {
+    match (restored, committed) {
+        (_, None) => true,
+        (None, Some(_)) => false,
+        (Some(r), Some(c)) => r >= c,
+    }
+}
+
 /// The offset committed for a partition whose next offset to read is `next`: that of
 /// the oldest event still waiting for the watermark, which must be read again after a
 /// restore.
@@ -239,6 +251,7 @@ impl State {
         info!(
             records = r.records,
             accounts = r.shard.accounts(),
+            checkpoint = ?r.meta.as_ref().map(|m| m.commit_offset),
             elapsed_ms = r.elapsed.as_millis() as u64,
             "state restored"
         );
@@ -263,8 +276,9 @@ impl State {
             }
         }
         let idle = IdleWatch::new(IdlePolicy::new(&self.cfg), wall_clock_ms());
-        self.parts
-            .insert(p, Part::new(r.shard, next_offset, watermark, idle));
+        let mut part = Part::new(r.shard, next_offset, watermark, idle);
+        part.checkpointed = restored;
+        self.parts.insert(p, part);
         Ok(restored)
     }
 
@@ -347,13 +361,45 @@ impl State {
 
     /// Rebuilds every partition from its last checkpoint and re-reads its input from
     /// there.
+    ///
+    /// The last committed transaction's commit markers may not be in the changelog yet
+    /// (the coordinator writes them after answering the commit; after a broker restart
+    /// it writes them again, later): a read_committed restore then ends before that
+    /// checkpoint, and the input read again from the one before it would emit the
+    /// committed transaction's alerts a second time. So a partition is restored again
+    /// until it reaches the checkpoint this thread knows was committed, for up to
+    /// `kafka.transaction_timeout` (then it resumes from what it read, with a warning).
     fn roll_back(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), DaemonError> {
         // The aborted transaction's records are produced again from the checkpoint.
         self.out.uncommitted.forget();
-        let parts: Vec<i32> = self.parts.keys().copied().collect();
+        let parts: Vec<(i32, Option<i64>)> = self
+            .parts
+            .iter()
+            .map(|(&p, part)| (p, part.checkpointed))
+            .collect();
         self.parts.clear();
-        for p in parts {
-            self.restore(consumer, p, true)?;
+        for (p, committed) in parts {
+            let deadline = Instant::now() + self.out.txn_timeout;
+            let mut tries = 1;
+            loop {
+                let restored = self.restore(consumer, p, true)?;
+                if reaches_checkpoint(restored, committed) || !self.parts.contains_key(&p) {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    warn!(partition = p, restored = ?restored, committed = ?committed, tries,
+                        "the rollback's restore stays behind the last committed checkpoint; \
+                         resuming from what it read");
+                    break;
+                }
+                info!(partition = p, restored = ?restored, committed = ?committed, tries,
+                    "the restore is behind the last committed checkpoint (its commit \
+                     markers are still being written); restoring again");
+                tries += 1;
+                self.health.beat_thread(self.thread);
+                // The coordinator is writing the markers: nothing to wait on but time.
+                std::thread::sleep(Duration::from_millis(100));
+            }
         }
         Ok(())
     }
@@ -391,6 +437,14 @@ impl State {
                 Offset::Offset(meta.commit_offset),
             )?;
         }
+        let checkpointed: Vec<(i32, i64)> = offsets
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect();
         if offsets.count() > 0 {
             let group = consumer
                 .group_metadata()
@@ -402,6 +456,11 @@ impl State {
         }
         self.out.commit()?;
         self.out.uncommitted.count_committed(&mut self.stats);
+        for (p, offset) in checkpointed {
+            if let Some(part) = self.parts.get_mut(&p) {
+                part.checkpointed = Some(offset);
+            }
+        }
         Ok(accounts)
     }
 }
@@ -596,6 +655,20 @@ mod tests {
         assert!(!restore_agrees(None, Offset::Offset(9)));
         // Offsets expired by the broker: nothing to wait for.
         assert!(restore_agrees(Some(7), Offset::Invalid));
+    }
+
+    #[test]
+    fn a_rollback_restores_again_until_it_reaches_the_last_committed_checkpoint() {
+        // Nothing committed yet: any restore will do.
+        assert!(reaches_checkpoint(None, None));
+        assert!(reaches_checkpoint(Some(3), None));
+        assert!(reaches_checkpoint(Some(7), Some(7)));
+        // A commit that reported an error but went through.
+        assert!(reaches_checkpoint(Some(9), Some(7)));
+        // The committed transaction's markers are not in the changelog yet: its
+        // alerts would be emitted again from the checkpoint before it.
+        assert!(!reaches_checkpoint(Some(5), Some(7)));
+        assert!(!reaches_checkpoint(None, Some(7)));
     }
 
     #[test]
