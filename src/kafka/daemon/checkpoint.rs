@@ -113,6 +113,16 @@ fn reaches_checkpoint(restored: Option<i64>, committed: Option<i64>) -> bool {
     }
 }
 
+/// The checkpoint a rollback's restore must reach: the last one this thread committed
+/// (`checkpointed`), or the group's committed offset if that is later (a commit that
+/// reported an error but went through).
+fn rollback_target(checkpointed: Option<i64>, group: Offset) -> Option<i64> {
+    match group {
+        Offset::Offset(g) => Some(checkpointed.map_or(g, |c| c.max(g))),
+        _ => checkpointed,
+    }
+}
+
 /// The offset committed for a partition whose next offset to read is `next`: that of
 /// the oldest event still waiting for the watermark, which must be read again after a
 /// restore.
@@ -372,10 +382,18 @@ impl State {
     fn roll_back(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), DaemonError> {
         // The aborted transaction's records are produced again from the checkpoint.
         self.out.uncommitted.forget();
+        let group = self.group_offsets(consumer);
+        let topic = &self.cfg.kafka.input_topic;
         let parts: Vec<(i32, Option<i64>)> = self
             .parts
             .iter()
-            .map(|(&p, part)| (p, part.checkpointed))
+            .map(|(&p, part)| {
+                let offset = group
+                    .as_ref()
+                    .and_then(|g| g.find_partition(topic, p))
+                    .map_or(Offset::Invalid, |e| e.offset());
+                (p, rollback_target(part.checkpointed, offset))
+            })
             .collect();
         self.parts.clear();
         for (p, committed) in parts {
@@ -402,6 +420,24 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// The group's committed offsets of this thread's partitions, as stable (the
+    /// coordinator answers once no transaction holds them pending), if the brokers
+    /// answer soon: a commit that reported an error may have gone through.
+    fn group_offsets(&self, consumer: &BaseConsumer<Ctx>) -> Option<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        for &p in self.parts.keys() {
+            tpl.add_partition(&self.cfg.kafka.input_topic, p);
+        }
+        let wait = self.out.txn_timeout.min(Duration::from_secs(10));
+        match consumer.committed_offsets(tpl, wait) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                debug!(error = %e, "committed offsets not available for the rollback's check");
+                None
+            }
+        }
     }
 
     fn try_checkpoint(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<usize, DaemonError> {
@@ -669,6 +705,12 @@ mod tests {
         // alerts would be emitted again from the checkpoint before it.
         assert!(!reaches_checkpoint(Some(5), Some(7)));
         assert!(!reaches_checkpoint(None, Some(7)));
+        // The target: the later of this thread's last commit and the group's.
+        assert_eq!(rollback_target(Some(7), Offset::Invalid), Some(7));
+        assert_eq!(rollback_target(None, Offset::Invalid), None);
+        assert_eq!(rollback_target(Some(7), Offset::Offset(9)), Some(9));
+        assert_eq!(rollback_target(None, Offset::Offset(9)), Some(9));
+        assert_eq!(rollback_target(Some(9), Offset::Offset(7)), Some(9));
     }
 
     #[test]
