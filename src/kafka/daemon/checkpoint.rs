@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::producer::BaseRecord;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, info_span, warn};
 
@@ -485,10 +485,7 @@ impl State {
             let group = consumer
                 .group_metadata()
                 .ok_or_else(|| DaemonError::Fatal("no consumer group metadata".into()))?;
-            self.out
-                .producer
-                .send_offsets_to_transaction(&offsets, &group, self.out.txn_timeout)
-                .map_err(|e| self.out.classify(e))?;
+            self.out.send_offsets(offsets, group)?;
         }
         self.out.commit()?;
         self.out.uncommitted.count_committed(&mut self.stats);

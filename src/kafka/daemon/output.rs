@@ -5,9 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::TopicPartitionList;
 use tracing::warn;
 
 use super::{DaemonError, DaemonStats};
@@ -21,7 +23,8 @@ use crate::time::wall_clock_ms;
 
 /// Producer side of the pipeline: one open transaction at a time.
 pub(super) struct Output {
-    pub(super) producer: ThreadedProducer<LogContext>,
+    /// Shared with a helper thread while `send_offsets` waits for it.
+    pub(super) producer: Arc<ThreadedProducer<LogContext>>,
     pub(super) transactional_id: String,
     pub(super) in_txn: bool,
     pub(super) alerts_topic: String,
@@ -199,6 +202,32 @@ impl Output {
         }
     }
 
+    /// Adds the consumer offsets to the open transaction. librdkafka's own timeout does
+    /// not bound this call when the group coordinator goes away mid-call (it waited
+    /// for minutes after a broker restart; confluentinc/librdkafka#5456), so it runs
+    /// on a helper thread and is waited for at most twice the transaction timeout.
+    /// Past that the producer counts as failed (replaced, rolled back); the helper
+    /// keeps the old producer until the call returns, if it ever does.
+    pub(super) fn send_offsets(
+        &self,
+        offsets: TopicPartitionList,
+        group: ConsumerGroupMetadata,
+    ) -> Result<(), DaemonError> {
+        let producer = Arc::clone(&self.producer);
+        let timeout = self.txn_timeout;
+        let limit = 2 * timeout;
+        match within(limit, move || {
+            producer.send_offsets_to_transaction(&offsets, &group, timeout)
+        }) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(self.classify(e)),
+            None => Err(DaemonError::ProducerFailed(format!(
+                "adding the consumer offsets to the transaction did not return within \
+                 {limit:?} (the group coordinator went away mid-call)"
+            ))),
+        }
+    }
+
     /// Maps a transactional error: fencing and fatal errors end the process.
     pub(super) fn classify(&self, e: KafkaError) -> DaemonError {
         match &e {
@@ -215,13 +244,29 @@ impl Output {
     }
 }
 
+/// Runs `op` on a thread of its own and waits for it at most `limit`; None if it did
+/// not return by then (it is left to finish on its own) or no thread could be started.
+fn within<T: Send + 'static>(
+    limit: Duration,
+    op: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("txn-offsets".into())
+        .spawn(move || {
+            let _ = tx.send(op());
+        })
+        .ok()?;
+    rx.recv_timeout(limit).ok()
+}
+
 /// The transactional producer of this instance, initialised: fences any earlier
 /// incarnation (or the failed producer it replaces) and aborts its open transaction.
 pub(super) fn transactional_producer(
     k: &crate::config::KafkaConfig,
     transactional_id: &str,
     txn_timeout: Duration,
-) -> Result<ThreadedProducer<LogContext>, DaemonError> {
+) -> Result<Arc<ThreadedProducer<LogContext>>, DaemonError> {
     let producer: ThreadedProducer<_> = base_config(k, "producer")?
         .set("transactional.id", transactional_id)
         .set(
@@ -241,7 +286,7 @@ pub(super) fn transactional_producer(
             KafkaError::Transaction(t) if t.is_fatal() => DaemonError::Fatal(e.to_string()),
             _ => DaemonError::Kafka(e),
         })?;
-    Ok(producer)
+    Ok(Arc::new(producer))
 }
 
 #[cfg(test)]
@@ -333,6 +378,86 @@ mod tests {
         assert_eq!(
             committed_keys(&cfg.kafka.brokers, "alerts"),
             ["a", "b", "d"]
+        );
+    }
+
+    #[test]
+    fn a_call_that_does_not_return_in_time_is_given_up_on() {
+        assert_eq!(within(Duration::from_secs(5), || 7), Some(7));
+        let (hold, wait) = std::sync::mpsc::channel::<()>();
+        let stuck = within(Duration::from_millis(50), move || wait.recv().is_ok());
+        assert_eq!(stuck, None);
+        // Ends the helper thread.
+        drop(hold);
+    }
+
+    /// librdkafka's mock cluster with the group coordinator down: its
+    /// send_offsets_to_transaction does not return within its own timeout (it waited
+    /// for minutes), `send_offsets` returns a failed producer within twice the
+    /// transaction timeout (the test would hang otherwise), and a replacement producer
+    /// commits the next transaction.
+    #[test]
+    fn adding_offsets_with_the_group_coordinator_down_fails_in_bounded_time() {
+        use rdkafka::mocking::MockCoordinator;
+        let mock = MockCluster::new(3).unwrap();
+        mock.create_topic("alerts", 1, 1).unwrap();
+        mock.create_topic("in", 1, 1).unwrap();
+        mock.partition_leader("alerts", 0, Some(1)).unwrap();
+        mock.coordinator(MockCoordinator::Transaction("cw-offsets".into()), 1)
+            .unwrap();
+        mock.coordinator(MockCoordinator::Group("g".into()), 2)
+            .unwrap();
+        let mut cfg = Config::default();
+        cfg.kafka.brokers = mock.bootstrap_servers();
+        let timeout = Duration::from_secs(2);
+        let mut out = Output {
+            producer: transactional_producer(&cfg.kafka, "cw-offsets", timeout).unwrap(),
+            transactional_id: "cw-offsets".into(),
+            in_txn: false,
+            alerts_topic: "alerts".into(),
+            dead_letter_topic: "dead-letters".into(),
+            changelog: "changelog".into(),
+            txn_timeout: timeout,
+            meta: None,
+            uncommitted: Uncommitted::default(),
+        };
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", mock.bootstrap_servers())
+            .set("group.id", "g")
+            .create()
+            .unwrap();
+        let offsets = |o: i64| {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset("in", 0, Offset::Offset(o))
+                .unwrap();
+            tpl
+        };
+        let group = || consumer.group_metadata().unwrap();
+        out.send_alert(&alert("a")).unwrap();
+        out.send_offsets(offsets(1), group()).unwrap();
+        out.commit().unwrap();
+
+        out.send_alert(&alert("b")).unwrap();
+        mock.broker_down(2).unwrap();
+        let err = out.send_offsets(offsets(2), group()).unwrap_err();
+        assert!(
+            matches!(err, DaemonError::ProducerFailed(_) | DaemonError::Kafka(_)),
+            "{err}"
+        );
+        mock.broker_up(2).unwrap();
+        // What the daemon's recovery does: a new producer fences the old one and
+        // aborts its transaction.
+        out.producer = transactional_producer(&cfg.kafka, "cw-offsets", timeout).unwrap();
+        out.in_txn = false;
+        out.send_alert(&alert("c")).unwrap();
+        out.send_offsets(offsets(3), group()).unwrap();
+        out.commit().unwrap();
+        // (A real broker aborts the fenced producer's open transaction, "b"; the mock
+        // cluster leaves it readable: tests/kafka.rs holds the exactly-once part.)
+        let keys = committed_keys(&cfg.kafka.brokers, "alerts");
+        assert!(
+            keys.first().is_some_and(|k| k == "a") && keys.last().is_some_and(|k| k == "c"),
+            "{keys:?}"
         );
     }
 
