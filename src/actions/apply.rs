@@ -243,15 +243,16 @@ impl Applier {
         self.may_act(who, &rec.account_id)
             .map_err(|why| Refused::new(StatusCode::FORBIDDEN, "forbidden", why))?;
         self.alert_known(&rec)?;
+        // A replay costs no token (checked again under the lock, which decides).
+        let replayed = |prev: Option<&AlertActions>| prev.is_some_and(|p| p.has_origin(origin));
+        if replayed(self.store.get(&rec.alert_id).as_ref()) {
+            return Err(replay_refused());
+        }
         self.rate.take(&who.email, now).map_err(Refused::limited)?;
         let _guard = self.writing.lock().await;
         let prev = self.store.get(&rec.alert_id);
-        if prev.as_ref().is_some_and(|p| p.has_origin(origin)) {
-            return Err(Refused::new(
-                StatusCode::CONFLICT,
-                "replayed",
-                "this request was already used: the action it carries is recorded",
-            ));
+        if replayed(prev.as_ref()) {
+            return Err(replay_refused());
         }
         let first = prev.is_none();
         rec.at_ms = AlertActions::time_after(prev.as_ref(), rec.at_ms);
@@ -279,6 +280,14 @@ impl Applier {
         }
         Ok(Applied { record: rec, state })
     }
+}
+
+fn replay_refused() -> Refused {
+    Refused::new(
+        StatusCode::CONFLICT,
+        "replayed",
+        "this request was already used: the action it carries is recorded",
+    )
 }
 
 #[cfg(test)]
@@ -347,5 +356,57 @@ mod tests {
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{r:?}");
         assert!(r.message.contains("still reading"), "{r:?}");
         assert!(applier.store.is_empty());
+    }
+
+    /// A request whose origin is recorded already (a Slack click or a link used
+    /// again) is refused as replayed however often it comes, without costing its
+    /// sender any of their rate.
+    #[tokio::test]
+    async fn a_replayed_request_is_refused_and_costs_no_rate() {
+        let now = 1_780_000_000_000;
+        let fixture = FixtureView::sample(now / DAY);
+        let alert = fixture.account("acme").unwrap().summary.firing[0]
+            .id
+            .clone();
+        let applier = Applier {
+            store: Arc::new(Actions::new(10, Arc::new(move || now))),
+            producer: rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", "127.0.0.1:1")
+                .create_with_context(LogContext)
+                .unwrap(),
+            topic: "actions".into(),
+            horizon: 90 * DAY,
+            owners: None,
+            view: Some(Arc::new(fixture)),
+            writing: tokio::sync::Mutex::new(()),
+            rate: Default::default(),
+        };
+        let lead = Principal {
+            email: "lee@example.com".into(),
+            role: Role::Lead,
+        };
+        let req = NewAction {
+            alert_id: alert,
+            action: "acknowledge".into(),
+            ..Default::default()
+        };
+        let mut rec = crate::actions::record::validate(&req, &lead.email, now, 90 * DAY).unwrap();
+        rec.origin = "slack:1700000000.000100".into();
+        applier.store.apply(AlertActions::with(None, rec)).unwrap();
+        for _ in 0..2 * super::super::rate::BURST {
+            let r = applier
+                .apply(&lead, &req, Source::Slack, "slack:1700000000.000100", None)
+                .await
+                .unwrap_err();
+            assert_eq!(
+                (r.status, r.bucket),
+                (StatusCode::CONFLICT, "replayed"),
+                "{r:?}"
+            );
+        }
+        // The whole burst is still there.
+        for _ in 0..super::super::rate::BURST {
+            assert!(applier.rate.take(&lead.email, now).is_ok());
+        }
     }
 }
