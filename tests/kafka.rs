@@ -268,7 +268,7 @@ impl Daemon {
             "the http server address in the log",
             Duration::from_secs(30),
             || {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let log = self.log_text();
                 found = common::logged_http_addr(&log);
                 found.is_some()
             },
@@ -276,8 +276,13 @@ impl Daemon {
         found.unwrap()
     }
 
+    /// What the daemon has logged so far (empty before its first line).
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let text = self.log_text();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
@@ -443,11 +448,7 @@ fn end_to_end_alerts_equal_replay_and_poison_goes_to_dead_letters() {
     // A restart over the same state and offsets produces nothing new.
     let d = case.daemon(broker, "a");
     wait_for("restore after restart", Duration::from_secs(60), || {
-        std::fs::read_to_string(&d.log)
-            .unwrap_or_default()
-            .matches("state restored")
-            .count()
-            >= 4
+        d.log_text().matches("state restored").count() >= 4
     });
     d.stop();
     case.assert_alerts_equal_replay(broker);
@@ -812,9 +813,7 @@ fn static_member_killed_and_restarted_takes_its_partitions_back() {
     for _ in 0..2 {
         let d = Daemon::spawn_with(broker, &case.name, "a", &stay);
         wait_for("partitions assigned", Duration::from_secs(120), || {
-            std::fs::read_to_string(&d.log)
-                .unwrap_or_default()
-                .contains("partitions assigned")
+            d.log_text().contains("partitions assigned")
         });
         d.stop();
     }
@@ -867,9 +866,7 @@ fn kip_848_consumer_protocol_keeps_exactly_once_across_a_restart_and_a_join() {
         Duration::from_secs(120),
         || {
             b.assert_alive();
-            std::fs::read_to_string(&b.log)
-                .unwrap_or_default()
-                .contains("partitions assigned")
+            b.log_text().contains("partitions assigned")
         },
     );
     case.await_alerts(broker, &mut [&mut a, &mut b], Duration::from_secs(240));
@@ -921,9 +918,7 @@ fn scale_out_with_a_member_killed_and_another_joining() {
         Duration::from_secs(120),
         || {
             d.assert_alive();
-            std::fs::read_to_string(&d.log)
-                .unwrap_or_default()
-                .contains("partitions assigned")
+            d.log_text().contains("partitions assigned")
         },
     );
     case.await_alerts(
@@ -1012,7 +1007,7 @@ fn offsets_held_pending_by_an_open_transaction_do_not_stall_the_assignment() {
         Duration::from_secs(240),
         || {
             second.assert_alive();
-            std::fs::read_to_string(&second.log).is_ok_and(|log| log.contains(said))
+            second.log_text().contains(said)
         },
     );
     case.await_alerts(broker, &mut [&mut second], Duration::from_secs(240));
@@ -1059,12 +1054,15 @@ fn zombie_and_twin(name: &str, idle: bool) {
         zombie.assert_alive();
         broker.count(&case.alerts_topic()) >= share
     });
-    let log_of = |d: &Daemon| std::fs::read_to_string(&d.log).unwrap_or_default();
     if idle {
         wait_for(
             "the zombie to follow the input live",
             Duration::from_secs(60),
-            || log_of(&zombie).contains("caught up on every assigned partition"),
+            || {
+                zombie
+                    .log_text()
+                    .contains("caught up on every assigned partition")
+            },
         );
     }
     let pid = zombie.child.id().to_string();
@@ -1075,7 +1073,7 @@ fn zombie_and_twin(name: &str, idle: bool) {
         Duration::from_secs(120),
         || {
             twin.assert_alive();
-            log_of(&twin).contains("partitions assigned")
+            twin.log_text().contains("partitions assigned")
         },
     );
     if idle {
@@ -1099,7 +1097,7 @@ fn zombie_and_twin(name: &str, idle: bool) {
     } else {
         (zombie, twin)
     };
-    let said = log_of(&gone);
+    let said = gone.log_text();
     assert!(
         !status.success()
             && (said.contains("another process runs with this kafka.instance_id")
@@ -1115,7 +1113,7 @@ fn zombie_and_twin(name: &str, idle: bool) {
         assert_eq!(who, "zombie", "{}", gone.log_tail());
     }
     case.await_alerts(broker, &mut [&mut survivor], Duration::from_secs(240));
-    let kept = log_of(&survivor);
+    let kept = survivor.log_text();
     survivor.stop();
     case.assert_alerts_equal_replay(broker);
     if idle {
@@ -1786,7 +1784,7 @@ fn account_metadata_from_a_compacted_topic_reaches_alert_records_and_routing() {
         records_read("applied") == ids.len() && records_read("skipped") == 2
     });
     // The skipped records are named by topic, partition and offset.
-    let log = std::fs::read_to_string(&daemon.log).unwrap();
+    let log = daemon.log_text();
     let warnings: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("account metadata record skipped"))
