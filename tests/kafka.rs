@@ -1035,7 +1035,8 @@ fn an_idle_zombie_and_its_twin_settle_on_one_member_with_nothing_lost_or_doubled
 /// member replaced: it replaces its producer once and joins again once (either could
 /// be a pause of its own), which fences the twin's; one of the two is fenced again
 /// sooner than is possible for a pause of its own and stops with that error, and the
-/// other goes on. Paused idle, once the whole stream is done (`idle`), the zombie
+/// other goes on, or stops the same way a moment later (then one is restarted, as a
+/// supervisor would). Paused idle, once the whole stream is done (`idle`), the zombie
 /// writes nothing, so only FENCED_INSTANCE_ID tells: it joins again, which fences the
 /// twin's member; the twin, which joined longer than a session timeout before, joins
 /// again too (the recovery path of a member replaced under its own instance id); the
@@ -1111,6 +1112,31 @@ fn zombie_and_twin(name: &str, idle: bool) {
     );
     if idle {
         assert_eq!(who, "zombie", "{}", gone.log_tail());
+    } else {
+        // Busy, both may stop, each rightly seeing another process with its id: the
+        // zombie's rejoin fences the twin's member a moment after it joined, and the
+        // twin's replaced producer fences the zombie's young transaction. Then a
+        // supervisor restarts one; nothing may be lost or doubled either way.
+        let n = case.expected.len();
+        let mut ended = None;
+        wait_for(
+            "the alerts, or the other one stopping too",
+            Duration::from_secs(240),
+            || {
+                ended = survivor.child.try_wait().unwrap();
+                ended.is_some() || broker.count(&case.alerts_topic()) >= n
+            },
+        );
+        if let Some(status) = ended {
+            let said = survivor.log_text();
+            assert!(
+                !status.success() && said.contains("fenced"),
+                "the other should stop fenced too, or not at all:\n{}",
+                survivor.log_tail()
+            );
+            eprintln!("{name}: both stopped; restarting one, as a supervisor would");
+            survivor = spawn();
+        }
     }
     case.await_alerts(broker, &mut [&mut survivor], Duration::from_secs(240));
     let kept = survivor.log_text();

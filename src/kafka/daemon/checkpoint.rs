@@ -337,13 +337,24 @@ impl State {
                 self.stats.aborts += 1;
                 METRICS.checkpoint_failures.inc();
                 if self.out.in_txn {
+                    let may_have_timed_out = self.out.txn_may_have_timed_out();
                     // An abort that fails fatally (e.g. the transaction is in an
                     // invalid state after a broker restart) is a failed producer:
-                    // replaced like any other, not the end of the process.
+                    // replaced like any other, not the end of the process. So is one
+                    // fenced for a transaction old enough to have outlived the
+                    // transaction timeout (a broker away that long); fenced younger,
+                    // another process took this transactional id: stop.
                     if let Err(e) = self.out.abort() {
                         return match e {
                             failed @ DaemonError::ProducerFailed(_) => {
                                 self.recover(consumer, failed)
+                            }
+                            fenced @ DaemonError::Fenced(_) if may_have_timed_out => {
+                                warn!(
+                                    "the abort was fenced after the transaction outlived \
+                                       kafka.transaction_timeout"
+                                );
+                                self.recover(consumer, fenced)
                             }
                             other => Err(other),
                         };

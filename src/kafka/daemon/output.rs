@@ -3,7 +3,7 @@
 //! changelog records), with backpressure and error classification.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -27,6 +27,8 @@ pub(super) struct Output {
     pub(super) producer: Arc<ThreadedProducer<LogContext>>,
     pub(super) transactional_id: String,
     pub(super) in_txn: bool,
+    /// When the open transaction began (meaningful while `in_txn`).
+    pub(super) txn_began: Instant,
     pub(super) alerts_topic: String,
     pub(super) dead_letter_topic: String,
     pub(super) changelog: String,
@@ -73,6 +75,7 @@ impl Output {
                 .begin_transaction()
                 .map_err(|e| self.classify(e))?;
             self.in_txn = true;
+            self.txn_began = Instant::now();
         }
         Ok(())
     }
@@ -172,6 +175,15 @@ impl Output {
         self.retrying("commit", 20, |p, t| p.commit_transaction(t))?;
         self.in_txn = false;
         Ok(())
+    }
+
+    /// Whether the coordinator may have aborted the open transaction for outliving the
+    /// transaction timeout (fencing this producer for it): only if it is that old. The
+    /// coordinator's clock for it starts later than this one (at the first partition
+    /// added), so a younger transaction cannot have timed out: another producer took
+    /// this transactional id.
+    pub(super) fn txn_may_have_timed_out(&self) -> bool {
+        self.in_txn && self.txn_began.elapsed() >= self.txn_timeout
     }
 
     /// Aborts the open transaction, retrying while the error is retriable.
@@ -352,6 +364,7 @@ mod tests {
             producer: transactional_producer(&cfg.kafka, "cw-test", timeout).unwrap(),
             transactional_id: "cw-test".into(),
             in_txn: false,
+            txn_began: Instant::now(),
             alerts_topic: "alerts".into(),
             dead_letter_topic: "dead-letters".into(),
             changelog: "changelog".into(),
@@ -363,8 +376,16 @@ mod tests {
         out.send_alert(&alert("a")).unwrap();
         out.send_alert(&alert("b")).unwrap();
         assert!(out.in_txn);
+        // Too young for the coordinator to have timed it out; as old as the timeout,
+        // it may have.
+        assert!(!out.txn_may_have_timed_out());
+        let began = out.txn_began;
+        out.txn_began = Instant::now().checked_sub(timeout).unwrap();
+        assert!(out.txn_may_have_timed_out());
+        out.txn_began = began;
         out.commit().unwrap();
         assert!(!out.in_txn);
+        assert!(!out.txn_may_have_timed_out());
         out.uncommitted.count_committed(&mut stats);
         out.send_alert(&alert("c")).unwrap();
         out.abort().unwrap();
@@ -414,6 +435,7 @@ mod tests {
             producer: transactional_producer(&cfg.kafka, "cw-offsets", timeout).unwrap(),
             transactional_id: "cw-offsets".into(),
             in_txn: false,
+            txn_began: Instant::now(),
             alerts_topic: "alerts".into(),
             dead_letter_topic: "dead-letters".into(),
             changelog: "changelog".into(),

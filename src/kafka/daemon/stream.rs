@@ -139,6 +139,7 @@ fn new_state(shared: &Shared, thread: usize) -> Result<State, DaemonError> {
             producer,
             transactional_id,
             in_txn: false,
+            txn_began: Instant::now(),
             alerts_topic: k.alerts_topic.clone(),
             dead_letter_topic: k.dead_letter_topic.clone(),
             changelog: k.changelog(),
