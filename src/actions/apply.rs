@@ -320,15 +320,23 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_view_still_loading_refuses_with_503_and_stores_nothing() {
-        let now = 1_780_000_000_000;
-        let fixture = FixtureView::sample(now / DAY);
+    const NOW: Millis = 1_780_000_000_000;
+
+    /// An applier over `view` whose Kafka producer points nowhere (nothing in these
+    /// tests gets as far as storing), the first firing alert of `acme`, a team lead,
+    /// and that lead's acknowledgement of the alert.
+    fn setup(loading: bool) -> (Applier, Principal, NewAction) {
+        let fixture = FixtureView::sample(NOW / DAY);
         let alert = fixture.account("acme").unwrap().summary.firing[0]
             .id
             .clone();
+        let view: Arc<dyn InboxView> = if loading {
+            Arc::new(Loading(fixture))
+        } else {
+            Arc::new(fixture)
+        };
         let applier = Applier {
-            store: Arc::new(Actions::new(10, Arc::new(move || now))),
+            store: Arc::new(Actions::new(10, Arc::new(|| NOW))),
             producer: rdkafka::ClientConfig::new()
                 .set("bootstrap.servers", "127.0.0.1:1")
                 .create_with_context(LogContext)
@@ -336,7 +344,7 @@ mod tests {
             topic: "actions".into(),
             horizon: 90 * DAY,
             owners: None,
-            view: Some(Arc::new(Loading(fixture))),
+            view: Some(view),
             writing: tokio::sync::Mutex::new(()),
             rate: Default::default(),
         };
@@ -349,6 +357,12 @@ mod tests {
             action: "acknowledge".into(),
             ..Default::default()
         };
+        (applier, lead, req)
+    }
+
+    #[tokio::test]
+    async fn a_view_still_loading_refuses_with_503_and_stores_nothing() {
+        let (applier, lead, req) = setup(true);
         let r = applier
             .apply(&lead, &req, Source::Api, "", None)
             .await
@@ -363,39 +377,14 @@ mod tests {
     /// sender any of their rate.
     #[tokio::test]
     async fn a_replayed_request_is_refused_and_costs_no_rate() {
-        let now = 1_780_000_000_000;
-        let fixture = FixtureView::sample(now / DAY);
-        let alert = fixture.account("acme").unwrap().summary.firing[0]
-            .id
-            .clone();
-        let applier = Applier {
-            store: Arc::new(Actions::new(10, Arc::new(move || now))),
-            producer: rdkafka::ClientConfig::new()
-                .set("bootstrap.servers", "127.0.0.1:1")
-                .create_with_context(LogContext)
-                .unwrap(),
-            topic: "actions".into(),
-            horizon: 90 * DAY,
-            owners: None,
-            view: Some(Arc::new(fixture)),
-            writing: tokio::sync::Mutex::new(()),
-            rate: Default::default(),
-        };
-        let lead = Principal {
-            email: "lee@example.com".into(),
-            role: Role::Lead,
-        };
-        let req = NewAction {
-            alert_id: alert,
-            action: "acknowledge".into(),
-            ..Default::default()
-        };
-        let mut rec = crate::actions::record::validate(&req, &lead.email, now, 90 * DAY).unwrap();
-        rec.origin = "slack:1700000000.000100".into();
+        let (applier, lead, req) = setup(false);
+        let origin = "slack:1700000000.000100";
+        let mut rec = validate(&req, &lead.email, NOW, 90 * DAY).unwrap();
+        rec.origin = origin.into();
         applier.store.apply(AlertActions::with(None, rec)).unwrap();
         for _ in 0..2 * super::super::rate::BURST {
             let r = applier
-                .apply(&lead, &req, Source::Slack, "slack:1700000000.000100", None)
+                .apply(&lead, &req, Source::Slack, origin, None)
                 .await
                 .unwrap_err();
             assert_eq!(
@@ -406,7 +395,7 @@ mod tests {
         }
         // The whole burst is still there.
         for _ in 0..super::super::rate::BURST {
-            assert!(applier.rate.take(&lead.email, now).is_ok());
+            assert!(applier.rate.take(&lead.email, NOW).is_ok());
         }
     }
 }

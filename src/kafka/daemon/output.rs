@@ -327,6 +327,22 @@ mod tests {
         }
     }
 
+    /// The output of a thread with transactional id `id`, writing alerts to `alerts`.
+    fn output(cfg: &Config, id: &str, timeout: Duration) -> Output {
+        Output {
+            producer: transactional_producer(&cfg.kafka, id, timeout).unwrap(),
+            transactional_id: id.into(),
+            in_txn: false,
+            txn_began: Instant::now(),
+            alerts_topic: "alerts".into(),
+            dead_letter_topic: "dead-letters".into(),
+            changelog: "changelog".into(),
+            txn_timeout: timeout,
+            meta: None,
+            uncommitted: Uncommitted::default(),
+        }
+    }
+
     /// Keys of the records a `read_committed` consumer reads from `topic`.
     fn committed_keys(brokers: &str, topic: &str) -> Vec<String> {
         let consumer: BaseConsumer = ClientConfig::new()
@@ -360,18 +376,7 @@ mod tests {
         let mut cfg = Config::default();
         cfg.kafka.brokers = mock.bootstrap_servers();
         let timeout = Duration::from_secs(10);
-        let mut out = Output {
-            producer: transactional_producer(&cfg.kafka, "cw-test", timeout).unwrap(),
-            transactional_id: "cw-test".into(),
-            in_txn: false,
-            txn_began: Instant::now(),
-            alerts_topic: "alerts".into(),
-            dead_letter_topic: "dead-letters".into(),
-            changelog: "changelog".into(),
-            txn_timeout: timeout,
-            meta: None,
-            uncommitted: Uncommitted::default(),
-        };
+        let mut out = output(&cfg, "cw-test", timeout);
         let mut stats = DaemonStats::default();
         out.send_alert(&alert("a")).unwrap();
         out.send_alert(&alert("b")).unwrap();
@@ -431,18 +436,7 @@ mod tests {
         let mut cfg = Config::default();
         cfg.kafka.brokers = mock.bootstrap_servers();
         let timeout = Duration::from_secs(2);
-        let mut out = Output {
-            producer: transactional_producer(&cfg.kafka, "cw-offsets", timeout).unwrap(),
-            transactional_id: "cw-offsets".into(),
-            in_txn: false,
-            txn_began: Instant::now(),
-            alerts_topic: "alerts".into(),
-            dead_letter_topic: "dead-letters".into(),
-            changelog: "changelog".into(),
-            txn_timeout: timeout,
-            meta: None,
-            uncommitted: Uncommitted::default(),
-        };
+        let mut out = output(&cfg, "cw-offsets", timeout);
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", mock.bootstrap_servers())
             .set("group.id", "g")
