@@ -206,26 +206,14 @@ impl State {
                 .as_ref()
                 .and_then(|c| c.find_partition(&topic, p))
                 .map_or(Offset::Invalid, |e| e.offset());
-            let deadline = Instant::now() + self.out.txn_timeout;
-            let mut tries = 1;
-            let restored = loop {
-                let restored = self.restore(consumer, p, false)?;
-                if restore_agrees(restored, group) {
-                    break restored;
-                }
-                if Instant::now() >= deadline {
-                    warn!(partition = p, restored = ?restored, group = ?group, tries,
-                        "the restored checkpoint disagrees with the group's committed offset; \
-                         resuming from the checkpoint");
-                    break restored;
-                }
-                info!(partition = p, restored = ?restored, group = ?group, tries,
-                    "the restored checkpoint is behind the group's committed offset (a \
-                     transaction still completing); restoring again");
-                tries += 1;
-                // The commit marker is being written: nothing to wait on but time.
-                std::thread::sleep(Duration::from_millis(100));
-            };
+            let restored = self.restore_until(
+                consumer,
+                p,
+                false,
+                "the group's committed offset",
+                group,
+                |r| restore_agrees(r, group),
+            )?;
             if let Some(offset) = restored {
                 resume.push((p, offset));
             }
@@ -290,6 +278,42 @@ impl State {
         part.checkpointed = restored;
         self.parts.insert(p, part);
         Ok(restored)
+    }
+
+    /// Restores partition `p` (see `restore`) again while its checkpoint has not
+    /// `reached` the one it must (`target`, from `against`), for up to
+    /// `kafka.transaction_timeout`: that transaction's commit markers may still be
+    /// being written, and there is nothing to wait on but time. Past that it goes on
+    /// from what it read, with a warning. A partition a rollback's seek found taken
+    /// away is not waited for. Returns the restored checkpoint's committed offset.
+    fn restore_until(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        p: i32,
+        seek: bool,
+        against: &str,
+        target: impl std::fmt::Debug,
+        reached: impl Fn(Option<i64>) -> bool,
+    ) -> Result<Option<i64>, DaemonError> {
+        let deadline = Instant::now() + self.out.txn_timeout;
+        let mut tries = 1;
+        loop {
+            let restored = self.restore(consumer, p, seek)?;
+            if reached(restored) || !self.parts.contains_key(&p) {
+                return Ok(restored);
+            }
+            if Instant::now() >= deadline {
+                warn!(partition = p, restored = ?restored, target = ?target, against, tries,
+                    "the restored checkpoint disagrees with the committed one; resuming from it");
+                return Ok(restored);
+            }
+            info!(partition = p, restored = ?restored, target = ?target, against, tries,
+                "the restored checkpoint is behind the committed one (a transaction's commit \
+                 markers still being written); restoring again");
+            tries += 1;
+            self.health.beat_thread(self.thread);
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Commits one transaction with everything since the last one. On an abortable
@@ -408,27 +432,14 @@ impl State {
             .collect();
         self.parts.clear();
         for (p, committed) in parts {
-            let deadline = Instant::now() + self.out.txn_timeout;
-            let mut tries = 1;
-            loop {
-                let restored = self.restore(consumer, p, true)?;
-                if reaches_checkpoint(restored, committed) || !self.parts.contains_key(&p) {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    warn!(partition = p, restored = ?restored, committed = ?committed, tries,
-                        "the rollback's restore stays behind the last committed checkpoint; \
-                         resuming from what it read");
-                    break;
-                }
-                info!(partition = p, restored = ?restored, committed = ?committed, tries,
-                    "the restore is behind the last committed checkpoint (its commit \
-                     markers are still being written); restoring again");
-                tries += 1;
-                self.health.beat_thread(self.thread);
-                // The coordinator is writing the markers: nothing to wait on but time.
-                std::thread::sleep(Duration::from_millis(100));
-            }
+            self.restore_until(
+                consumer,
+                p,
+                true,
+                "the last committed checkpoint",
+                committed,
+                |r| reaches_checkpoint(r, committed),
+            )?;
         }
         Ok(())
     }
@@ -454,6 +465,7 @@ impl State {
     fn try_checkpoint(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<usize, DaemonError> {
         self.out.begin()?;
         let mut offsets = TopicPartitionList::new();
+        let mut checkpointed = Vec::new();
         let mut accounts = 0;
         let changelog = self.out.changelog.clone();
         for (&p, part) in self.parts.iter_mut() {
@@ -483,15 +495,8 @@ impl State {
                 p,
                 Offset::Offset(meta.commit_offset),
             )?;
+            checkpointed.push((p, meta.commit_offset));
         }
-        let checkpointed: Vec<(i32, i64)> = offsets
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some((e.partition(), o)),
-                _ => None,
-            })
-            .collect();
         if offsets.count() > 0 {
             let group = consumer
                 .group_metadata()
